@@ -1,0 +1,156 @@
+//! The `tads` command line.
+//!
+//! One clap subcommand per job. Each turns its flags into the configuration of a library crate,
+//! runs it on a tokio runtime, and reports: a progress bar on a terminal, a summary line at the
+//! end, and on failure one line `error: ...` naming the flag or target at fault.
+//!
+//! Exit codes: 0 success; 2 bad input (a flag, a target, a store that cannot be reached);
+//! 1 anything else (a bug: please report it).
+#![deny(missing_docs)]
+
+mod generate;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// TADS, the Telemetry Anomaly Detection System: anomaly detection over Parquet telemetry,
+/// embedded, on Apache DataFusion.
+#[derive(Debug, Parser)]
+#[command(name = "tads", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate seeded synthetic host telemetry with labelled anomalies as hive-partitioned Parquet
+    Generate(generate::GenerateArgs),
+}
+
+/// An error the user can fix (exit code 2), as opposed to a failure of TADS itself (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UserError(pub String);
+
+/// Runs the command line in `std::env::args` and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                || matches!(e.kind(), ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand)
+            {
+                let _ = e.print();
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+            // clap's message, on one line: its first line names the flag and the problem.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("error: invalid arguments");
+            eprintln!("{first}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Generate(args) => generate::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let user = e.downcast_ref::<UserError>().is_some();
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::from(if user { 2 } else { 1 })
+        }
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause the message already holds.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out.replace('\n', " ")
+}
+
+/// `1234567` as `1,234,567`.
+pub(crate) fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A rate or count in the largest unit that keeps it above one: `5.02M`, `812.3k`.
+pub(crate) fn si(x: f64) -> String {
+    match x {
+        x if x >= 1e9 => format!("{:.2}G", x / 1e9),
+        x if x >= 1e6 => format!("{:.2}M", x / 1e6),
+        x if x >= 1e3 => format!("{:.1}k", x / 1e3),
+        x => format!("{x:.0}"),
+    }
+}
+
+/// Bytes in MiB or GiB.
+pub(crate) fn mib(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.2} GiB", b / (1024.0 * 1024.0 * 1024.0))
+    } else {
+        format!("{:.1} MiB", b / (1024.0 * 1024.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(thousands(100), "100");
+        assert_eq!(si(5_020_000.0), "5.02M");
+        assert_eq!(si(812.0), "812");
+        assert_eq!(mib(3 * 1024 * 1024), "3.0 MiB");
+    }
+
+    #[test]
+    fn one_line_joins_causes_once() {
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(one_line(&e), "outer: inner");
+    }
+}

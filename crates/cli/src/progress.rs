@@ -1,0 +1,54 @@
+//! Progress on a terminal: an indicatif bar on stderr, or nothing when stderr is not a terminal
+//! or `--quiet` was given.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// A bar that counts rows and files.
+pub(crate) struct RowBar {
+    bar: ProgressBar,
+    files: AtomicU64,
+    total_files: u64,
+}
+
+impl RowBar {
+    /// A bar for `total_rows` rows in `total_files` files; hidden when `quiet` or not on a terminal.
+    pub(crate) fn new(total_rows: u64, total_files: u64, quiet: bool) -> Self {
+        let target = if quiet || !std::io::stderr().is_terminal() {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr_with_hz(8)
+        };
+        let bar = ProgressBar::with_draw_target(Some(total_rows), target);
+        let style = ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} rows ({per_sec}, eta {eta}) {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.enable_steady_tick(Duration::from_millis(250));
+        Self {
+            bar,
+            files: AtomicU64::new(0),
+            total_files,
+        }
+    }
+
+    /// Removes the bar from the terminal.
+    pub(crate) fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl tads_gen::Progress for RowBar {
+    fn rows(&self, rows: u64) {
+        self.bar.inc(rows);
+    }
+
+    fn file_done(&self) {
+        let done = self.files.fetch_add(1, Ordering::Relaxed) + 1;
+        self.bar.set_message(format!("{done}/{} files", self.total_files));
+    }
+}

@@ -1,0 +1,213 @@
+//! The kinds of anomaly the generator injects, and the events it schedules per host.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::Rng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AnomalyConfig, GenConfig, MICROS_PER_DAY, SpanRange};
+use crate::metrics::{Metric, MetricSet};
+
+/// A kind of injected anomaly; the `anomaly_type` label of the rows it touches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnomalyType {
+    /// One to three points far above normal on one or two metrics.
+    Spike,
+    /// Several related metrics elevated for minutes.
+    Burst,
+    /// One metric drifting away over hours (a memory leak), ending abruptly.
+    Trend,
+    /// One or two load-driven metrics follow the opposite of the host's load while each stays
+    /// inside its normal range: invisible to per-metric z-scores, visible to PCA.
+    CorrelationBreak,
+    /// A sustained step up or down on one to three metrics.
+    LevelShift,
+}
+
+impl AnomalyType {
+    /// Every kind, in label-dictionary order.
+    pub const ALL: [AnomalyType; 5] = [
+        Self::Spike,
+        Self::Burst,
+        Self::Trend,
+        Self::CorrelationBreak,
+        Self::LevelShift,
+    ];
+
+    /// The label written to `anomaly_type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Spike => "spike",
+            Self::Burst => "burst",
+            Self::Trend => "trend",
+            Self::CorrelationBreak => "correlation_break",
+            Self::LevelShift => "level_shift",
+        }
+    }
+
+    /// Position in [`AnomalyType::ALL`], the dictionary key of the label.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for AnomalyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AnomalyType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
+            let names: Vec<_> = Self::ALL.iter().map(|t| t.as_str()).collect();
+            format!("unknown anomaly type `{s}` (one of {})", names.join(", "))
+        })
+    }
+}
+
+/// One injected event on one host: rows `start..start + len` (point indices of that host).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Dataset-wide id, the `anomaly_id` label (1-based, in host then time order).
+    pub id: i64,
+    /// The kind.
+    pub kind: AnomalyType,
+    /// Index of the first point.
+    pub start: u64,
+    /// Number of points.
+    pub len: u64,
+    /// The metrics it changes.
+    pub metrics: MetricSet,
+    /// Size of the change in standard deviations of each metric (signed; unused by a
+    /// correlation break).
+    pub magnitude: f64,
+}
+
+impl Event {
+    /// Index one past the last point.
+    pub fn end(&self) -> u64 {
+        self.start + self.len
+    }
+
+    /// How far the event has developed at point `i` (0 at its start, 1 at its last point);
+    /// trends grow with it, every other kind is at full size throughout.
+    pub fn intensity(&self, i: u64) -> f64 {
+        if self.kind == AnomalyType::Trend && self.len > 1 {
+            (i - self.start + 1) as f64 / self.len as f64
+        } else {
+            1.0
+        }
+    }
+}
+
+fn pick<const N: usize>(rng: &mut Xoshiro256PlusPlus, pool: [Metric; N], min: usize, max: usize) -> MetricSet {
+    let count = rng.random_range(min..=max.min(N));
+    let mut pool = pool.to_vec();
+    let mut set = MetricSet::EMPTY;
+    for _ in 0..count {
+        let m = pool.swap_remove(rng.random_range(0..pool.len()));
+        set.insert(m);
+    }
+    set
+}
+
+fn points(range: SpanRange, interval_us: i64, rng: &mut Xoshiro256PlusPlus) -> u64 {
+    let us = rng.random_range(range.min.micros()..=range.max.micros());
+    (us / interval_us).max(1) as u64
+}
+
+fn mean_points(range: SpanRange, interval_us: i64) -> f64 {
+    ((range.min.micros() + range.max.micros()) as f64 / 2.0 / interval_us as f64).max(1.0)
+}
+
+/// Average number of points one event of the configured mix occupies, gap included.
+fn mean_occupancy(a: &AnomalyConfig, interval_us: i64) -> f64 {
+    let each: f64 = a
+        .types
+        .iter()
+        .map(|t| match t {
+            AnomalyType::Spike => f64::from(a.spike_points.0 + a.spike_points.1) / 2.0,
+            AnomalyType::Burst => mean_points(a.burst_duration, interval_us),
+            AnomalyType::Trend => mean_points(a.trend_duration, interval_us),
+            AnomalyType::CorrelationBreak => mean_points(a.break_duration, interval_us),
+            AnomalyType::LevelShift => mean_points(a.shift_duration, interval_us),
+        })
+        .sum();
+    each / a.types.len().max(1) as f64 + a.min_gap.micros() as f64 / interval_us as f64
+}
+
+/// Schedules one host's events (ids left at 0; the caller numbers them dataset-wide).
+///
+/// Events arrive as a Poisson process whose waiting times are shortened by the average event
+/// length, so the realised rate matches `anomaly_rate` events per host-day as long as events
+/// fit; they never overlap, and consecutive events are at least `min_gap` apart.
+pub fn schedule(config: &GenConfig, rng: &mut Xoshiro256PlusPlus) -> Vec<Event> {
+    let a = &config.anomalies;
+    let n = config.points_per_host();
+    if config.anomaly_rate <= 0.0 || a.types.is_empty() || n == 0 {
+        return vec![];
+    }
+    let interval = config.interval.micros();
+    let points_per_day = MICROS_PER_DAY as f64 / interval as f64;
+    let wanted_gap = points_per_day / config.anomaly_rate;
+    let mean_wait = (wanted_gap - mean_occupancy(a, interval)).max(wanted_gap * 0.05);
+    let gap = (a.min_gap.micros() / interval) as u64;
+    let mut events = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let u: f64 = rng.random_range(f64::EPSILON..1.0);
+        let wait = (-u.ln() * mean_wait) as u64;
+        let start = cursor.saturating_add(wait);
+        if start >= n {
+            break;
+        }
+        let kind = a.types[rng.random_range(0..a.types.len())];
+        use Metric::*;
+        let (len, metrics, magnitude) = match kind {
+            AnomalyType::Spike => (
+                u64::from(rng.random_range(a.spike_points.0..=a.spike_points.1)),
+                pick(rng, Metric::ALL, 1, 2),
+                a.spike_magnitude * rng.random_range(0.75..1.25),
+            ),
+            AnomalyType::Burst => (
+                points(a.burst_duration, interval, rng),
+                pick(rng, [CpuPct, LatencyMs, ErrorRate, NetRxMbps, NetTxMbps, DiskReadMbps], 2, 4),
+                a.burst_magnitude * rng.random_range(0.8..1.2),
+            ),
+            AnomalyType::Trend => (
+                points(a.trend_duration, interval, rng),
+                pick(rng, [MemPct, MemPct, MemPct, LatencyMs, DiskWriteMbps, ErrorRate], 1, 1),
+                a.trend_magnitude * rng.random_range(0.8..1.2),
+            ),
+            AnomalyType::CorrelationBreak => (
+                points(a.break_duration, interval, rng),
+                pick(rng, [CpuPct, DiskReadMbps, DiskWriteMbps, NetRxMbps, NetTxMbps], 1, 2),
+                0.0,
+            ),
+            AnomalyType::LevelShift => {
+                let sign = if rng.random_bool(0.75) { 1.0 } else { -1.0 };
+                (
+                    points(a.shift_duration, interval, rng),
+                    pick(rng, Metric::ALL, 1, 3),
+                    sign * a.shift_magnitude * rng.random_range(0.8..1.2),
+                )
+            }
+        };
+        let len = len.min(n - start);
+        events.push(Event {
+            id: 0,
+            kind,
+            start,
+            len,
+            metrics,
+            magnitude,
+        });
+        cursor = start + len + gap;
+    }
+    events
+}

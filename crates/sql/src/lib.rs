@@ -1,0 +1,118 @@
+//! TADS on DataFusion: the session, and datasets as tables.
+//!
+//! [`session`] builds a [`SessionContext`] configured for TADS; [`register_dataset`] makes any
+//! Parquet dataset, TADS's own or a user's, a table: a local directory or an `s3://` prefix,
+//! flat or hive-partitioned (`key=value/` directories become partition columns, so a filter on
+//! them prunes files before any is opened).
+#![deny(missing_docs)]
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use tads_store::{IN_PROGRESS, Location};
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The dataset cannot be read as it is.
+    #[error("{location}: {message}")]
+    Dataset {
+        /// The dataset.
+        location: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Listing or reading the store failed.
+    #[error(transparent)]
+    Store(#[from] tads_store::Error),
+    /// DataFusion failed.
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A DataFusion session for TADS: one partition per core, and Parquet filters pushed into the
+/// scan so row groups and pages are skipped by their statistics.
+pub fn session() -> SessionContext {
+    let mut config = SessionConfig::new().with_information_schema(true);
+    let options = config.options_mut();
+    options.execution.parquet.pushdown_filters = true;
+    options.execution.parquet.reorder_filters = true;
+    SessionContext::new_with_config(config)
+}
+
+/// The hive partition columns of a relative file path: every `key=value` directory, in order.
+pub fn partition_columns(relative_path: &str) -> Vec<String> {
+    let mut parts: Vec<&str> = relative_path.split('/').collect();
+    parts.pop(); // the file name
+    parts
+        .iter()
+        .filter_map(|p| p.split_once('=').map(|(k, _)| k.to_string()))
+        .filter(|k| !k.is_empty())
+        .collect()
+}
+
+/// Registers the Parquet files below `location` as table `name`, with the hive partition
+/// columns found in its directory names (as strings). Refuses a dataset that a TADS writer has
+/// not finished, and a location without any `.parquet` file.
+pub async fn register_dataset(ctx: &SessionContext, name: &str, location: &Location) -> Result<()> {
+    let objects = location.list_all().await?;
+    let bad = |message: String| Error::Dataset {
+        location: location.to_string(),
+        message,
+    };
+    let relative: Vec<String> = objects.iter().filter_map(|o| location.relative(&o.location)).collect();
+    if relative.iter().any(|r| r == IN_PROGRESS) {
+        return Err(bad(format!(
+            "is not a finished dataset ({IN_PROGRESS} is present: a writer is at work or was killed)"
+        )));
+    }
+    let Some(first) = relative.iter().filter(|r| r.ends_with(".parquet")).min() else {
+        return Err(bad("holds no .parquet files".into()));
+    };
+    let partitions: Vec<(String, DataType)> = partition_columns(first)
+        .into_iter()
+        .map(|k| (k, DataType::Utf8))
+        .collect();
+    ctx.register_object_store(&location.store_url(), Arc::clone(location.store()));
+    let url = ListingTableUrl::parse(location.url().as_str())?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(partitions);
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .infer_schema(&ctx.state())
+        .await?;
+    ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_columns_come_from_key_value_directories() {
+        assert_eq!(partition_columns("date=2026-01-01/part-0.parquet"), ["date"]);
+        assert_eq!(partition_columns("region=eu/date=x/f.parquet"), ["region", "date"]);
+        assert!(partition_columns("f.parquet").is_empty());
+        assert!(partition_columns("plain/f.parquet").is_empty());
+    }
+
+    #[tokio::test]
+    async fn empty_and_unfinished_locations_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::parse(dir.path().to_str().unwrap()).unwrap();
+        let ctx = session();
+        let err = register_dataset(&ctx, "t", &loc).await.unwrap_err().to_string();
+        assert!(err.contains("holds no .parquet files"), "{err}");
+        loc.put(IN_PROGRESS, b"{}".to_vec()).await.unwrap();
+        let err = register_dataset(&ctx, "t", &loc).await.unwrap_err().to_string();
+        assert!(err.contains("not a finished dataset"), "{err}");
+    }
+}

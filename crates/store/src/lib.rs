@@ -1,0 +1,369 @@
+//! Where TADS reads and writes.
+//!
+//! Every TADS command that takes a `--data`, `--out` or `--models` argument accepts the same three
+//! spellings: a local directory (`./out`, `/data/tads`), a `file://` URL, or an `s3://bucket/prefix`
+//! URL. [`Location::parse`] turns any of them into an [`object_store::ObjectStore`] and a prefix
+//! inside it, so the generator, the jobs and DataFusion all go through one code path and local
+//! directories behave exactly like S3 (whole-object puts, listing by prefix).
+//!
+//! S3 is configured from the usual environment (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`, ...), so any S3-compatible server works.
+//! Credentials must come from that environment: TADS never falls back to probing a cloud
+//! instance-metadata endpoint, which on a laptop only hangs.
+#![deny(missing_docs)]
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use object_store::aws::{AmazonConfigKey, AmazonS3Builder};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use url::Url;
+
+/// Name of the manifest every TADS writer puts last: its presence means the output is complete.
+pub const MANIFEST: &str = "_manifest.json";
+/// Name of the marker a TADS writer puts first and removes after the manifest: its presence means
+/// a writer is at work, or was killed, and the output is not to be read.
+pub const IN_PROGRESS: &str = "_tads_in_progress.json";
+
+/// Errors of this crate. Each one names the location it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The text given as a location is not a directory, `file://` or `s3://` URL.
+    #[error("{location}: {reason}")]
+    InvalidLocation {
+        /// The location as the user wrote it.
+        location: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The object store refused or failed an operation.
+    #[error("{location}: {}", describe_store_error(.source))]
+    Store {
+        /// The location (URL) the operation was about.
+        location: String,
+        /// The underlying object store error.
+        #[source]
+        source: object_store::Error,
+    },
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A one-line description of an object store error, without the nested debug dumps that
+/// `object_store` errors carry (request bodies, retry internals).
+pub fn describe_store_error(err: &object_store::Error) -> String {
+    use std::error::Error as _;
+    let mut msg = match err {
+        object_store::Error::NotFound { path, .. } => format!("not found: {path}"),
+        object_store::Error::PermissionDenied { path, .. } => format!("permission denied: {path}"),
+        object_store::Error::Unauthenticated { path, .. } => {
+            format!("not authenticated (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY): {path}")
+        }
+        other => other.to_string(),
+    };
+    // The innermost cause is usually the useful part ("Connection refused", "No such file").
+    let mut cause = err.source();
+    let mut last = None;
+    while let Some(c) = cause {
+        last = Some(c.to_string());
+        cause = c.source();
+    }
+    if let Some(last) = last
+        && !msg.contains(&last)
+    {
+        msg = format!("{msg} ({last})");
+    }
+    msg.replace('\n', " ")
+}
+
+/// Which kind of storage a [`Location`] lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// A directory on the local file system.
+    Local,
+    /// A bucket and prefix on S3 or an S3-compatible server.
+    S3,
+}
+
+/// A directory-like place in an object store: the store, the prefix inside it, and the URL that
+/// names both.
+#[derive(Clone)]
+pub struct Location {
+    scheme: Scheme,
+    url: Url,
+    prefix: Path,
+    store: Arc<dyn ObjectStore>,
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Location").field("url", &self.url.as_str()).finish()
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.scheme {
+            Scheme::Local => write!(f, "{}", self.url.path()),
+            Scheme::S3 => write!(f, "{}", self.url),
+        }
+    }
+}
+
+impl Location {
+    /// Parses a location: a local path (relative paths are made absolute against the current
+    /// directory; the directory need not exist yet), a `file://` URL or an `s3://bucket/prefix`
+    /// URL. Any other scheme is an error naming the scheme.
+    pub fn parse(text: &str) -> Result<Self> {
+        Self::parse_with(text, &[])
+    }
+
+    /// Like [`Location::parse`], with S3 settings that take precedence over the environment:
+    /// pairs of an `object_store` Amazon config key and its value (`("aws_endpoint",
+    /// "http://127.0.0.1:9000")`, `("aws_allow_http", "true")`, `("aws_access_key_id", ..)`).
+    /// Ignored for local locations.
+    pub fn parse_with(text: &str, s3_options: &[(&str, &str)]) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidLocation {
+            location: text.to_string(),
+            reason,
+        };
+        if text.trim().is_empty() {
+            return Err(invalid("empty location".into()));
+        }
+        match text.split_once("://") {
+            None => Self::local(std::path::Path::new(text), text),
+            Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
+                "file" => {
+                    let url = Url::parse(text).map_err(|e| invalid(format!("not a valid URL: {e}")))?;
+                    let path = url
+                        .to_file_path()
+                        .map_err(|()| invalid("a file:// URL needs an absolute path".into()))?;
+                    Self::local(&path, text)
+                }
+                "s3" | "s3a" => Self::s3(rest, text, s3_options),
+                other => Err(invalid(format!(
+                    "unknown URL scheme `{other}://` (use a local directory, file:// or s3://bucket/prefix)"
+                ))),
+            },
+        }
+    }
+
+    fn local(path: &std::path::Path, text: &str) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidLocation {
+            location: text.to_string(),
+            reason,
+        };
+        let abs = std::path::absolute(path).map_err(|e| invalid(format!("cannot resolve path: {e}")))?;
+        if abs.is_file() {
+            return Err(invalid("is a file, not a directory".into()));
+        }
+        let prefix = Path::from_absolute_path(&abs).map_err(|e| invalid(format!("not a usable path: {e}")))?;
+        let mut url = Url::from_directory_path(&abs)
+            .map_err(|()| invalid("not an absolute local path".into()))?;
+        url.set_fragment(None);
+        Ok(Self {
+            scheme: Scheme::Local,
+            url,
+            prefix,
+            store: Arc::new(LocalFileSystem::new()),
+        })
+    }
+
+    fn s3(rest: &str, text: &str, options: &[(&str, &str)]) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidLocation {
+            location: text.to_string(),
+            reason,
+        };
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(invalid("an s3:// URL needs a bucket: s3://bucket/prefix".into()));
+        }
+        let has_credentials = ["AWS_ACCESS_KEY_ID", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+            || options
+                .iter()
+                .any(|(k, _)| matches!(*k, "aws_access_key_id" | "access_key_id" | "aws_skip_signature" | "skip_signature"))
+            || std::env::var("AWS_SKIP_SIGNATURE").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+        if !has_credentials {
+            return Err(invalid(
+                "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_SKIP_SIGNATURE=true for a public bucket)"
+                    .into(),
+            ));
+        }
+        let client = ClientOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(300));
+        let retry = RetryConfig {
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(20),
+            ..RetryConfig::default()
+        };
+        let mut builder = AmazonS3Builder::from_env();
+        for (key, value) in options {
+            let key: AmazonConfigKey = key
+                .parse()
+                .map_err(|_| invalid(format!("unknown S3 setting `{key}`")))?;
+            builder = builder.with_config(key, *value);
+        }
+        let store = builder
+            .with_bucket_name(bucket)
+            .with_client_options(client)
+            .with_retry(retry)
+            .build()
+            .map_err(|e| invalid(describe_store_error(&e)))?;
+        let key = key.trim_matches('/');
+        let url = Url::parse(&format!("s3://{bucket}/{key}{}", if key.is_empty() { "" } else { "/" }))
+            .map_err(|e| invalid(format!("not a valid URL: {e}")))?;
+        Ok(Self {
+            scheme: Scheme::S3,
+            url,
+            prefix: Path::from(key),
+            store: Arc::new(store),
+        })
+    }
+
+    /// The kind of storage.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    /// The object store that holds this location.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The prefix of this location inside its store.
+    pub fn prefix(&self) -> &Path {
+        &self.prefix
+    }
+
+    /// The full URL of this location, ending in `/` (`file:///abs/dir/`, `s3://bucket/prefix/`).
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The URL of the store itself (`file:///`, `s3://bucket`), the key under which DataFusion's
+    /// object store registry must know it.
+    pub fn store_url(&self) -> Url {
+        let mut url = self.url.clone();
+        url.set_path("/");
+        url
+    }
+
+    /// The store path of `relative` (a `/`-separated path) below this location.
+    pub fn child(&self, relative: &str) -> Path {
+        relative
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .fold(self.prefix.clone(), |p, part| p.clone().join(part))
+    }
+
+    /// The path of `path` relative to this location, or `None` if it is not below it.
+    pub fn relative(&self, path: &Path) -> Option<String> {
+        let parts: Vec<_> = path.prefix_match(&self.prefix)?.map(|p| p.as_ref().to_string()).collect();
+        Some(parts.join("/"))
+    }
+
+    fn store_err(&self, source: object_store::Error) -> Error {
+        Error::Store {
+            location: self.to_string(),
+            source,
+        }
+    }
+
+    /// Lists every object below this location, recursively.
+    pub async fn list_all(&self) -> Result<Vec<ObjectMeta>> {
+        let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
+        match self.store.list(prefix).try_collect::<Vec<_>>().await {
+            Ok(list) => Ok(list),
+            // A local directory that does not exist yet is simply empty.
+            Err(object_store::Error::NotFound { .. }) if self.scheme == Scheme::Local => Ok(vec![]),
+            Err(e) => Err(self.store_err(e)),
+        }
+    }
+
+    /// Writes `bytes` at `relative` below this location as one whole object: a reader sees the
+    /// old object or the complete new one, never a part (local files are staged and renamed).
+    pub async fn put(&self, relative: &str, bytes: impl Into<PutPayload>) -> Result<()> {
+        let path = self.child(relative);
+        self.store
+            .put(&path, bytes.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| self.store_err(e))
+    }
+
+    /// Reads the whole object at `relative`, or `None` if there is none.
+    pub async fn get_opt(&self, relative: &str) -> Result<Option<bytes::Bytes>> {
+        let path = self.child(relative);
+        match self.store.get(&path).await {
+            Ok(r) => r.bytes().await.map(Some).map_err(|e| self.store_err(e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.store_err(e)),
+        }
+    }
+
+    /// Deletes the object at `path` (a full store path); a missing object is not an error.
+    pub async fn delete(&self, path: &Path) -> Result<()> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.store_err(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_local_paths_and_file_urls_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Location::parse(dir.path().to_str().unwrap()).unwrap();
+        let b = Location::parse(&format!("file://{}", dir.path().display())).unwrap();
+        assert_eq!(a.url(), b.url());
+        assert_eq!(a.scheme(), Scheme::Local);
+        assert!(a.url().as_str().ends_with('/'));
+        assert_eq!(a.store_url().as_str(), "file:///");
+        let child = a.child("date=2026-01-01/part-0.parquet");
+        assert_eq!(a.relative(&child).unwrap(), "date=2026-01-01/part-0.parquet");
+    }
+
+    #[test]
+    fn rejects_unknown_schemes_and_bad_s3_urls() {
+        let err = Location::parse("gs://bucket/x").unwrap_err().to_string();
+        assert!(err.contains("unknown URL scheme `gs://`"), "{err}");
+        let err = Location::parse("s3:///x").unwrap_err().to_string();
+        assert!(err.contains("needs a bucket"), "{err}");
+        assert!(Location::parse("").is_err());
+    }
+
+    #[test]
+    fn a_file_is_not_a_directory() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let err = Location::parse(file.path().to_str().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("is a file"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn put_list_get_delete_round_trip_locally() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::parse(dir.path().join("nested/out").to_str().unwrap()).unwrap();
+        assert!(loc.list_all().await.unwrap().is_empty());
+        loc.put("a/b.txt", b"hello".to_vec()).await.unwrap();
+        let listed = loc.list_all().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(loc.relative(&listed[0].location).unwrap(), "a/b.txt");
+        assert_eq!(loc.get_opt("a/b.txt").await.unwrap().unwrap().as_ref(), b"hello");
+        assert!(loc.get_opt("missing").await.unwrap().is_none());
+        loc.delete(&listed[0].location).await.unwrap();
+        loc.delete(&listed[0].location).await.unwrap();
+        assert!(loc.list_all().await.unwrap().is_empty());
+    }
+}

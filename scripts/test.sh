@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The whole TADS test suite, with everything it needs: installs the test tools (a Python virtual
+# environment with moto's S3 server, from PyPI), starts an S3-compatible server on 127.0.0.1,
+# then runs the checks and every test. Exits non-zero if anything fails. Nothing is skipped.
+#
+#   scripts/test.sh            # from the repository root
+#
+# Environment: CARGO_TARGET_DIR as usual; TADS_CACHE (default ~/.cache/tads) holds the venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+cache="${TADS_CACHE:-$HOME/.cache/tads}"
+venv="$cache/venv-test"
+req_hash=$(sha256sum scripts/requirements-test.txt | cut -c1-16)
+if [ ! -x "$venv/bin/moto_server" ] || [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$req_hash" ]; then
+  step "installing test tools into $venv"
+  rm -rf "$venv"
+  mkdir -p "$cache"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+  echo "$req_hash" > "$venv/.requirements"
+fi
+
+step "starting an S3-compatible server (moto) on 127.0.0.1"
+port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+log="$(mktemp -t tads-moto.XXXXXX.log)"
+"$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+moto_pid=$!
+trap 'kill "$moto_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  if "$venv/bin/python" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/')" 2>/dev/null; then
+    break
+  fi
+  kill -0 "$moto_pid" 2>/dev/null || { cat "$log"; echo "moto server did not start" >&2; exit 1; }
+  sleep 0.2
+done
+export TADS_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+echo "S3 at $TADS_TEST_S3_ENDPOINT"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "one arrow, one parquet, one object_store (cargo tree -d)"
+dups=$(cargo tree -d --workspace -e normal,build,dev 2>/dev/null | grep -E '^(arrow|arrow-[a-z-]+|parquet|object_store) v' || true)
+if [ -n "$dups" ]; then
+  echo "duplicate versions:"; echo "$dups"; exit 1
+fi
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "cargo test"
+cargo test --workspace

@@ -1,0 +1,4 @@
+//! The `tads` binary: everything lives in `tads-cli`.
+fn main() -> std::process::ExitCode {
+    tads_cli::main()
+}

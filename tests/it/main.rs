@@ -1,0 +1,8 @@
+//! Integration tests of TADS: the real `tads` binary, real Parquet, DataFusion reading it back,
+//! and a real S3-compatible server (moto, started by `scripts/test.sh`).
+//!
+//! One test binary with modules inside: linking many binaries is slow on two cores.
+
+mod generate;
+mod s3;
+mod support;

@@ -1,0 +1,79 @@
+//! `tads generate` into S3 (a real S3-compatible server on 127.0.0.1), read back by DataFusion.
+
+use crate::support::{assert_ok, assert_user_error, s3, scalar, tads};
+
+#[tokio::test]
+async fn generates_into_s3_and_datafusion_reads_it_back_with_pruning() {
+    let s3 = s3();
+    let bucket = s3.bucket("tads-gen-e2e");
+    let url = format!("s3://{bucket}/telemetry/v1");
+    let out = tads()
+        .args(["generate", "--quiet", "--out", &url])
+        .args(["--hosts", "4", "--duration", "2d", "--interval", "1m", "--seed", "3"])
+        .envs(s3.env())
+        .output()
+        .unwrap();
+    assert_ok(&out);
+
+    let loc = s3.location(&url);
+    let m = tads_gen::Manifest::read(&loc).await.unwrap().expect("manifest in S3");
+    assert_eq!(m.rows, 4 * 2 * 1440);
+    let listed: Vec<String> = loc
+        .list_all()
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|o| loc.relative(&o.location))
+        .collect();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(!listed.iter().any(|p| p == tads_store::IN_PROGRESS));
+
+    let ctx = tads_sql::session();
+    tads_sql::register_dataset(&ctx, "t", &loc).await.unwrap();
+    assert_eq!(scalar(&ctx, "SELECT count(*) FROM t").await, m.rows.to_string());
+    assert_eq!(scalar(&ctx, "SELECT count(cpu_pct) FROM t WHERE date = '2026-01-02'").await, "5760");
+    let plan = crate::support::query(&ctx, "EXPLAIN SELECT avg(cpu_pct) FROM t WHERE date = '2026-01-02'").await;
+    let plan = datafusion::arrow::util::pretty::pretty_format_batches(&plan).unwrap().to_string();
+    assert!(plan.contains("date=2026-01-02") && !plan.contains("date=2026-01-01"), "{plan}");
+
+    // Same refusal and overwrite rules as locally.
+    let again = tads()
+        .args(["generate", "--quiet", "--out", &url, "--hosts", "1", "--duration", "1d"])
+        .envs(s3.env())
+        .output()
+        .unwrap();
+    assert_user_error(&again, "is not empty");
+}
+
+#[test]
+fn unreachable_s3_and_missing_credentials_are_one_line_errors() {
+    // Nothing listens on port 9 of the loopback address.
+    let out = tads()
+        .args(["generate", "--quiet", "--out", "s3://nowhere/x", "--hosts", "1", "--duration", "1h"])
+        .envs([
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+            ("AWS_ACCESS_KEY_ID", "a"),
+            ("AWS_SECRET_ACCESS_KEY", "b"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ALLOW_HTTP", "true"),
+        ])
+        .output()
+        .unwrap();
+    assert_user_error(&out, "s3://nowhere/x");
+    let out = tads()
+        .args(["generate", "--quiet", "--out", "s3://nowhere/x", "--hosts", "1"])
+        .output()
+        .unwrap();
+    assert_user_error(&out, "no S3 credentials");
+}
+
+#[test]
+fn a_missing_bucket_is_named() {
+    let s3 = s3();
+    let out = tads()
+        .args(["generate", "--quiet", "--out", "s3://no-such-bucket-tads/x", "--hosts", "1", "--duration", "1h"])
+        .envs(s3.env())
+        .output()
+        .unwrap();
+    assert_user_error(&out, "s3://no-such-bucket-tads/x");
+}

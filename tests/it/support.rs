@@ -1,0 +1,142 @@
+//! Helpers shared by the integration tests.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::prelude::SessionContext;
+
+/// A `tads` command with a clean environment for AWS settings.
+pub fn tads() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tads"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// Runs `tads generate --quiet` with `args` into `out` and returns its output.
+pub fn generate(out: &str, args: &[&str]) -> Output {
+    tads()
+        .args(["generate", "--quiet", "--out", out])
+        .args(args)
+        .output()
+        .expect("run tads")
+}
+
+/// Asserts a command succeeded, showing its stderr if not.
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Asserts a command failed with exit code 2 and one line on stderr containing `needle`.
+pub fn assert_user_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains(needle), "`{needle}` not in: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Every file below `dir`, relative, sorted.
+pub fn files_below(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = vec![];
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Runs `sql` and collects the result.
+pub async fn query(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
+    ctx.sql(sql).await.unwrap().collect().await.unwrap()
+}
+
+/// The single value of a one-row, one-column result, formatted.
+pub async fn scalar(ctx: &SessionContext, sql: &str) -> String {
+    let batches = query(ctx, sql).await;
+    let batch = batches.iter().find(|b| b.num_rows() > 0).expect("a row");
+    datafusion::arrow::util::display::array_value_to_string(batch.column(0), 0).unwrap()
+}
+
+/// The S3-compatible server the tests use (moto, started by `scripts/test.sh`).
+pub struct S3 {
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+}
+
+/// The test S3 server. Fails (never skips) when none is configured.
+pub fn s3() -> S3 {
+    let endpoint = std::env::var("TADS_TEST_S3_ENDPOINT").expect(
+        "the S3 tests need an S3-compatible server: run scripts/test.sh (it starts one) \
+         or set TADS_TEST_S3_ENDPOINT=http://127.0.0.1:PORT",
+    );
+    S3 { endpoint }
+}
+
+impl S3 {
+    /// Creates a bucket (moto accepts an unsigned PUT) and returns its name.
+    pub fn bucket(&self, name: &str) -> String {
+        let host = self.endpoint.trim_start_matches("http://").trim_end_matches('/');
+        let mut stream = TcpStream::connect(host).expect("connect to the S3 server");
+        write!(
+            stream,
+            "PUT /{name} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "creating bucket {name}: {response}");
+        name.to_string()
+    }
+
+    /// The environment a `tads` process needs to reach the server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", "tads-test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "tads-test-secret".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+        ]
+    }
+
+    /// The same settings for an in-process [`tads_store::Location`].
+    pub fn options(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("aws_endpoint", self.endpoint.clone()),
+            ("aws_access_key_id", "tads-test".into()),
+            ("aws_secret_access_key", "tads-test-secret".into()),
+            ("aws_region", "us-east-1".into()),
+            ("aws_allow_http", "true".into()),
+        ]
+    }
+
+    /// An in-process location on this server.
+    pub fn location(&self, url: &str) -> tads_store::Location {
+        let options = self.options();
+        let pairs: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        tads_store::Location::parse_with(url, &pairs).unwrap()
+    }
+}
