@@ -53,7 +53,12 @@ fn bench(c: &mut Criterion) {
     g.bench_function("end_to_end_local_parquet", |b| {
         b.iter(|| {
             runtime
-                .block_on(write_dataset(Arc::clone(&plan), &out, &options, Arc::new(NoProgress)))
+                .block_on(write_dataset(
+                    Arc::clone(&plan),
+                    &out,
+                    &options,
+                    Arc::new(NoProgress),
+                ))
                 .unwrap()
         })
     });

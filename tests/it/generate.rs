@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{DataType, Int32Type, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::util::display::array_value_to_string;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use tads_gen::Manifest;
@@ -14,7 +15,18 @@ use tads_store::Location;
 
 use crate::support::{assert_ok, assert_user_error, files_below, generate, query, scalar, tads};
 
-const SMALL: &[&str] = &["--hosts", "6", "--duration", "3d", "--interval", "1m", "--anomaly-rate", "2", "--seed", "7"];
+const SMALL: &[&str] = &[
+    "--hosts",
+    "6",
+    "--duration",
+    "3d",
+    "--interval",
+    "1m",
+    "--anomaly-rate",
+    "2",
+    "--seed",
+    "7",
+];
 
 async fn manifest(dir: &std::path::Path) -> Manifest {
     let loc = Location::parse(dir.to_str().unwrap()).unwrap();
@@ -32,10 +44,17 @@ async fn table(dir: &std::path::Path) -> datafusion::prelude::SessionContext {
 async fn writes_a_labelled_hive_partitioned_dataset() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("telemetry");
-    let out = tads().args(["generate", "--out", dir.to_str().unwrap()]).args(SMALL).output().unwrap();
+    let out = tads()
+        .args(["generate", "--out", dir.to_str().unwrap()])
+        .args(SMALL)
+        .output()
+        .unwrap();
     assert_ok(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("wrote 25,920 rows") && stdout.contains("rows/s"), "{stdout}");
+    assert!(
+        stdout.contains("wrote 25,920 rows") && stdout.contains("rows/s"),
+        "{stdout}"
+    );
 
     let files = files_below(&dir);
     assert_eq!(
@@ -58,9 +77,15 @@ async fn writes_a_labelled_hive_partitioned_dataset() {
     // The schema, partition column included.
     let schema = ctx.table("t").await.unwrap().schema().as_arrow().clone();
     let ty = |n: &str| schema.field_with_name(n).unwrap().data_type().clone();
-    assert_eq!(ty("ts"), DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())));
+    assert_eq!(
+        ty("ts"),
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+    );
     for dict in ["host_id", "region", "project_id"] {
-        assert!(matches!(ty(dict), DataType::Dictionary(_, v) if *v == DataType::Utf8), "{dict}");
+        assert!(
+            matches!(ty(dict), DataType::Dictionary(_, v) if *v == DataType::Utf8),
+            "{dict}"
+        );
     }
     for m in tads_gen::Metric::ALL {
         assert_eq!(ty(m.column()), DataType::Float64);
@@ -71,7 +96,10 @@ async fn writes_a_labelled_hive_partitioned_dataset() {
     assert_eq!(ty("date"), DataType::Utf8);
 
     assert_eq!(scalar(&ctx, "SELECT count(*) FROM t").await, "25920");
-    assert_eq!(scalar(&ctx, "SELECT count(DISTINCT host_id) FROM t").await, "6");
+    assert_eq!(
+        scalar(&ctx, "SELECT count(DISTINCT host_id) FROM t").await,
+        "6"
+    );
     // Labels agree with each other.
     let inconsistent = "SELECT count(*) FROM t WHERE is_anomaly <> (anomaly_type IS NOT NULL) \
                         OR is_anomaly <> (anomaly_id IS NOT NULL)";
@@ -90,12 +118,20 @@ async fn writes_a_labelled_hive_partitioned_dataset() {
     let mut seen = BTreeMap::new();
     for b in &batches {
         for i in 0..b.num_rows() {
-            let k = b.column(0).as_string::<i32>().value(i).to_string();
-            let v = b.column(1).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(i);
+            let k = array_value_to_string(b.column(0), i).unwrap();
+            let v = b
+                .column(1)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .value(i);
             seen.insert(k, v as u64);
         }
     }
-    let expected: BTreeMap<_, _> = m.events_by_type.iter().filter(|(_, v)| **v > 0).map(|(k, v)| (k.clone(), *v)).collect();
+    let expected: BTreeMap<_, _> = m
+        .events_by_type
+        .iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
     assert_eq!(seen, expected);
     assert_eq!(seen.len(), 5, "every kind injected: {seen:?}");
     // An event never spans two hosts.
@@ -117,18 +153,34 @@ async fn writes_a_labelled_hive_partitioned_dataset() {
         assert_eq!(meta.file_metadata().num_rows() as u64, f.rows);
         for rg in meta.row_groups() {
             for col in rg.columns() {
-                assert!(matches!(col.compression(), Compression::ZSTD(_)), "{}", col.column_path());
+                assert!(
+                    matches!(col.compression(), Compression::ZSTD(_)),
+                    "{}",
+                    col.column_path()
+                );
             }
         }
         let mut last: Option<(String, i64)> = None;
         for batch in builder.build().unwrap() {
             let batch = batch.unwrap();
-            let hosts = batch.column_by_name("host_id").unwrap().as_dictionary::<Int32Type>();
+            let hosts = batch
+                .column_by_name("host_id")
+                .unwrap()
+                .as_dictionary::<Int32Type>();
             let names = hosts.values().as_string::<i32>();
-            let ts = batch.column_by_name("ts").unwrap().as_primitive::<TimestampMicrosecondType>();
+            let ts = batch
+                .column_by_name("ts")
+                .unwrap()
+                .as_primitive::<TimestampMicrosecondType>();
             for i in 0..batch.num_rows() {
-                let key = (names.value(hosts.keys().value(i) as usize).to_string(), ts.value(i));
-                let day = chrono::DateTime::from_timestamp_micros(key.1).unwrap().format("%Y-%m-%d").to_string();
+                let key = (
+                    names.value(hosts.keys().value(i) as usize).to_string(),
+                    ts.value(i),
+                );
+                let day = chrono::DateTime::from_timestamp_micros(key.1)
+                    .unwrap()
+                    .format("%Y-%m-%d")
+                    .to_string();
                 assert_eq!(day, f.date);
                 if let Some(prev) = &last {
                     assert!(*prev < key, "{prev:?} before {key:?} in {}", f.path);
@@ -145,23 +197,66 @@ async fn a_date_filter_prunes_files() {
     let dir = tmp.path().join("t");
     assert_ok(&generate(dir.to_str().unwrap(), SMALL));
     let ctx = table(&dir).await;
-    let batches = query(&ctx, "EXPLAIN SELECT avg(cpu_pct) FROM t WHERE date = '2026-01-02'").await;
-    let plan = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
-    assert!(plan.contains("date=2026-01-02/part-00000.parquet"), "{plan}");
-    assert!(!plan.contains("date=2026-01-01") && !plan.contains("date=2026-01-03"), "{plan}");
+    let batches = query(
+        &ctx,
+        "EXPLAIN SELECT avg(cpu_pct) FROM t WHERE date = '2026-01-02'",
+    )
+    .await;
+    let plan = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    assert!(
+        plan.contains("date=2026-01-02/part-00000.parquet"),
+        "{plan}"
+    );
+    assert!(
+        !plan.contains("date=2026-01-01") && !plan.contains("date=2026-01-03"),
+        "{plan}"
+    );
     // And the filtered query sees exactly that day's rows.
-    assert_eq!(scalar(&ctx, "SELECT count(cpu_pct) FROM t WHERE date = '2026-01-02'").await, "8640");
-    assert_eq!(scalar(&ctx, "SELECT count(cpu_pct) FROM t WHERE date >= '2026-01-02'").await, "17280");
+    assert_eq!(
+        scalar(
+            &ctx,
+            "SELECT count(cpu_pct) FROM t WHERE date = '2026-01-02'"
+        )
+        .await,
+        "8640"
+    );
+    assert_eq!(
+        scalar(
+            &ctx,
+            "SELECT count(cpu_pct) FROM t WHERE date >= '2026-01-02'"
+        )
+        .await,
+        "17280"
+    );
 }
 
 #[tokio::test]
 async fn the_same_seed_gives_the_same_bytes_on_one_thread_or_two() {
     let tmp = tempfile::tempdir().unwrap();
-    let args = ["--hosts", "300", "--duration", "3d", "--interval", "2m", "--seed", "11", "--anomaly-rate", "1"];
+    let args = [
+        "--hosts",
+        "300",
+        "--duration",
+        "3d",
+        "--interval",
+        "2m",
+        "--seed",
+        "11",
+        "--anomaly-rate",
+        "1",
+    ];
     let one = tmp.path().join("one");
     let two = tmp.path().join("two");
-    assert_ok(&generate(one.to_str().unwrap(), &[&args[..], &["--threads", "1"]].concat()));
-    assert_ok(&generate(two.to_str().unwrap(), &[&args[..], &["--threads", "2"]].concat()));
+    assert_ok(&generate(
+        one.to_str().unwrap(),
+        &[&args[..], &["--threads", "1"]].concat(),
+    ));
+    assert_ok(&generate(
+        two.to_str().unwrap(),
+        &[&args[..], &["--threads", "2"]].concat(),
+    ));
     let files = files_below(&one);
     assert_eq!(files, files_below(&two));
     assert!(files.len() > 3);
@@ -170,7 +265,7 @@ async fn the_same_seed_gives_the_same_bytes_on_one_thread_or_two() {
         let b = std::fs::read(two.join(f)).unwrap();
         assert!(a == b, "{f} differs");
     }
-    let (mut a, mut b) = (manifest(&one).await, manifest(&two).await);
+    let (mut a, b) = (manifest(&one).await, manifest(&two).await);
     a.created_at = b.created_at;
     assert_eq!(a, b);
     // A different seed gives different data.
@@ -179,7 +274,10 @@ async fn the_same_seed_gives_the_same_bytes_on_one_thread_or_two() {
     other[7] = "12";
     assert_ok(&generate(three.to_str().unwrap(), &other));
     let f = "date=2026-01-01/part-00000.parquet";
-    assert_ne!(std::fs::read(one.join(f)).unwrap(), std::fs::read(three.join(f)).unwrap());
+    assert_ne!(
+        std::fs::read(one.join(f)).unwrap(),
+        std::fs::read(three.join(f)).unwrap()
+    );
 }
 
 #[tokio::test]
@@ -192,19 +290,38 @@ async fn refuses_a_non_empty_target_unless_overwrite_and_only_a_tads_dataset() {
     let again = generate(d, SMALL);
     assert_user_error(&again, "is not empty");
     assert_user_error(&again, "--overwrite");
-    assert_eq!(files_below(&dir), before, "a refused run changed the target");
+    assert_eq!(
+        files_below(&dir),
+        before,
+        "a refused run changed the target"
+    );
 
     // --overwrite replaces the dataset, including files the new one does not have.
-    let shorter = ["--hosts", "2", "--duration", "1d", "--interval", "1m", "--seed", "8"];
+    let shorter = [
+        "--hosts",
+        "2",
+        "--duration",
+        "1d",
+        "--interval",
+        "1m",
+        "--seed",
+        "8",
+    ];
     assert_ok(&generate(d, &[&shorter[..], &["--overwrite"]].concat()));
-    assert_eq!(files_below(&dir), ["_manifest.json", "date=2026-01-01/part-00000.parquet"]);
+    assert_eq!(
+        files_below(&dir),
+        ["_manifest.json", "date=2026-01-01/part-00000.parquet"]
+    );
     assert_eq!(manifest(&dir).await.seed, 8);
 
     // A folder that is not a TADS dataset is never overwritten.
     let other = tmp.path().join("mine");
     std::fs::create_dir_all(&other).unwrap();
     std::fs::write(other.join("notes.txt"), "keep me").unwrap();
-    let out = generate(other.to_str().unwrap(), &[&shorter[..], &["--overwrite"]].concat());
+    let out = generate(
+        other.to_str().unwrap(),
+        &[&shorter[..], &["--overwrite"]].concat(),
+    );
     assert_user_error(&out, "not a TADS dataset");
     assert_eq!(files_below(&other), ["notes.txt"]);
 }
@@ -214,7 +331,14 @@ async fn a_killed_run_leaves_nothing_that_looks_finished() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("k");
     let mut child = tads()
-        .args(["generate", "--quiet", "--threads", "1", "--out", dir.to_str().unwrap()])
+        .args([
+            "generate",
+            "--quiet",
+            "--threads",
+            "1",
+            "--out",
+            dir.to_str().unwrap(),
+        ])
         .args(["--hosts", "2000", "--duration", "2d", "--interval", "10s"])
         .spawn()
         .unwrap();
@@ -222,7 +346,10 @@ async fn a_killed_run_leaves_nothing_that_looks_finished() {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !marker.exists() {
         assert!(Instant::now() < deadline, "the marker never appeared");
-        assert!(child.try_wait().unwrap().is_none(), "finished before it could be killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it could be killed"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -238,10 +365,19 @@ async fn a_killed_run_leaves_nothing_that_looks_finished() {
     // Readers refuse it, a plain re-run refuses it, --overwrite replaces it.
     let ctx = tads_sql::session();
     let loc = Location::parse(dir.to_str().unwrap()).unwrap();
-    let err = tads_sql::register_dataset(&ctx, "t", &loc).await.unwrap_err().to_string();
+    let err = tads_sql::register_dataset(&ctx, "t", &loc)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("not a finished dataset"), "{err}");
-    assert_user_error(&generate(dir.to_str().unwrap(), SMALL), "--overwrite to replace the dataset there");
-    assert_ok(&generate(dir.to_str().unwrap(), &[SMALL, &["--overwrite"]].concat()));
+    assert_user_error(
+        &generate(dir.to_str().unwrap(), SMALL),
+        "--overwrite to replace the dataset there",
+    );
+    assert_ok(&generate(
+        dir.to_str().unwrap(),
+        &[SMALL, &["--overwrite"]].concat(),
+    ));
     assert!(!marker.exists());
     assert_eq!(manifest(&dir).await.rows, 25_920);
     assert_eq!(files_below(&dir).len(), 4, "{:?}", files_below(&dir));
@@ -257,8 +393,15 @@ fn bad_input_is_one_line_exit_2_and_writes_nothing() {
         (vec!["--duration", "7x"], "--duration"),
         (vec!["--interval", "0s"], "--interval"),
         (vec!["--start", "yesterday"], "--start"),
-        (vec!["--anomaly-rate", "-1"], "--anomaly-rate"),
-        (vec!["--anomaly-types", "meteor"], "unknown anomaly type `meteor`"),
+        (
+            vec!["--anomaly-rate", "-1"],
+            "--anomaly-rate: -1 is not between 0 and 1000",
+        ),
+        (vec!["--spike-magnitude", "-3"], "--spike-magnitude"),
+        (
+            vec!["--anomaly-types", "meteor"],
+            "unknown anomaly type `meteor`",
+        ),
         (vec!["--duration", "1m", "--interval", "1h"], "--duration"),
     ];
     for (args, needle) in cases {
@@ -266,13 +409,22 @@ fn bad_input_is_one_line_exit_2_and_writes_nothing() {
         assert_user_error(&res, needle);
         assert!(!out.exists(), "{args:?} wrote something");
     }
-    assert_user_error(&generate("gs://bucket/x", &[]), "unknown URL scheme `gs://`");
+    assert_user_error(
+        &generate("gs://bucket/x", &[]),
+        "unknown URL scheme `gs://`",
+    );
     // A target below a regular file cannot be created.
     let file = tmp.path().join("plain-file");
     std::fs::write(&file, "x").unwrap();
     let below = file.join("sub");
-    assert_user_error(&generate(below.to_str().unwrap(), &["--hosts", "1"]), "plain-file/sub");
-    assert_user_error(&generate(file.to_str().unwrap(), &["--hosts", "1"]), "is a file");
+    assert_user_error(
+        &generate(below.to_str().unwrap(), &["--hosts", "1"]),
+        "plain-file/sub",
+    );
+    assert_user_error(
+        &generate(file.to_str().unwrap(), &["--hosts", "1"]),
+        "is a file",
+    );
     // A missing flag is a usage error too.
     let res = tads().args(["generate"]).output().unwrap();
     assert_user_error(&res, "--out");
@@ -283,10 +435,25 @@ fn help_explains_the_subcommands() {
     let out = tads().arg("--help").output().unwrap();
     assert_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("generate") && text.contains("labelled anomalies"), "{text}");
+    assert!(
+        text.contains("generate") && text.contains("labelled anomalies"),
+        "{text}"
+    );
     let out = tads().args(["generate", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--out", "--hosts", "--start", "--duration", "--interval", "--seed", "--anomaly-rate", "--regions", "--projects", "--overwrite", "--quiet"] {
+    for flag in [
+        "--out",
+        "--hosts",
+        "--start",
+        "--duration",
+        "--interval",
+        "--seed",
+        "--anomaly-rate",
+        "--regions",
+        "--projects",
+        "--overwrite",
+        "--quiet",
+    ] {
         assert!(text.contains(flag), "{flag} missing from help");
     }
 }

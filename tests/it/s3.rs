@@ -9,14 +9,26 @@ async fn generates_into_s3_and_datafusion_reads_it_back_with_pruning() {
     let url = format!("s3://{bucket}/telemetry/v1");
     let out = tads()
         .args(["generate", "--quiet", "--out", &url])
-        .args(["--hosts", "4", "--duration", "2d", "--interval", "1m", "--seed", "3"])
+        .args([
+            "--hosts",
+            "4",
+            "--duration",
+            "2d",
+            "--interval",
+            "1m",
+            "--seed",
+            "3",
+        ])
         .envs(s3.env())
         .output()
         .unwrap();
     assert_ok(&out);
 
     let loc = s3.location(&url);
-    let m = tads_gen::Manifest::read(&loc).await.unwrap().expect("manifest in S3");
+    let m = tads_gen::Manifest::read(&loc)
+        .await
+        .unwrap()
+        .expect("manifest in S3");
     assert_eq!(m.rows, 4 * 2 * 1440);
     let listed: Vec<String> = loc
         .list_all()
@@ -30,15 +42,43 @@ async fn generates_into_s3_and_datafusion_reads_it_back_with_pruning() {
 
     let ctx = tads_sql::session();
     tads_sql::register_dataset(&ctx, "t", &loc).await.unwrap();
-    assert_eq!(scalar(&ctx, "SELECT count(*) FROM t").await, m.rows.to_string());
-    assert_eq!(scalar(&ctx, "SELECT count(cpu_pct) FROM t WHERE date = '2026-01-02'").await, "5760");
-    let plan = crate::support::query(&ctx, "EXPLAIN SELECT avg(cpu_pct) FROM t WHERE date = '2026-01-02'").await;
-    let plan = datafusion::arrow::util::pretty::pretty_format_batches(&plan).unwrap().to_string();
-    assert!(plan.contains("date=2026-01-02") && !plan.contains("date=2026-01-01"), "{plan}");
+    assert_eq!(
+        scalar(&ctx, "SELECT count(*) FROM t").await,
+        m.rows.to_string()
+    );
+    assert_eq!(
+        scalar(
+            &ctx,
+            "SELECT count(cpu_pct) FROM t WHERE date = '2026-01-02'"
+        )
+        .await,
+        "5760"
+    );
+    let plan = crate::support::query(
+        &ctx,
+        "EXPLAIN SELECT avg(cpu_pct) FROM t WHERE date = '2026-01-02'",
+    )
+    .await;
+    let plan = datafusion::arrow::util::pretty::pretty_format_batches(&plan)
+        .unwrap()
+        .to_string();
+    assert!(
+        plan.contains("date=2026-01-02") && !plan.contains("date=2026-01-01"),
+        "{plan}"
+    );
 
     // Same refusal and overwrite rules as locally.
     let again = tads()
-        .args(["generate", "--quiet", "--out", &url, "--hosts", "1", "--duration", "1d"])
+        .args([
+            "generate",
+            "--quiet",
+            "--out",
+            &url,
+            "--hosts",
+            "1",
+            "--duration",
+            "1d",
+        ])
         .envs(s3.env())
         .output()
         .unwrap();
@@ -49,7 +89,16 @@ async fn generates_into_s3_and_datafusion_reads_it_back_with_pruning() {
 fn unreachable_s3_and_missing_credentials_are_one_line_errors() {
     // Nothing listens on port 9 of the loopback address.
     let out = tads()
-        .args(["generate", "--quiet", "--out", "s3://nowhere/x", "--hosts", "1", "--duration", "1h"])
+        .args([
+            "generate",
+            "--quiet",
+            "--out",
+            "s3://nowhere/x",
+            "--hosts",
+            "1",
+            "--duration",
+            "1h",
+        ])
         .envs([
             ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
             ("AWS_ACCESS_KEY_ID", "a"),
@@ -61,7 +110,14 @@ fn unreachable_s3_and_missing_credentials_are_one_line_errors() {
         .unwrap();
     assert_user_error(&out, "s3://nowhere/x");
     let out = tads()
-        .args(["generate", "--quiet", "--out", "s3://nowhere/x", "--hosts", "1"])
+        .args([
+            "generate",
+            "--quiet",
+            "--out",
+            "s3://nowhere/x",
+            "--hosts",
+            "1",
+        ])
         .output()
         .unwrap();
     assert_user_error(&out, "no S3 credentials");
@@ -71,7 +127,16 @@ fn unreachable_s3_and_missing_credentials_are_one_line_errors() {
 fn a_missing_bucket_is_named() {
     let s3 = s3();
     let out = tads()
-        .args(["generate", "--quiet", "--out", "s3://no-such-bucket-tads/x", "--hosts", "1", "--duration", "1h"])
+        .args([
+            "generate",
+            "--quiet",
+            "--out",
+            "s3://no-such-bucket-tads/x",
+            "--hosts",
+            "1",
+            "--duration",
+            "1h",
+        ])
         .envs(s3.env())
         .output()
         .unwrap();

@@ -43,7 +43,11 @@ pub fn assert_ok(out: &Output) {
 pub fn assert_user_error(out: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
     assert!(stderr.starts_with("error: "), "{stderr}");
     assert!(stderr.contains(needle), "`{needle}` not in: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -52,7 +56,9 @@ pub fn assert_user_error(out: &Output, needle: &str) {
 /// Every file below `dir`, relative, sorted.
 pub fn files_below(dir: &Path) -> Vec<String> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -98,7 +104,10 @@ pub fn s3() -> S3 {
 impl S3 {
     /// Creates a bucket (moto accepts an unsigned PUT) and returns its name.
     pub fn bucket(&self, name: &str) -> String {
-        let host = self.endpoint.trim_start_matches("http://").trim_end_matches('/');
+        let host = self
+            .endpoint
+            .trim_start_matches("http://")
+            .trim_end_matches('/');
         let mut stream = TcpStream::connect(host).expect("connect to the S3 server");
         write!(
             stream,
@@ -107,7 +116,10 @@ impl S3 {
         .unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
-        assert!(response.starts_with("HTTP/1.1 200"), "creating bucket {name}: {response}");
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "creating bucket {name}: {response}"
+        );
         name.to_string()
     }
 

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::Args;
 use tads_gen::{AnomalyConfig, AnomalyType, GenConfig, Plan, Span, SpanRange, WriteOptions};
@@ -45,7 +44,7 @@ pub(crate) struct GenerateArgs {
     #[arg(long, default_value_t = GenConfig::default().seed)]
     seed: u64,
     /// Expected anomaly events per host-day (0 for clean data)
-    #[arg(long, default_value_t = GenConfig::default().anomaly_rate)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = GenConfig::default().anomaly_rate)]
     anomaly_rate: f64,
     /// Number of regions hosts are spread over
     #[arg(long, default_value_t = GenConfig::default().regions)]
@@ -64,22 +63,27 @@ pub(crate) struct GenerateArgs {
     quiet: bool,
 
     /// Kinds to inject, comma-separated: spike, burst, trend, correlation_break, level_shift
-    #[arg(long, value_delimiter = ',', help_heading = "Anomalies", default_value = "spike,burst,trend,correlation_break,level_shift")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        help_heading = "Anomalies",
+        default_value = "spike,burst,trend,correlation_break,level_shift"
+    )]
     anomaly_types: Vec<AnomalyType>,
     /// Spike height in standard deviations of the metric
-    #[arg(long, help_heading = "Anomalies", default_value_t = AnomalyConfig::default().spike_magnitude)]
+    #[arg(long, help_heading = "Anomalies", allow_negative_numbers = true, default_value_t = AnomalyConfig::default().spike_magnitude)]
     spike_magnitude: f64,
     /// Spike length in points, MIN..MAX
     #[arg(long, help_heading = "Anomalies", value_parser = parse_points, default_value = "1..3")]
     spike_points: (u32, u32),
     /// Burst elevation in standard deviations
-    #[arg(long, help_heading = "Anomalies", default_value_t = AnomalyConfig::default().burst_magnitude)]
+    #[arg(long, help_heading = "Anomalies", allow_negative_numbers = true, default_value_t = AnomalyConfig::default().burst_magnitude)]
     burst_magnitude: f64,
     /// Burst length, MIN..MAX
     #[arg(long, help_heading = "Anomalies", default_value_t = AnomalyConfig::default().burst_duration)]
     burst_duration: SpanRange,
     /// Drift reached at the end of a trend, in standard deviations
-    #[arg(long, help_heading = "Anomalies", default_value_t = AnomalyConfig::default().trend_magnitude)]
+    #[arg(long, help_heading = "Anomalies", allow_negative_numbers = true, default_value_t = AnomalyConfig::default().trend_magnitude)]
     trend_magnitude: f64,
     /// Trend length, MIN..MAX
     #[arg(long, help_heading = "Anomalies", default_value_t = AnomalyConfig::default().trend_duration)]
@@ -88,7 +92,7 @@ pub(crate) struct GenerateArgs {
     #[arg(long, help_heading = "Anomalies", default_value_t = AnomalyConfig::default().break_duration)]
     break_duration: SpanRange,
     /// Level-shift step in standard deviations
-    #[arg(long, help_heading = "Anomalies", default_value_t = AnomalyConfig::default().shift_magnitude)]
+    #[arg(long, help_heading = "Anomalies", allow_negative_numbers = true, default_value_t = AnomalyConfig::default().shift_magnitude)]
     shift_magnitude: f64,
     /// Level-shift length, MIN..MAX
     #[arg(long, help_heading = "Anomalies", default_value_t = AnomalyConfig::default().shift_duration)]
@@ -105,7 +109,9 @@ fn parse_start(text: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         return Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
     }
-    Err(format!("`{text}` is not a timestamp (write e.g. 2026-01-01T00:00:00Z or 2026-01-01)"))
+    Err(format!(
+        "`{text}` is not a timestamp (write e.g. 2026-01-01T00:00:00Z or 2026-01-01)"
+    ))
 }
 
 fn parse_points(text: &str) -> Result<(u32, u32), String> {
@@ -156,14 +162,18 @@ pub(crate) async fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let config = args.config();
     let out = Location::parse(&args.out).map_err(|e| UserError(format!("--out {e}")))?;
     let plan = Arc::new(Plan::new(&config).map_err(classify)?);
-    let bar = Arc::new(RowBar::new(plan.total_rows(), plan.files.len() as u64, args.quiet));
+    let bar = Arc::new(RowBar::new(
+        plan.total_rows(),
+        plan.files.len() as u64,
+        args.quiet,
+    ));
     let options = WriteOptions {
         overwrite: args.overwrite,
         threads: args.threads,
     };
     let result = tads_gen::write_dataset(Arc::clone(&plan), &out, &options, bar.clone()).await;
     bar.finish();
-    let summary = result.map_err(classify).context("generate failed")?;
+    let summary = result.map_err(classify)?;
     if !args.quiet {
         let m = &summary.manifest;
         println!(
@@ -177,8 +187,16 @@ pub(crate) async fn run(args: GenerateArgs) -> anyhow::Result<()> {
             summary.elapsed.as_secs_f64(),
             si(summary.rows_per_second()),
         );
-        let by_type: Vec<String> = m.events_by_type.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        println!("events by type: {}; dataset {}", by_type.join(", "), m.dataset_id);
+        let by_type: Vec<String> = m
+            .events_by_type
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        println!(
+            "events by type: {}; dataset {}",
+            by_type.join(", "),
+            m.dataset_id
+        );
     }
     Ok(())
 }
@@ -189,12 +207,19 @@ mod tests {
 
     #[test]
     fn start_accepts_rfc3339_and_dates() {
-        assert_eq!(parse_start("2026-01-01").unwrap(), parse_start("2026-01-01T00:00:00Z").unwrap());
+        assert_eq!(
+            parse_start("2026-01-01").unwrap(),
+            parse_start("2026-01-01T00:00:00Z").unwrap()
+        );
         assert_eq!(
             parse_start("2026-01-01T02:00:00+02:00").unwrap(),
             parse_start("2026-01-01T00:00:00Z").unwrap()
         );
-        assert!(parse_start("yesterday").unwrap_err().contains("not a timestamp"));
+        assert!(
+            parse_start("yesterday")
+                .unwrap_err()
+                .contains("not a timestamp")
+        );
     }
 
     #[test]

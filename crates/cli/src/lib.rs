@@ -42,7 +42,10 @@ pub fn main() -> ExitCode {
         Err(e) => {
             use clap::error::ErrorKind;
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
-                || matches!(e.kind(), ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand)
+                || matches!(
+                    e.kind(),
+                    ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                )
             {
                 let _ = e.print();
                 return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
@@ -51,14 +54,14 @@ pub fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 };
             }
-            // clap's message, on one line: its first line names the flag and the problem.
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("error: invalid arguments");
-            eprintln!("{first}");
+            eprintln!("{}", clap_error_line(&e.render().to_string()));
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -77,6 +80,23 @@ pub fn main() -> ExitCode {
             eprintln!("error: {}", one_line(&e));
             ExitCode::from(if user { 2 } else { 1 })
         }
+    }
+}
+
+/// clap's message on one line: the lines before its usage block, which name the flag and the
+/// problem (`error: the following required arguments were not provided: --out <DIR|URL>`).
+fn clap_error_line(text: &str) -> String {
+    let line = text
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if line.is_empty() {
+        "error: invalid arguments".into()
+    } else {
+        line
     }
 }
 
@@ -100,7 +120,7 @@ pub(crate) fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -146,6 +166,24 @@ mod tests {
         assert_eq!(si(5_020_000.0), "5.02M");
         assert_eq!(si(812.0), "812");
         assert_eq!(mib(3 * 1024 * 1024), "3.0 MiB");
+    }
+
+    #[test]
+    fn clap_errors_become_one_line_naming_the_flag() {
+        let err = Cli::try_parse_from(["tads", "generate"]).unwrap_err();
+        let line = clap_error_line(&err.render().to_string());
+        assert!(
+            line.starts_with("error: ") && line.contains("--out"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+        let err = Cli::try_parse_from(["tads", "generate", "--out", "x", "--duration", "7x"])
+            .unwrap_err();
+        let line = clap_error_line(&err.render().to_string());
+        assert!(
+            line.contains("--duration") && line.contains("not a duration"),
+            "{line}"
+        );
     }
 
     #[test]

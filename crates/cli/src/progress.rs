@@ -49,6 +49,7 @@ impl tads_gen::Progress for RowBar {
 
     fn file_done(&self) {
         let done = self.files.fetch_add(1, Ordering::Relaxed) + 1;
-        self.bar.set_message(format!("{done}/{} files", self.total_files));
+        self.bar
+            .set_message(format!("{done}/{} files", self.total_files));
     }
 }

@@ -63,10 +63,13 @@ impl fmt::Display for AnomalyType {
 impl FromStr for AnomalyType {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
-            let names: Vec<_> = Self::ALL.iter().map(|t| t.as_str()).collect();
-            format!("unknown anomaly type `{s}` (one of {})", names.join(", "))
-        })
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|t| t.as_str()).collect();
+                format!("unknown anomaly type `{s}` (one of {})", names.join(", "))
+            })
     }
 }
 
@@ -105,7 +108,12 @@ impl Event {
     }
 }
 
-fn pick<const N: usize>(rng: &mut Xoshiro256PlusPlus, pool: [Metric; N], min: usize, max: usize) -> MetricSet {
+fn pick<const N: usize>(
+    rng: &mut Xoshiro256PlusPlus,
+    pool: [Metric; N],
+    min: usize,
+    max: usize,
+) -> MetricSet {
     let count = rng.random_range(min..=max.min(N));
     let mut pool = pool.to_vec();
     let mut set = MetricSet::EMPTY;
@@ -176,17 +184,39 @@ pub fn schedule(config: &GenConfig, rng: &mut Xoshiro256PlusPlus) -> Vec<Event> 
             ),
             AnomalyType::Burst => (
                 points(a.burst_duration, interval, rng),
-                pick(rng, [CpuPct, LatencyMs, ErrorRate, NetRxMbps, NetTxMbps, DiskReadMbps], 2, 4),
+                pick(
+                    rng,
+                    [
+                        CpuPct,
+                        LatencyMs,
+                        ErrorRate,
+                        NetRxMbps,
+                        NetTxMbps,
+                        DiskReadMbps,
+                    ],
+                    2,
+                    4,
+                ),
                 a.burst_magnitude * rng.random_range(0.8..1.2),
             ),
             AnomalyType::Trend => (
                 points(a.trend_duration, interval, rng),
-                pick(rng, [MemPct, MemPct, MemPct, LatencyMs, DiskWriteMbps, ErrorRate], 1, 1),
+                pick(
+                    rng,
+                    [MemPct, MemPct, MemPct, LatencyMs, DiskWriteMbps, ErrorRate],
+                    1,
+                    1,
+                ),
                 a.trend_magnitude * rng.random_range(0.8..1.2),
             ),
             AnomalyType::CorrelationBreak => (
                 points(a.break_duration, interval, rng),
-                pick(rng, [CpuPct, DiskReadMbps, DiskWriteMbps, NetRxMbps, NetTxMbps], 1, 2),
+                pick(
+                    rng,
+                    [CpuPct, DiskReadMbps, DiskWriteMbps, NetRxMbps, NetTxMbps],
+                    1,
+                    2,
+                ),
                 0.0,
             ),
             AnomalyType::LevelShift => {

@@ -83,7 +83,8 @@ impl fmt::Display for Span {
             return f.write_str("0s");
         }
         let mut rest = self.0;
-        for (unit, scale) in UNITS {
+        // Days are the largest unit printed: `7d` and `14d` read better than `1w` and `2w`.
+        for (unit, scale) in UNITS.into_iter().skip(1) {
             if rest >= scale {
                 write!(f, "{}{unit}", rest / scale)?;
                 rest %= scale;
@@ -134,7 +135,9 @@ impl FromStr for SpanRange {
             }
         };
         if min > max {
-            return Err(format!("`{text}`: the shortest duration is longer than the longest"));
+            return Err(format!(
+                "`{text}`: the shortest duration is longer than the longest"
+            ));
         }
         Ok(Self { min, max })
     }
@@ -297,23 +300,44 @@ impl GenConfig {
         if self.duration < self.interval {
             return bad(
                 "duration",
-                format!("{} is shorter than the interval {}", self.duration, self.interval),
+                format!(
+                    "{} is shorter than the interval {}",
+                    self.duration, self.interval
+                ),
             );
         }
-        if self.start_micros().checked_add(self.duration.micros()).is_none()
+        if self
+            .start_micros()
+            .checked_add(self.duration.micros())
+            .is_none()
             || self.start.timestamp() < 0
         {
             return bad("start", "must lie between 1970 and 292,000 AD".into());
         }
         if !(self.anomaly_rate.is_finite() && (0.0..=1_000.0).contains(&self.anomaly_rate)) {
-            return bad("anomaly-rate", format!("{} is not between 0 and 1000 events per host-day", self.anomaly_rate));
+            return bad(
+                "anomaly-rate",
+                format!(
+                    "{} is not between 0 and 1000 events per host-day",
+                    self.anomaly_rate
+                ),
+            );
         }
         if self.total_rows() > MAX_ROWS {
-            return bad("hosts", format!("{} rows is more than one run may write ({MAX_ROWS})", self.total_rows()));
+            return bad(
+                "hosts",
+                format!(
+                    "{} rows is more than one run may write ({MAX_ROWS})",
+                    self.total_rows()
+                ),
+            );
         }
         let a = &self.anomalies;
         if a.types.is_empty() && self.anomaly_rate > 0.0 {
-            return bad("anomaly-types", "name at least one type, or set --anomaly-rate 0".into());
+            return bad(
+                "anomaly-types",
+                "name at least one type, or set --anomaly-rate 0".into(),
+            );
         }
         for (field, m) in [
             ("spike-magnitude", a.spike_magnitude),
@@ -322,7 +346,10 @@ impl GenConfig {
             ("shift-magnitude", a.shift_magnitude),
         ] {
             if !(m.is_finite() && m > 0.0 && m <= 1_000.0) {
-                return bad(field, format!("{m} is not a magnitude between 0 and 1000 standard deviations"));
+                return bad(
+                    field,
+                    format!("{m} is not a magnitude between 0 and 1000 standard deviations"),
+                );
             }
         }
         if a.spike_points.0 == 0 || a.spike_points.0 > a.spike_points.1 {
@@ -356,23 +383,31 @@ mod tests {
             ("7d", 7 * MICROS_PER_DAY),
             ("1h30m", 5_400_000_000),
             ("250ms", 250_000),
-            ("2w", 14 * MICROS_PER_DAY),
         ] {
             let s: Span = text.parse().unwrap();
             assert_eq!(s.micros(), micros, "{text}");
             assert_eq!(s.to_string(), text);
         }
+        assert_eq!("2w".parse::<Span>().unwrap().to_string(), "14d");
         assert_eq!(Span::from_micros(0).to_string(), "0s");
         for bad in ["", "10", "s", "10x", "1.5h", "-3s", "10s5"] {
             assert!(bad.parse::<Span>().is_err(), "{bad:?} parsed");
         }
-        assert!("9999999999999999w".parse::<Span>().unwrap_err().contains("too long"));
+        assert!(
+            "9999999999999999w"
+                .parse::<Span>()
+                .unwrap_err()
+                .contains("too long")
+        );
     }
 
     #[test]
     fn span_ranges() {
         let r: SpanRange = "5m..30m".parse().unwrap();
-        assert_eq!((r.min, r.max), (Span::from_secs(300), Span::from_secs(1800)));
+        assert_eq!(
+            (r.min, r.max),
+            (Span::from_secs(300), Span::from_secs(1800))
+        );
         assert_eq!(r.to_string(), "5m..30m");
         assert_eq!("1h".parse::<SpanRange>().unwrap().to_string(), "1h");
         assert!("30m..5m".parse::<SpanRange>().is_err());
@@ -380,10 +415,12 @@ mod tests {
 
     #[test]
     fn rows_count_every_point_before_the_end() {
-        let mut c = GenConfig::default();
-        c.hosts = 3;
-        c.duration = Span::from_secs(86_400);
-        c.interval = Span::from_secs(10);
+        let mut c = GenConfig {
+            hosts: 3,
+            duration: Span::from_secs(86_400),
+            interval: Span::from_secs(10),
+            ..GenConfig::default()
+        };
         assert_eq!(c.points_per_host(), 8_640);
         c.duration = Span::from_secs(86_405);
         assert_eq!(c.points_per_host(), 8_641);
@@ -395,18 +432,42 @@ mod tests {
         let mut c = GenConfig::default();
         c.validate().unwrap();
         c.hosts = 0;
-        assert_eq!(c.validate().unwrap_err().to_string(), "--hosts: must be at least 1");
-        let mut c = GenConfig::default();
-        c.interval = Span::from_secs(3_600);
-        c.duration = Span::from_secs(60);
-        assert!(c.validate().unwrap_err().to_string().starts_with("--duration:"));
-        let mut c = GenConfig::default();
-        c.anomaly_rate = f64::NAN;
-        assert!(c.validate().unwrap_err().to_string().starts_with("--anomaly-rate:"));
-        let mut c = GenConfig::default();
-        c.hosts = u32::MAX;
-        c.interval = Span::from_micros(1);
-        assert!(c.validate().unwrap_err().to_string().contains("more than one run may write"));
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "--hosts: must be at least 1"
+        );
+        let c = GenConfig {
+            interval: Span::from_secs(3_600),
+            duration: Span::from_secs(60),
+            ..GenConfig::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("--duration:")
+        );
+        let c = GenConfig {
+            anomaly_rate: f64::NAN,
+            ..GenConfig::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("--anomaly-rate:")
+        );
+        let c = GenConfig {
+            hosts: u32::MAX,
+            interval: Span::from_micros(1),
+            ..GenConfig::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("more than one run may write")
+        );
     }
 
     #[test]

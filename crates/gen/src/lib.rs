@@ -37,7 +37,8 @@ pub use config::{AnomalyConfig, GenConfig, Span, SpanRange};
 pub use metrics::Metric;
 pub use plan::{Plan, schema};
 pub use writer::{
-    IN_PROGRESS, MANIFEST, Manifest, NoProgress, Progress, WriteOptions, WriteSummary, write_dataset,
+    IN_PROGRESS, MANIFEST, Manifest, NoProgress, Progress, WriteOptions, WriteSummary,
+    write_dataset,
 };
 
 /// Errors of the generator. Their messages are one line and name what is wrong.

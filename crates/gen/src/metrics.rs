@@ -118,6 +118,18 @@ pub(crate) fn mix(a: u64, b: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Tags that keep the random streams of different purposes apart (ASCII of their names).
+pub(crate) mod tag {
+    /// A host's fixed profile.
+    pub const PROFILE: u64 = 0x0070_726f_6669_6c65;
+    /// A host's event schedule.
+    pub const EVENTS: u64 = 0x0000_6576_656e_7473;
+    /// A host-day's per-point noise.
+    pub const NOISE: u64 = 0x0000_006e_6f69_7365;
+    /// A host's slow load wander.
+    pub const WANDER: u64 = 0x0000_7761_6e64_6572;
+}
+
 /// The random stream for one purpose (`tag`) of one unit (`a`, `b`) under `seed`.
 pub(crate) fn stream(seed: u64, tag: u64, a: u64, b: u64) -> Xoshiro256PlusPlus {
     Xoshiro256PlusPlus::seed_from_u64(mix(mix(mix(seed, tag), a), b))
@@ -157,7 +169,7 @@ pub struct HostProfile {
 impl HostProfile {
     /// Draws the profile of host `host` under `seed`; `tz_offset_hours` comes from its region.
     pub fn new(seed: u64, host: u64, tz_offset_hours: f64) -> Self {
-        let mut rng = stream(seed, 0x0070_6f72_6669_6c65, host, 0);
+        let mut rng = stream(seed, tag::PROFILE, host, 0);
         let mut u = |lo: f64, hi: f64| rng.random_range(lo..hi);
         let load_base = u(0.15, 0.35);
         let load_amp = u(0.25, 0.45);
@@ -172,12 +184,32 @@ impl HostProfile {
         };
         let cpu = lin(u(3.0, 10.0), u(45.0, 75.0), u(1.0, 2.0), Metric::CpuPct);
         let mem = lin(u(25.0, 55.0), u(5.0, 15.0), u(0.5, 1.0), Metric::MemPct);
-        let disk_read = lin(u(2.0, 10.0), u(20.0, 80.0), u(1.5, 3.0), Metric::DiskReadMbps);
-        let disk_write = lin(u(1.0, 6.0), u(10.0, 40.0), u(1.0, 2.0), Metric::DiskWriteMbps);
+        let disk_read = lin(
+            u(2.0, 10.0),
+            u(20.0, 80.0),
+            u(1.5, 3.0),
+            Metric::DiskReadMbps,
+        );
+        let disk_write = lin(
+            u(1.0, 6.0),
+            u(10.0, 40.0),
+            u(1.0, 2.0),
+            Metric::DiskWriteMbps,
+        );
         let rx_gain = u(80.0, 300.0);
-        let net_rx = lin(u(1.0, 5.0), rx_gain, rx_gain * u(0.02, 0.04), Metric::NetRxMbps);
+        let net_rx = lin(
+            u(1.0, 5.0),
+            rx_gain,
+            rx_gain * u(0.02, 0.04),
+            Metric::NetRxMbps,
+        );
         let tx_gain = rx_gain * u(0.3, 0.8);
-        let net_tx = lin(u(1.0, 5.0), tx_gain, tx_gain * u(0.02, 0.04), Metric::NetTxMbps);
+        let net_tx = lin(
+            u(1.0, 5.0),
+            tx_gain,
+            tx_gain * u(0.02, 0.04),
+            Metric::NetTxMbps,
+        );
         let lat_base = u(15.0, 50.0);
         let latency = Response {
             base: lat_base,
@@ -193,7 +225,9 @@ impl HostProfile {
             noise: u(0.03, 0.06),
             upper: f64::INFINITY,
         };
-        let responses = [cpu, mem, disk_read, disk_write, net_rx, net_tx, latency, errors];
+        let responses = [
+            cpu, mem, disk_read, disk_write, net_rx, net_tx, latency, errors,
+        ];
         // The daily shape 0.5 - 0.5 cos has standard deviation 1/sqrt(8) of its height.
         let sigma_load = (load_amp * load_amp / 8.0 + wander * wander).sqrt();
         let mean_load = load_base + load_amp / 2.0;
@@ -207,7 +241,7 @@ impl HostProfile {
             load_amp,
             weekend,
             wander,
-            wander_key: mix(mix(seed, 0x77_616e_6465_72), host),
+            wander_key: mix(mix(seed, tag::WANDER), host),
             responses,
             sigma,
         }
@@ -229,7 +263,11 @@ impl HostProfile {
         let day = local_us.div_euclid(MICROS_PER_DAY);
         let hour = local_us.rem_euclid(MICROS_PER_DAY) as f64 / 3.6e9;
         // 1970-01-01 was a Thursday: day 2 and 3 of each week (mod 7) are Saturday and Sunday.
-        let w = if matches!(day.rem_euclid(7), 2 | 3) { self.weekend } else { 1.0 };
+        let w = if matches!(day.rem_euclid(7), 2 | 3) {
+            self.weekend
+        } else {
+            1.0
+        };
         let daily = 0.5 - 0.5 * (TAU * (hour - 3.0) / 24.0).cos();
         let low = self.load_base * (0.8 + 0.2 * w);
         let high = low + self.load_amp * w;
@@ -283,7 +321,11 @@ impl<'a> HostSeries<'a> {
         // quiet, low when it is busy.
         let mirrored = (low + high - seasonal + wander).clamp(low, high).max(0.01);
         let noise = std::array::from_fn(|_| rng.sample::<f64, _>(rand_distr::StandardNormal));
-        Point { load, mirrored, noise }
+        Point {
+            load,
+            mirrored,
+            noise,
+        }
     }
 
     /// The value of `m` at `point`, shifted by `shift` standard deviations, and driven by the
@@ -291,7 +333,11 @@ impl<'a> HostSeries<'a> {
     pub fn value(&self, point: &Point, m: Metric, shift: f64, decoupled: bool) -> f64 {
         let i = m as usize;
         let r = &self.profile.responses[i];
-        let load = if decoupled { point.mirrored } else { point.load };
+        let load = if decoupled {
+            point.mirrored
+        } else {
+            point.load
+        };
         let v = r.value(load, point.noise[i]) + shift * self.profile.sigma[i];
         v.clamp(0.0, r.upper)
     }
@@ -343,6 +389,9 @@ mod tests {
         s.insert(Metric::LatencyMs);
         s.insert(Metric::CpuPct);
         assert!(s.contains(Metric::CpuPct) && !s.contains(Metric::MemPct));
-        assert_eq!(s.iter().collect::<Vec<_>>(), vec![Metric::CpuPct, Metric::LatencyMs]);
+        assert_eq!(
+            s.iter().collect::<Vec<_>>(),
+            vec![Metric::CpuPct, Metric::LatencyMs]
+        );
     }
 }

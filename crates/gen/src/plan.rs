@@ -13,7 +13,7 @@ use chrono::DateTime;
 
 use crate::anomaly::{self, AnomalyType, Event};
 use crate::config::{GenConfig, MICROS_PER_DAY};
-use crate::metrics::{HostProfile, HostSeries, METRIC_COUNT, Metric, stream};
+use crate::metrics::{HostProfile, HostSeries, METRIC_COUNT, Metric, stream, tag};
 use crate::{Error, Result};
 
 /// Rows per Parquet file (and row group) the planner aims for.
@@ -31,19 +31,34 @@ const REGIONS: [(&str, f64); 8] = [
 ];
 
 const PROJECTS: [&str; 8] = [
-    "checkout", "search", "payments", "catalog", "auth", "ingest", "reporting", "mobile-api",
+    "checkout",
+    "search",
+    "payments",
+    "catalog",
+    "auth",
+    "ingest",
+    "reporting",
+    "mobile-api",
 ];
 
 /// The schema of generated telemetry (the `date` partition column lives in the directory names).
 pub fn schema() -> SchemaRef {
     let dict = || DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
     let mut fields = vec![
-        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
         Field::new("host_id", dict(), false),
         Field::new("region", dict(), false),
         Field::new("project_id", dict(), false),
     ];
-    fields.extend(Metric::ALL.iter().map(|m| Field::new(m.column(), DataType::Float64, false)));
+    fields.extend(
+        Metric::ALL
+            .iter()
+            .map(|m| Field::new(m.column(), DataType::Float64, false)),
+    );
     fields.extend([
         Field::new("is_anomaly", DataType::Boolean, false),
         Field::new(
@@ -112,12 +127,16 @@ impl Plan {
             let project_idx = ((placement >> 32) % u64::from(config.projects)) as usize;
             let (region, tz) = match REGIONS.get(region_idx) {
                 Some((name, tz)) => ((*name).to_string(), *tz),
-                None => (format!("region-{:02}", region_idx + 1), ((region_idx * 5) % 24) as f64 - 11.0),
+                None => (
+                    format!("region-{:02}", region_idx + 1),
+                    ((region_idx * 5) % 24) as f64 - 11.0,
+                ),
             };
-            let project = PROJECTS
-                .get(project_idx)
-                .map_or_else(|| format!("project-{:02}", project_idx + 1), |p| (*p).to_string());
-            let mut rng = stream(config.seed, 0x6576_656e_7473, key, 0);
+            let project = PROJECTS.get(project_idx).map_or_else(
+                || format!("project-{:02}", project_idx + 1),
+                |p| (*p).to_string(),
+            );
+            let mut rng = stream(config.seed, tag::EVENTS, key, 0);
             let mut events = anomaly::schedule(config, &mut rng);
             for e in &mut events {
                 e.id = next_id;
@@ -155,7 +174,11 @@ impl Plan {
 
     /// Rows labelled anomalous.
     pub fn anomalous_rows(&self) -> u64 {
-        self.hosts.iter().flat_map(|h| &h.events).map(|e| e.len).sum()
+        self.hosts
+            .iter()
+            .flat_map(|h| &h.events)
+            .map(|e| e.len)
+            .sum()
     }
 
     /// The rows of host `host` at points `points.0..points.1`, sorted by time.
@@ -167,7 +190,7 @@ impl Plan {
         let start_us = c.start_micros();
         let interval = c.interval.micros();
         let day = (start_us + first as i64 * interval).div_euclid(MICROS_PER_DAY);
-        let mut rng = stream(c.seed, 0x6e6f_6973_65, host as u64, day as u64);
+        let mut rng = stream(c.seed, tag::NOISE, host as u64, day as u64);
         let mut series = HostSeries::new(&h.profile);
         let mut ts = Vec::with_capacity(n);
         let mut cols: [Vec<f64>; METRIC_COUNT] = std::array::from_fn(|_| Vec::with_capacity(n));
@@ -209,11 +232,16 @@ impl Plan {
         }
         let constant = |value: &str| -> ArrayRef {
             let keys = Int32Array::from(vec![0; n]);
-            Arc::new(DictionaryArray::<Int32Type>::new(keys, Arc::new(StringArray::from(vec![value]))))
+            Arc::new(DictionaryArray::<Int32Type>::new(
+                keys,
+                Arc::new(StringArray::from(vec![value])),
+            ))
         };
         let kinds = DictionaryArray::<Int8Type>::new(
             Int8Array::from(kind_keys),
-            Arc::new(StringArray::from_iter_values(AnomalyType::ALL.iter().map(|t| t.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                AnomalyType::ALL.iter().map(|t| t.as_str()),
+            )),
         );
         let mut arrays: Vec<ArrayRef> = vec![
             Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")),
@@ -221,11 +249,15 @@ impl Plan {
             constant(&h.region),
             constant(&h.project),
         ];
-        arrays.extend(cols.into_iter().map(|c| Arc::new(Float64Array::from(c)) as ArrayRef));
+        arrays.extend(
+            cols.into_iter()
+                .map(|c| Arc::new(Float64Array::from(c)) as ArrayRef),
+        );
         arrays.push(Arc::new(is_anomaly.finish()));
         arrays.push(Arc::new(kinds));
         arrays.push(Arc::new(Int64Array::from(ids)));
-        RecordBatch::try_new(schema(), arrays).map_err(|e| Error::Internal(format!("building a batch: {e}")))
+        RecordBatch::try_new(schema(), arrays)
+            .map_err(|e| Error::Internal(format!("building a batch: {e}")))
     }
 }
 
@@ -287,7 +319,10 @@ mod tests {
         let plan = Plan::new(&c).unwrap();
         assert_eq!(plan.total_rows(), c.total_rows());
         let dates: Vec<_> = plan.files.iter().map(|f| f.date.as_str()).collect();
-        assert_eq!(dates, ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]);
+        assert_eq!(
+            dates,
+            ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]
+        );
         assert_eq!(plan.files[0].points, (0, 360));
         assert_eq!(plan.files[1].points, (360, 360 + 1440));
         assert_eq!(plan.files[3].points.1, c.points_per_host());
@@ -323,7 +358,9 @@ mod tests {
         }
         let labelled: u64 = (0..plan.hosts.len())
             .map(|h| {
-                let b = plan.host_batch(h, (0, plan.config.points_per_host())).unwrap();
+                let b = plan
+                    .host_batch(h, (0, plan.config.points_per_host()))
+                    .unwrap();
                 b.num_rows() as u64 - b.column_by_name("anomaly_id").unwrap().null_count() as u64
             })
             .sum();
@@ -393,17 +430,39 @@ mod tests {
         c.anomalies.types = vec![AnomalyType::CorrelationBreak];
         c.anomalies.break_duration = "6h".parse().unwrap();
         let plan = Plan::new(&c).unwrap();
-        let h = plan.hosts.iter().position(|h| !h.events.is_empty()).unwrap();
+        let h = plan
+            .hosts
+            .iter()
+            .position(|h| !h.events.is_empty())
+            .unwrap();
         let b = plan.host_batch(h, (0, c.points_per_host())).unwrap();
         let e = &plan.hosts[h].events[0];
         let m = e.metrics.iter().next().unwrap();
-        let v = b.column_by_name(m.column()).unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
+        let v = b
+            .column_by_name(m.column())
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
         let normal: Vec<f64> = (0..b.num_rows() as u64)
-            .filter(|i| !plan.hosts[h].events.iter().any(|e| (e.start..e.end()).contains(i)))
+            .filter(|i| {
+                !plan.hosts[h]
+                    .events
+                    .iter()
+                    .any(|e| (e.start..e.end()).contains(i))
+            })
             .map(|i| v.value(i as usize))
             .collect();
-        let (lo, hi) = normal.iter().fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
-        let inside = (e.start..e.end()).filter(|i| (lo..=hi).contains(&v.value(*i as usize))).count();
-        assert!(inside as f64 >= 0.99 * e.len as f64, "{inside} of {}", e.len);
+        let (lo, hi) = normal
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
+        let inside = (e.start..e.end())
+            .filter(|i| (lo..=hi).contains(&v.value(*i as usize)))
+            .count();
+        assert!(
+            inside as f64 >= 0.99 * e.len as f64,
+            "{inside} of {}",
+            e.len
+        );
     }
 }

@@ -153,8 +153,12 @@ pub fn writer_properties() -> WriterProperties {
 pub fn encode_file(plan: &Plan, task: &FileTask, progress: &dyn Progress) -> Result<Vec<u8>> {
     let schema = crate::plan::schema();
     let capacity = (task.rows as usize).saturating_mul(70);
-    let mut writer = ArrowWriter::try_new(Vec::with_capacity(capacity), schema, Some(writer_properties()))
-        .map_err(|e| Error::Internal(format!("parquet writer: {e}")))?;
+    let mut writer = ArrowWriter::try_new(
+        Vec::with_capacity(capacity),
+        schema,
+        Some(writer_properties()),
+    )
+    .map_err(|e| Error::Internal(format!("parquet writer: {e}")))?;
     for host in task.hosts.0..task.hosts.1 {
         let batch = plan.host_batch(host, task.points)?;
         writer
@@ -198,13 +202,19 @@ struct Marker<'a> {
 
 /// Makes sure the target is empty, or (with `overwrite`) a TADS dataset that may be replaced.
 /// Returns the objects to remove once the in-progress marker is in place.
-async fn check_target(location: &Location, overwrite: bool) -> Result<Vec<object_store::ObjectMeta>> {
+async fn check_target(
+    location: &Location,
+    overwrite: bool,
+) -> Result<Vec<object_store::ObjectMeta>> {
     let existing = location.list_all().await?;
     if existing.is_empty() {
         return Ok(existing);
     }
     let ours = existing.iter().any(|o| {
-        matches!(location.relative(&o.location).as_deref(), Some(MANIFEST | IN_PROGRESS))
+        matches!(
+            location.relative(&o.location).as_deref(),
+            Some(MANIFEST | IN_PROGRESS)
+        )
     });
     if !overwrite {
         return Err(Error::Target {
@@ -249,7 +259,10 @@ pub async fn write_dataset(
     if old.iter().any(|o| o.location == manifest_path) {
         location.delete(&manifest_path).await?;
     }
-    for o in old.iter().filter(|o| o.location != manifest_path && o.location != marker_path) {
+    for o in old
+        .iter()
+        .filter(|o| o.location != manifest_path && o.location != marker_path)
+    {
         location.delete(&o.location).await?;
     }
 
@@ -282,7 +295,11 @@ pub async fn write_dataset(
         end: DateTime::from_timestamp_micros(last).unwrap_or(c.start),
         partitioning: vec!["date".into()],
         events: plan.events_by_type().values().sum(),
-        events_by_type: plan.events_by_type().into_iter().map(|(k, v)| (k.as_str().to_string(), v)).collect(),
+        events_by_type: plan
+            .events_by_type()
+            .into_iter()
+            .map(|(k, v)| (k.as_str().to_string(), v))
+            .collect(),
         anomalous_rows: plan.anomalous_rows(),
         files,
     };

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use tads_store::{IN_PROGRESS, Location};
 
@@ -66,7 +68,10 @@ pub async fn register_dataset(ctx: &SessionContext, name: &str, location: &Locat
         location: location.to_string(),
         message,
     };
-    let relative: Vec<String> = objects.iter().filter_map(|o| location.relative(&o.location)).collect();
+    let relative: Vec<String> = objects
+        .iter()
+        .filter_map(|o| location.relative(&o.location))
+        .collect();
     if relative.iter().any(|r| r == IN_PROGRESS) {
         return Err(bad(format!(
             "is not a finished dataset ({IN_PROGRESS} is present: a writer is at work or was killed)"
@@ -98,8 +103,14 @@ mod tests {
 
     #[test]
     fn partition_columns_come_from_key_value_directories() {
-        assert_eq!(partition_columns("date=2026-01-01/part-0.parquet"), ["date"]);
-        assert_eq!(partition_columns("region=eu/date=x/f.parquet"), ["region", "date"]);
+        assert_eq!(
+            partition_columns("date=2026-01-01/part-0.parquet"),
+            ["date"]
+        );
+        assert_eq!(
+            partition_columns("region=eu/date=x/f.parquet"),
+            ["region", "date"]
+        );
         assert!(partition_columns("f.parquet").is_empty());
         assert!(partition_columns("plain/f.parquet").is_empty());
     }
@@ -109,10 +120,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let loc = Location::parse(dir.path().to_str().unwrap()).unwrap();
         let ctx = session();
-        let err = register_dataset(&ctx, "t", &loc).await.unwrap_err().to_string();
+        let err = register_dataset(&ctx, "t", &loc)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("holds no .parquet files"), "{err}");
         loc.put(IN_PROGRESS, b"{}".to_vec()).await.unwrap();
-        let err = register_dataset(&ctx, "t", &loc).await.unwrap_err().to_string();
+        let err = register_dataset(&ctx, "t", &loc)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a finished dataset"), "{err}");
     }
 }

@@ -17,10 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use object_store::aws::{AmazonConfigKey, AmazonS3Builder};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use object_store::{
+    ClientConfigKey, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+};
 use url::Url;
 
 /// Name of the manifest every TADS writer puts last: its presence means the output is complete.
@@ -102,7 +104,9 @@ pub struct Location {
 
 impl fmt::Debug for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Location").field("url", &self.url.as_str()).finish()
+        f.debug_struct("Location")
+            .field("url", &self.url.as_str())
+            .finish()
     }
 }
 
@@ -139,7 +143,8 @@ impl Location {
             None => Self::local(std::path::Path::new(text), text),
             Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
                 "file" => {
-                    let url = Url::parse(text).map_err(|e| invalid(format!("not a valid URL: {e}")))?;
+                    let url =
+                        Url::parse(text).map_err(|e| invalid(format!("not a valid URL: {e}")))?;
                     let path = url
                         .to_file_path()
                         .map_err(|()| invalid("a file:// URL needs an absolute path".into()))?;
@@ -158,11 +163,13 @@ impl Location {
             location: text.to_string(),
             reason,
         };
-        let abs = std::path::absolute(path).map_err(|e| invalid(format!("cannot resolve path: {e}")))?;
+        let abs =
+            std::path::absolute(path).map_err(|e| invalid(format!("cannot resolve path: {e}")))?;
         if abs.is_file() {
             return Err(invalid("is a file, not a directory".into()));
         }
-        let prefix = Path::from_absolute_path(&abs).map_err(|e| invalid(format!("not a usable path: {e}")))?;
+        let prefix = Path::from_absolute_path(&abs)
+            .map_err(|e| invalid(format!("not a usable path: {e}")))?;
         let mut url = Url::from_directory_path(&abs)
             .map_err(|()| invalid("not an absolute local path".into()))?;
         url.set_fragment(None);
@@ -181,45 +188,65 @@ impl Location {
         };
         let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            return Err(invalid("an s3:// URL needs a bucket: s3://bucket/prefix".into()));
+            return Err(invalid(
+                "an s3:// URL needs a bucket: s3://bucket/prefix".into(),
+            ));
         }
-        let has_credentials = ["AWS_ACCESS_KEY_ID", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"]
-            .iter()
-            .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
-            || options
-                .iter()
-                .any(|(k, _)| matches!(*k, "aws_access_key_id" | "access_key_id" | "aws_skip_signature" | "skip_signature"))
-            || std::env::var("AWS_SKIP_SIGNATURE").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+        let has_credentials = [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        ]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+            || options.iter().any(|(k, _)| {
+                matches!(
+                    *k,
+                    "aws_access_key_id" | "access_key_id" | "aws_skip_signature" | "skip_signature"
+                )
+            })
+            || std::env::var("AWS_SKIP_SIGNATURE")
+                .is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
         if !has_credentials {
             return Err(invalid(
                 "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_SKIP_SIGNATURE=true for a public bucket)"
                     .into(),
             ));
         }
-        let client = ClientOptions::new()
-            .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(300));
-        let retry = RetryConfig {
-            max_retries: 3,
-            retry_timeout: Duration::from_secs(20),
-            ..RetryConfig::default()
-        };
-        let mut builder = AmazonS3Builder::from_env();
+        // Our timeouts first, then the environment (as `from_env` reads it), then explicit
+        // options: each later one wins. A dead endpoint fails in seconds, not minutes.
+        let client = |k| AmazonS3ConfigKey::Client(k);
+        let mut builder = AmazonS3Builder::new()
+            .with_config(client(ClientConfigKey::ConnectTimeout), "5s")
+            .with_config(client(ClientConfigKey::Timeout), "300s");
+        for (key, value) in std::env::vars() {
+            if key.starts_with("AWS_")
+                && let Ok(key) = key.to_ascii_lowercase().parse()
+            {
+                builder = builder.with_config(key, value);
+            }
+        }
         for (key, value) in options {
-            let key: AmazonConfigKey = key
+            let key: AmazonS3ConfigKey = key
                 .parse()
                 .map_err(|_| invalid(format!("unknown S3 setting `{key}`")))?;
             builder = builder.with_config(key, *value);
         }
         let store = builder
             .with_bucket_name(bucket)
-            .with_client_options(client)
-            .with_retry(retry)
+            .with_retry(RetryConfig {
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(20),
+                ..RetryConfig::default()
+            })
             .build()
             .map_err(|e| invalid(describe_store_error(&e)))?;
         let key = key.trim_matches('/');
-        let url = Url::parse(&format!("s3://{bucket}/{key}{}", if key.is_empty() { "" } else { "/" }))
-            .map_err(|e| invalid(format!("not a valid URL: {e}")))?;
+        let url = Url::parse(&format!(
+            "s3://{bucket}/{key}{}",
+            if key.is_empty() { "" } else { "/" }
+        ))
+        .map_err(|e| invalid(format!("not a valid URL: {e}")))?;
         Ok(Self {
             scheme: Scheme::S3,
             url,
@@ -266,7 +293,10 @@ impl Location {
 
     /// The path of `path` relative to this location, or `None` if it is not below it.
     pub fn relative(&self, path: &Path) -> Option<String> {
-        let parts: Vec<_> = path.prefix_match(&self.prefix)?.map(|p| p.as_ref().to_string()).collect();
+        let parts: Vec<_> = path
+            .prefix_match(&self.prefix)?
+            .map(|p| p.as_ref().to_string())
+            .collect();
         Some(parts.join("/"))
     }
 
@@ -332,7 +362,10 @@ mod tests {
         assert!(a.url().as_str().ends_with('/'));
         assert_eq!(a.store_url().as_str(), "file:///");
         let child = a.child("date=2026-01-01/part-0.parquet");
-        assert_eq!(a.relative(&child).unwrap(), "date=2026-01-01/part-0.parquet");
+        assert_eq!(
+            a.relative(&child).unwrap(),
+            "date=2026-01-01/part-0.parquet"
+        );
     }
 
     #[test]
@@ -347,7 +380,9 @@ mod tests {
     #[test]
     fn a_file_is_not_a_directory() {
         let file = tempfile::NamedTempFile::new().unwrap();
-        let err = Location::parse(file.path().to_str().unwrap()).unwrap_err().to_string();
+        let err = Location::parse(file.path().to_str().unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("is a file"), "{err}");
     }
 
@@ -360,7 +395,10 @@ mod tests {
         let listed = loc.list_all().await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(loc.relative(&listed[0].location).unwrap(), "a/b.txt");
-        assert_eq!(loc.get_opt("a/b.txt").await.unwrap().unwrap().as_ref(), b"hello");
+        assert_eq!(
+            loc.get_opt("a/b.txt").await.unwrap().unwrap().as_ref(),
+            b"hello"
+        );
         assert!(loc.get_opt("missing").await.unwrap().is_none());
         loc.delete(&listed[0].location).await.unwrap();
         loc.delete(&listed[0].location).await.unwrap();
