@@ -146,6 +146,9 @@ pub fn writer_properties() -> WriterProperties {
     for col in ["host_id", "region", "project_id", "anomaly_type"] {
         b = b.set_column_dictionary_enabled(ColumnPath::from(col), true);
     }
+    for m in crate::Metric::ALL {
+        b = b.set_column_encoding(ColumnPath::from(m.column()), Encoding::BYTE_STREAM_SPLIT);
+    }
     b.build()
 }
 
