@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 /// A bar that counts rows and files.
 pub(crate) struct RowBar {
@@ -24,9 +24,12 @@ impl RowBar {
         };
         let bar = ProgressBar::with_draw_target(Some(total_rows), target);
         let style = ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} rows ({per_sec}, eta {eta}) {msg}",
+            "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} rows ({rate} rows/s, eta {eta}) {msg}",
         )
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{}", crate::si(state.per_sec()));
+        });
         bar.set_style(style);
         bar.enable_steady_tick(Duration::from_millis(250));
         Self {

@@ -1,0 +1,330 @@
+//! `model.json`: a trained model as a plain, versioned JSON document any language can read.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::pca::KRule;
+use crate::{Error, Result};
+
+/// The version of the `model.json` format this build writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The PCA part of a model, in the standardized space.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PcaParams {
+    /// Mean of each standardized feature over the training rows used (the PCA centre).
+    pub mean: Vec<f64>,
+    /// Loadings, d rows (features) × k columns (components), unit columns.
+    pub components: Vec<Vec<f64>>,
+    /// Every eigenvalue of the standardized covariance, descending.
+    pub eigenvalues: Vec<f64>,
+    /// Each eigenvalue's share of the total variance.
+    pub explained_variance_ratio: Vec<f64>,
+    /// Number of retained components.
+    pub k: usize,
+    /// How k was chosen.
+    pub k_rule: KRule,
+}
+
+/// Alarm limits derived at training time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    /// SPE limit by Jackson–Mudholkar at α = 0.99 (absent when the residual space is empty).
+    pub spe_jm_99: Option<f64>,
+    /// SPE limit by Jackson–Mudholkar at α = 0.999.
+    pub spe_jm_999: Option<f64>,
+    /// The 0.99 quantile of the SPE over the training rows used.
+    pub spe_empirical_99: Option<f64>,
+    /// The 0.999 quantile of the SPE over the training rows used.
+    pub spe_empirical_999: Option<f64>,
+    /// Hotelling's T² limit at α = 0.99.
+    pub t2_99: Option<f64>,
+    /// Hotelling's T² limit at α = 0.999.
+    pub t2_999: Option<f64>,
+    /// The robust |z| above which a metric counts as anomalous on its own.
+    pub mad_z: f64,
+}
+
+/// Where and how the model was trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Training {
+    /// Rows read (after the filter).
+    pub rows_seen: u64,
+    /// Rows that entered the covariance (finite, inside the robust cut, not trimmed).
+    pub rows_used: u64,
+    /// URI of the training data.
+    pub data_uri: String,
+    /// The SQL predicate applied, if any.
+    pub filter: Option<String>,
+    /// The share of highest-SPE rows dropped before the refit, if one was made.
+    pub trimmed_fraction: Option<f64>,
+    /// When training finished.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A trained robust-PCA model. Fields are public for writers; readers go through
+/// [`ModelArtifact::from_json`], which checks every one of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelArtifact {
+    /// Always [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The model's name (its directory under the models location).
+    pub name: String,
+    /// Feature (column) names, in the order every function takes them.
+    pub features: Vec<String>,
+    /// Per-feature median over the training rows.
+    pub median: Vec<f64>,
+    /// Per-feature MAD, scaled by 1.4826.
+    pub mad: Vec<f64>,
+    /// What each feature is divided by after subtracting its median: the MAD, or for a
+    /// constant feature (MAD 0) its fallback (see `constant_features`).
+    pub scale: Vec<f64>,
+    /// Features whose MAD was 0; their `scale` is 1 in the feature's own unit.
+    pub constant_features: Vec<String>,
+    /// Rows with a robust |z| above this on any feature were left out of the covariance.
+    pub robust_z_cut: f64,
+    /// The PCA.
+    pub pca: PcaParams,
+    /// Alarm limits.
+    pub thresholds: Thresholds,
+    /// Provenance.
+    pub training: Training,
+    /// `sha256:` and the hex SHA-256 of the parameters (everything but `training` and the
+    /// fingerprint itself): equal fingerprints, equal scores.
+    pub fingerprint: String,
+}
+
+#[derive(Serialize)]
+struct Parameters<'a> {
+    schema_version: u32,
+    name: &'a str,
+    features: &'a [String],
+    median: &'a [f64],
+    mad: &'a [f64],
+    scale: &'a [f64],
+    robust_z_cut: f64,
+    pca: &'a PcaParams,
+    thresholds: &'a Thresholds,
+}
+
+impl ModelArtifact {
+    /// Number of features.
+    pub fn dims(&self) -> usize {
+        self.features.len()
+    }
+
+    /// The fingerprint of the current parameters.
+    pub fn compute_fingerprint(&self) -> String {
+        let p = Parameters {
+            schema_version: self.schema_version,
+            name: &self.name,
+            features: &self.features,
+            median: &self.median,
+            mad: &self.mad,
+            scale: &self.scale,
+            robust_z_cut: self.robust_z_cut,
+            pca: &self.pca,
+            thresholds: &self.thresholds,
+        };
+        let json = serde_json::to_vec(&p).unwrap_or_default();
+        let hex: String = Sha256::digest(&json)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("sha256:{hex}")
+    }
+
+    /// Sets the fingerprint from the parameters (call after the last change).
+    pub fn seal(mut self) -> Self {
+        self.fingerprint = self.compute_fingerprint();
+        self
+    }
+
+    /// The pretty JSON document.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    /// Parses and checks a `model.json`. Errors name the bad field.
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        let model: Self = serde_json::from_slice(bytes).map_err(|e| Error::Invalid {
+            field: "model.json".into(),
+            message: e.to_string(),
+        })?;
+        model.validate()?;
+        Ok(model)
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, message: String| {
+            Err(Error::Invalid {
+                field: field.to_string(),
+                message,
+            })
+        };
+        if self.schema_version != SCHEMA_VERSION {
+            return bad(
+                "schema_version",
+                format!(
+                    "is {}, this TADS reads version {SCHEMA_VERSION}",
+                    self.schema_version
+                ),
+            );
+        }
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return bad(
+                "name",
+                format!(
+                    "`{}` is not a model name (letters, digits, _ - .)",
+                    self.name
+                ),
+            );
+        }
+        let d = self.features.len();
+        if d == 0 {
+            return bad("features", "is empty".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for f in &self.features {
+            if f.is_empty() || !seen.insert(f) {
+                return bad("features", format!("`{f}` is empty or repeated"));
+            }
+        }
+        // Which values a per-feature vector may hold.
+        #[derive(Clone, Copy)]
+        enum Allowed {
+            Any,
+            NonNegative,
+            Positive,
+        }
+        let vector = |field: &str, v: &[f64], allowed: Allowed| -> Result<()> {
+            if v.len() != d {
+                return bad(field, format!("has {} values for {d} features", v.len()));
+            }
+            let ok = |x: f64| {
+                x.is_finite()
+                    && match allowed {
+                        Allowed::Any => true,
+                        Allowed::NonNegative => x >= 0.0,
+                        Allowed::Positive => x > 0.0,
+                    }
+            };
+            if let Some(x) = v.iter().find(|x| !ok(**x)) {
+                let what = match allowed {
+                    Allowed::Any => "finite",
+                    Allowed::NonNegative => "finite non-negative",
+                    Allowed::Positive => "finite positive",
+                };
+                return bad(field, format!("holds {x}, not a {what} number"));
+            }
+            Ok(())
+        };
+        vector("median", &self.median, Allowed::Any)?;
+        vector("mad", &self.mad, Allowed::NonNegative)?;
+        vector("scale", &self.scale, Allowed::Positive)?;
+        for c in &self.constant_features {
+            if !self.features.contains(c) {
+                return bad("constant_features", format!("`{c}` is not a feature"));
+            }
+        }
+        if !(self.robust_z_cut.is_finite() && self.robust_z_cut > 0.0) {
+            return bad(
+                "robust_z_cut",
+                format!("{} is not positive", self.robust_z_cut),
+            );
+        }
+        let p = &self.pca;
+        vector("pca.mean", &p.mean, Allowed::Any)?;
+        vector("pca.eigenvalues", &p.eigenvalues, Allowed::NonNegative)?;
+        vector(
+            "pca.explained_variance_ratio",
+            &p.explained_variance_ratio,
+            Allowed::NonNegative,
+        )?;
+        if p.eigenvalues.windows(2).any(|w| w[0] < w[1]) {
+            return bad("pca.eigenvalues", "are not in descending order".into());
+        }
+        let sum: f64 = p.explained_variance_ratio.iter().sum();
+        if (sum - 1.0).abs() > 1e-6 {
+            return bad(
+                "pca.explained_variance_ratio",
+                format!("sums to {sum}, not 1"),
+            );
+        }
+        if p.k == 0 || p.k > d {
+            return bad("pca.k", format!("{} is not between 1 and {d}", p.k));
+        }
+        if p.components.len() != d {
+            return bad(
+                "pca.components",
+                format!("has {} rows for {d} features", p.components.len()),
+            );
+        }
+        for (i, row) in p.components.iter().enumerate() {
+            if row.len() != p.k || row.iter().any(|x| !x.is_finite()) {
+                return bad(
+                    "pca.components",
+                    format!(
+                        "row {i} ({}) is not {} finite numbers",
+                        self.features[i], p.k
+                    ),
+                );
+            }
+        }
+        for j in 0..p.k {
+            let norm: f64 = p.components.iter().map(|r| r[j] * r[j]).sum();
+            if (norm - 1.0).abs() > 1e-6 {
+                return bad(
+                    "pca.components",
+                    format!("column {j} has length {}, not 1", norm.sqrt()),
+                );
+            }
+        }
+        let t = &self.thresholds;
+        for (field, v) in [
+            ("thresholds.spe_jm_99", t.spe_jm_99),
+            ("thresholds.spe_jm_999", t.spe_jm_999),
+            ("thresholds.spe_empirical_99", t.spe_empirical_99),
+            ("thresholds.spe_empirical_999", t.spe_empirical_999),
+            ("thresholds.t2_99", t.t2_99),
+            ("thresholds.t2_999", t.t2_999),
+            ("thresholds.mad_z", Some(t.mad_z)),
+        ] {
+            if let Some(v) = v
+                && !(v.is_finite() && v > 0.0)
+            {
+                return bad(field, format!("{v} is not a positive number"));
+            }
+        }
+        if self.training.rows_used > self.training.rows_seen {
+            return bad(
+                "training.rows_used",
+                "is more than training.rows_seen".into(),
+            );
+        }
+        let expected = self.compute_fingerprint();
+        if self.fingerprint != expected {
+            return bad(
+                "fingerprint",
+                format!(
+                    "{} does not match the parameters ({expected}): the file was changed after training",
+                    self.fingerprint
+                ),
+            );
+        }
+        Ok(())
+    }
+}

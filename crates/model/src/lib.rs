@@ -1,0 +1,49 @@
+//! TADS models: robust statistics, PCA and the `model.json` artifact, with no query engine.
+//!
+//! A TADS model standardizes each feature robustly, `z = (x − median) / (1.4826 · MAD)`, and
+//! fits a PCA to the standardized rows that lie inside a robust cut, so that a few anomalies in
+//! the training data bend neither the scale nor the components. Rows are then scored by their
+//! squared prediction error (SPE, the part of `z` the retained components do not explain) and by
+//! Hotelling's T² (how far they lie along the components), against limits fitted at training
+//! time ([`pca::spe_limit`], [`pca::t2_limit`]).
+//!
+//! The pieces are independent of DataFusion so that they can be tested against reference
+//! implementations and reused: [`robust`] (exact median and MAD), [`moments`] (mergeable
+//! co-moments, the state of the `pca_fit` aggregate), [`linalg`] (symmetric eigendecomposition),
+//! [`dist`] (normal, χ² and F quantiles), [`pca`] and [`artifact`].
+#![deny(missing_docs)]
+
+pub mod artifact;
+pub mod dist;
+pub mod linalg;
+pub mod moments;
+pub mod pca;
+pub mod robust;
+pub mod score;
+pub mod train;
+
+#[cfg(test)]
+mod reference_tests;
+
+pub use artifact::{ModelArtifact, PcaParams, SCHEMA_VERSION, Thresholds, Training};
+pub use moments::CoMoments;
+pub use pca::{KRule, Pca};
+pub use robust::{MAD_SCALE, RobustStats};
+pub use score::Scorer;
+pub use train::{Standardizer, TrainOptions};
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A model field is missing, malformed or inconsistent.
+    #[error("model.json: {field}: {message}")]
+    Invalid {
+        /// The field, as a JSON path (`pca.components`).
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,205 @@
+//! Scoring whole columns against a model: SPE, T², per-feature contributions and robust z.
+//!
+//! A model is turned once into the coefficients scoring needs, `y = x·a − b` with
+//! `a = 1/scale` and `b = median/scale + pca.mean`, and the loadings `P` (d×k). Then
+//! `t = Pᵀy`, `SPE = ‖y‖² − ‖t‖²` and `T² = Σ tᵢ²/λᵢ`, all as loops over columns.
+
+use crate::artifact::ModelArtifact;
+use crate::pca::Pca;
+
+/// A model prepared for scoring.
+#[derive(Debug, Clone)]
+pub struct Scorer {
+    d: usize,
+    k: usize,
+    median: Vec<f64>,
+    /// 1 / scale.
+    a: Vec<f64>,
+    /// median / scale + PCA mean.
+    b: Vec<f64>,
+    /// Loadings, feature-major: p[j * k + i].
+    p: Vec<f64>,
+    /// 1 / λᵢ for the retained components (0 where λᵢ is 0).
+    inv_lambda: Vec<f64>,
+}
+
+impl Scorer {
+    /// Prepares `model` for scoring.
+    pub fn new(model: &ModelArtifact) -> Self {
+        let k = model.pca.k;
+        let pca = Pca {
+            mean: model.pca.mean.clone(),
+            eigenvalues: model.pca.eigenvalues.clone(),
+            explained_variance_ratio: model.pca.explained_variance_ratio.clone(),
+            components: (0..k)
+                .map(|i| model.pca.components.iter().map(|row| row[i]).collect())
+                .collect(),
+        };
+        Self::from_pca(model.median.clone(), model.scale.clone(), &pca)
+    }
+
+    /// Prepares a standardizer and a PCA for scoring.
+    pub fn from_pca(median: Vec<f64>, scale: Vec<f64>, pca: &Pca) -> Self {
+        let d = median.len();
+        let k = pca.k();
+        let a: Vec<f64> = scale.iter().map(|s| 1.0 / s).collect();
+        let b = (0..d).map(|j| median[j] * a[j] + pca.mean[j]).collect();
+        let mut p = vec![0.0; d * k];
+        for (i, c) in pca.components.iter().enumerate() {
+            for j in 0..d {
+                p[j * k + i] = c[j];
+            }
+        }
+        let inv_lambda = pca.eigenvalues[..k]
+            .iter()
+            .map(|l| if *l > 0.0 { 1.0 / l } else { 0.0 })
+            .collect();
+        Self {
+            d,
+            k,
+            median,
+            a,
+            b,
+            p,
+            inv_lambda,
+        }
+    }
+
+    /// Number of features.
+    pub fn dims(&self) -> usize {
+        self.d
+    }
+
+    /// Standardized, centred columns y and the component scores t, for `n` rows.
+    fn project(&self, columns: &[&[f64]], n: usize) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+        let y: Vec<Vec<f64>> = (0..self.d)
+            .map(|j| {
+                let (a, b) = (self.a[j], self.b[j]);
+                columns[j][..n].iter().map(|x| x * a - b).collect()
+            })
+            .collect();
+        let mut t = vec![vec![0.0; n]; self.k];
+        for (j, yj) in y.iter().enumerate() {
+            for (i, ti) in t.iter_mut().enumerate() {
+                let pji = self.p[j * self.k + i];
+                for (tv, yv) in ti.iter_mut().zip(yj) {
+                    *tv += pji * yv;
+                }
+            }
+        }
+        (y, t)
+    }
+
+    /// Writes the SPE of each row of `columns` (d columns) into `out`.
+    pub fn spe(&self, columns: &[&[f64]], out: &mut [f64]) {
+        let n = out.len();
+        let (y, t) = self.project(columns, n);
+        out.fill(0.0);
+        for yj in &y {
+            for (o, v) in out.iter_mut().zip(yj) {
+                *o += v * v;
+            }
+        }
+        for ti in &t {
+            for (o, v) in out.iter_mut().zip(ti) {
+                *o -= v * v;
+            }
+        }
+        // Rounding can leave a tiny negative where the row lies in the component space.
+        out.iter_mut().for_each(|o| *o = o.max(0.0));
+    }
+
+    /// Writes Hotelling's T² of each row into `out`.
+    pub fn t2(&self, columns: &[&[f64]], out: &mut [f64]) {
+        let n = out.len();
+        let (_, t) = self.project(columns, n);
+        out.fill(0.0);
+        for (ti, inv) in t.iter().zip(&self.inv_lambda) {
+            for (o, v) in out.iter_mut().zip(ti) {
+                *o += v * v * inv;
+            }
+        }
+    }
+
+    /// Each feature's share of the SPE of one row (sums to 1; all 0 when the SPE is 0).
+    pub fn contributions(&self, row: &[f64]) -> Vec<f64> {
+        let y: Vec<f64> = (0..self.d)
+            .map(|j| row[j] * self.a[j] - self.b[j])
+            .collect();
+        let t: Vec<f64> = (0..self.k)
+            .map(|i| (0..self.d).map(|j| self.p[j * self.k + i] * y[j]).sum())
+            .collect();
+        let residual: Vec<f64> = (0..self.d)
+            .map(|j| {
+                y[j] - (0..self.k)
+                    .map(|i| self.p[j * self.k + i] * t[i])
+                    .sum::<f64>()
+            })
+            .collect();
+        let spe: f64 = residual.iter().map(|r| r * r).sum();
+        if spe <= 0.0 {
+            return vec![0.0; self.d];
+        }
+        residual.iter().map(|r| r * r / spe).collect()
+    }
+
+    /// The robust z of feature `j` at value `x`.
+    pub fn robust_z(&self, j: usize, x: f64) -> f64 {
+        (x - self.median[j]) * self.a[j]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::moments::CoMoments;
+    use crate::pca::{KRule, fit};
+
+    #[test]
+    fn column_scores_equal_the_matrix_formulas() {
+        let rows: Vec<[f64; 3]> = (0..300)
+            .map(|i| {
+                let t = f64::from(i) * 0.05;
+                [
+                    10.0 + 3.0 * t.sin(),
+                    5.0 + 2.0 * t.sin() + 0.3 * (t * 5.0).cos(),
+                    (t * 2.0).cos(),
+                ]
+            })
+            .collect();
+        let cols: Vec<Vec<f64>> = (0..3)
+            .map(|j| rows.iter().map(|r| r[j]).collect())
+            .collect();
+        let median = vec![10.0, 5.0, 0.0];
+        let scale = vec![2.0, 1.5, 0.7];
+        let z: Vec<Vec<f64>> = (0..3)
+            .map(|j| cols[j].iter().map(|x| (x - median[j]) / scale[j]).collect())
+            .collect();
+        let mut m = CoMoments::new(3);
+        m.update(&z.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        let pca = fit(&m, KRule::Fixed(1)).unwrap();
+        let s = Scorer::from_pca(median.clone(), scale.clone(), &pca);
+        let refs: Vec<&[f64]> = cols.iter().map(Vec::as_slice).collect();
+        let (mut spe, mut t2) = (vec![0.0; 300], vec![0.0; 300]);
+        s.spe(&refs, &mut spe);
+        s.t2(&refs, &mut t2);
+        for i in [0, 17, 299] {
+            let y: Vec<f64> = (0..3).map(|j| z[j][i] - pca.mean[j]).collect();
+            let t: f64 = (0..3).map(|j| pca.components[0][j] * y[j]).sum();
+            let r: Vec<f64> = (0..3).map(|j| y[j] - pca.components[0][j] * t).collect();
+            let expected_spe: f64 = r.iter().map(|v| v * v).sum();
+            assert!(
+                (spe[i] - expected_spe).abs() < 1e-10,
+                "{} vs {expected_spe}",
+                spe[i]
+            );
+            assert!((t2[i] - t * t / pca.eigenvalues[0]).abs() < 1e-10);
+            let c = s.contributions(&[cols[0][i], cols[1][i], cols[2][i]]);
+            assert!((c.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+            for j in 0..3 {
+                assert!((c[j] - r[j] * r[j] / expected_spe).abs() < 1e-9);
+            }
+        }
+        assert!((s.robust_z(1, 8.0) - 2.0).abs() < 1e-12);
+    }
+}

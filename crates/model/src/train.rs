@@ -1,0 +1,238 @@
+//! Robust training from its parts, and an in-memory reference trainer.
+//!
+//! The algorithm (the DataFusion `train` job runs the same steps as SQL passes):
+//! 1. per feature, the exact median and MAD (scaled by 1.4826) of its finite values;
+//! 2. standardize `z = (x − median) / scale`, where `scale` is the MAD, or 1 for a constant
+//!    feature (MAD 0: it is reported in `constant_features` and never divided by);
+//! 3. leave out rows with a non-finite value or with |z| > `robust_z_cut` on any feature, so a
+//!    few anomalies bend neither the components nor the limits;
+//! 4. co-moments of the remaining z, PCA by eigendecomposition, k by explained variance or fixed;
+//! 5. optionally drop the `trim` share of rows with the highest SPE and refit once;
+//! 6. limits: Jackson–Mudholkar SPE limits and T² limits at 0.99 and 0.999, and the empirical
+//!    0.99 / 0.999 quantiles of the SPE over the rows used.
+
+use chrono::Utc;
+
+use crate::artifact::{ModelArtifact, PcaParams, SCHEMA_VERSION, Thresholds, Training};
+use crate::moments::CoMoments;
+use crate::pca::{self, KRule, Pca};
+use crate::robust::{RobustStats, median_in_place};
+use crate::score::Scorer;
+use crate::{Error, Result};
+
+/// Choices of a training run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainOptions {
+    /// How many components to keep.
+    pub k_rule: KRule,
+    /// Rows with a robust |z| above this on any feature are left out of the covariance.
+    pub robust_z_cut: f64,
+    /// The share (0..0.5) of highest-SPE rows to drop before one refit.
+    pub trim: Option<f64>,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            k_rule: KRule::Variance(0.95),
+            robust_z_cut: 5.0,
+            trim: None,
+        }
+    }
+}
+
+/// Per-feature centre and scale: the first half of a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Standardizer {
+    /// Medians.
+    pub median: Vec<f64>,
+    /// MADs (scaled).
+    pub mad: Vec<f64>,
+    /// What z divides by: the MAD, or 1 where it is 0.
+    pub scale: Vec<f64>,
+}
+
+impl Standardizer {
+    /// From each feature's robust statistics.
+    pub fn new(stats: &[RobustStats]) -> Self {
+        Self {
+            median: stats.iter().map(|s| s.median).collect(),
+            mad: stats.iter().map(|s| s.mad).collect(),
+            scale: stats
+                .iter()
+                .map(|s| if s.mad > 0.0 { s.mad } else { 1.0 })
+                .collect(),
+        }
+    }
+
+    /// Indices of the features whose MAD is 0.
+    pub fn constant(&self) -> Vec<usize> {
+        (0..self.mad.len())
+            .filter(|&j| self.mad[j] <= 0.0)
+            .collect()
+    }
+}
+
+/// Everything the steps above produce besides the artifact's provenance.
+pub struct Fitted {
+    /// The centre and scale.
+    pub standardizer: Standardizer,
+    /// The PCA of the rows used.
+    pub pca: Pca,
+    /// Rows used in the final fit.
+    pub rows_used: u64,
+    /// Empirical SPE quantiles (0.99, 0.999) over the rows used.
+    pub spe_quantiles: (Option<f64>, Option<f64>),
+}
+
+/// Assembles and seals the artifact.
+pub fn artifact(
+    name: &str,
+    features: &[String],
+    fitted: &Fitted,
+    options: &TrainOptions,
+    rows_seen: u64,
+    data_uri: &str,
+    filter: Option<String>,
+) -> Result<ModelArtifact> {
+    let p = &fitted.pca;
+    let d = features.len();
+    let k = p.k();
+    let components = (0..d)
+        .map(|j| p.components.iter().map(|c| c[j]).collect())
+        .collect();
+    let n = fitted.rows_used;
+    let model = ModelArtifact {
+        schema_version: SCHEMA_VERSION,
+        name: name.to_string(),
+        features: features.to_vec(),
+        median: fitted.standardizer.median.clone(),
+        mad: fitted.standardizer.mad.clone(),
+        scale: fitted.standardizer.scale.clone(),
+        constant_features: fitted
+            .standardizer
+            .constant()
+            .into_iter()
+            .map(|j| features[j].clone())
+            .collect(),
+        robust_z_cut: options.robust_z_cut,
+        pca: PcaParams {
+            mean: p.mean.clone(),
+            components,
+            eigenvalues: p.eigenvalues.clone(),
+            explained_variance_ratio: p.explained_variance_ratio.clone(),
+            k,
+            k_rule: options.k_rule,
+        },
+        thresholds: Thresholds {
+            spe_jm_99: pca::spe_limit(&p.eigenvalues, k, 0.99),
+            spe_jm_999: pca::spe_limit(&p.eigenvalues, k, 0.999),
+            spe_empirical_99: fitted.spe_quantiles.0.filter(|v| *v > 0.0),
+            spe_empirical_999: fitted.spe_quantiles.1.filter(|v| *v > 0.0),
+            t2_99: pca::t2_limit(k, n, 0.99),
+            t2_999: pca::t2_limit(k, n, 0.999),
+            mad_z: options.robust_z_cut,
+        },
+        training: Training {
+            rows_seen,
+            rows_used: n,
+            data_uri: data_uri.to_string(),
+            filter,
+            trimmed_fraction: options.trim,
+            created_at: Utc::now(),
+        },
+        fingerprint: String::new(),
+    }
+    .seal();
+    model.validate()?;
+    Ok(model)
+}
+
+/// The q-quantile (nearest rank) of `values` (reordered in place).
+pub fn quantile_in_place(values: &mut [f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1;
+    Some(*values.select_nth_unstable_by(rank, f64::total_cmp).1)
+}
+
+/// Trains on columns held in memory: the reference the DataFusion job is tested against.
+pub fn fit_in_memory(columns: &[Vec<f64>], options: &TrainOptions) -> Result<Fitted> {
+    let invalid = |message: String| Error::Invalid {
+        field: "training data".into(),
+        message,
+    };
+    let d = columns.len();
+    let n = columns.first().map_or(0, Vec::len);
+    let stats: Vec<RobustStats> = columns
+        .iter()
+        .map(|c| RobustStats::exact(&mut c.clone()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| invalid("a feature has no finite value".into()))?;
+    let standardizer = Standardizer::new(&stats);
+    let cut = options.robust_z_cut;
+    let keep: Vec<bool> = (0..n)
+        .map(|i| {
+            (0..d).all(|j| {
+                let z = (columns[j][i] - standardizer.median[j]) / standardizer.scale[j];
+                z.is_finite() && z.abs() <= cut
+            })
+        })
+        .collect();
+    let z_of = |keep: &[bool]| -> Vec<Vec<f64>> {
+        (0..d)
+            .map(|j| {
+                (0..n)
+                    .filter(|&i| keep[i])
+                    .map(|i| (columns[j][i] - standardizer.median[j]) / standardizer.scale[j])
+                    .collect()
+            })
+            .collect()
+    };
+    let moments_of = |z: &[Vec<f64>]| {
+        let mut m = CoMoments::new(d);
+        m.update(&z.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        m
+    };
+    let mut z = z_of(&keep);
+    let mut pca = pca::fit(&moments_of(&z), options.k_rule).map_err(invalid)?;
+    if let Some(trim) = options.trim.filter(|t| *t > 0.0) {
+        let spe = spe_of(&standardizer, &pca, &z);
+        let mut sorted = spe.clone();
+        let limit = quantile_in_place(&mut sorted, 1.0 - trim).unwrap_or(f64::INFINITY);
+        let mut kept = spe.iter().map(|s| *s <= limit);
+        let keep2: Vec<bool> = keep
+            .iter()
+            .map(|k| *k && kept.next().unwrap_or(false))
+            .collect();
+        z = z_of(&keep2);
+        pca = pca::fit(&moments_of(&z), options.k_rule).map_err(invalid)?;
+    }
+    let mut spe = spe_of(&standardizer, &pca, &z);
+    let rows_used = spe.len() as u64;
+    let q99 = quantile_in_place(&mut spe, 0.99);
+    let q999 = quantile_in_place(&mut spe, 0.999);
+    Ok(Fitted {
+        standardizer,
+        pca,
+        rows_used,
+        spe_quantiles: (q99, q999),
+    })
+}
+
+/// The SPE of already-standardized rows under `pca`.
+fn spe_of(_s: &Standardizer, pca: &Pca, z: &[Vec<f64>]) -> Vec<f64> {
+    let n = z.first().map_or(0, Vec::len);
+    let scorer = Scorer::from_pca(vec![0.0; z.len()], vec![1.0; z.len()], pca);
+    let cols: Vec<&[f64]> = z.iter().map(Vec::as_slice).collect();
+    let mut out = vec![0.0; n];
+    scorer.spe(&cols, &mut out);
+    out
+}
+
+/// The median of a column's finite values (used where only a location is needed).
+pub fn finite_median(values: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    median_in_place(&mut v)
+}
