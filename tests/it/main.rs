@@ -5,4 +5,5 @@
 
 mod generate;
 mod s3;
+mod slt;
 mod support;

@@ -143,6 +143,17 @@ impl Scorer {
         residual.iter().map(|r| r * r / spe).collect()
     }
 
+    /// Writes the largest robust |z| over the features of each row into `out`.
+    pub fn zmax(&self, columns: &[&[f64]], out: &mut [f64]) {
+        out.fill(0.0);
+        for (j, col) in columns.iter().enumerate().take(self.d) {
+            let (m, a) = (self.median[j], self.a[j]);
+            for (o, x) in out.iter_mut().zip(col.iter()) {
+                *o = o.max(((x - m) * a).abs());
+            }
+        }
+    }
+
     /// The robust z of feature `j` at value `x`.
     pub fn robust_z(&self, j: usize, x: f64) -> f64 {
         (x - self.median[j]) * self.a[j]
@@ -201,5 +212,8 @@ mod tests {
             }
         }
         assert!((s.robust_z(1, 8.0) - 2.0).abs() < 1e-12);
+        let mut zmax = vec![0.0; 1];
+        s.zmax(&[&[10.0], &[2.0], &[-1.4]], &mut zmax);
+        assert!((zmax[0] - 2.0).abs() < 1e-12, "{zmax:?}");
     }
 }

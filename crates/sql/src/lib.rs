@@ -6,6 +6,9 @@
 //! them prunes files before any is opened).
 #![deny(missing_docs)]
 
+pub mod functions;
+pub mod registry;
+
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
@@ -30,6 +33,9 @@ pub enum Error {
     /// Listing or reading the store failed.
     #[error(transparent)]
     Store(#[from] tads_store::Error),
+    /// A model cannot be loaded.
+    #[error("{0}")]
+    Model(String),
     /// DataFusion failed.
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),
@@ -37,6 +43,9 @@ pub enum Error {
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub use functions::register_all;
+pub use registry::ModelRegistry;
 
 /// A DataFusion session for TADS: one partition per core, and Parquet filters pushed into the
 /// scan so row groups and pages are skipped by their statistics.

@@ -1,0 +1,177 @@
+//! Argument handling shared by the TADS functions: the model argument, metric columns of any
+//! numeric type, and which rows can be scored.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, FieldRef};
+use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::logical_expr::ColumnarValue;
+use datafusion::logical_expr::{DocSection, Documentation};
+
+use crate::registry::{LoadedModel, ModelRegistry};
+
+/// The documentation section of every TADS function.
+pub(crate) const DOC_SECTION: DocSection = DocSection {
+    include: true,
+    label: "TADS anomaly detection",
+    description: Some("Robust statistics, PCA scoring and alerting over telemetry"),
+};
+
+/// Starts the documentation of a TADS function.
+pub(crate) fn doc(
+    description: &str,
+    syntax: &str,
+    example: &str,
+) -> datafusion::logical_expr::DocumentationBuilder {
+    Documentation::builder(DOC_SECTION, description, syntax).with_sql_example(example)
+}
+
+/// Whether `t` can name a model (a string, plain, view, large or dictionary-encoded).
+pub(crate) fn is_text(t: &DataType) -> bool {
+    match t {
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 | DataType::Null => true,
+        DataType::Dictionary(_, v) => is_text(v),
+        _ => false,
+    }
+}
+
+/// Whether `t` is accepted as a metric: any integer or float (NULL literals too).
+pub(crate) fn is_metric(t: &DataType) -> bool {
+    t.is_numeric() || matches!(t, DataType::Null)
+}
+
+/// Plan-time checks of `f('model', x1, …, xd)`: a text first argument, numeric metrics, and, if
+/// the model is a literal, a known model with exactly d features. Returns that model.
+pub(crate) fn check_model_call(
+    function: &str,
+    registry: &ModelRegistry,
+    fields: &[FieldRef],
+    model_literal: Option<&ScalarValue>,
+) -> Result<Option<Arc<LoadedModel>>> {
+    let Some((first, metrics)) = fields.split_first() else {
+        return plan_err!(
+            "{function}: expects a model name and the model's metrics, got no arguments"
+        );
+    };
+    if !is_text(first.data_type()) {
+        return plan_err!(
+            "{function}: the first argument must be a model name (text), got {}",
+            first.data_type()
+        );
+    }
+    for (i, f) in metrics.iter().enumerate() {
+        if !is_metric(f.data_type()) {
+            return plan_err!(
+                "{function}: metric argument {} must be numeric, got {}",
+                i + 1,
+                f.data_type()
+            );
+        }
+    }
+    let Some(name) = model_literal.and_then(scalar_text) else {
+        return Ok(None);
+    };
+    let Some(model) = registry.get(&name) else {
+        return plan_err!("{function}: {}", registry.unknown(&name));
+    };
+    let d = model.artifact.dims();
+    if metrics.len() != d {
+        return plan_err!(
+            "{function}: model `{name}` takes {d} metrics ({}), got {}",
+            model.artifact.features.join(", "),
+            metrics.len()
+        );
+    }
+    Ok(Some(model))
+}
+
+/// The text of a string literal, if it is one and not NULL.
+pub(crate) fn scalar_text(v: &ScalarValue) -> Option<String> {
+    match v {
+        ScalarValue::Utf8(s) | ScalarValue::Utf8View(s) | ScalarValue::LargeUtf8(s) => s.clone(),
+        ScalarValue::Dictionary(_, v) => scalar_text(v),
+        _ => None,
+    }
+}
+
+/// The metric arguments as Float64 arrays of `n` rows.
+pub(crate) fn metric_arrays(args: &[ColumnarValue], n: usize) -> Result<Vec<Float64Array>> {
+    args.iter()
+        .map(|a| {
+            let array = a.to_array(n)?;
+            let array = if array.data_type() == &DataType::Float64 {
+                array
+            } else {
+                cast(&array, &DataType::Float64)?
+            };
+            Ok(array.as_primitive().clone())
+        })
+        .collect()
+}
+
+/// Rows where every metric is present and finite.
+pub(crate) fn finite_rows(columns: &[Float64Array], n: usize) -> Vec<bool> {
+    let mut ok = vec![true; n];
+    for c in columns {
+        let values = c.values();
+        for (i, flag) in ok.iter_mut().enumerate() {
+            *flag = *flag && c.is_valid(i) && values[i].is_finite();
+        }
+    }
+    ok
+}
+
+/// Calls `f(model, rows)` for each run of consecutive rows that name the same model; rows whose
+/// model is NULL are skipped. Unknown models, and models whose width is not `width` (when
+/// given), are errors.
+pub(crate) fn for_each_model_run(
+    function: &str,
+    registry: &ModelRegistry,
+    model: &ColumnarValue,
+    width: Option<usize>,
+    n: usize,
+    mut f: impl FnMut(&LoadedModel, Range<usize>) -> Result<()>,
+) -> Result<()> {
+    let lookup = |name: &str| -> Result<Arc<LoadedModel>> {
+        let Some(m) = registry.get(name) else {
+            return exec_err!("{function}: {}", registry.unknown(name));
+        };
+        if let Some(d) = width.filter(|d| *d != m.artifact.dims()) {
+            return exec_err!(
+                "{function}: model `{name}` takes {} metrics ({}), got {d}",
+                m.artifact.dims(),
+                m.artifact.features.join(", ")
+            );
+        }
+        Ok(m)
+    };
+    match model {
+        ColumnarValue::Scalar(v) => {
+            if let Some(name) = scalar_text(v) {
+                f(lookup(&name)?.as_ref(), 0..n)?;
+            }
+        }
+        ColumnarValue::Array(a) => {
+            let names: ArrayRef = cast(a, &DataType::Utf8)?;
+            let names: &StringArray = names.as_string();
+            let mut start = 0;
+            while start < n {
+                let mut end = start + 1;
+                while end < n
+                    && names.is_valid(start) == names.is_valid(end)
+                    && names.value(start) == names.value(end)
+                {
+                    end += 1;
+                }
+                if names.is_valid(start) {
+                    f(lookup(names.value(start))?.as_ref(), start..end)?;
+                }
+                start = end;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! The TADS SQL functions, and [`register_all`].
+
+mod aggregates;
+mod common;
+mod mad_zscore;
+mod model_scalar;
+
+use std::sync::Arc;
+
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
+use datafusion::prelude::SessionContext;
+
+pub use aggregates::{PcaFitUdaf, RobustStatsUdaf};
+pub use mad_zscore::MadZscore;
+pub use model_scalar::{ModelFunction, ModelScore};
+
+use crate::registry::ModelRegistry;
+
+/// Every TADS scalar function, scoring with models from `registry`.
+pub fn scalar_udfs(registry: &ModelRegistry) -> Vec<ScalarUDF> {
+    let mut udfs: Vec<ScalarUDF> = [
+        ModelScore::Spe,
+        ModelScore::T2,
+        ModelScore::MadZmax,
+        ModelScore::Contrib,
+        ModelScore::TopMetric,
+    ]
+    .into_iter()
+    .map(|s| ScalarUDF::new_from_impl(ModelFunction::new(s, registry.clone())))
+    .collect();
+    udfs.push(ScalarUDF::new_from_impl(MadZscore::new(registry.clone())));
+    udfs
+}
+
+/// Every TADS aggregate function.
+pub fn aggregate_udfs() -> Vec<AggregateUDF> {
+    vec![
+        AggregateUDF::new_from_impl(RobustStatsUdaf::default()),
+        AggregateUDF::new_from_impl(PcaFitUdaf::default()),
+    ]
+}
+
+/// Registers every TADS function with `ctx`, and the registry as the table `models`.
+pub fn register_all(ctx: &SessionContext, registry: &ModelRegistry) -> crate::Result<()> {
+    for udf in scalar_udfs(registry) {
+        ctx.register_udf(udf);
+    }
+    for udaf in aggregate_udfs() {
+        ctx.register_udaf(udaf);
+    }
+    ctx.register_table("models", Arc::new(registry.table()?))?;
+    Ok(())
+}

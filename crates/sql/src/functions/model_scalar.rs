@@ -1,0 +1,236 @@
+//! The scalar functions that score rows against a named model: `pca_score`, `pca_t2`,
+//! `mad_zmax`, `pca_contrib` and `pca_top_metric`. They share one implementation; each differs
+//! only in its kernel and return type.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, Float64Array, Float64Builder, ListBuilder, StringBuilder,
+};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::common::{Result, internal_err};
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature,
+    Volatility,
+};
+
+use super::common::{check_model_call, doc, finite_rows, for_each_model_run, metric_arrays};
+use crate::registry::ModelRegistry;
+
+/// Which score a [`ModelFunction`] computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModelScore {
+    /// `pca_score`: squared prediction error in the standardized space.
+    Spe,
+    /// `pca_t2`: Hotelling's T² in the retained components.
+    T2,
+    /// `mad_zmax`: the largest robust |z| over the metrics.
+    MadZmax,
+    /// `pca_contrib`: each metric's share of the SPE.
+    Contrib,
+    /// `pca_top_metric`: the metric with the largest share of the SPE.
+    TopMetric,
+}
+
+impl ModelScore {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Spe => "pca_score",
+            Self::T2 => "pca_t2",
+            Self::MadZmax => "mad_zmax",
+            Self::Contrib => "pca_contrib",
+            Self::TopMetric => "pca_top_metric",
+        }
+    }
+
+    fn return_type(self) -> DataType {
+        match self {
+            Self::Spe | Self::T2 | Self::MadZmax => DataType::Float64,
+            Self::Contrib => {
+                DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true)))
+            }
+            Self::TopMetric => DataType::Utf8,
+        }
+    }
+
+    fn documentation(self) -> Documentation {
+        let null_rule = " NULL where the model is NULL or any metric is NULL, NaN or infinite.";
+        let (description, syntax, example) = match self {
+            Self::Spe => (
+                "The squared prediction error (SPE, Q statistic) of a row under a PCA model: the squared \
+                 length of the part of its robustly standardized metrics that the model's components do \
+                 not explain. Compare with the model's SPE limit (`models.spe_limit_99`).",
+                "pca_score(model, x1, ..., xd)",
+                "SELECT host_id, ts, pca_score('m', cpu_pct, mem_pct, latency_ms) AS spe FROM telemetry",
+            ),
+            Self::T2 => (
+                "Hotelling's T² of a row in the model's retained components: how unusual the row is \
+                 along the directions the model explains.",
+                "pca_t2(model, x1, ..., xd)",
+                "SELECT pca_t2('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
+            ),
+            Self::MadZmax => (
+                "The largest robust z-score |x - median| / (1.4826 MAD) over the row's metrics, with \
+                 the medians and MADs of the model.",
+                "mad_zmax(model, x1, ..., xd)",
+                "SELECT mad_zmax('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
+            ),
+            Self::Contrib => (
+                "Each metric's share of the row's SPE, in the model's feature order (sums to 1; all 0 \
+                 when the SPE is 0).",
+                "pca_contrib(model, x1, ..., xd)",
+                "SELECT pca_contrib('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
+            ),
+            Self::TopMetric => (
+                "The name of the metric with the largest share of the row's SPE: which metric is \
+                 anomalous, not only that one is. NULL also where the SPE is 0.",
+                "pca_top_metric(model, x1, ..., xd)",
+                "SELECT pca_top_metric('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
+            ),
+        };
+        doc(&format!("{description}{null_rule}"), syntax, example)
+            .with_argument(
+                "model",
+                "The model's name: a string literal, or a column (per-row models).",
+            )
+            .with_argument(
+                "x1, ..., xd",
+                "The model's metrics in its feature order; any numeric type.",
+            )
+            .build()
+    }
+}
+
+/// A scalar function scoring rows against a model of the registry.
+#[derive(Debug)]
+pub struct ModelFunction {
+    score: ModelScore,
+    registry: ModelRegistry,
+    signature: Signature,
+    documentation: Documentation,
+}
+
+impl ModelFunction {
+    /// The function computing `score` with models from `registry`.
+    pub fn new(score: ModelScore, registry: ModelRegistry) -> Self {
+        Self {
+            score,
+            registry,
+            signature: Signature::variadic_any(Volatility::Immutable),
+            documentation: score.documentation(),
+        }
+    }
+}
+
+impl PartialEq for ModelFunction {
+    fn eq(&self, other: &Self) -> bool {
+        self.score == other.score && self.registry.same(&other.registry)
+    }
+}
+impl Eq for ModelFunction {}
+impl Hash for ModelFunction {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.score.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for ModelFunction {
+    fn name(&self) -> &str {
+        self.score.name()
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        internal_err!("{}: return_field_from_args is used instead", self.name())
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let literal = args.scalar_arguments.first().copied().flatten();
+        check_model_call(self.name(), &self.registry, args.arg_fields, literal)?;
+        Ok(Arc::new(Field::new(
+            self.name(),
+            self.score.return_type(),
+            true,
+        )))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let Some((model, metrics)) = args.args.split_first() else {
+            return internal_err!("{}: no arguments at plan time's check", self.name());
+        };
+        let columns = metric_arrays(metrics, n)?;
+        let mut valid = finite_rows(&columns, n);
+        let mut scored = vec![false; n];
+        let d = columns.len();
+        let values: Vec<&[f64]> = columns.iter().map(|c| c.values().as_ref()).collect();
+        let result: ArrayRef = match self.score {
+            ModelScore::Spe | ModelScore::T2 | ModelScore::MadZmax => {
+                let mut out = vec![0.0; n];
+                for_each_model_run(self.name(), &self.registry, model, Some(d), n, |m, rows| {
+                    let slices: Vec<&[f64]> = values.iter().map(|v| &v[rows.clone()]).collect();
+                    let target = &mut out[rows.clone()];
+                    match self.score {
+                        ModelScore::Spe => m.scorer.spe(&slices, target),
+                        ModelScore::T2 => m.scorer.t2(&slices, target),
+                        _ => m.scorer.zmax(&slices, target),
+                    }
+                    scored[rows].fill(true);
+                    Ok(())
+                })?;
+                for i in 0..n {
+                    valid[i] = valid[i] && scored[i] && out[i].is_finite();
+                }
+                Arc::new(Float64Array::new(out.into(), Some(NullBuffer::from(valid))))
+            }
+            ModelScore::Contrib => {
+                let mut builder =
+                    ListBuilder::with_capacity(Float64Builder::with_capacity(n * d), n);
+                let mut shares: Vec<Option<Vec<f64>>> = vec![None; n];
+                for_each_model_run(self.name(), &self.registry, model, Some(d), n, |m, rows| {
+                    for i in rows.filter(|i| valid[*i]) {
+                        let row: Vec<f64> = values.iter().map(|v| v[i]).collect();
+                        shares[i] = Some(m.scorer.contributions(&row));
+                    }
+                    Ok(())
+                })?;
+                for s in shares {
+                    match s {
+                        Some(s) => builder.append_value(s.into_iter().map(Some)),
+                        None => builder.append_null(),
+                    }
+                }
+                Arc::new(builder.finish())
+            }
+            ModelScore::TopMetric => {
+                let mut names: Vec<Option<String>> = vec![None; n];
+                for_each_model_run(self.name(), &self.registry, model, Some(d), n, |m, rows| {
+                    for i in rows.filter(|i| valid[*i]) {
+                        let row: Vec<f64> = values.iter().map(|v| v[i]).collect();
+                        let shares = m.scorer.contributions(&row);
+                        let top = (0..d)
+                            .filter(|j| shares[*j] > 0.0)
+                            .max_by(|a, b| shares[*a].total_cmp(&shares[*b]));
+                        names[i] = top.map(|j| m.artifact.features[j].clone());
+                    }
+                    Ok(())
+                })?;
+                let mut builder = StringBuilder::new();
+                for name in names {
+                    builder.append_option(name);
+                }
+                Arc::new(builder.finish())
+            }
+        };
+        Ok(ColumnarValue::Array(result))
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        Some(&self.documentation)
+    }
+}

@@ -1,0 +1,199 @@
+//! The sqllogictest files under `sql/` (`*.slt`), run against a TADS session whose models come
+//! from `sql/models/`. `TADS_SLT_COMPLETE=1` rewrites their expected results (review the diff);
+//! `TADS_BLESS=1` retrains the fixture model `sql/models/tiny`.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::error::DataFusionError;
+use datafusion::prelude::SessionContext;
+use sqllogictest::{DBOutput, DefaultColumnType};
+use tads_model::train::{TrainOptions, artifact, fit_in_memory};
+use tads_model::{KRule, ModelArtifact};
+use tads_sql::ModelRegistry;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+/// A TADS session as a sqllogictest database.
+struct Tads {
+    ctx: SessionContext,
+}
+
+fn column_type(t: &DataType) -> DefaultColumnType {
+    match t {
+        t if t.is_integer() => DefaultColumnType::Integer,
+        t if t.is_floating()
+            || matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..)) =>
+        {
+            DefaultColumnType::FloatingPoint
+        }
+        _ => DefaultColumnType::Text,
+    }
+}
+
+#[async_trait]
+impl sqllogictest::AsyncDB for Tads {
+    type Error = DataFusionError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, DataFusionError> {
+        let df = self.ctx.sql(sql).await?;
+        let schema = df.schema().as_arrow().clone();
+        let batches = df.collect().await?;
+        if schema.fields().is_empty() {
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        let options = FormatOptions::default().with_null("NULL");
+        let mut rows = vec![];
+        for batch in &batches {
+            let formatters = batch
+                .columns()
+                .iter()
+                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+                .collect::<Result<Vec<_>, _>>()?;
+            for i in 0..batch.num_rows() {
+                rows.push(formatters.iter().map(|f| f.value(i).to_string()).collect());
+            }
+        }
+        let types = schema
+            .fields()
+            .iter()
+            .map(|f| column_type(f.data_type()))
+            .collect();
+        Ok(DBOutput::Rows { types, rows })
+    }
+
+    async fn shutdown(&mut self) {}
+}
+
+/// The deterministic data the fixture model is trained on: `b` follows `a`, `c` is independent.
+fn tiny_data() -> Vec<Vec<f64>> {
+    let n = 400;
+    let a: Vec<f64> = (0..n)
+        .map(|i| {
+            let i = f64::from(i);
+            10.0 + 3.0 * (i * 0.1).sin() + 0.2 * (i * 7.3).sin()
+        })
+        .collect();
+    let b = a
+        .iter()
+        .enumerate()
+        .map(|(i, a)| 2.0 * a + 0.3 * (i as f64 * 3.1).cos())
+        .collect();
+    let c = (0..n)
+        .map(|i| {
+            let i = f64::from(i);
+            5.0 + (i * 0.37).cos() + 0.1 * (i * 11.0).sin()
+        })
+        .collect();
+    vec![a, b, c]
+}
+
+fn tiny_model() -> ModelArtifact {
+    let options = TrainOptions {
+        k_rule: KRule::Fixed(1),
+        ..TrainOptions::default()
+    };
+    let fitted = fit_in_memory(&tiny_data(), &options).unwrap();
+    let features: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+    artifact(
+        "tiny",
+        &features,
+        &fitted,
+        &options,
+        400,
+        "tads:tests/it/slt.rs#tiny_data",
+        None,
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_fixture_model_is_what_training_makes() {
+    let path = root().join("sql/models/tiny/model.json");
+    let trained = tiny_model();
+    if std::env::var("TADS_BLESS").is_ok() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, trained.to_json()).unwrap();
+    }
+    let committed =
+        ModelArtifact::from_json(&std::fs::read(&path).expect("sql/models/tiny/model.json"))
+            .unwrap();
+    assert_eq!(
+        committed.fingerprint, trained.fingerprint,
+        "training changed the fixture model: review, then TADS_BLESS=1"
+    );
+}
+
+async fn session() -> SessionContext {
+    let ctx = tads_sql::session();
+    let registry = ModelRegistry::new();
+    let models = tads_store::Location::parse(root().join("sql/models").to_str().unwrap()).unwrap();
+    assert!(registry.load_dir(&models).await.unwrap() >= 1);
+    tads_sql::register_all(&ctx, &registry).unwrap();
+    ctx
+}
+
+fn slt_files() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "slt") {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = vec![];
+    walk(&root().join("sql"), &mut out);
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqllogictest_files() {
+    let files = slt_files();
+    assert!(!files.is_empty(), "no .slt files under sql/");
+    let complete = std::env::var("TADS_SLT_COMPLETE").is_ok();
+    let mut failures = vec![];
+    for file in &files {
+        let mut runner = sqllogictest::Runner::new(|| async {
+            Ok::<_, DataFusionError>(Tads {
+                ctx: session().await,
+            })
+        });
+        runner.with_column_validator(sqllogictest::strict_column_validator);
+        let result = if complete {
+            runner
+                .update_test_file(
+                    file,
+                    " ",
+                    sqllogictest::default_validator,
+                    sqllogictest::default_normalizer,
+                    sqllogictest::strict_column_validator,
+                )
+                .await
+                .map_err(|e| e.to_string())
+        } else {
+            runner
+                .run_file_async(file)
+                .await
+                .map_err(|e| e.display(true).to_string())
+        };
+        if let Err(e) = result {
+            failures.push(format!("{}:\n{e}", file.display()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} files failed:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n\n")
+    );
+}
