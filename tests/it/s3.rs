@@ -1,6 +1,6 @@
 //! `tads generate` into S3 (a real S3-compatible server on 127.0.0.1), read back by DataFusion.
 
-use crate::support::{assert_ok, assert_user_error, s3, scalar, tads};
+use crate::support::{assert_ok, assert_user_error, generate_with_env, s3, scalar, tads};
 
 #[tokio::test]
 async fn generates_into_s3_and_datafusion_reads_it_back_with_pruning() {
@@ -88,38 +88,20 @@ async fn generates_into_s3_and_datafusion_reads_it_back_with_pruning() {
 #[test]
 fn unreachable_s3_and_missing_credentials_are_one_line_errors() {
     // Nothing listens on port 9 of the loopback address.
-    let out = tads()
-        .args([
-            "generate",
-            "--quiet",
-            "--out",
-            "s3://nowhere/x",
-            "--hosts",
-            "1",
-            "--duration",
-            "1h",
-        ])
-        .envs([
-            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
-            ("AWS_ACCESS_KEY_ID", "a"),
-            ("AWS_SECRET_ACCESS_KEY", "b"),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_ALLOW_HTTP", "true"),
-        ])
-        .output()
-        .unwrap();
+    let dead = [
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+        ("AWS_ACCESS_KEY_ID", "a"),
+        ("AWS_SECRET_ACCESS_KEY", "b"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    let out = generate_with_env(
+        "s3://nowhere/x",
+        &["--hosts", "1", "--duration", "1h"],
+        &dead,
+    );
     assert_user_error(&out, "s3://nowhere/x");
-    let out = tads()
-        .args([
-            "generate",
-            "--quiet",
-            "--out",
-            "s3://nowhere/x",
-            "--hosts",
-            "1",
-        ])
-        .output()
-        .unwrap();
+    let out = generate_with_env("s3://nowhere/x", &["--hosts", "1"], &[]);
     assert_user_error(&out, "no S3 credentials");
 }
 

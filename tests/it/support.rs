@@ -21,9 +21,15 @@ pub fn tads() -> Command {
 
 /// Runs `tads generate --quiet` with `args` into `out` and returns its output.
 pub fn generate(out: &str, args: &[&str]) -> Output {
+    generate_with_env(out, args, &[])
+}
+
+/// [`generate`] with extra environment variables (S3 settings).
+pub fn generate_with_env(out: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     tads()
         .args(["generate", "--quiet", "--out", out])
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run tads")
 }
