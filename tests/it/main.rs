@@ -7,3 +7,4 @@ mod generate;
 mod s3;
 mod slt;
 mod support;
+mod train;

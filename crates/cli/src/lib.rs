@@ -10,6 +10,7 @@
 
 mod generate;
 mod progress;
+mod train;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,8 @@ pub struct Cli {
 enum Command {
     /// Generate seeded synthetic host telemetry with labelled anomalies as hive-partitioned Parquet
     Generate(generate::GenerateArgs),
+    /// Train a robust PCA model on a Parquet dataset and write models/<name>/model.json
+    Train(train::TrainArgs),
 }
 
 /// An error the user can fix (exit code 2), as opposed to a failure of TADS itself (exit 1).
@@ -71,6 +74,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Generate(args) => generate::run(args).await,
+            Command::Train(args) => train::run(args).await,
         }
     });
     match result {

@@ -162,6 +162,25 @@ impl ModelArtifact {
         Ok(model)
     }
 
+    /// Checks that `name` can name a model (and a directory): letters, digits, `_`, `-`, `.`,
+    /// not starting with a dot.
+    pub fn check_name(name: &str) -> Result<()> {
+        if name.is_empty()
+            || name.starts_with('.')
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return Err(Error::Invalid {
+                field: "name".into(),
+                message: format!(
+                    "`{name}` is not a model name (letters, digits, _ - ., not starting with .)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &str, message: String| {
@@ -179,20 +198,7 @@ impl ModelArtifact {
                 ),
             );
         }
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        {
-            return bad(
-                "name",
-                format!(
-                    "`{}` is not a model name (letters, digits, _ - .)",
-                    self.name
-                ),
-            );
-        }
+        Self::check_name(&self.name)?;
         let d = self.features.len();
         if d == 0 {
             return bad("features", "is empty".into());

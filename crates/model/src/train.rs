@@ -148,13 +148,16 @@ pub fn artifact(
     Ok(model)
 }
 
-/// The q-quantile (nearest rank) of `values` (reordered in place).
+/// The continuous q-quantile of `values` (sorted in place): linear interpolation at position
+/// q·(n − 1), the definition of SQL's `percentile_cont`.
 pub fn quantile_in_place(values: &mut [f64], q: f64) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
-    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1;
-    Some(*values.select_nth_unstable_by(rank, f64::total_cmp).1)
+    values.sort_unstable_by(f64::total_cmp);
+    let pos = q.clamp(0.0, 1.0) * (values.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    Some(values[lo] + (values[hi] - values[lo]) * (pos - lo as f64))
 }
 
 /// Trains on columns held in memory: the reference the DataFusion job is tested against.
@@ -180,12 +183,17 @@ pub fn fit_in_memory(columns: &[Vec<f64>], options: &TrainOptions) -> Result<Fit
             })
         })
         .collect();
-    let z_of = |keep: &[bool]| -> Vec<Vec<f64>> {
+    let select = |keep: &[bool]| -> Vec<Vec<f64>> {
         (0..d)
-            .map(|j| {
-                (0..n)
-                    .filter(|&i| keep[i])
-                    .map(|i| (columns[j][i] - standardizer.median[j]) / standardizer.scale[j])
+            .map(|j| (0..n).filter(|&i| keep[i]).map(|i| columns[j][i]).collect())
+            .collect()
+    };
+    let standardize = |raw: &[Vec<f64>]| -> Vec<Vec<f64>> {
+        raw.iter()
+            .enumerate()
+            .map(|(j, c)| {
+                c.iter()
+                    .map(|x| (x - standardizer.median[j]) / standardizer.scale[j])
                     .collect()
             })
             .collect()
@@ -195,21 +203,31 @@ pub fn fit_in_memory(columns: &[Vec<f64>], options: &TrainOptions) -> Result<Fit
         m.update(&z.iter().map(Vec::as_slice).collect::<Vec<_>>());
         m
     };
-    let mut z = z_of(&keep);
-    let mut pca = pca::fit(&moments_of(&z), options.k_rule).map_err(invalid)?;
+    let spe_of = |pca: &Pca, raw: &[Vec<f64>]| -> Vec<f64> {
+        let scorer = Scorer::from_pca(standardizer.median.clone(), standardizer.scale.clone(), pca);
+        let mut out = vec![0.0; raw.first().map_or(0, Vec::len)];
+        scorer.spe(&raw.iter().map(Vec::as_slice).collect::<Vec<_>>(), &mut out);
+        out
+    };
+    let mut raw = select(&keep);
+    let mut pca = pca::fit(&moments_of(&standardize(&raw)), options.k_rule).map_err(invalid)?;
     if let Some(trim) = options.trim.filter(|t| *t > 0.0) {
-        let spe = spe_of(&standardizer, &pca, &z);
-        let mut sorted = spe.clone();
-        let limit = quantile_in_place(&mut sorted, 1.0 - trim).unwrap_or(f64::INFINITY);
-        let mut kept = spe.iter().map(|s| *s <= limit);
-        let keep2: Vec<bool> = keep
-            .iter()
-            .map(|k| *k && kept.next().unwrap_or(false))
+        let spe = spe_of(&pca, &raw);
+        let limit = quantile_in_place(&mut spe.clone(), 1.0 - trim).unwrap_or(f64::INFINITY);
+        let kept: Vec<bool> = spe.iter().map(|s| *s <= limit).collect();
+        raw = (0..d)
+            .map(|j| {
+                raw[j]
+                    .iter()
+                    .zip(&kept)
+                    .filter(|(_, k)| **k)
+                    .map(|(x, _)| *x)
+                    .collect()
+            })
             .collect();
-        z = z_of(&keep2);
-        pca = pca::fit(&moments_of(&z), options.k_rule).map_err(invalid)?;
+        pca = pca::fit(&moments_of(&standardize(&raw)), options.k_rule).map_err(invalid)?;
     }
-    let mut spe = spe_of(&standardizer, &pca, &z);
+    let mut spe = spe_of(&pca, &raw);
     let rows_used = spe.len() as u64;
     let q99 = quantile_in_place(&mut spe, 0.99);
     let q999 = quantile_in_place(&mut spe, 0.999);
@@ -219,16 +237,6 @@ pub fn fit_in_memory(columns: &[Vec<f64>], options: &TrainOptions) -> Result<Fit
         rows_used,
         spe_quantiles: (q99, q999),
     })
-}
-
-/// The SPE of already-standardized rows under `pca`.
-fn spe_of(_s: &Standardizer, pca: &Pca, z: &[Vec<f64>]) -> Vec<f64> {
-    let n = z.first().map_or(0, Vec::len);
-    let scorer = Scorer::from_pca(vec![0.0; z.len()], vec![1.0; z.len()], pca);
-    let cols: Vec<&[f64]> = z.iter().map(Vec::as_slice).collect();
-    let mut out = vec![0.0; n];
-    scorer.spe(&cols, &mut out);
-    out
 }
 
 /// The median of a column's finite values (used where only a location is needed).

@@ -69,9 +69,13 @@ pub fn partition_columns(relative_path: &str) -> Vec<String> {
 }
 
 /// Registers the Parquet files below `location` as table `name`, with the hive partition
-/// columns found in its directory names (as strings). Refuses a dataset that a TADS writer has
-/// not finished, and a location without any `.parquet` file.
-pub async fn register_dataset(ctx: &SessionContext, name: &str, location: &Location) -> Result<()> {
+/// columns found in its directory names (as strings), and returns those columns. Refuses a
+/// dataset that a TADS writer has not finished, and a location without any `.parquet` file.
+pub async fn register_dataset(
+    ctx: &SessionContext,
+    name: &str,
+    location: &Location,
+) -> Result<Vec<String>> {
     let objects = location.list_all().await?;
     let bad = |message: String| Error::Dataset {
         location: location.to_string(),
@@ -89,9 +93,10 @@ pub async fn register_dataset(ctx: &SessionContext, name: &str, location: &Locat
     let Some(first) = relative.iter().filter(|r| r.ends_with(".parquet")).min() else {
         return Err(bad("holds no .parquet files".into()));
     };
-    let partitions: Vec<(String, DataType)> = partition_columns(first)
-        .into_iter()
-        .map(|k| (k, DataType::Utf8))
+    let partition_names = partition_columns(first);
+    let partitions: Vec<(String, DataType)> = partition_names
+        .iter()
+        .map(|k| (k.clone(), DataType::Utf8))
         .collect();
     ctx.register_object_store(&location.store_url(), Arc::clone(location.store()));
     let url = ListingTableUrl::parse(location.url().as_str())?;
@@ -103,7 +108,7 @@ pub async fn register_dataset(ctx: &SessionContext, name: &str, location: &Locat
         .infer_schema(&ctx.state())
         .await?;
     ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
-    Ok(())
+    Ok(partition_names)
 }
 
 #[cfg(test)]

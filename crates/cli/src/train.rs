@@ -1,0 +1,121 @@
+//! `tads train`.
+
+use clap::Args;
+use tads_jobs::train::{TrainJob, train};
+use tads_model::{KRule, TrainOptions};
+use tads_store::Location;
+
+use crate::{UserError, si, thousands};
+
+/// Arguments of `tads train`.
+#[derive(Debug, Args)]
+#[command(
+    about = "Train a robust PCA model on a Parquet dataset and write models/<name>/model.json",
+    long_about = "Train a robust PCA model on a Parquet dataset and write <models>/<name>/model.json.\n\n\
+Runs as DataFusion SQL over the dataset: robust_stats() gives each feature's median and MAD; rows with a \
+robust |z| above --robust-z-cut on any feature are left out; pca_fit() gives the co-moments of the \
+standardized rows; the PCA keeps the fewest components that explain --variance of it (or --k); the SPE \
+and T² limits are fitted at 0.99 and 0.999. --where filters rows first (a filter on a partition column \
+such as date prunes files).",
+    after_help = "Examples:\n  tads train --data data/generated/telemetry --model fleet\n  \
+tads train --data s3://bucket/telemetry --model fleet --where \"date < '2026-01-04'\" --k 3"
+)]
+pub(crate) struct TrainArgs {
+    /// The training data: a directory (hive-partitioned or flat) or s3://bucket/prefix
+    #[arg(long, value_name = "DIR|URL")]
+    data: String,
+    /// The model's name (letters, digits, _ - .)
+    #[arg(long)]
+    model: String,
+    /// Where models live: a directory or s3://bucket/prefix
+    #[arg(long, value_name = "DIR|URL", default_value = "./models")]
+    models: String,
+    /// Feature columns, comma-separated (default: every numeric column that is not a label)
+    #[arg(long, value_delimiter = ',')]
+    features: Option<Vec<String>>,
+    /// A SQL predicate selecting the training rows, e.g. "date < '2026-01-04'"
+    #[arg(long = "where", value_name = "SQL")]
+    filter: Option<String>,
+    /// Keep exactly K components
+    #[arg(long, conflicts_with = "variance")]
+    k: Option<usize>,
+    /// Keep the fewest components explaining this share of the variance
+    #[arg(long, default_value_t = 0.95)]
+    variance: f64,
+    /// Drop this share of highest-SPE rows and fit once more (e.g. 0.01)
+    #[arg(long)]
+    trim: Option<f64>,
+    /// Leave out rows whose robust |z| exceeds this on any feature
+    #[arg(long, default_value_t = TrainOptions::default().robust_z_cut)]
+    robust_z_cut: f64,
+    /// Replace an existing model of the same name
+    #[arg(long)]
+    overwrite: bool,
+    /// Print nothing but errors
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+pub(crate) async fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let user = |e: String| UserError(e);
+    let data = Location::parse(&args.data).map_err(|e| user(format!("--data {e}")))?;
+    let models = Location::parse(&args.models).map_err(|e| user(format!("--models {e}")))?;
+    if let Some(t) = args.trim
+        && !(t > 0.0 && t < 0.5)
+    {
+        return Err(user(format!("--trim: {t} is not a share between 0 and 0.5")).into());
+    }
+    if !(args.robust_z_cut.is_finite() && args.robust_z_cut > 0.0) {
+        return Err(user(format!(
+            "--robust-z-cut: {} is not a positive number",
+            args.robust_z_cut
+        ))
+        .into());
+    }
+    let job = TrainJob {
+        data,
+        models,
+        name: args.model.clone(),
+        features: args.features.clone(),
+        filter: args.filter.clone(),
+        options: TrainOptions {
+            k_rule: args.k.map_or(KRule::Variance(args.variance), KRule::Fixed),
+            robust_z_cut: args.robust_z_cut,
+            trim: args.trim,
+        },
+        overwrite: args.overwrite,
+    };
+    let report = train(&job).await.map_err(|e| user(e.to_string()))?;
+    if !args.quiet {
+        let m = &report.model;
+        let explained: f64 = m.pca.explained_variance_ratio[..m.pca.k].iter().sum();
+        println!(
+            "trained `{}` on {} rows ({} inside the robust cut) in {:.2}s: {} rows/s",
+            m.name,
+            thousands(m.training.rows_seen),
+            thousands(m.training.rows_used),
+            report.elapsed.as_secs_f64(),
+            si(report.rows_per_second())
+        );
+        let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+        println!(
+            "k = {} of {} features ({:.1}% of the variance); SPE limit {} (99%) {} (99.9%), empirical {} / {}; T² limit {} (99%)",
+            m.pca.k,
+            m.dims(),
+            100.0 * explained,
+            fmt(m.thresholds.spe_jm_99),
+            fmt(m.thresholds.spe_jm_999),
+            fmt(m.thresholds.spe_empirical_99),
+            fmt(m.thresholds.spe_empirical_999),
+            fmt(m.thresholds.t2_99)
+        );
+        if !m.constant_features.is_empty() {
+            println!(
+                "constant features (MAD 0, scaled by 1): {}",
+                m.constant_features.join(", ")
+            );
+        }
+        println!("wrote {} ({})", report.path, m.fingerprint);
+    }
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! TADS jobs as DataFusion plans.
+//!
+//! A job registers its input as a table, runs SQL that calls the TADS functions, and writes its
+//! output through [`tads_store`]. The heavy lifting (reading Parquet, pruning, parallelism) is
+//! DataFusion's; the job decides the passes and assembles the result.
+//!
+//! * [`train`]: robust PCA training in three SQL passes (robust statistics, co-moments inside
+//!   the robust cut, SPE quantiles), with an optional trimmed refit.
+#![deny(missing_docs)]
+
+pub mod train;
+
+/// Errors of the jobs. Messages are one line and name the input at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A job argument does not fit the data (unknown feature, non-numeric column, ...).
+    #[error("{0}")]
+    Input(String),
+    /// The data cannot be used as it is (no rows, every feature constant, ...).
+    #[error("{0}")]
+    Data(String),
+    /// A model could not be built or read.
+    #[error(transparent)]
+    Model(#[from] tads_model::Error),
+    /// Registering data or functions failed.
+    #[error(transparent)]
+    Sql(#[from] tads_sql::Error),
+    /// Reading or writing a store failed.
+    #[error(transparent)]
+    Store(#[from] tads_store::Error),
+    /// DataFusion failed (a bad `--where` predicate lands here too).
+    #[error("{0}")]
+    DataFusion(String),
+}
+
+impl From<datafusion::error::DataFusionError> for Error {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        // DataFusion's messages carry a context prefix and sometimes several lines.
+        Self::DataFusion(e.strip_backtrace().replace('\n', " "))
+    }
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,336 @@
+//! `tads train`: a robust PCA model fitted by DataFusion aggregates over a dataset.
+//!
+//! Three passes over the data (four with a trimmed refit), each one SQL statement:
+//! 1. `robust_stats(f)` of every feature: medians and MADs;
+//! 2. `pca_fit(z1, …, zd)` of the standardized rows inside the robust cut: co-moments, then the
+//!    PCA is decomposed here;
+//! 3. `percentile_cont` of `pca_score` over those rows: the empirical SPE limits (with a trimmed
+//!    refit, the rows above the `1 − trim` quantile are dropped and 2–3 run again).
+//!
+//! The partition filter (`--where date >= '…'`) is part of every pass, so DataFusion prunes
+//! files before reading them. See [`tads_model::train`] for the same algorithm in memory.
+
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, Schema, UInt64Type};
+use datafusion::prelude::SessionContext;
+use tads_model::train::{Fitted, Standardizer, TrainOptions, artifact};
+use tads_model::{CoMoments, ModelArtifact, RobustStats, pca};
+use tads_sql::ModelRegistry;
+use tads_store::Location;
+
+use crate::{Error, Result};
+
+/// Columns that are labels or keys, never features.
+pub const NOT_FEATURES: [&str; 4] = ["is_anomaly", "anomaly_type", "anomaly_id", "ts"];
+
+/// What to train.
+#[derive(Debug, Clone)]
+pub struct TrainJob {
+    /// The training data.
+    pub data: Location,
+    /// Where models live; the model goes to `<models>/<name>/model.json`.
+    pub models: Location,
+    /// The model's name.
+    pub name: String,
+    /// Feature columns; `None` for every numeric column that is not a label or partition.
+    pub features: Option<Vec<String>>,
+    /// A SQL predicate on the data's columns (partition columns prune files).
+    pub filter: Option<String>,
+    /// The training choices.
+    pub options: TrainOptions,
+    /// Replace an existing model of that name.
+    pub overwrite: bool,
+}
+
+/// What a finished training reports.
+#[derive(Debug)]
+pub struct TrainReport {
+    /// The model as written.
+    pub model: ModelArtifact,
+    /// Where it was written.
+    pub path: String,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl TrainReport {
+    /// Rows read per second, over all passes.
+    pub fn rows_per_second(&self) -> f64 {
+        self.model.training.rows_seen as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// `"name"`, quoted for SQL.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// An f64 as a SQL literal that parses back to the same value.
+fn literal(v: f64) -> String {
+    format!("({v:?})")
+}
+
+/// The default features: numeric columns that are neither labels nor partition columns.
+pub fn default_features(schema: &Schema, partition_columns: &[String]) -> Vec<String> {
+    schema
+        .fields()
+        .iter()
+        .filter(|f| f.data_type().is_numeric())
+        .map(|f| f.name().clone())
+        .filter(|n| !NOT_FEATURES.contains(&n.as_str()) && !partition_columns.contains(n))
+        .collect()
+}
+
+async fn collect(ctx: &SessionContext, sql: &str) -> Result<RecordBatch> {
+    let batches = ctx.sql(sql).await?.collect().await?;
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .ok_or_else(|| Error::Data("a training pass returned nothing".into()))?;
+    Ok(
+        datafusion::arrow::compute::concat_batches(&schema, &batches)
+            .map_err(datafusion::error::DataFusionError::from)?,
+    )
+}
+
+fn f64_field(batch: &RecordBatch, column: usize, field: &str) -> Option<f64> {
+    let s = batch.column(column).as_struct();
+    let c = s.column_by_name(field)?.as_primitive::<Float64Type>();
+    c.is_valid(0).then(|| c.value(0))
+}
+
+/// Trains the model and writes it.
+pub async fn train(job: &TrainJob) -> Result<TrainReport> {
+    let started = Instant::now();
+    tads_model::ModelArtifact::check_name(&job.name)?;
+    let model_path = format!("{}/model.json", job.name);
+    if !job.overwrite && job.models.get_opt(&model_path).await?.is_some() {
+        return Err(Error::Input(format!(
+            "{}{model_path} exists; pass --overwrite to replace it",
+            job.models
+        )));
+    }
+    let ctx = tads_sql::session();
+    let registry = ModelRegistry::new();
+    tads_sql::register_all(&ctx, &registry)?;
+    let partitions = tads_sql::register_dataset(&ctx, "telemetry", &job.data).await?;
+    let schema = ctx.table("telemetry").await?.schema().as_arrow().clone();
+    let features = match &job.features {
+        Some(f) => {
+            for name in f {
+                let field = schema.field_with_name(name).map_err(|_| {
+                    Error::Input(format!("--features: no column `{name}` in {}", job.data))
+                })?;
+                if !field.data_type().is_numeric() {
+                    return Err(Error::Input(format!(
+                        "--features: column `{name}` is {}, not numeric",
+                        field.data_type()
+                    )));
+                }
+            }
+            f.clone()
+        }
+        None => default_features(&schema, &partitions),
+    };
+    if features.is_empty() {
+        return Err(Error::Input(format!(
+            "{}: has no numeric column to train on",
+            job.data
+        )));
+    }
+    let filter = job
+        .filter
+        .as_deref()
+        .map_or_else(|| "TRUE".to_string(), |f| format!("({f})"));
+    if let Some(f) = &job.filter {
+        // Checked alone first, so that its errors point at the user's text, not at ours.
+        let check = format!("SELECT 1 FROM telemetry WHERE {filter} LIMIT 0");
+        if let Err(e) = ctx.sql(&check).await {
+            return Err(Error::Input(format!(
+                "--where {f}: {}",
+                e.strip_backtrace().replace('\n', " ")
+            )));
+        }
+    }
+    let cols: Vec<String> = features.iter().map(|f| ident(f)).collect();
+
+    // Pass 1: medians and MADs.
+    let stats_sql = format!(
+        "SELECT count(*), {} FROM telemetry WHERE {filter}",
+        cols.iter()
+            .map(|c| format!("robust_stats({c})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let batch = collect(&ctx, &stats_sql).await?;
+    let rows_seen = batch.column(0).as_primitive::<Int64Type>().value(0) as u64;
+    if rows_seen == 0 {
+        return Err(Error::Data(format!(
+            "{}: no rows{}",
+            job.data,
+            job.filter
+                .as_ref()
+                .map_or(String::new(), |f| format!(" match --where {f}"))
+        )));
+    }
+    let mut stats = Vec::with_capacity(features.len());
+    for (j, name) in features.iter().enumerate() {
+        let (Some(median), Some(mad)) = (
+            f64_field(&batch, j + 1, "median"),
+            f64_field(&batch, j + 1, "mad"),
+        ) else {
+            return Err(Error::Data(format!("feature `{name}` has no finite value")));
+        };
+        stats.push(RobustStats {
+            count: 0,
+            median,
+            mad,
+        });
+    }
+    let standardizer = Standardizer::new(&stats);
+    let z: Vec<String> = (0..features.len())
+        .map(|j| {
+            format!(
+                "(({} - {}) / {})",
+                cols[j],
+                literal(standardizer.median[j]),
+                literal(standardizer.scale[j])
+            )
+        })
+        .collect();
+    let cut = job.options.robust_z_cut;
+    let inside = z
+        .iter()
+        .map(|z| format!("abs({z}) <= {}", literal(cut)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let base = format!("{filter} AND {inside}");
+
+    // Pass 2 (and the refit): co-moments of the standardized rows; then the SPE quantiles.
+    let temp = "__tads_train";
+    let fit = |extra: String| {
+        let ctx = &ctx;
+        let z = &z;
+        let base = &base;
+        async move {
+            let sql = format!(
+                "SELECT pca_fit({}) FROM telemetry WHERE {base}{extra}",
+                z.join(", ")
+            );
+            let batch = collect(ctx, &sql).await?;
+            let s = batch.column(0).as_struct();
+            if s.is_null(0) {
+                return Err(Error::Data(format!(
+                    "no row lies inside the robust cut |z| <= {cut}"
+                )));
+            }
+            let count = s.column(0).as_primitive::<UInt64Type>().value(0);
+            let list = |i: usize| {
+                s.column(i)
+                    .as_list::<i32>()
+                    .value(0)
+                    .as_primitive::<Float64Type>()
+                    .values()
+                    .to_vec()
+            };
+            CoMoments::from_parts(z.len(), count, list(1), list(2))
+                .ok_or_else(|| Error::Data("pca_fit returned a state of the wrong width".into()))
+        }
+    };
+    let quantiles = |pca: &tads_model::Pca, extra: String, qs: Vec<f64>| {
+        let ctx = &ctx;
+        let registry = &registry;
+        let base = &base;
+        let features = &features;
+        let cols = &cols;
+        let standardizer = &standardizer;
+        let options = &job.options;
+        let pca = pca.clone();
+        async move {
+            let fitted = Fitted {
+                standardizer: standardizer.clone(),
+                pca,
+                rows_used: 2,
+                spe_quantiles: (None, None),
+            };
+            registry.insert(artifact(temp, features, &fitted, options, 2, "", None)?)?;
+            let score = format!("pca_score('{temp}', {})", cols.join(", "));
+            let select = qs
+                .iter()
+                .map(|q| format!("percentile_cont({q}) WITHIN GROUP (ORDER BY {score})"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let batch = collect(
+                ctx,
+                &format!("SELECT {select} FROM telemetry WHERE {base}{extra}"),
+            )
+            .await?;
+            Ok::<_, Error>(
+                (0..qs.len())
+                    .map(|i| {
+                        let c = batch.column(i);
+                        let c = datafusion::arrow::compute::cast(c, &DataType::Float64).ok()?;
+                        let c = c.as_primitive::<Float64Type>();
+                        c.is_valid(0).then(|| c.value(0))
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    let invalid = |e: String| Error::Data(e);
+    let mut moments = fit(String::new()).await?;
+    let mut pca = pca::fit(&moments, job.options.k_rule).map_err(invalid)?;
+    let mut extra = String::new();
+    if let Some(trim) = job.options.trim.filter(|t| *t > 0.0) {
+        let q = quantiles(&pca, String::new(), vec![1.0 - trim]).await?;
+        if let Some(limit) = q[0] {
+            extra = format!(
+                " AND pca_score('{temp}', {}) <= {}",
+                cols.join(", "),
+                literal(limit)
+            );
+            // The refit's filter must use the first fit's model: register it under its own name.
+            registry.insert(artifact(
+                "__tads_trim",
+                &features,
+                &Fitted {
+                    standardizer: standardizer.clone(),
+                    pca: pca.clone(),
+                    rows_used: 2,
+                    spe_quantiles: (None, None),
+                },
+                &job.options,
+                2,
+                "",
+                None,
+            )?)?;
+            extra = extra.replace(temp, "__tads_trim");
+            moments = fit(extra.clone()).await?;
+            pca = pca::fit(&moments, job.options.k_rule).map_err(invalid)?;
+        }
+    }
+    let q = quantiles(&pca, extra, vec![0.99, 0.999]).await?;
+    let fitted = Fitted {
+        standardizer,
+        pca,
+        rows_used: moments.count(),
+        spe_quantiles: (q[0], q[1]),
+    };
+    let model = artifact(
+        &job.name,
+        &features,
+        &fitted,
+        &job.options,
+        rows_seen,
+        job.data.url().as_str(),
+        job.filter.clone(),
+    )?;
+    job.models.put(&model_path, model.to_json()).await?;
+    Ok(TrainReport {
+        path: format!("{}{model_path}", job.models),
+        model,
+        elapsed: started.elapsed(),
+    })
+}

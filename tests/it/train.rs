@@ -1,0 +1,285 @@
+//! `tads train`: the DataFusion job against the in-memory reference trainer, pruning, bad input,
+//! and S3.
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::Float64Type;
+use tads_model::train::{TrainOptions, fit_in_memory};
+use tads_model::{KRule, ModelArtifact};
+use tads_store::Location;
+
+use crate::support::{assert_ok, assert_user_error, generate, query, s3, tads};
+
+const DATA: &[&str] = &[
+    "--hosts",
+    "6",
+    "--duration",
+    "3d",
+    "--interval",
+    "1m",
+    "--anomaly-rate",
+    "2",
+    "--seed",
+    "5",
+];
+const FEATURES: [&str; 8] = [
+    "cpu_pct",
+    "mem_pct",
+    "disk_read_mbps",
+    "disk_write_mbps",
+    "net_rx_mbps",
+    "net_tx_mbps",
+    "latency_ms",
+    "error_rate",
+];
+
+fn train(args: &[&str]) -> std::process::Output {
+    tads().arg("train").args(args).output().unwrap()
+}
+
+fn read_model(dir: &std::path::Path, name: &str) -> ModelArtifact {
+    ModelArtifact::from_json(&std::fs::read(dir.join(name).join("model.json")).unwrap()).unwrap()
+}
+
+fn close(a: f64, b: f64, rel: f64, what: &str) {
+    assert!(
+        (a - b).abs() <= rel * b.abs().max(1e-12),
+        "{what}: {a} vs {b}"
+    );
+}
+
+#[tokio::test]
+async fn the_sql_job_equals_the_in_memory_reference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let models = tmp.path().join("models");
+    assert_ok(&generate(data.to_str().unwrap(), DATA));
+    let out = train(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--models",
+        models.to_str().unwrap(),
+        "--model",
+        "m",
+        "--k",
+        "3",
+        "--trim",
+        "0.01",
+    ]);
+    assert_ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("trained `m` on 25,920 rows") && stdout.contains("rows/s"),
+        "{stdout}"
+    );
+    let model = read_model(&models, "m");
+    assert_eq!(model.features, FEATURES);
+    assert_eq!(model.pca.k, 3);
+    assert_eq!(model.training.rows_seen, 25_920);
+
+    // The same rows, in memory.
+    let ctx = tads_sql::session();
+    tads_sql::register_dataset(&ctx, "t", &Location::parse(data.to_str().unwrap()).unwrap())
+        .await
+        .unwrap();
+    let batches = query(&ctx, &format!("SELECT {} FROM t", FEATURES.join(", "))).await;
+    let columns: Vec<Vec<f64>> = (0..8)
+        .map(|j| {
+            batches
+                .iter()
+                .flat_map(|b| b.column(j).as_primitive::<Float64Type>().values().to_vec())
+                .collect()
+        })
+        .collect();
+    let options = TrainOptions {
+        k_rule: KRule::Fixed(3),
+        trim: Some(0.01),
+        ..TrainOptions::default()
+    };
+    let reference = fit_in_memory(&columns, &options).unwrap();
+    assert_eq!(
+        model.median, reference.standardizer.median,
+        "medians are exact both ways"
+    );
+    assert_eq!(model.mad, reference.standardizer.mad);
+    assert_eq!(model.training.rows_used, reference.rows_used);
+    for i in 0..8 {
+        close(
+            model.pca.eigenvalues[i],
+            reference.pca.eigenvalues[i],
+            1e-9,
+            &format!("eigenvalue {i}"),
+        );
+    }
+    for i in 0..3 {
+        let sign = (0..8)
+            .map(|j| model.pca.components[j][i] * reference.pca.components[i][j])
+            .sum::<f64>()
+            .signum();
+        for j in 0..8 {
+            let (a, b) = (
+                model.pca.components[j][i],
+                sign * reference.pca.components[i][j],
+            );
+            assert!((a - b).abs() < 1e-9, "component {i}[{j}]: {a} vs {b}");
+        }
+    }
+    close(
+        model.thresholds.spe_empirical_99.unwrap(),
+        reference.spe_quantiles.0.unwrap(),
+        1e-9,
+        "SPE q99",
+    );
+    close(
+        model.thresholds.spe_empirical_999.unwrap(),
+        reference.spe_quantiles.1.unwrap(),
+        1e-9,
+        "SPE q999",
+    );
+}
+
+#[test]
+fn a_partition_filter_selects_the_training_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let models = tmp.path().join("models");
+    assert_ok(&generate(data.to_str().unwrap(), DATA));
+    let out = train(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--models",
+        models.to_str().unwrap(),
+        "--model",
+        "day1",
+        "--where",
+        "date = '2026-01-01'",
+        "--features",
+        "cpu_pct,net_rx_mbps,latency_ms",
+    ]);
+    assert_ok(&out);
+    let model = read_model(&models, "day1");
+    assert_eq!(model.training.rows_seen, 6 * 1440);
+    assert_eq!(
+        model.training.filter.as_deref(),
+        Some("date = '2026-01-01'")
+    );
+    assert_eq!(model.features, ["cpu_pct", "net_rx_mbps", "latency_ms"]);
+    assert!(model.pca.k >= 1 && model.pca.k <= 2);
+}
+
+#[test]
+fn bad_training_input_is_one_line_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let models = tmp.path().join("models");
+    assert_ok(&generate(data.to_str().unwrap(), DATA));
+    let (d, m) = (data.to_str().unwrap(), models.to_str().unwrap());
+    let base = ["--data", d, "--models", m];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--model", "x", "--features", "cpu_pct,nope"],
+            "--features: no column `nope`",
+        ),
+        (
+            vec!["--model", "x", "--features", "host_id"],
+            "--features: column `host_id` is Dictionary",
+        ),
+        (vec!["--model", "x", "--where", "date >"], "--where date >:"),
+        (
+            vec!["--model", "x", "--where", "date = '1999-01-01'"],
+            "no rows match --where",
+        ),
+        (vec!["--model", "bad/name"], "not a model name"),
+        (
+            vec!["--model", "x", "--k", "9"],
+            "k must be between 1 and 7",
+        ),
+        (vec!["--model", "x", "--trim", "0.7"], "--trim: 0.7"),
+        (vec!["--model", "x", "--k", "2", "--variance", "0.9"], "--k"),
+    ];
+    for (args, needle) in cases {
+        let out = train(&[&base[..], &args].concat());
+        assert_user_error(&out, needle);
+    }
+    assert!(
+        !models.join("x").exists(),
+        "a refused training wrote a model"
+    );
+    assert_user_error(
+        &train(&[
+            "--data",
+            tmp.path().join("none").to_str().unwrap(),
+            "--model",
+            "x",
+            "--models",
+            m,
+        ]),
+        "holds no .parquet files",
+    );
+    // An existing model is kept unless --overwrite.
+    assert_ok(&train(&[&base[..], &["--model", "x", "--k", "2"]].concat()));
+    let before = std::fs::read(models.join("x/model.json")).unwrap();
+    assert_user_error(
+        &train(&[&base[..], &["--model", "x", "--k", "3"]].concat()),
+        "pass --overwrite",
+    );
+    assert_eq!(std::fs::read(models.join("x/model.json")).unwrap(), before);
+    assert_ok(&train(
+        &[&base[..], &["--model", "x", "--k", "3", "--overwrite"]].concat(),
+    ));
+    assert_eq!(read_model(&models, "x").pca.k, 3);
+}
+
+#[tokio::test]
+async fn trains_from_s3_into_s3() {
+    let s3 = s3();
+    let bucket = s3.bucket("tads-train-e2e");
+    let data = format!("s3://{bucket}/telemetry");
+    let models = format!("s3://{bucket}/models");
+    let env: Vec<(&str, String)> = s3.env();
+    let out = tads()
+        .args([
+            "generate",
+            "--quiet",
+            "--out",
+            &data,
+            "--hosts",
+            "3",
+            "--duration",
+            "1d",
+            "--interval",
+            "1m",
+        ])
+        .envs(env.clone())
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let out = tads()
+        .args([
+            "train", "--quiet", "--data", &data, "--models", &models, "--model", "s3m",
+        ])
+        .envs(env)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let loc = s3.location(&models);
+    let bytes = loc
+        .get_opt("s3m/model.json")
+        .await
+        .unwrap()
+        .expect("model in S3");
+    let model = ModelArtifact::from_json(&bytes).unwrap();
+    assert_eq!(model.training.rows_seen, 3 * 1440);
+    assert!(
+        model
+            .training
+            .data_uri
+            .starts_with("s3://tads-train-e2e/telemetry")
+    );
+    // The registry loads it back from S3.
+    let registry = tads_sql::ModelRegistry::new();
+    assert_eq!(registry.load_dir(&loc).await.unwrap(), 1);
+    assert_eq!(
+        registry.get("s3m").unwrap().artifact.fingerprint,
+        model.fingerprint
+    );
+}
