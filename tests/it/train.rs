@@ -167,6 +167,38 @@ fn a_partition_filter_selects_the_training_rows() {
 }
 
 #[test]
+fn trains_on_a_single_parquet_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    assert_ok(&generate(data.to_str().unwrap(), DATA));
+    let file = data.join("date=2026-01-02/part-00000.parquet");
+    let models = tmp.path().join("models");
+    let out = train(&[
+        "--data",
+        file.to_str().unwrap(),
+        "--models",
+        models.to_str().unwrap(),
+        "--model",
+        "one",
+    ]);
+    assert_ok(&out);
+    let model = read_model(&models, "one");
+    assert_eq!(model.training.rows_seen, 6 * 1440);
+    assert!(
+        model
+            .training
+            .data_uri
+            .ends_with("date=2026-01-02/part-00000.parquet"),
+        "{}",
+        model.training.data_uri
+    );
+    assert_eq!(
+        model.features, FEATURES,
+        "no partition column from a single file"
+    );
+}
+
+#[test]
 fn bad_training_input_is_one_line_exit_2() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

@@ -58,7 +58,7 @@ pub(crate) struct TrainArgs {
 
 pub(crate) async fn run(args: TrainArgs) -> anyhow::Result<()> {
     let user = |e: String| UserError(e);
-    let data = Location::parse(&args.data).map_err(|e| user(format!("--data {e}")))?;
+    let data = Location::parse_data(&args.data).map_err(|e| user(format!("--data {e}")))?;
     let models = Location::parse(&args.models).map_err(|e| user(format!("--models {e}")))?;
     if let Some(t) = args.trim
         && !(t > 0.0 && t < 0.5)

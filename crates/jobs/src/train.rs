@@ -324,7 +324,7 @@ pub async fn train(job: &TrainJob) -> Result<TrainReport> {
         &fitted,
         &job.options,
         rows_seen,
-        job.data.url().as_str(),
+        job.data.data_url().as_str(),
         job.filter.clone(),
     )?;
     job.models.put(&model_path, model.to_json()).await?;

@@ -76,30 +76,41 @@ pub async fn register_dataset(
     name: &str,
     location: &Location,
 ) -> Result<Vec<String>> {
-    let objects = location.list_all().await?;
     let bad = |message: String| Error::Dataset {
         location: location.to_string(),
         message,
     };
-    let relative: Vec<String> = objects
-        .iter()
-        .filter_map(|o| location.relative(&o.location))
-        .collect();
-    if relative.iter().any(|r| r == IN_PROGRESS) {
-        return Err(bad(format!(
-            "is not a finished dataset ({IN_PROGRESS} is present: a writer is at work or was killed)"
-        )));
-    }
-    let Some(first) = relative.iter().filter(|r| r.ends_with(".parquet")).min() else {
-        return Err(bad("holds no .parquet files".into()));
+    let first = match location.file() {
+        // A single file: read as it is, no partitions.
+        Some(name) => name.to_string(),
+        None => {
+            let objects = location.list_all().await?;
+            let relative: Vec<String> = objects
+                .iter()
+                .filter_map(|o| location.relative(&o.location))
+                .collect();
+            if relative.iter().any(|r| r == IN_PROGRESS) {
+                return Err(bad(format!(
+                    "is not a finished dataset ({IN_PROGRESS} is present: a writer is at work or was killed)"
+                )));
+            }
+            let Some(first) = relative.iter().filter(|r| r.ends_with(".parquet")).min() else {
+                return Err(bad("holds no .parquet files".into()));
+            };
+            first.clone()
+        }
     };
-    let partition_names = partition_columns(first);
+    let partition_names = if location.file().is_some() {
+        vec![]
+    } else {
+        partition_columns(&first)
+    };
     let partitions: Vec<(String, DataType)> = partition_names
         .iter()
         .map(|k| (k.clone(), DataType::Utf8))
         .collect();
     ctx.register_object_store(&location.store_url(), Arc::clone(location.store()));
-    let url = ListingTableUrl::parse(location.url().as_str())?;
+    let url = ListingTableUrl::parse(location.data_url().as_str())?;
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")
         .with_table_partition_cols(partitions);

@@ -100,6 +100,8 @@ pub struct Location {
     url: Url,
     prefix: Path,
     store: Arc<dyn ObjectStore>,
+    /// For a single-file input: the file's name inside `prefix`.
+    file: Option<String>,
 }
 
 impl fmt::Debug for Location {
@@ -125,6 +127,46 @@ impl Location {
     /// URL. Any other scheme is an error naming the scheme.
     pub fn parse(text: &str) -> Result<Self> {
         Self::parse_with(text, &[])
+    }
+
+    /// Parses an input dataset: everything [`Location::parse`] takes, and also a single Parquet
+    /// file (an existing local file, or an `s3://` key ending in `.parquet`). For a file, the
+    /// location is its directory and [`Location::file`] names it.
+    pub fn parse_data(text: &str) -> Result<Self> {
+        Self::parse_data_with(text, &[])
+    }
+
+    /// [`Location::parse_data`] with explicit S3 settings (see [`Location::parse_with`]).
+    pub fn parse_data_with(text: &str, s3_options: &[(&str, &str)]) -> Result<Self> {
+        let is_local_file = !text.contains("://") && std::path::Path::new(text).is_file()
+            || text.starts_with("file://")
+                && Url::parse(text)
+                    .ok()
+                    .and_then(|u| u.to_file_path().ok())
+                    .is_some_and(|p| p.is_file());
+        let is_s3_file = text.starts_with("s3://") && text.ends_with(".parquet");
+        if !is_local_file && !is_s3_file {
+            return Self::parse_with(text, s3_options);
+        }
+        let trimmed = text.trim_end_matches('/');
+        let (parent, name) = trimmed.rsplit_once('/').unwrap_or((".", trimmed));
+        let parent = if parent.is_empty() { "/" } else { parent };
+        let mut location = Self::parse_with(parent, s3_options)?;
+        location.file = Some(name.to_string());
+        Ok(location)
+    }
+
+    /// The file this location stands for, when it is a single-file input.
+    pub fn file(&self) -> Option<&str> {
+        self.file.as_deref()
+    }
+
+    /// The URL of the data: the file's for a single-file input, the directory's otherwise.
+    pub fn data_url(&self) -> Url {
+        match &self.file {
+            Some(name) => self.url.join(name).unwrap_or_else(|_| self.url.clone()),
+            None => self.url.clone(),
+        }
     }
 
     /// Like [`Location::parse`], with S3 settings that take precedence over the environment:
@@ -178,6 +220,7 @@ impl Location {
             url,
             prefix,
             store: Arc::new(LocalFileSystem::new()),
+            file: None,
         })
     }
 
@@ -252,6 +295,7 @@ impl Location {
             url,
             prefix: Path::from(key),
             store: Arc::new(store),
+            file: None,
         })
     }
 
@@ -366,6 +410,23 @@ mod tests {
             a.relative(&child).unwrap(),
             "date=2026-01-01/part-0.parquet"
         );
+    }
+
+    #[test]
+    fn a_single_file_is_data_but_not_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("one.parquet");
+        std::fs::write(&path, b"x").unwrap();
+        let loc = Location::parse_data(path.to_str().unwrap()).unwrap();
+        assert_eq!(loc.file(), Some("one.parquet"));
+        assert!(loc.data_url().as_str().ends_with("/one.parquet"));
+        assert_eq!(
+            loc.url(),
+            Location::parse(dir.path().to_str().unwrap()).unwrap().url()
+        );
+        let d = Location::parse_data(dir.path().to_str().unwrap()).unwrap();
+        assert_eq!(d.file(), None);
+        assert_eq!(d.data_url(), *d.url());
     }
 
     #[test]
