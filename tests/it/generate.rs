@@ -13,20 +13,9 @@ use parquet::basic::Compression;
 use tads_gen::Manifest;
 use tads_store::Location;
 
-use crate::support::{assert_ok, assert_user_error, files_below, generate, query, scalar, tads};
-
-const SMALL: &[&str] = &[
-    "--hosts",
-    "6",
-    "--duration",
-    "3d",
-    "--interval",
-    "1m",
-    "--anomaly-rate",
-    "2",
-    "--seed",
-    "7",
-];
+use crate::support::{
+    SMALL, assert_ok, assert_user_error, files_below, generate, query, scalar, tads,
+};
 
 async fn manifest(dir: &std::path::Path) -> Manifest {
     let loc = Location::parse(dir.to_str().unwrap()).unwrap();

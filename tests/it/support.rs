@@ -8,6 +8,20 @@ use std::process::{Command, Output};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
 
+/// A small dataset (6 hosts, 3 days at 1 minute: 25,920 rows) with every kind of anomaly.
+pub const SMALL: &[&str] = &[
+    "--hosts",
+    "6",
+    "--duration",
+    "3d",
+    "--interval",
+    "1m",
+    "--anomaly-rate",
+    "2",
+    "--seed",
+    "7",
+];
+
 /// A `tads` command with a clean environment for AWS settings.
 pub fn tads() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tads"));

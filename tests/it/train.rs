@@ -7,20 +7,8 @@ use tads_model::train::{TrainOptions, fit_in_memory};
 use tads_model::{KRule, ModelArtifact};
 use tads_store::Location;
 
-use crate::support::{assert_ok, assert_user_error, generate, query, s3, tads};
+use crate::support::{SMALL, assert_ok, assert_user_error, generate, query, s3, tads};
 
-const DATA: &[&str] = &[
-    "--hosts",
-    "6",
-    "--duration",
-    "3d",
-    "--interval",
-    "1m",
-    "--anomaly-rate",
-    "2",
-    "--seed",
-    "5",
-];
 const FEATURES: [&str; 8] = [
     "cpu_pct",
     "mem_pct",
@@ -36,6 +24,34 @@ fn train(args: &[&str]) -> std::process::Output {
     tads().arg("train").args(args).output().unwrap()
 }
 
+/// A generated dataset and an empty models folder, in a temporary directory.
+struct Fixture {
+    tmp: tempfile::TempDir,
+    data: std::path::PathBuf,
+    models: std::path::PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let models = tmp.path().join("models");
+        assert_ok(&generate(data.to_str().unwrap(), SMALL));
+        Self { tmp, data, models }
+    }
+
+    /// `tads train --data <data> --models <models>` with `args`.
+    fn train(&self, args: &[&str]) -> std::process::Output {
+        let base = [
+            "--data",
+            self.data.to_str().unwrap(),
+            "--models",
+            self.models.to_str().unwrap(),
+        ];
+        train(&[&base[..], args].concat())
+    }
+}
+
 fn read_model(dir: &std::path::Path, name: &str) -> ModelArtifact {
     ModelArtifact::from_json(&std::fs::read(dir.join(name).join("model.json")).unwrap()).unwrap()
 }
@@ -49,29 +65,16 @@ fn close(a: f64, b: f64, rel: f64, what: &str) {
 
 #[tokio::test]
 async fn the_sql_job_equals_the_in_memory_reference() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let models = tmp.path().join("models");
-    assert_ok(&generate(data.to_str().unwrap(), DATA));
-    let out = train(&[
-        "--data",
-        data.to_str().unwrap(),
-        "--models",
-        models.to_str().unwrap(),
-        "--model",
-        "m",
-        "--k",
-        "3",
-        "--trim",
-        "0.01",
-    ]);
+    let f = Fixture::new();
+    let (data, models) = (&f.data, &f.models);
+    let out = f.train(&["--model", "m", "--k", "3", "--trim", "0.01"]);
     assert_ok(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("trained `m` on 25,920 rows") && stdout.contains("rows/s"),
         "{stdout}"
     );
-    let model = read_model(&models, "m");
+    let model = read_model(models, "m");
     assert_eq!(model.features, FEATURES);
     assert_eq!(model.pca.k, 3);
     assert_eq!(model.training.rows_seen, 25_920);
@@ -139,15 +142,8 @@ async fn the_sql_job_equals_the_in_memory_reference() {
 
 #[test]
 fn a_partition_filter_selects_the_training_rows() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let models = tmp.path().join("models");
-    assert_ok(&generate(data.to_str().unwrap(), DATA));
-    let out = train(&[
-        "--data",
-        data.to_str().unwrap(),
-        "--models",
-        models.to_str().unwrap(),
+    let f = Fixture::new();
+    let out = f.train(&[
         "--model",
         "day1",
         "--where",
@@ -156,7 +152,7 @@ fn a_partition_filter_selects_the_training_rows() {
         "cpu_pct,net_rx_mbps,latency_ms",
     ]);
     assert_ok(&out);
-    let model = read_model(&models, "day1");
+    let model = read_model(&f.models, "day1");
     assert_eq!(model.training.rows_seen, 6 * 1440);
     assert_eq!(
         model.training.filter.as_deref(),
@@ -168,11 +164,9 @@ fn a_partition_filter_selects_the_training_rows() {
 
 #[test]
 fn trains_on_a_single_parquet_file() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    assert_ok(&generate(data.to_str().unwrap(), DATA));
-    let file = data.join("date=2026-01-02/part-00000.parquet");
-    let models = tmp.path().join("models");
+    let f = Fixture::new();
+    let file = f.data.join("date=2026-01-02/part-00000.parquet");
+    let models = &f.models;
     let out = train(&[
         "--data",
         file.to_str().unwrap(),
@@ -182,7 +176,7 @@ fn trains_on_a_single_parquet_file() {
         "one",
     ]);
     assert_ok(&out);
-    let model = read_model(&models, "one");
+    let model = read_model(models, "one");
     assert_eq!(model.training.rows_seen, 6 * 1440);
     assert!(
         model
@@ -200,12 +194,9 @@ fn trains_on_a_single_parquet_file() {
 
 #[test]
 fn bad_training_input_is_one_line_exit_2() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let models = tmp.path().join("models");
-    assert_ok(&generate(data.to_str().unwrap(), DATA));
-    let (d, m) = (data.to_str().unwrap(), models.to_str().unwrap());
-    let base = ["--data", d, "--models", m];
+    let f = Fixture::new();
+    let models = &f.models;
+    let m = models.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["--model", "x", "--features", "cpu_pct,nope"],
@@ -229,8 +220,7 @@ fn bad_training_input_is_one_line_exit_2() {
         (vec!["--model", "x", "--k", "2", "--variance", "0.9"], "--k"),
     ];
     for (args, needle) in cases {
-        let out = train(&[&base[..], &args].concat());
-        assert_user_error(&out, needle);
+        assert_user_error(&f.train(&args), needle);
     }
     assert!(
         !models.join("x").exists(),
@@ -239,7 +229,7 @@ fn bad_training_input_is_one_line_exit_2() {
     assert_user_error(
         &train(&[
             "--data",
-            tmp.path().join("none").to_str().unwrap(),
+            f.tmp.path().join("none").to_str().unwrap(),
             "--model",
             "x",
             "--models",
@@ -248,17 +238,12 @@ fn bad_training_input_is_one_line_exit_2() {
         "holds no .parquet files",
     );
     // An existing model is kept unless --overwrite.
-    assert_ok(&train(&[&base[..], &["--model", "x", "--k", "2"]].concat()));
+    assert_ok(&f.train(&["--model", "x", "--k", "2"]));
     let before = std::fs::read(models.join("x/model.json")).unwrap();
-    assert_user_error(
-        &train(&[&base[..], &["--model", "x", "--k", "3"]].concat()),
-        "pass --overwrite",
-    );
+    assert_user_error(&f.train(&["--model", "x", "--k", "3"]), "pass --overwrite");
     assert_eq!(std::fs::read(models.join("x/model.json")).unwrap(), before);
-    assert_ok(&train(
-        &[&base[..], &["--model", "x", "--k", "3", "--overwrite"]].concat(),
-    ));
-    assert_eq!(read_model(&models, "x").pca.k, 3);
+    assert_ok(&f.train(&["--model", "x", "--k", "3", "--overwrite"]));
+    assert_eq!(read_model(models, "x").pca.k, 3);
 }
 
 #[tokio::test]
