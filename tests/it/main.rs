@@ -4,6 +4,7 @@
 //! One test binary with modules inside: linking many binaries is slow on two cores.
 
 mod generate;
+mod golden;
 mod s3;
 mod slt;
 mod support;
