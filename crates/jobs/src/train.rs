@@ -183,8 +183,13 @@ pub async fn train(job: &TrainJob) -> Result<TrainReport> {
         ) else {
             return Err(Error::Data(format!("feature `{name}` has no finite value")));
         };
+        let counts = batch
+            .column(j + 1)
+            .as_struct()
+            .column_by_name("count")
+            .map(|c| c.as_primitive::<UInt64Type>().value(0));
         stats.push(RobustStats {
-            count: 0,
+            count: counts.unwrap_or_default(),
             median,
             mad,
         });
@@ -209,7 +214,6 @@ pub async fn train(job: &TrainJob) -> Result<TrainReport> {
     let base = format!("{filter} AND {inside}");
 
     // Pass 2 (and the refit): co-moments of the standardized rows; then the SPE quantiles.
-    let temp = "__tads_train";
     let fit = |extra: String| {
         let ctx = &ctx;
         let z = &z;
@@ -239,24 +243,29 @@ pub async fn train(job: &TrainJob) -> Result<TrainReport> {
                 .ok_or_else(|| Error::Data("pca_fit returned a state of the wrong width".into()))
         }
     };
-    let quantiles = |pca: &tads_model::Pca, extra: String, qs: Vec<f64>| {
+    // A fitted PCA as a temporary model of the session, scored by the returned expression.
+    let register = |name: &str, pca: &tads_model::Pca| -> Result<String> {
+        let fitted = Fitted {
+            standardizer: standardizer.clone(),
+            pca: pca.clone(),
+            rows_used: 2,
+            spe_quantiles: (None, None),
+        };
+        registry.insert(artifact(
+            name,
+            &features,
+            &fitted,
+            &job.options,
+            2,
+            "",
+            None,
+        )?)?;
+        Ok(format!("pca_score('{name}', {})", cols.join(", ")))
+    };
+    let quantiles = |score: String, extra: String, qs: Vec<f64>| {
         let ctx = &ctx;
-        let registry = &registry;
         let base = &base;
-        let features = &features;
-        let cols = &cols;
-        let standardizer = &standardizer;
-        let options = &job.options;
-        let pca = pca.clone();
         async move {
-            let fitted = Fitted {
-                standardizer: standardizer.clone(),
-                pca,
-                rows_used: 2,
-                spe_quantiles: (None, None),
-            };
-            registry.insert(artifact(temp, features, &fitted, options, 2, "", None)?)?;
-            let score = format!("pca_score('{temp}', {})", cols.join(", "));
             let select = qs
                 .iter()
                 .map(|q| format!("percentile_cont({q}) WITHIN GROUP (ORDER BY {score})"))
@@ -284,34 +293,16 @@ pub async fn train(job: &TrainJob) -> Result<TrainReport> {
     let mut pca = pca::fit(&moments, job.options.k_rule).map_err(invalid)?;
     let mut extra = String::new();
     if let Some(trim) = job.options.trim.filter(|t| *t > 0.0) {
-        let q = quantiles(&pca, String::new(), vec![1.0 - trim]).await?;
+        // The refit keeps the rows the first fit scores at or below its (1 - trim) quantile.
+        let first = register("__tads_trim", &pca)?;
+        let q = quantiles(first.clone(), String::new(), vec![1.0 - trim]).await?;
         if let Some(limit) = q[0] {
-            extra = format!(
-                " AND pca_score('{temp}', {}) <= {}",
-                cols.join(", "),
-                literal(limit)
-            );
-            // The refit's filter must use the first fit's model: register it under its own name.
-            registry.insert(artifact(
-                "__tads_trim",
-                &features,
-                &Fitted {
-                    standardizer: standardizer.clone(),
-                    pca: pca.clone(),
-                    rows_used: 2,
-                    spe_quantiles: (None, None),
-                },
-                &job.options,
-                2,
-                "",
-                None,
-            )?)?;
-            extra = extra.replace(temp, "__tads_trim");
+            extra = format!(" AND {first} <= {}", literal(limit));
             moments = fit(extra.clone()).await?;
             pca = pca::fit(&moments, job.options.k_rule).map_err(invalid)?;
         }
     }
-    let q = quantiles(&pca, extra, vec![0.99, 0.999]).await?;
+    let q = quantiles(register("__tads_train", &pca)?, extra, vec![0.99, 0.999]).await?;
     let fitted = Fitted {
         standardizer,
         pca,

@@ -16,7 +16,7 @@ use chrono::Utc;
 use crate::artifact::{ModelArtifact, PcaParams, SCHEMA_VERSION, Thresholds, Training};
 use crate::moments::CoMoments;
 use crate::pca::{self, KRule, Pca};
-use crate::robust::{RobustStats, median_in_place};
+use crate::robust::RobustStats;
 use crate::score::Scorer;
 use crate::{Error, Result};
 
@@ -237,10 +237,4 @@ pub fn fit_in_memory(columns: &[Vec<f64>], options: &TrainOptions) -> Result<Fit
         rows_used,
         spe_quantiles: (q99, q999),
     })
-}
-
-/// The median of a column's finite values (used where only a location is needed).
-pub fn finite_median(values: &[f64]) -> Option<f64> {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    median_in_place(&mut v)
 }

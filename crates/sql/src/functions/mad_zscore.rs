@@ -50,14 +50,26 @@ impl MadZscore {
         let Some(m) = self.registry.get(model) else {
             return plan_err!("mad_zscore: {}", self.registry.unknown(model));
         };
-        match m.artifact.features.iter().position(|f| f == metric) {
-            Some(j) => Ok(j),
-            None => plan_err!(
-                "mad_zscore: model `{model}` has no metric `{metric}` (its metrics: {})",
-                m.artifact.features.join(", ")
-            ),
-        }
+        metric_position(&m.artifact, metric).or_else(|e| plan_err!("{e}"))
     }
+}
+
+/// The position of `metric` among the model's features, or the error naming both.
+fn metric_position(
+    model: &tads_model::ModelArtifact,
+    metric: &str,
+) -> std::result::Result<usize, String> {
+    model
+        .features
+        .iter()
+        .position(|f| f == metric)
+        .ok_or_else(|| {
+            format!(
+                "mad_zscore: model `{}` has no metric `{metric}` (its metrics: {})",
+                model.name,
+                model.features.join(", ")
+            )
+        })
 }
 
 impl PartialEq for MadZscore {
@@ -135,13 +147,7 @@ impl ScalarUDFImpl for MadZscore {
             let mut scored = vec![false; n];
             let values = x[0].values();
             for_each_model_run(self.name(), &self.registry, a, None, n, |m, rows| {
-                let Some(j) = m.artifact.features.iter().position(|f| *f == metric) else {
-                    return exec_err!(
-                        "mad_zscore: model `{}` has no metric `{metric}` (its metrics: {})",
-                        m.artifact.name,
-                        m.artifact.features.join(", ")
-                    );
-                };
+                let j = metric_position(&m.artifact, &metric).or_else(|e| exec_err!("{e}"))?;
                 for i in rows {
                     out[i] = m.scorer.robust_z(j, values[i]);
                     scored[i] = true;

@@ -188,43 +188,39 @@ impl ScalarUDFImpl for ModelFunction {
                 }
                 Arc::new(Float64Array::new(out.into(), Some(NullBuffer::from(valid))))
             }
-            ModelScore::Contrib => {
-                let mut builder =
-                    ListBuilder::with_capacity(Float64Builder::with_capacity(n * d), n);
-                let mut shares: Vec<Option<Vec<f64>>> = vec![None; n];
-                for_each_model_run(self.name(), &self.registry, model, Some(d), n, |m, rows| {
-                    for i in rows.filter(|i| valid[*i]) {
-                        let row: Vec<f64> = values.iter().map(|v| v[i]).collect();
-                        shares[i] = Some(m.scorer.contributions(&row));
-                    }
-                    Ok(())
-                })?;
-                for s in shares {
-                    match s {
-                        Some(s) => builder.append_value(s.into_iter().map(Some)),
-                        None => builder.append_null(),
-                    }
-                }
-                Arc::new(builder.finish())
-            }
-            ModelScore::TopMetric => {
-                let mut names: Vec<Option<String>> = vec![None; n];
+            ModelScore::Contrib | ModelScore::TopMetric => {
+                // Per scorable row: each metric's share of the SPE, and the largest one's name
+                // (none where the SPE is 0).
+                let mut per_row: Vec<Option<(Vec<f64>, Option<String>)>> = vec![None; n];
                 for_each_model_run(self.name(), &self.registry, model, Some(d), n, |m, rows| {
                     for i in rows.filter(|i| valid[*i]) {
                         let row: Vec<f64> = values.iter().map(|v| v[i]).collect();
                         let shares = m.scorer.contributions(&row);
                         let top = (0..d)
                             .filter(|j| shares[*j] > 0.0)
-                            .max_by(|a, b| shares[*a].total_cmp(&shares[*b]));
-                        names[i] = top.map(|j| m.artifact.features[j].clone());
+                            .max_by(|a, b| shares[*a].total_cmp(&shares[*b]))
+                            .map(|j| m.artifact.features[j].clone());
+                        per_row[i] = Some((shares, top));
                     }
                     Ok(())
                 })?;
-                let mut builder = StringBuilder::new();
-                for name in names {
-                    builder.append_option(name);
+                if self.score == ModelScore::Contrib {
+                    let mut builder =
+                        ListBuilder::with_capacity(Float64Builder::with_capacity(n * d), n);
+                    for r in per_row {
+                        match r {
+                            Some((shares, _)) => builder.append_value(shares.into_iter().map(Some)),
+                            None => builder.append_null(),
+                        }
+                    }
+                    Arc::new(builder.finish())
+                } else {
+                    let mut builder = StringBuilder::new();
+                    for r in per_row {
+                        builder.append_option(r.and_then(|(_, top)| top));
+                    }
+                    Arc::new(builder.finish())
                 }
-                Arc::new(builder.finish())
             }
         };
         Ok(ColumnarValue::Array(result))
