@@ -205,8 +205,9 @@ impl Location {
             location: text.to_string(),
             reason,
         };
-        let abs =
-            std::path::absolute(path).map_err(|e| invalid(format!("cannot resolve path: {e}")))?;
+        let abs = std::path::absolute(path)
+            .map(|p| lexically_normal(&p))
+            .map_err(|e| invalid(format!("cannot resolve path: {e}")))?;
         if abs.is_file() {
             return Err(invalid("is a file, not a directory".into()));
         }
@@ -392,6 +393,23 @@ impl Location {
     }
 }
 
+/// `path` with `.` and `..` resolved by the text alone (`/a/b/../c` is `/a/c`), as a shell
+/// user means it; object store paths may hold neither.
+fn lexically_normal(path: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,6 +427,27 @@ mod tests {
         assert_eq!(
             a.relative(&child).unwrap(),
             "date=2026-01-01/part-0.parquet"
+        );
+    }
+
+    #[test]
+    fn dot_and_dot_dot_in_local_paths_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let plain = Location::parse(&format!("{d}/models")).unwrap();
+        for text in [
+            format!("{d}/x/../models"),
+            format!("{d}/./models/"),
+            format!("{d}/a/b/../../models"),
+        ] {
+            assert_eq!(Location::parse(&text).unwrap().url(), plain.url(), "{text}");
+        }
+        assert!(
+            Location::parse("../x")
+                .unwrap()
+                .prefix()
+                .as_ref()
+                .ends_with("x")
         );
     }
 
