@@ -311,7 +311,7 @@ async fn refuses_a_non_empty_target_unless_overwrite_and_only_a_tads_dataset() {
         other.to_str().unwrap(),
         &[&shorter[..], &["--overwrite"]].concat(),
     );
-    assert_user_error(&out, "not a TADS dataset");
+    assert_user_error(&out, "not a TADS output");
     assert_eq!(files_below(&other), ["notes.txt"]);
 }
 
@@ -361,7 +361,7 @@ async fn a_killed_run_leaves_nothing_that_looks_finished() {
     assert!(err.contains("not a finished dataset"), "{err}");
     assert_user_error(
         &generate(dir.to_str().unwrap(), SMALL),
-        "--overwrite to replace the dataset there",
+        "--overwrite to replace the output there",
     );
     assert_ok(&generate(
         dir.to_str().unwrap(),

@@ -47,13 +47,7 @@ fn train_into(data: &Path, models: &Path, extra: &[&str]) {
 
 /// `host_id,ts,pca_spe,pca_t2,mad_zmax,top_metric` for every row, in (host_id, ts) order.
 async fn scores(data: &Path, models: &Path) -> String {
-    let ctx = tads_sql::session();
-    let registry = tads_sql::ModelRegistry::new();
-    registry
-        .load_dir(&Location::parse(models.to_str().unwrap()).unwrap())
-        .await
-        .unwrap();
-    tads_sql::register_all(&ctx, &registry).unwrap();
+    let ctx = crate::support::tads_session(models).await;
     tads_sql::register_dataset(&ctx, "t", &Location::parse(data.to_str().unwrap()).unwrap())
         .await
         .unwrap();

@@ -6,6 +6,7 @@
 mod generate;
 mod golden;
 mod s3;
+mod score;
 mod slt;
 mod support;
 mod train;

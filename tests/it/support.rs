@@ -172,3 +172,41 @@ impl S3 {
         tads_store::Location::parse_with(url, &pairs).unwrap()
     }
 }
+
+/// `tads score --model <model> --data <data> --models <models> --out <out>` and `args`.
+pub fn score_cmd(model: &str, data: &Path, models: &Path, out: &Path, args: &[&str]) -> Output {
+    tads()
+        .args(["score", "--model", model, "--data"])
+        .arg(data)
+        .arg("--models")
+        .arg(models)
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .output()
+        .expect("run tads")
+}
+
+/// `tads train --quiet --model <model> --data <data> --models <models>` and `args`.
+pub fn train_cmd(model: &str, data: &Path, models: &Path, args: &[&str]) -> Output {
+    tads()
+        .args(["train", "--quiet", "--model", model, "--data"])
+        .arg(data)
+        .arg("--models")
+        .arg(models)
+        .args(args)
+        .output()
+        .expect("run tads")
+}
+
+/// A TADS session with every model below `models` loaded and every function registered.
+pub async fn tads_session(models: &Path) -> SessionContext {
+    let ctx = tads_sql::session();
+    let registry = tads_sql::ModelRegistry::new();
+    registry
+        .load_dir(&tads_store::Location::parse(models.to_str().unwrap()).unwrap())
+        .await
+        .unwrap();
+    tads_sql::register_all(&ctx, &registry).unwrap();
+    ctx
+}

@@ -7,7 +7,9 @@ use tads_model::train::{TrainOptions, fit_in_memory};
 use tads_model::{KRule, ModelArtifact};
 use tads_store::Location;
 
-use crate::support::{SMALL, assert_ok, assert_user_error, generate, query, s3, tads};
+use crate::support::{
+    SMALL, assert_ok, assert_user_error, generate, query, s3, score_cmd, tads, tads_session,
+};
 
 const FEATURES: [&str; 8] = [
     "cpu_pct",
@@ -298,5 +300,116 @@ async fn trains_from_s3_into_s3() {
     assert_eq!(
         registry.get("s3m").unwrap().artifact.fingerprint,
         model.fingerprint
+    );
+}
+
+/// Components equal up to sign, to `rel`.
+fn same_components(a: &ModelArtifact, b: &ModelArtifact, rel: f64) {
+    assert_eq!(a.pca.k, b.pca.k, "k");
+    for c in 0..a.pca.k {
+        let dot: f64 = (0..a.dims())
+            .map(|j| a.pca.components[j][c] * b.pca.components[j][c])
+            .sum();
+        close(dot.abs(), 1.0, rel, "component alignment");
+    }
+}
+
+#[tokio::test]
+async fn group_by_trains_the_model_each_value_would_get_alone() {
+    let f = Fixture::new();
+    // host-0001 keeps only its first 30 minutes: too few rows for a model of 8 features.
+    let filter = "host_id <> 'host-0001' OR ts < '2026-01-01T00:30:00Z'";
+    let out = f.train(&[
+        "--model",
+        "hosts",
+        "--group-by",
+        "host_id",
+        "--where",
+        filter,
+    ]);
+    assert_ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("trained `hosts`: 5 models by host_id")
+            && stdout.contains("1 values got no model")
+            && stdout.contains("`host-0001`: 30 rows, fewer than 80"),
+        "{stdout}"
+    );
+    let group = tads_model::ModelGroup::from_json(
+        &std::fs::read(f.models.join("hosts").join("group.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(group.group_by, "host_id");
+    assert_eq!(group.members.len(), 5);
+    assert_eq!(group.skipped[0].key, "host-0001");
+    assert_eq!(group.rows_seen, 5 * 4320 + 30);
+
+    // Each member is the model `--where host_id = …` trains on that host alone.
+    for member in &group.members {
+        let key = group.key_of(member).to_string();
+        let alone = format!("alone-{key}");
+        assert_ok(&f.train(&[
+            "--model",
+            &alone,
+            "--where",
+            &format!("({filter}) AND host_id = '{key}'"),
+        ]));
+        let single = read_model(&f.models, &alone);
+        assert_eq!(member.median, single.median, "{key} median");
+        assert_eq!(member.mad, single.mad, "{key} mad");
+        assert_eq!(member.training.rows_used, single.training.rows_used);
+        for (a, b) in member.pca.eigenvalues.iter().zip(&single.pca.eigenvalues) {
+            close(*a, *b, 1e-9, "eigenvalue");
+        }
+        same_components(member, &single, 1e-9);
+        close(
+            member.thresholds.spe_empirical_99.unwrap(),
+            single.thresholds.spe_empirical_99.unwrap(),
+            1e-9,
+            "empirical SPE limit",
+        );
+    }
+
+    // Scoring with the group: every row by its own member, host-0001's rows NULL.
+    let scores = f.tmp.path().join("scores");
+    let run = score_cmd("hosts", &f.data, &f.models, &scores, &[]);
+    assert_ok(&run);
+    assert!(
+        String::from_utf8_lossy(&run.stdout).contains("4,320 rows have a NULL"),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    let ctx = tads_session(&f.models).await;
+    let loc = Location::parse(scores.join("scored").to_str().unwrap()).unwrap();
+    tads_sql::register_dataset(&ctx, "s", &loc).await.unwrap();
+    let batches = query(
+        &ctx,
+        "SELECT count(*) FILTER (WHERE host_id = 'host-0001' AND pca_spe IS NOT NULL), \
+                count(*) FILTER (WHERE host_id = 'host-0003' AND NOT \
+                  abs(pca_spe - pca_score('alone-host-0003', cpu_pct, mem_pct, disk_read_mbps, \
+                  disk_write_mbps, net_rx_mbps, net_tx_mbps, latency_ms, error_rate)) \
+                  <= 1e-9 * (1 + pca_spe)), \
+                count(*) FILTER (WHERE pca_spe IS NULL) FROM s",
+    )
+    .await;
+    let b = &batches[0];
+    let v = |i: usize| {
+        b.column(i)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .value(0)
+    };
+    assert_eq!((v(0), v(1), v(2)), (0, 0, 4320));
+
+    // A group replaces a model of the same name only with --overwrite, and then only one kind stays.
+    assert_user_error(
+        &f.train(&["--model", "hosts"]),
+        "group.json exists; pass --overwrite",
+    );
+    assert_ok(&f.train(&["--model", "hosts", "--overwrite"]));
+    assert!(f.models.join("hosts/model.json").exists());
+    assert!(!f.models.join("hosts/group.json").exists());
+    assert_user_error(
+        &f.train(&["--model", "g2", "--group-by", "nope"]),
+        "--group-by: no column `nope`",
     );
 }

@@ -10,6 +10,7 @@
 
 mod generate;
 mod progress;
+mod score;
 mod train;
 
 use std::process::ExitCode;
@@ -31,6 +32,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Train a robust PCA model on a Parquet dataset and write models/<name>/model.json
     Train(train::TrainArgs),
+    /// Score every row of a Parquet dataset with a model; write <out>/scored/ and <out>/_manifest.json
+    Score(score::ScoreArgs),
 }
 
 /// An error the user can fix (exit code 2), as opposed to a failure of TADS itself (exit 1).
@@ -75,6 +78,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Generate(args) => generate::run(args).await,
             Command::Train(args) => train::run(args).await,
+            Command::Score(args) => score::run(args).await,
         }
     });
     match result {

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 pub(crate) struct RowBar {
     bar: ProgressBar,
     files: AtomicU64,
-    total_files: u64,
+    total_files: AtomicU64,
 }
 
 impl RowBar {
@@ -35,7 +35,7 @@ impl RowBar {
         Self {
             bar,
             files: AtomicU64::new(0),
-            total_files,
+            total_files: AtomicU64::new(total_files),
         }
     }
 
@@ -45,14 +45,21 @@ impl RowBar {
     }
 }
 
-impl tads_gen::Progress for RowBar {
+impl tads_store::Progress for RowBar {
     fn rows(&self, rows: u64) {
         self.bar.inc(rows);
     }
 
+    fn total(&self, rows: u64, files: u64) {
+        self.bar.set_length(rows);
+        self.total_files.store(files, Ordering::Relaxed);
+    }
+
     fn file_done(&self) {
         let done = self.files.fetch_add(1, Ordering::Relaxed) + 1;
-        self.bar
-            .set_message(format!("{done}/{} files", self.total_files));
+        self.bar.set_message(format!(
+            "{done}/{} files",
+            self.total_files.load(Ordering::Relaxed)
+        ));
     }
 }

@@ -1,7 +1,7 @@
 //! `tads train`.
 
 use clap::Args;
-use tads_jobs::train::{TrainJob, train};
+use tads_jobs::train::{TrainJob, Trained, train};
 use tads_model::{KRule, TrainOptions};
 use tads_store::Location;
 
@@ -48,6 +48,9 @@ pub(crate) struct TrainArgs {
     /// Leave out rows whose robust |z| exceeds this on any feature
     #[arg(long, default_value_t = TrainOptions::default().robust_z_cut)]
     robust_z_cut: f64,
+    /// Train one model per value of this column (e.g. host_id), written as <models>/<name>/group.json
+    #[arg(long, value_name = "COLUMN")]
+    group_by: Option<String>,
     /// Replace an existing model of the same name
     #[arg(long)]
     overwrite: bool,
@@ -84,38 +87,73 @@ pub(crate) async fn run(args: TrainArgs) -> anyhow::Result<()> {
             trim: args.trim,
         },
         overwrite: args.overwrite,
+        group_by: args.group_by.clone(),
     };
     let report = train(&job).await.map_err(|e| user(e.to_string()))?;
-    if !args.quiet {
-        let m = &report.model;
-        let explained: f64 = m.pca.explained_variance_ratio[..m.pca.k].iter().sum();
-        println!(
-            "trained `{}` on {} rows ({} inside the robust cut) in {:.2}s: {} rows/s",
-            m.name,
-            thousands(m.training.rows_seen),
-            thousands(m.training.rows_used),
-            report.elapsed.as_secs_f64(),
-            si(report.rows_per_second())
-        );
-        let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
-        println!(
-            "k = {} of {} features ({:.1}% of the variance); SPE limit {} (99%) {} (99.9%), empirical {} / {}; T² limit {} (99%)",
-            m.pca.k,
-            m.dims(),
-            100.0 * explained,
-            fmt(m.thresholds.spe_jm_99),
-            fmt(m.thresholds.spe_jm_999),
-            fmt(m.thresholds.spe_empirical_99),
-            fmt(m.thresholds.spe_empirical_999),
-            fmt(m.thresholds.t2_99)
-        );
-        if !m.constant_features.is_empty() {
+    if args.quiet {
+        return Ok(());
+    }
+    let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+    match &report.trained {
+        Trained::Model(m) => {
+            let explained: f64 = m.pca.explained_variance_ratio[..m.pca.k].iter().sum();
             println!(
-                "constant features (MAD 0, scaled by 1): {}",
-                m.constant_features.join(", ")
+                "trained `{}` on {} rows ({} inside the robust cut) in {:.2}s: {} rows/s",
+                m.name,
+                thousands(report.rows_seen),
+                thousands(m.training.rows_used),
+                report.elapsed.as_secs_f64(),
+                si(report.rows_per_second())
             );
+            println!(
+                "k = {} of {} features ({:.1}% of the variance); SPE limit {} (99%) {} (99.9%), empirical {} / {}; T² limit {} (99%)",
+                m.pca.k,
+                m.dims(),
+                100.0 * explained,
+                fmt(m.thresholds.spe_jm_99),
+                fmt(m.thresholds.spe_jm_999),
+                fmt(m.thresholds.spe_empirical_99),
+                fmt(m.thresholds.spe_empirical_999),
+                fmt(m.thresholds.t2_99)
+            );
+            if !m.constant_features.is_empty() {
+                println!(
+                    "constant features (MAD 0, scaled by 1): {}",
+                    m.constant_features.join(", ")
+                );
+            }
+            println!("wrote {} ({})", report.path, m.fingerprint);
         }
-        println!("wrote {} ({})", report.path, m.fingerprint);
+        Trained::Group(g) => {
+            println!(
+                "trained `{}`: {} models by {} on {} rows in {:.2}s: {} rows/s",
+                g.name,
+                thousands(g.members.len() as u64),
+                g.group_by,
+                thousands(report.rows_seen),
+                report.elapsed.as_secs_f64(),
+                si(report.rows_per_second())
+            );
+            let mut ks: Vec<usize> = g.members.iter().map(|m| m.pca.k).collect();
+            ks.sort_unstable();
+            println!(
+                "k from {} to {} (median {}) of {} features",
+                ks[0],
+                ks[ks.len() - 1],
+                ks[ks.len() / 2],
+                g.features.len()
+            );
+            if !g.skipped.is_empty() {
+                let first = &g.skipped[0];
+                println!(
+                    "{} values got no model (listed in group.json), e.g. `{}`: {}",
+                    g.skipped.len(),
+                    first.key,
+                    first.reason
+                );
+            }
+            println!("wrote {} ({})", report.path, g.fingerprint);
+        }
     }
     Ok(())
 }

@@ -23,27 +23,13 @@ use parquet::schema::types::ColumnPath;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tads_store::Location;
+use tads_store::{Location, Output};
 
 use crate::config::GenConfig;
 use crate::plan::{FileTask, Plan, TARGET_ROWS_PER_FILE};
 use crate::{Error, Result};
 
-pub use tads_store::{IN_PROGRESS, MANIFEST};
-
-/// Hears how far a write has come. Called from many threads.
-pub trait Progress: Send + Sync {
-    /// `rows` more rows have been generated.
-    fn rows(&self, rows: u64);
-    /// One more file has been stored.
-    fn file_done(&self) {}
-}
-
-/// A [`Progress`] that ignores everything.
-pub struct NoProgress;
-impl Progress for NoProgress {
-    fn rows(&self, _rows: u64) {}
-}
+pub use tads_store::{IN_PROGRESS, MANIFEST, NoProgress, Progress};
 
 /// How to write.
 #[derive(Debug, Clone, Default)]
@@ -195,49 +181,6 @@ impl WriteSummary {
     }
 }
 
-#[derive(Serialize)]
-struct Marker<'a> {
-    writer: &'a str,
-    dataset_id: &'a str,
-    started_at: DateTime<Utc>,
-    note: &'a str,
-}
-
-/// Makes sure the target is empty, or (with `overwrite`) a TADS dataset that may be replaced.
-/// Returns the objects to remove once the in-progress marker is in place.
-async fn check_target(
-    location: &Location,
-    overwrite: bool,
-) -> Result<Vec<object_store::ObjectMeta>> {
-    let existing = location.list_all().await?;
-    if existing.is_empty() {
-        return Ok(existing);
-    }
-    let ours = existing.iter().any(|o| {
-        matches!(
-            location.relative(&o.location).as_deref(),
-            Some(MANIFEST | IN_PROGRESS)
-        )
-    });
-    if !overwrite {
-        return Err(Error::Target {
-            location: location.to_string(),
-            message: format!(
-                "is not empty ({} objects); pass --overwrite to replace {}",
-                existing.len(),
-                if ours { "the dataset there" } else { "it" }
-            ),
-        });
-    }
-    if !ours {
-        return Err(Error::Target {
-            location: location.to_string(),
-            message: "holds files that are not a TADS dataset (no _manifest.json); refusing to overwrite them".into(),
-        });
-    }
-    Ok(existing)
-}
-
 /// Writes the dataset `plan` describes into `location` and returns its manifest.
 pub async fn write_dataset(
     plan: Arc<Plan>,
@@ -247,37 +190,17 @@ pub async fn write_dataset(
 ) -> Result<WriteSummary> {
     let started = Instant::now();
     let id = dataset_id(&plan.config);
-    let old = check_target(location, options.overwrite).await?;
-    let marker = Marker {
-        writer: "tads generate",
-        dataset_id: &id,
-        started_at: Utc::now(),
-        note: "a run is writing here, or one was killed: this is not a finished dataset",
-    };
-    let marker = serde_json::to_vec_pretty(&marker).unwrap_or_default();
-    location.put(IN_PROGRESS, marker).await?;
-    // The old manifest goes first, so that from here on nothing claims the folder is complete.
-    let manifest_path = location.child(MANIFEST);
-    let marker_path = location.child(IN_PROGRESS);
-    if old.iter().any(|o| o.location == manifest_path) {
-        location.delete(&manifest_path).await?;
-    }
-    for o in old
-        .iter()
-        .filter(|o| o.location != manifest_path && o.location != marker_path)
-    {
-        location.delete(&o.location).await?;
-    }
-
-    let written = write_files(Arc::clone(&plan), location, options.threads, progress).await;
-    let files = match written {
+    let output = Arc::new(Output::begin(location, options.overwrite, "tads generate", &id).await?);
+    let written = write_files(
+        Arc::clone(&plan),
+        Arc::clone(&output),
+        options.threads,
+        progress,
+    );
+    let files = match written.await {
         Ok(files) => files,
         Err(e) => {
-            // Best effort: take back what this run stored, the marker last.
-            for f in &plan.files {
-                let _ = location.delete(&location.child(&f.path)).await;
-            }
-            let _ = location.delete(&marker_path).await;
+            output.abort().await;
             return Err(e);
         }
     };
@@ -307,8 +230,7 @@ pub async fn write_dataset(
         files,
     };
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
-    location.put(MANIFEST, json).await?;
-    location.delete(&marker_path).await?;
+    output.finish(json).await?;
     Ok(WriteSummary {
         manifest,
         elapsed: started.elapsed(),
@@ -319,12 +241,11 @@ pub async fn write_dataset(
 /// file per worker is held in memory at a time.
 async fn write_files(
     plan: Arc<Plan>,
-    location: &Location,
+    output: Arc<Output>,
     threads: usize,
     progress: Arc<dyn Progress>,
 ) -> Result<Vec<FileEntry>> {
     let handle = tokio::runtime::Handle::current();
-    let location = location.clone();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("tads-gen-{i}"))
@@ -342,7 +263,7 @@ async fn write_files(
                     let result = (|| {
                         let bytes = encode_file(&plan, task, progress.as_ref())?;
                         let len = bytes.len() as u64;
-                        handle.block_on(location.put(&task.path, bytes))?;
+                        handle.block_on(output.put(&task.path, bytes))?;
                         progress.file_done();
                         Ok(FileEntry {
                             path: task.path.clone(),

@@ -6,9 +6,21 @@
 //!
 //! * [`train`]: robust PCA training in three SQL passes (robust statistics, co-moments inside
 //!   the robust cut, SPE quantiles), with an optional trimmed refit.
+//!   With `group_by`, one model per value of a column (`group.json`).
+//! * [`score`]: every row with its scores, one streamed plan per input file.
 #![deny(missing_docs)]
 
+pub mod parquet_out;
+pub mod score;
 pub mod train;
+mod train_groups;
+
+pub use train_groups::min_rows;
+
+/// `"name"`, quoted for SQL.
+pub(crate) fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
 
 /// Errors of the jobs. Messages are one line and name the input at fault.
 #[derive(Debug, thiserror::Error)]

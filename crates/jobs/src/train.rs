@@ -16,11 +16,11 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, Schema, UInt64Type};
 use datafusion::prelude::SessionContext;
 use tads_model::train::{Fitted, Standardizer, TrainOptions, artifact};
-use tads_model::{CoMoments, ModelArtifact, RobustStats, pca};
+use tads_model::{CoMoments, ModelArtifact, ModelGroup, RobustStats, pca};
 use tads_sql::ModelRegistry;
 use tads_store::Location;
 
-use crate::{Error, Result};
+use crate::{Error, Result, ident};
 
 /// Columns that are labels or keys, never features.
 pub const NOT_FEATURES: [&str; 4] = ["is_anomaly", "anomaly_type", "anomaly_id", "ts"];
@@ -42,13 +42,26 @@ pub struct TrainJob {
     pub options: TrainOptions,
     /// Replace an existing model of that name.
     pub overwrite: bool,
+    /// Train one model per value of this column (a group, `group.json`) instead of one model.
+    pub group_by: Option<String>,
+}
+
+/// What was trained.
+#[derive(Debug)]
+pub enum Trained {
+    /// One model, written as `model.json`.
+    Model(Box<ModelArtifact>),
+    /// A group of models, written as `group.json`.
+    Group(Box<ModelGroup>),
 }
 
 /// What a finished training reports.
 #[derive(Debug)]
 pub struct TrainReport {
-    /// The model as written.
-    pub model: ModelArtifact,
+    /// The model or group as written.
+    pub trained: Trained,
+    /// Rows read (after the filter).
+    pub rows_seen: u64,
     /// Where it was written.
     pub path: String,
     /// Wall time.
@@ -58,17 +71,22 @@ pub struct TrainReport {
 impl TrainReport {
     /// Rows read per second, over all passes.
     pub fn rows_per_second(&self) -> f64 {
-        self.model.training.rows_seen as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        self.rows_seen as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 }
 
-/// `"name"`, quoted for SQL.
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+/// What every training needs once the job is checked: the session with the data as
+/// `telemetry`, the registry of its functions, the features, their quoted names and the filter.
+pub(crate) struct Prepared {
+    pub(crate) ctx: SessionContext,
+    pub(crate) registry: ModelRegistry,
+    pub(crate) features: Vec<String>,
+    pub(crate) filter: String,
+    pub(crate) cols: Vec<String>,
 }
 
 /// An f64 as a SQL literal that parses back to the same value.
-fn literal(v: f64) -> String {
+pub(crate) fn literal(v: f64) -> String {
     format!("({v:?})")
 }
 
@@ -83,7 +101,7 @@ pub fn default_features(schema: &Schema, partition_columns: &[String]) -> Vec<St
         .collect()
 }
 
-async fn collect(ctx: &SessionContext, sql: &str) -> Result<RecordBatch> {
+pub(crate) async fn collect(ctx: &SessionContext, sql: &str) -> Result<RecordBatch> {
     let batches = ctx.sql(sql).await?.collect().await?;
     let schema = batches
         .first()
@@ -101,17 +119,48 @@ fn f64_field(batch: &RecordBatch, column: usize, field: &str) -> Option<f64> {
     c.is_valid(0).then(|| c.value(0))
 }
 
-/// Trains the model and writes it.
+/// Trains the model (or group) and writes it.
 pub async fn train(job: &TrainJob) -> Result<TrainReport> {
     let started = Instant::now();
     tads_model::ModelArtifact::check_name(&job.name)?;
-    let model_path = format!("{}/model.json", job.name);
-    if !job.overwrite && job.models.get_opt(&model_path).await?.is_some() {
-        return Err(Error::Input(format!(
-            "{}{model_path} exists; pass --overwrite to replace it",
-            job.models
-        )));
+    let files = ["model.json", "group.json"].map(|f| format!("{}/{f}", job.name));
+    for path in &files {
+        if !job.overwrite && job.models.get_opt(path).await?.is_some() {
+            return Err(Error::Input(format!(
+                "{}{path} exists; pass --overwrite to replace it",
+                job.models
+            )));
+        }
     }
+    let prepared = prepare(job).await?;
+    let (trained, rows_seen, written) = match &job.group_by {
+        None => {
+            let model = train_one(job, prepared).await?;
+            let rows = model.training.rows_seen;
+            let json = model.to_json();
+            (Trained::Model(Box::new(model)), rows, (&files[0], json))
+        }
+        Some(g) => {
+            let (group, rows) = crate::train_groups::train_groups(job, g, prepared).await?;
+            let json = group.to_json();
+            (Trained::Group(Box::new(group)), rows, (&files[1], json))
+        }
+    };
+    job.models.put(written.0, written.1).await?;
+    // One name, one kind: a group replaces a model of the same name, and the other way round.
+    for other in files.iter().filter(|f| *f != written.0) {
+        job.models.delete(&job.models.child(other)).await?;
+    }
+    Ok(TrainReport {
+        path: format!("{}{}", job.models, written.0),
+        trained,
+        rows_seen,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Opens the data and checks the features, the filter and the group column.
+async fn prepare(job: &TrainJob) -> Result<Prepared> {
     let ctx = tads_sql::session();
     let registry = ModelRegistry::new();
     tads_sql::register_all(&ctx, &registry)?;
@@ -132,7 +181,10 @@ pub async fn train(job: &TrainJob) -> Result<TrainReport> {
             }
             f.clone()
         }
-        None => default_features(&schema, &partitions),
+        None => default_features(&schema, &partitions)
+            .into_iter()
+            .filter(|f| Some(f) != job.group_by.as_ref())
+            .collect(),
     };
     if features.is_empty() {
         return Err(Error::Input(format!(
@@ -154,7 +206,38 @@ pub async fn train(job: &TrainJob) -> Result<TrainReport> {
             )));
         }
     }
+    if let Some(g) = &job.group_by {
+        if schema.field_with_name(g).is_err() {
+            return Err(Error::Input(format!(
+                "--group-by: no column `{g}` in {}",
+                job.data
+            )));
+        }
+        if features.contains(g) {
+            return Err(Error::Input(format!(
+                "--group-by: `{g}` is also a feature; leave it out of --features"
+            )));
+        }
+    }
     let cols: Vec<String> = features.iter().map(|f| ident(f)).collect();
+    Ok(Prepared {
+        ctx,
+        registry,
+        features,
+        filter,
+        cols,
+    })
+}
+
+/// Fits one model over every row.
+async fn train_one(job: &TrainJob, prepared: Prepared) -> Result<ModelArtifact> {
+    let Prepared {
+        ctx,
+        registry,
+        features,
+        filter,
+        cols,
+    } = prepared;
 
     // Pass 1: medians and MADs.
     let stats_sql = format!(
@@ -318,10 +401,5 @@ pub async fn train(job: &TrainJob) -> Result<TrainReport> {
         job.data.data_url().as_str(),
         job.filter.clone(),
     )?;
-    job.models.put(&model_path, model.to_json()).await?;
-    Ok(TrainReport {
-        path: format!("{}{model_path}", job.models),
-        model,
-        elapsed: started.elapsed(),
-    })
+    Ok(model)
 }

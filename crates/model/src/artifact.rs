@@ -99,6 +99,22 @@ pub struct ModelArtifact {
     pub fingerprint: String,
 }
 
+/// `sha256:` and the hex SHA-256 of `bytes`.
+pub(crate) fn sha256_tag(bytes: &[u8]) -> String {
+    let hex: String = Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+/// Pretty JSON with a final newline, as TADS writes its documents.
+pub(crate) fn pretty_json<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut v = serde_json::to_vec_pretty(value).unwrap_or_default();
+    v.push(b'\n');
+    v
+}
+
 #[derive(Serialize)]
 struct Parameters<'a> {
     schema_version: u32,
@@ -131,12 +147,7 @@ impl ModelArtifact {
             pca: &self.pca,
             thresholds: &self.thresholds,
         };
-        let json = serde_json::to_vec(&p).unwrap_or_default();
-        let hex: String = Sha256::digest(&json)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        format!("sha256:{hex}")
+        sha256_tag(&serde_json::to_vec(&p).unwrap_or_default())
     }
 
     /// Sets the fingerprint from the parameters (call after the last change).
@@ -147,9 +158,7 @@ impl ModelArtifact {
 
     /// The pretty JSON document.
     pub fn to_json(&self) -> Vec<u8> {
-        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
-        v.push(b'\n');
-        v
+        pretty_json(self)
     }
 
     /// Parses and checks a `model.json`. Errors name the bad field.
@@ -198,7 +207,19 @@ impl ModelArtifact {
                 ),
             );
         }
-        Self::check_name(&self.name)?;
+        match self.name.split_once('/') {
+            // A member of a group: `<group>/<value>`.
+            Some((group, key)) => {
+                Self::check_name(group)?;
+                if key.is_empty() || key.chars().any(char::is_control) {
+                    return bad(
+                        "name",
+                        format!("`{}` has an empty or unprintable group value", self.name),
+                    );
+                }
+            }
+            None => Self::check_name(&self.name)?,
+        }
         let d = self.features.len();
         if d == 0 {
             return bad("features", "is empty".into());

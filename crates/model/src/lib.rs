@@ -15,6 +15,7 @@
 
 pub mod artifact;
 pub mod dist;
+pub mod group;
 pub mod linalg;
 pub mod moments;
 pub mod pca;
@@ -26,6 +27,7 @@ pub mod train;
 mod reference_tests;
 
 pub use artifact::{ModelArtifact, PcaParams, SCHEMA_VERSION, Thresholds, Training};
+pub use group::{ModelGroup, SkippedMember};
 pub use moments::CoMoments;
 pub use pca::{KRule, Pca};
 pub use robust::{MAD_SCALE, RobustStats};

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::MemTable;
-use tads_model::{ModelArtifact, Scorer};
+use tads_model::{ModelArtifact, ModelGroup, Scorer};
 use tads_store::Location;
 
 use crate::{Error, Result};
@@ -20,10 +20,38 @@ pub struct LoadedModel {
     pub scorer: Scorer,
 }
 
+/// A group of models (see [`tads_model::group`]) as the registry knows it; its members are
+/// ordinary models named `<name>/<value>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupInfo {
+    /// The group's name.
+    pub name: String,
+    /// The column whose values select a member.
+    pub group_by: String,
+    /// The members' features.
+    pub features: Vec<String>,
+    /// The group's fingerprint.
+    pub fingerprint: String,
+    /// Number of members.
+    pub members: usize,
+    /// Group values that got no model.
+    pub skipped: usize,
+}
+
+/// What [`ModelRegistry::load_model`] found under a name.
+#[derive(Debug, Clone)]
+pub enum Loaded {
+    /// A single model (`model.json`).
+    Single(Arc<LoadedModel>),
+    /// A group of models (`group.json`).
+    Group(Arc<GroupInfo>),
+}
+
 /// Models by name. Shared by every TADS function of a session; cheap to clone.
 #[derive(Debug, Default, Clone)]
 pub struct ModelRegistry {
     models: Arc<RwLock<BTreeMap<String, Arc<LoadedModel>>>>,
+    groups: Arc<RwLock<BTreeMap<String, Arc<GroupInfo>>>>,
 }
 
 impl ModelRegistry {
@@ -48,6 +76,38 @@ impl ModelRegistry {
         Ok(loaded)
     }
 
+    /// Adds (or replaces) a checked group and its members.
+    pub fn insert_group(&self, group: ModelGroup) -> Result<Arc<GroupInfo>> {
+        group.validate().map_err(|e| Error::Model(e.to_string()))?;
+        let info = Arc::new(GroupInfo {
+            name: group.name.clone(),
+            group_by: group.group_by.clone(),
+            features: group.features.clone(),
+            fingerprint: group.fingerprint.clone(),
+            members: group.members.len(),
+            skipped: group.skipped.len(),
+        });
+        for m in group.members {
+            self.insert(m)?;
+        }
+        self.groups
+            .write()
+            .map_err(|_| Error::Model("model registry lock poisoned".into()))?
+            .insert(info.name.clone(), Arc::clone(&info));
+        Ok(info)
+    }
+
+    /// The group called `name`.
+    pub fn group(&self, name: &str) -> Option<Arc<GroupInfo>> {
+        self.groups.read().ok()?.get(name).cloned()
+    }
+
+    /// Whether `name` is `<group>/<value>` of a known group (a member, trained or not).
+    pub fn is_group_member_name(&self, name: &str) -> bool {
+        name.split_once('/')
+            .is_some_and(|(group, _)| self.group(group).is_some())
+    }
+
     /// Whether `other` is this same registry (not an equal copy).
     pub fn same(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.models, &other.models)
@@ -66,17 +126,74 @@ impl ModelRegistry {
             .unwrap_or_default()
     }
 
-    /// "unknown model `x` (known: a, b)" for error messages.
+    /// "unknown model `x` (known: a, b)" for error messages: single models and groups, not
+    /// every member of a group.
     pub fn unknown(&self, name: &str) -> String {
-        let names = self.names();
-        if names.is_empty() {
-            format!("unknown model `{name}` (no models are loaded)")
-        } else {
-            format!("unknown model `{name}` (known: {})", names.join(", "))
+        let mut names: Vec<String> = self
+            .names()
+            .into_iter()
+            .filter(|n| !self.is_group_member_name(n))
+            .collect();
+        if let Ok(groups) = self.groups.read() {
+            names.extend(
+                groups
+                    .keys()
+                    .map(|g| format!("{g}/<{}>", groups[g].group_by)),
+            );
         }
+        names.sort();
+        if names.is_empty() {
+            return format!("unknown model `{name}` (no models are loaded)");
+        }
+        let more = names.len().saturating_sub(10);
+        names.truncate(10);
+        let tail = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        format!("unknown model `{name}` (known: {}{tail})", names.join(", "))
     }
 
-    /// Loads every `<name>/model.json` below `location`; a bad file is an error naming it.
+    /// Loads `<location>/<name>/model.json`, or else `<location>/<name>/group.json`; a missing
+    /// or bad file is an error naming it.
+    pub async fn load_model(&self, location: &Location, name: &str) -> Result<Loaded> {
+        ModelArtifact::check_name(name).map_err(|e| Error::Model(e.to_string()))?;
+        if let Some(model) = self
+            .load_file::<ModelArtifact>(location, &format!("{name}/model.json"))
+            .await?
+        {
+            return Ok(Loaded::Single(model));
+        }
+        if let Some(group) = self
+            .load_file::<ModelGroup>(location, &format!("{name}/group.json"))
+            .await?
+        {
+            return Ok(Loaded::Group(group));
+        }
+        Err(Error::Model(format!(
+            "{location}{name}/: no such model (no model.json or group.json; train it with `tads train --model {name}`)"
+        )))
+    }
+
+    /// Loads one `model.json` or `group.json` at `rel`, checking its name against its
+    /// directory; `None` if there is no such file.
+    async fn load_file<T: FromArtifactFile>(
+        &self,
+        location: &Location,
+        rel: &str,
+    ) -> Result<Option<T::Out>> {
+        let Some(bytes) = location.get_opt(rel).await? else {
+            return Ok(None);
+        };
+        let dir = rel.split('/').next().unwrap_or_default();
+        T::load(self, &bytes, dir)
+            .map(Some)
+            .map_err(|e| Error::Model(format!("{location}{rel}: {e}")))
+    }
+
+    /// Loads every `<name>/model.json` and `<name>/group.json` below `location` and returns
+    /// how many it loaded; a bad file is an error naming it.
     pub async fn load_dir(&self, location: &Location) -> Result<usize> {
         let mut count = 0;
         for object in location.list_all().await? {
@@ -84,23 +201,18 @@ impl ModelRegistry {
                 continue;
             };
             let parts: Vec<&str> = rel.split('/').collect();
-            if parts.len() != 2 || parts[1] != "model.json" {
-                continue;
-            }
-            let bytes = location
-                .get_opt(&rel)
-                .await?
-                .ok_or_else(|| Error::Model(format!("{location}{rel}: vanished while loading")))?;
-            let artifact = ModelArtifact::from_json(&bytes)
-                .map_err(|e| Error::Model(format!("{location}{rel}: {e}")))?;
-            if artifact.name != parts[0] {
-                return Err(Error::Model(format!(
-                    "{location}{rel}: name is `{}` but the directory is `{}`",
-                    artifact.name, parts[0]
-                )));
-            }
-            self.insert(artifact)?;
-            count += 1;
+            let found = match parts.as_slice() {
+                [_, "model.json"] => self
+                    .load_file::<ModelArtifact>(location, &rel)
+                    .await?
+                    .is_some(),
+                [_, "group.json"] => self
+                    .load_file::<ModelGroup>(location, &rel)
+                    .await?
+                    .is_some(),
+                _ => false,
+            };
+            count += usize::from(found);
         }
         Ok(count)
     }
@@ -155,5 +267,39 @@ impl ModelRegistry {
         )
         .map_err(datafusion::error::DataFusionError::from)?;
         Ok(MemTable::try_new(schema, vec![vec![batch]])?)
+    }
+}
+
+/// A model file kind the registry can load.
+trait FromArtifactFile {
+    type Out;
+    fn load(registry: &ModelRegistry, bytes: &[u8], dir: &str) -> Result<Self::Out, String>;
+}
+
+impl FromArtifactFile for ModelArtifact {
+    type Out = Arc<LoadedModel>;
+    fn load(registry: &ModelRegistry, bytes: &[u8], dir: &str) -> Result<Self::Out, String> {
+        let artifact = ModelArtifact::from_json(bytes).map_err(|e| e.to_string())?;
+        if artifact.name != dir {
+            return Err(format!(
+                "name is `{}` but the directory is `{dir}`",
+                artifact.name
+            ));
+        }
+        registry.insert(artifact).map_err(|e| e.to_string())
+    }
+}
+
+impl FromArtifactFile for ModelGroup {
+    type Out = Arc<GroupInfo>;
+    fn load(registry: &ModelRegistry, bytes: &[u8], dir: &str) -> Result<Self::Out, String> {
+        let group = ModelGroup::from_json(bytes).map_err(|e| e.to_string())?;
+        if group.name != dir {
+            return Err(format!(
+                "name is `{}` but the directory is `{dir}`",
+                group.name
+            ));
+        }
+        registry.insert_group(group).map_err(|e| e.to_string())
     }
 }

@@ -12,6 +12,8 @@
 //! instance-metadata endpoint, which on a laptop only hangs.
 #![deny(missing_docs)]
 
+pub mod output;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,11 +27,29 @@ use object_store::{
 };
 use url::Url;
 
+pub use output::Output;
+
 /// Name of the manifest every TADS writer puts last: its presence means the output is complete.
 pub const MANIFEST: &str = "_manifest.json";
 /// Name of the marker a TADS writer puts first and removes after the manifest: its presence means
 /// a writer is at work, or was killed, and the output is not to be read.
 pub const IN_PROGRESS: &str = "_tads_in_progress.json";
+
+/// Hears how far a job has come. Called from many threads.
+pub trait Progress: Send + Sync {
+    /// The job has `rows` rows in `files` files to do (called once, when known).
+    fn total(&self, _rows: u64, _files: u64) {}
+    /// `rows` more rows are done.
+    fn rows(&self, rows: u64);
+    /// One more file has been stored.
+    fn file_done(&self) {}
+}
+
+/// A [`Progress`] that ignores everything.
+pub struct NoProgress;
+impl Progress for NoProgress {
+    fn rows(&self, _rows: u64) {}
+}
 
 /// Errors of this crate. Each one names the location it is about.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +61,14 @@ pub enum Error {
         location: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// The target of a write cannot be written as asked (not empty, not a TADS output).
+    #[error("{location}: {message}")]
+    Target {
+        /// The target.
+        location: String,
+        /// What is wrong.
+        message: String,
     },
     /// The object store refused or failed an operation.
     #[error("{location}: {}", describe_store_error(.source))]

@@ -125,8 +125,9 @@ pub(crate) fn finite_rows(columns: &[Float64Array], n: usize) -> Vec<bool> {
 }
 
 /// Calls `f(model, rows)` for each run of consecutive rows that name the same model; rows whose
-/// model is NULL are skipped. Unknown models, and models whose width is not `width` (when
-/// given), are errors.
+/// model is NULL, or an untrained member of a known group (`group/value`), are skipped (their
+/// results stay NULL). Other unknown models, and models whose width is not `width` (when given),
+/// are errors.
 pub(crate) fn for_each_model_run(
     function: &str,
     registry: &ModelRegistry,
@@ -135,8 +136,11 @@ pub(crate) fn for_each_model_run(
     n: usize,
     mut f: impl FnMut(&LoadedModel, Range<usize>) -> Result<()>,
 ) -> Result<()> {
-    let lookup = |name: &str| -> Result<Arc<LoadedModel>> {
+    let lookup = |name: &str| -> Result<Option<Arc<LoadedModel>>> {
         let Some(m) = registry.get(name) else {
+            if registry.is_group_member_name(name) {
+                return Ok(None);
+            }
             return exec_err!("{function}: {}", registry.unknown(name));
         };
         if let Some(d) = width.filter(|d| *d != m.artifact.dims()) {
@@ -146,12 +150,16 @@ pub(crate) fn for_each_model_run(
                 m.artifact.features.join(", ")
             );
         }
-        Ok(m)
+        Ok(Some(m))
     };
     match model {
         ColumnarValue::Scalar(v) => {
-            if let Some(name) = scalar_text(v) {
-                f(lookup(&name)?.as_ref(), 0..n)?;
+            if let Some(m) = scalar_text(v)
+                .map(|name| lookup(&name))
+                .transpose()?
+                .flatten()
+            {
+                f(m.as_ref(), 0..n)?;
             }
         }
         ColumnarValue::Array(a) => {
@@ -166,8 +174,10 @@ pub(crate) fn for_each_model_run(
                 {
                     end += 1;
                 }
-                if names.is_valid(start) {
-                    f(lookup(names.value(start))?.as_ref(), start..end)?;
+                if names.is_valid(start)
+                    && let Some(m) = lookup(names.value(start))?
+                {
+                    f(m.as_ref(), start..end)?;
                 }
                 start = end;
             }

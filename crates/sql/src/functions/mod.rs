@@ -4,6 +4,7 @@ mod aggregates;
 mod common;
 mod mad_zscore;
 mod model_scalar;
+mod shard;
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use datafusion::prelude::SessionContext;
 pub use aggregates::{PcaFitUdaf, RobustStatsUdaf};
 pub use mad_zscore::MadZscore;
 pub use model_scalar::{ModelFunction, ModelScore};
+pub use shard::{ShardOf, fnv1a64, shard_of};
 
 use crate::registry::ModelRegistry;
 
@@ -29,6 +31,7 @@ pub fn scalar_udfs(registry: &ModelRegistry) -> Vec<ScalarUDF> {
     .map(|s| ScalarUDF::new_from_impl(ModelFunction::new(s, registry.clone())))
     .collect();
     udfs.push(ScalarUDF::new_from_impl(MadZscore::new(registry.clone())));
+    udfs.push(ScalarUDF::new_from_impl(ShardOf::default()));
     udfs
 }
 

@@ -1,0 +1,349 @@
+//! `tads score`: every row with the scores SQL gives, the input's partitioning, shards whose
+//! union is the whole run, any user's Parquet, bad input, and S3.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Float32Array, Float64Array, Int32Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use tads_jobs::score::ScoreManifest;
+use tads_store::Location;
+
+use crate::support::{
+    SMALL, assert_ok, assert_user_error, files_below, generate, generate_with_env, s3, scalar,
+    score_cmd, tads, tads_session, train_cmd,
+};
+
+/// A generated dataset with a trained model `m`, in a temporary directory.
+struct Scored {
+    tmp: tempfile::TempDir,
+    data: PathBuf,
+    models: PathBuf,
+}
+
+impl Scored {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let models = tmp.path().join("models");
+        assert_ok(&generate(data.to_str().unwrap(), SMALL));
+        assert_ok(&train_cmd("m", &data, &models, &[]));
+        Self { tmp, data, models }
+    }
+
+    fn out(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// `tads score --data <data> --models <models> --model m --out <out>` and `args`.
+    fn score(&self, out: &Path, args: &[&str]) -> std::process::Output {
+        score_cmd("m", &self.data, &self.models, out, args)
+    }
+}
+
+async fn manifest(out: &Path) -> ScoreManifest {
+    ScoreManifest::read(&Location::parse(out.to_str().unwrap()).unwrap())
+        .await
+        .unwrap()
+        .expect("a manifest")
+}
+
+/// A session with the models of `models` and the tables `raw` (input) and `scored`.
+async fn session(data: &Path, models: &Path, scored: &Path) -> datafusion::prelude::SessionContext {
+    let ctx = tads_session(models).await;
+    for (name, path) in [("raw", data), ("scored", scored)] {
+        let loc = Location::parse_data(path.to_str().unwrap()).unwrap();
+        tads_sql::register_dataset(&ctx, name, &loc).await.unwrap();
+    }
+    ctx
+}
+
+const METRICS: &str = "cpu_pct, mem_pct, disk_read_mbps, disk_write_mbps, net_rx_mbps, net_tx_mbps, latency_ms, error_rate";
+
+#[tokio::test]
+async fn every_row_gets_the_scores_sql_gives_in_the_input_partitioning() {
+    let f = Scored::new();
+    let out = f.out("scores");
+    let run = f.score(&out, &[]);
+    assert_ok(&run);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.contains("scored 25,920 rows with `m`") && stdout.contains("rows/s"),
+        "{stdout}"
+    );
+
+    // The output mirrors the input's files, under scored/, with the manifest and no marker.
+    let inputs: Vec<String> = files_below(&f.data)
+        .into_iter()
+        .filter(|p| p.ends_with(".parquet"))
+        .map(|p| format!("scored/{p}"))
+        .collect();
+    let mut expected = inputs.clone();
+    expected.push("_manifest.json".into());
+    expected.sort();
+    assert_eq!(files_below(&out), expected);
+
+    let m = manifest(&out).await;
+    assert_eq!((m.rows_in, m.rows, m.rows_unscored), (25_920, 25_920, 0));
+    assert_eq!(m.model.name, "m");
+    assert_eq!(m.files.len(), inputs.len());
+    assert!(m.run_id.starts_with("run-"));
+
+    // Each row's scores equal what the SQL functions give on the raw row, and nothing is lost.
+    let ctx = session(&f.data, &f.models, &out.join("scored")).await;
+    assert_eq!(scalar(&ctx, "SELECT count(*) FROM scored").await, "25920");
+    let r: Vec<String> = METRICS.split(", ").map(|m| format!("r.{m}")).collect();
+    let r = r.join(", ");
+    let mismatches = scalar(
+        &ctx,
+        &format!(
+            "SELECT count(*) FROM raw r JOIN scored s ON r.host_id = s.host_id AND r.ts = s.ts \
+             AND r.date = s.date \
+             WHERE (s.pca_spe IS DISTINCT FROM pca_score('m', {r})) \
+                OR (s.pca_t2 IS DISTINCT FROM pca_t2('m', {r})) \
+                OR (s.mad_zmax IS DISTINCT FROM mad_zmax('m', {r})) \
+                OR (s.top_metric IS DISTINCT FROM pca_top_metric('m', {r}))"
+        ),
+    )
+    .await;
+    assert_eq!(mismatches, "0");
+    let joined = scalar(
+        &ctx,
+        "SELECT count(*) FROM raw r JOIN scored s ON r.host_id = s.host_id AND r.ts = s.ts",
+    )
+    .await;
+    assert_eq!(joined, "25920");
+
+    // A second run refuses to overwrite without --overwrite, and replaces it with it.
+    let again = f.score(&out, &[]);
+    assert_user_error(&again, "--overwrite");
+    assert_ok(&f.score(&out, &["--overwrite", "--quiet"]));
+    assert_ne!(manifest(&out).await.run_id, m.run_id);
+}
+
+#[tokio::test]
+async fn shards_split_the_hosts_and_their_union_is_the_single_run() {
+    let f = Scored::new();
+    let whole = f.out("whole");
+    assert_ok(&f.score(&whole, &["--quiet"]));
+    let mut rows = 0;
+    let mut outs = vec![];
+    for i in 1..=3 {
+        let out = f.out(&format!("shard-{i}"));
+        assert_ok(&f.score(&out, &["--quiet", "--shard", &format!("{i}/3")]));
+        let m = manifest(&out).await;
+        assert_eq!(m.rows_in, 25_920);
+        assert_eq!(m.shard.unwrap().index, i);
+        rows += m.rows;
+        outs.push(out);
+    }
+    assert_eq!(rows, 25_920);
+    // No host is in two shards, and every shard row equals the single run's row.
+    let ctx = tads_sql::session();
+    tads_sql::register_all(&ctx, &tads_sql::ModelRegistry::new()).unwrap();
+    for (i, out) in outs.iter().enumerate() {
+        let loc = Location::parse(out.join("scored").to_str().unwrap()).unwrap();
+        tads_sql::register_dataset(&ctx, &format!("s{i}"), &loc)
+            .await
+            .unwrap();
+    }
+    let loc = Location::parse(whole.join("scored").to_str().unwrap()).unwrap();
+    tads_sql::register_dataset(&ctx, "whole", &loc)
+        .await
+        .unwrap();
+    let union = "(SELECT * FROM s0 UNION ALL SELECT * FROM s1 UNION ALL SELECT * FROM s2)";
+    assert_eq!(
+        scalar(
+            &ctx,
+            &format!(
+                "SELECT count(*) FROM (SELECT host_id FROM {union} GROUP BY host_id \
+                 HAVING count(DISTINCT shard_of(host_id, 3)) > 1)"
+            )
+        )
+        .await,
+        "0"
+    );
+    let differing = scalar(
+        &ctx,
+        &format!(
+            "SELECT count(*) FROM (SELECT host_id, ts, pca_spe, pca_t2, mad_zmax, top_metric FROM whole \
+             EXCEPT SELECT host_id, ts, pca_spe, pca_t2, mad_zmax, top_metric FROM {union})"
+        ),
+    )
+    .await;
+    assert_eq!(differing, "0");
+    // Every shard scores at least one host: 6 hosts over 3 shards.
+    for i in 0..3 {
+        let n: u64 = scalar(&ctx, &format!("SELECT count(DISTINCT host_id) FROM s{i}"))
+            .await
+            .parse()
+            .unwrap();
+        assert!(n >= 1, "shard {} is empty", i + 1);
+    }
+}
+
+/// A user's file: integer and float32 metrics, other column names, a NULL and a NaN.
+fn user_file(path: &Path) {
+    let n = 400;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("device", DataType::Utf8, false),
+        Field::new("a", DataType::Int32, true),
+        Field::new("b", DataType::Float32, true),
+        Field::new("c", DataType::Float64, true),
+    ]));
+    let a: Int32Array = (0..n).map(|i| Some(100 + (i * 7) % 13)).collect();
+    let b: Float32Array = (0..n)
+        .map(|i| match i {
+            5 => None,
+            _ => Some(((i as f32) * 0.37).sin() * 4.0 + 20.0),
+        })
+        .collect();
+    let c: Float64Array = (0..n)
+        .map(|i| match i {
+            9 => Some(f64::NAN),
+            _ => Some(f64::from((i * 7) % 13) * 2.0 + ((i as f64) * 0.11).cos()),
+        })
+        .collect();
+    let device: StringArray = (0..n).map(|i| Some(format!("dev-{}", i % 5))).collect();
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![Arc::new(device), Arc::new(a), Arc::new(b), Arc::new(c)],
+    )
+    .unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None)
+            .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+#[tokio::test]
+async fn any_users_parquet_file_scores_with_nulls_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("metrics.parquet");
+    user_file(&file);
+    let models = tmp.path().join("models");
+    assert_ok(&train_cmd("u", &file, &models, &[]));
+    let out = tmp.path().join("out");
+    let run = score_cmd(
+        "u",
+        &file,
+        &models,
+        &out,
+        &["--shard", "1/1", "--shard-by", "device"],
+    );
+    assert_ok(&run);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.contains("2 rows have a NULL or non-finite metric"),
+        "{stdout}"
+    );
+    assert_eq!(
+        files_below(&out),
+        ["_manifest.json", "scored/metrics.parquet"]
+    );
+    let m = manifest(&out).await;
+    assert_eq!((m.rows, m.rows_unscored), (400, 2));
+    let ctx = tads_sql::session();
+    let loc = Location::parse_data(out.join("scored/metrics.parquet").to_str().unwrap()).unwrap();
+    tads_sql::register_dataset(&ctx, "s", &loc).await.unwrap();
+    assert_eq!(
+        scalar(
+            &ctx,
+            "SELECT count(*) FROM s WHERE pca_spe IS NULL AND pca_t2 IS NULL AND mad_zmax IS NULL AND top_metric IS NULL"
+        )
+        .await,
+        "2"
+    );
+    // The user's columns come through unchanged.
+    assert_eq!(
+        scalar(&ctx, "SELECT count(DISTINCT device) FROM s").await,
+        "5"
+    );
+}
+
+#[test]
+fn bad_input_is_one_line_and_writes_nothing() {
+    let f = Scored::new();
+    let out = f.out("bad");
+    let out_str = out.to_str().unwrap();
+    let run = score_cmd("nope", &f.data, &f.models, &out, &[]);
+    assert_user_error(&run, "no such model");
+    assert!(!out.exists());
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--shard".into(), "0/3".into()], "--shard"),
+        (vec!["--shard-by".into(), "x".into()], "--shard"),
+        (
+            vec![
+                "--shard".into(),
+                "1/2".into(),
+                "--shard-by".into(),
+                "nope".into(),
+            ],
+            "no column `nope`",
+        ),
+    ];
+    for (args, needle) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_user_error(&f.score(&out, &args), needle);
+        assert!(!out.exists(), "{args:?} wrote {out_str}");
+    }
+    // The output may not overlap the input.
+    let inside = f.data.join("scores");
+    assert_user_error(&f.score(&inside, &[]), "overlaps the input");
+    assert!(!inside.exists());
+    // A model whose features the data lacks names the missing column.
+    let other = tempfile::tempdir().unwrap();
+    let file = other.path().join("u.parquet");
+    user_file(&file);
+    assert_ok(&train_cmd("u", &file, &f.models, &[]));
+    let run = score_cmd("u", &f.data, &f.models, &out, &[]);
+    assert_user_error(&run, "has no column `a`, which model `u` needs");
+    // Scoring a score output is refused before anything is written.
+    let scores = f.out("scores");
+    assert_ok(&f.score(&scores, &["--quiet"]));
+    let run = score_cmd("m", &scores.join("scored"), &f.models, &out, &[]);
+    assert_user_error(&run, "already has a column `pca_spe`");
+    assert!(!out.exists());
+}
+
+#[tokio::test]
+async fn scores_from_s3_to_s3() {
+    let server = s3();
+    let bucket = server.bucket("tads-score");
+    let env = server.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let data = format!("s3://{bucket}/telemetry");
+    let models = format!("s3://{bucket}/models");
+    let out = format!("s3://{bucket}/scores");
+    assert_ok(&generate_with_env(&data, SMALL, &env));
+    let run = |args: &[&str]| {
+        tads()
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    assert_ok(&run(&[
+        "train", "--quiet", "--model", "m", "--data", &data, "--models", &models,
+    ]));
+    assert_ok(&run(&[
+        "score", "--quiet", "--model", "m", "--data", &data, "--models", &models, "--out", &out,
+    ]));
+    let out = server.location(&out);
+    let m = ScoreManifest::read(&out).await.unwrap().expect("manifest");
+    assert_eq!(m.rows, 25_920);
+    let ctx = tads_sql::session();
+    let scored = server.location(&format!("s3://{bucket}/scores/scored"));
+    tads_sql::register_dataset(&ctx, "s", &scored)
+        .await
+        .unwrap();
+    assert_eq!(
+        scalar(&ctx, "SELECT count(*) FROM s WHERE pca_spe IS NOT NULL").await,
+        "25920"
+    );
+    assert_eq!(
+        scalar(&ctx, "SELECT count(DISTINCT date) FROM s").await,
+        "3"
+    );
+}
