@@ -1,6 +1,7 @@
 //! The TADS SQL functions, and [`register_all`].
 
 mod aggregates;
+mod alert_state;
 mod common;
 mod mad_zscore;
 mod model_scalar;
@@ -8,10 +9,11 @@ mod shard;
 
 use std::sync::Arc;
 
-use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF, WindowUDF};
 use datafusion::prelude::SessionContext;
 
 pub use aggregates::{PcaFitUdaf, RobustStatsUdaf};
+pub use alert_state::AlertState;
 pub use mad_zscore::MadZscore;
 pub use model_scalar::{ModelFunction, ModelScore};
 pub use shard::{ShardOf, fnv1a64, shard_of};
@@ -43,6 +45,11 @@ pub fn aggregate_udfs() -> Vec<AggregateUDF> {
     ]
 }
 
+/// Every TADS window function.
+pub fn window_udfs() -> Vec<WindowUDF> {
+    vec![WindowUDF::new_from_impl(AlertState::default())]
+}
+
 /// Registers every TADS function with `ctx`, and the registry as the table `models`.
 pub fn register_all(ctx: &SessionContext, registry: &ModelRegistry) -> crate::Result<()> {
     for udf in scalar_udfs(registry) {
@@ -50,6 +57,9 @@ pub fn register_all(ctx: &SessionContext, registry: &ModelRegistry) -> crate::Re
     }
     for udaf in aggregate_udfs() {
         ctx.register_udaf(udaf);
+    }
+    for udwf in window_udfs() {
+        ctx.register_udwf(udwf);
     }
     ctx.register_table("models", Arc::new(registry.table()?))?;
     Ok(())

@@ -1,0 +1,297 @@
+//! `alert_state(score, enter, exit [, min_points [, cooldown [, ts]]]) OVER (PARTITION BY host_id
+//! ORDER BY ts)`: scores become alerts that neither flap nor storm.
+//!
+//! Walking a partition's rows in order:
+//! * **Open.** A run of `min_points` rows (default 1) whose score is at or above `enter` opens
+//!   an alert; the alert starts at the run's first row, so every row of the run carries it.
+//! * **Stay open.** The alert stays open while the score is at or above `exit` (hysteresis:
+//!   `exit` below `enter` keeps a score hovering around `enter` from flapping). The first row
+//!   strictly below `exit` closes it and is not part of it. An alert still open at the end of the
+//!   partition covers its last row.
+//! * **Cooldown.** After an alert closes, no row counts toward a new one for `cooldown`: a number
+//!   of rows counted from the closing row (default 0), or an `INTERVAL` from the closing row's
+//!   time, which then needs the time column as the sixth argument `ts`.
+//! * **NULL or NaN scores** neither open, extend, break nor close anything: inside an open alert
+//!   the row carries the alert, elsewhere it is NULL.
+//!
+//! Ties: a score equal to `enter` counts as above it; a score equal to `exit` keeps the alert open.
+//! Each row returns the alert's number within its partition (1, 2, …), or NULL outside alerts;
+//! with the partition key (the host) it identifies the alert. Thresholds may be columns: each row
+//! is compared with its own `enter` and `exit`.
+
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, Field, FieldRef, Float64Type, Int64Type, IntervalUnit, TimeUnit,
+};
+use datafusion::common::{Result, exec_err, plan_err};
+use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
+use datafusion::logical_expr::{
+    Documentation, PartitionEvaluator, Signature, Volatility, WindowUDFImpl,
+};
+
+use super::common::doc;
+
+/// The `alert_state` window function.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct AlertState {
+    signature: Signature,
+}
+
+impl Default for AlertState {
+    fn default() -> Self {
+        Self {
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }
+    }
+}
+
+static DOC: LazyLock<Documentation> = LazyLock::new(|| {
+    doc(
+        "Turns a score into alerts with hysteresis and cooldown, as a window function over each \
+         host's rows in time order. An alert opens when the score is at or above `enter` for \
+         `min_points` rows in a row (it starts at the first of them), stays open while the score \
+         is at or above `exit`, and closes at the first row below `exit`; after that, no alert \
+         opens for `cooldown` (rows, or an INTERVAL measured on `ts`). NULL and NaN scores \
+         neither open nor close an alert. Returns the alert's number within the partition \
+         (1, 2, …) for rows inside an alert, NULL elsewhere.",
+        "alert_state(score, enter, exit [, min_points [, cooldown [, ts]]]) OVER (PARTITION BY host_id ORDER BY ts)",
+        "SELECT host_id, ts, alert_state(score, 1.0, 0.8, 3, INTERVAL '30 minutes', ts) \
+         OVER (PARTITION BY host_id ORDER BY ts) AS alert FROM scored",
+    )
+    .with_argument("score", "The score; any numeric type.")
+    .with_argument("enter, exit", "Thresholds to open and to stay open (exit <= enter for hysteresis); literals or columns.")
+    .with_argument("min_points", "Rows in a row at or above enter before an alert opens (default 1).")
+    .with_argument("cooldown", "Rows (an integer), or a time span (an INTERVAL, which needs ts), during which no alert opens after one closes (default 0).")
+    .with_argument("ts", "The time column, needed for an INTERVAL cooldown.")
+    .build()
+});
+
+fn is_interval(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Interval(IntervalUnit::MonthDayNano | IntervalUnit::DayTime)
+            | DataType::Duration(_)
+    )
+}
+
+/// The arguments checked at plan time.
+fn check(types: &[DataType]) -> Result<()> {
+    let n = types.len();
+    if !(3..=6).contains(&n) {
+        return plan_err!(
+            "alert_state: expects (score, enter, exit [, min_points [, cooldown [, ts]]]), got {n} arguments"
+        );
+    }
+    let names = ["score", "enter", "exit", "min_points"];
+    for (i, t) in types.iter().take(4).enumerate() {
+        let ok = if i == 3 {
+            t.is_integer()
+        } else {
+            t.is_numeric()
+        } || t == &DataType::Null;
+        if !ok {
+            return plan_err!(
+                "alert_state: {} must be {}, got {t}",
+                names[i],
+                if i == 3 { "an integer" } else { "numeric" }
+            );
+        }
+    }
+    if let Some(c) = types.get(4) {
+        if is_interval(c) {
+            match types.get(5) {
+                Some(DataType::Timestamp(..)) => {}
+                Some(t) => return plan_err!("alert_state: ts must be a timestamp, got {t}"),
+                None => {
+                    return plan_err!(
+                        "alert_state: an INTERVAL cooldown needs the time column as the sixth argument (…, cooldown, ts)"
+                    );
+                }
+            }
+        } else if !c.is_integer() {
+            return plan_err!(
+                "alert_state: cooldown must be a number of rows (an integer) or an INTERVAL, got {c}"
+            );
+        } else if types.len() == 6 {
+            return plan_err!("alert_state: ts is only used with an INTERVAL cooldown");
+        }
+    }
+    Ok(())
+}
+
+impl WindowUDFImpl for AlertState {
+    fn name(&self) -> &str {
+        "alert_state"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn partition_evaluator(
+        &self,
+        args: PartitionEvaluatorArgs,
+    ) -> Result<Box<dyn PartitionEvaluator>> {
+        let types: Vec<DataType> = args
+            .input_fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        check(&types)?;
+        Ok(Box::new(AlertEvaluator))
+    }
+
+    fn field(&self, field_args: WindowUDFFieldArgs) -> Result<FieldRef> {
+        let types: Vec<DataType> = field_args
+            .input_fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        check(&types)?;
+        Ok(Arc::new(Field::new(
+            field_args.name(),
+            DataType::Int64,
+            true,
+        )))
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        Some(&DOC)
+    }
+}
+
+#[derive(Debug)]
+struct AlertEvaluator;
+
+/// Cooldown per row: rows, or microseconds on the time column.
+enum Cooldown {
+    Rows(Int64Array),
+    Span { micros: Int64Array, ts: Int64Array },
+}
+
+fn f64s(a: &ArrayRef) -> Result<datafusion::arrow::array::Float64Array> {
+    Ok(cast(a, &DataType::Float64)?
+        .as_primitive::<Float64Type>()
+        .clone())
+}
+
+fn i64s(a: &ArrayRef) -> Result<Int64Array> {
+    Ok(cast(a, &DataType::Int64)?
+        .as_primitive::<Int64Type>()
+        .clone())
+}
+
+/// An interval or duration array as microseconds; months are refused (they have no fixed length).
+fn interval_micros(a: &ArrayRef) -> Result<Int64Array> {
+    use datafusion::arrow::datatypes::{IntervalDayTimeType, IntervalMonthDayNanoType};
+    match a.data_type() {
+        DataType::Interval(IntervalUnit::MonthDayNano) => a
+            .as_primitive::<IntervalMonthDayNanoType>()
+            .iter()
+            .map(|v| match v {
+                None => Ok(None),
+                Some(v) if v.months != 0 => {
+                    exec_err!("alert_state: a cooldown in months has no fixed length; use days")
+                }
+                Some(v) => Ok(Some(
+                    i64::from(v.days) * 86_400_000_000 + v.nanoseconds / 1000,
+                )),
+            })
+            .collect(),
+        DataType::Interval(IntervalUnit::DayTime) => Ok(a
+            .as_primitive::<IntervalDayTimeType>()
+            .iter()
+            .map(|v| {
+                v.map(|v| i64::from(v.days) * 86_400_000_000 + i64::from(v.milliseconds) * 1000)
+            })
+            .collect()),
+        DataType::Duration(_) => i64s(&cast(a, &DataType::Duration(TimeUnit::Microsecond))?),
+        t => exec_err!("alert_state: cooldown of type {t}"),
+    }
+}
+
+impl PartitionEvaluator for AlertEvaluator {
+    fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
+        let score = f64s(&values[0])?;
+        let enter = f64s(&values[1])?;
+        let exit = f64s(&values[2])?;
+        let min_points = values.get(3).map(i64s).transpose()?;
+        let cooldown = match values.get(4) {
+            None => None,
+            Some(c) if is_interval(c.data_type()) => Some(Cooldown::Span {
+                micros: interval_micros(c)?,
+                ts: i64s(&cast(
+                    &values[5],
+                    &DataType::Timestamp(TimeUnit::Microsecond, None),
+                )?)?,
+            }),
+            Some(c) => Some(Cooldown::Rows(i64s(c)?)),
+        };
+        let get = |a: &datafusion::arrow::array::Float64Array, i: usize| {
+            a.is_valid(i).then(|| a.value(i))
+        };
+        let mut out: Vec<Option<i64>> = vec![None; num_rows];
+        let mut seq = 0i64;
+        let mut open = false;
+        let mut pending: Option<(usize, i64)> = None; // (first row, rows at or above enter)
+        // Rows before this index, or times before this one, are in cooldown.
+        let mut cool_row = 0usize;
+        let mut cool_ts = i64::MIN;
+        for i in 0..num_rows {
+            let Some(s) = get(&score, i).filter(|s| !s.is_nan()) else {
+                if open {
+                    out[i] = Some(seq);
+                }
+                continue;
+            };
+            if open {
+                match get(&exit, i) {
+                    Some(x) if s < x => {
+                        open = false;
+                        match &cooldown {
+                            Some(Cooldown::Rows(r)) => {
+                                let r = if r.is_valid(i) { r.value(i).max(0) } else { 0 };
+                                cool_row = i + r as usize;
+                            }
+                            Some(Cooldown::Span { micros, ts })
+                                if micros.is_valid(i) && ts.is_valid(i) =>
+                            {
+                                cool_ts = ts.value(i).saturating_add(micros.value(i).max(0));
+                            }
+                            _ => {}
+                        }
+                    }
+                    _ => out[i] = Some(seq),
+                }
+                if open {
+                    continue;
+                }
+            }
+            let cooling = i < cool_row
+                || matches!(&cooldown, Some(Cooldown::Span { ts, .. }) if ts.is_valid(i) && ts.value(i) < cool_ts);
+            let above = !cooling && get(&enter, i).is_some_and(|e| s >= e);
+            if !above {
+                pending = None;
+                continue;
+            }
+            let (first, count) = pending.map_or((i, 1), |(f, c)| (f, c + 1));
+            let needed = min_points
+                .as_ref()
+                .and_then(|m| m.is_valid(i).then(|| m.value(i)))
+                .unwrap_or(1)
+                .max(1);
+            if count >= needed {
+                seq += 1;
+                open = true;
+                pending = None;
+                out[first..=i].fill(Some(seq));
+            } else {
+                pending = Some((first, count));
+            }
+        }
+        Ok(Arc::new(Int64Array::from(out)))
+    }
+}

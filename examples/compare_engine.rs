@@ -1,0 +1,75 @@
+//! The DataFusion side of `benches/compare/compare.py`: runs one query over a Parquet dataset in
+//! this process and prints `{"rows": N, "seconds": S}`.
+//!
+//! ```text
+//! compare_engine scan  <data>                    # SELECT * and consume every batch (the floor)
+//! compare_engine spe   <data> <models> <model>   # SELECT pca_score(…) and consume it
+//! compare_engine copy  <data> <out>              # COPY (SELECT *) TO <out> as Parquet
+//! ```
+//! Not part of TADS: a measuring tool, built with `cargo build --release --example compare_engine`.
+
+use std::time::Instant;
+
+use datafusion::arrow::array::Array;
+use futures::StreamExt;
+use tads_store::Location;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (mode, data) = match args.as_slice() {
+        [mode, data, ..] => (mode.as_str(), data.as_str()),
+        _ => {
+            return Err("usage: compare_engine <scan|spe|copy> <data> [models model | out]".into());
+        }
+    };
+    let ctx = tads_sql::session();
+    let registry = tads_sql::ModelRegistry::new();
+    let sql = match (mode, &args[2..]) {
+        ("scan", []) => "SELECT * FROM t".to_string(),
+        ("spe", [models, model]) => {
+            let loaded = registry
+                .load_model(&Location::parse(models)?, model)
+                .await?;
+            let tads_sql::registry::Loaded::Single(m) = loaded else {
+                return Err("a single model, please".into());
+            };
+            let cols: Vec<String> = m
+                .artifact
+                .features
+                .iter()
+                .map(|f| format!("\"{f}\""))
+                .collect();
+            format!(
+                "SELECT pca_score('{model}', {}) AS spe FROM t",
+                cols.join(", ")
+            )
+        }
+        ("copy", [out]) => format!("COPY (SELECT * FROM t) TO '{out}' STORED AS PARQUET"),
+        _ => return Err(format!("unknown mode or arguments: {args:?}").into()),
+    };
+    tads_sql::register_all(&ctx, &registry)?;
+    tads_sql::register_dataset(&ctx, "t", &Location::parse_data(data)?).await?;
+    let started = Instant::now();
+    let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
+    let mut rows = 0u64;
+    let mut valid = 0u64;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        match mode {
+            // COPY returns one row holding the count of rows written.
+            "copy" => {
+                rows += datafusion::arrow::util::display::array_value_to_string(batch.column(0), 0)?
+                    .parse::<u64>()?
+            }
+            "spe" => {
+                rows += batch.num_rows() as u64;
+                valid += (batch.num_rows() - batch.column(0).null_count()) as u64;
+            }
+            _ => rows += batch.num_rows() as u64,
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!("{{\"rows\": {rows}, \"scored\": {valid}, \"seconds\": {seconds}}}");
+    Ok(())
+}
