@@ -188,39 +188,51 @@ impl ScalarUDFImpl for ModelFunction {
                 }
                 Arc::new(Float64Array::new(out.into(), Some(NullBuffer::from(valid))))
             }
-            ModelScore::Contrib | ModelScore::TopMetric => {
-                // Per scorable row: each metric's share of the SPE, and the largest one's name
-                // (none where the SPE is 0).
-                let mut per_row: Vec<Option<(Vec<f64>, Option<String>)>> = vec![None; n];
+            ModelScore::TopMetric => {
+                // Columnar: the argmax of the squared residuals, no allocation per row.
+                let mut top: Vec<Option<u32>> = vec![None; n];
+                let mut runs: Vec<(std::ops::Range<usize>, Vec<String>)> = Vec::new();
+                for_each_model_run(self.name(), &self.registry, model, Some(d), n, |m, rows| {
+                    let slices: Vec<&[f64]> = values.iter().map(|v| &v[rows.clone()]).collect();
+                    m.scorer.top_feature(&slices, &mut top[rows.clone()]);
+                    runs.push((rows, m.artifact.features.clone()));
+                    Ok(())
+                })?;
+                let mut builder = StringBuilder::with_capacity(n, n * 8);
+                let mut next = 0;
+                for (rows, features) in runs {
+                    (next..rows.start).for_each(|_| builder.append_null());
+                    for i in rows.clone() {
+                        builder.append_option(
+                            top[i]
+                                .filter(|_| valid[i])
+                                .map(|j| features[j as usize].as_str()),
+                        );
+                    }
+                    next = rows.end;
+                }
+                (next..n).for_each(|_| builder.append_null());
+                Arc::new(builder.finish())
+            }
+            ModelScore::Contrib => {
+                // Per scorable row: each metric's share of the SPE.
+                let mut per_row: Vec<Option<Vec<f64>>> = vec![None; n];
                 for_each_model_run(self.name(), &self.registry, model, Some(d), n, |m, rows| {
                     for i in rows.filter(|i| valid[*i]) {
                         let row: Vec<f64> = values.iter().map(|v| v[i]).collect();
-                        let shares = m.scorer.contributions(&row);
-                        let top = (0..d)
-                            .filter(|j| shares[*j] > 0.0)
-                            .max_by(|a, b| shares[*a].total_cmp(&shares[*b]))
-                            .map(|j| m.artifact.features[j].clone());
-                        per_row[i] = Some((shares, top));
+                        per_row[i] = Some(m.scorer.contributions(&row));
                     }
                     Ok(())
                 })?;
-                if self.score == ModelScore::Contrib {
-                    let mut builder =
-                        ListBuilder::with_capacity(Float64Builder::with_capacity(n * d), n);
-                    for r in per_row {
-                        match r {
-                            Some((shares, _)) => builder.append_value(shares.into_iter().map(Some)),
-                            None => builder.append_null(),
-                        }
+                let mut builder =
+                    ListBuilder::with_capacity(Float64Builder::with_capacity(n * d), n);
+                for r in per_row {
+                    match r {
+                        Some(shares) => builder.append_value(shares.into_iter().map(Some)),
+                        None => builder.append_null(),
                     }
-                    Arc::new(builder.finish())
-                } else {
-                    let mut builder = StringBuilder::new();
-                    for r in per_row {
-                        builder.append_option(r.and_then(|(_, top)| top));
-                    }
-                    Arc::new(builder.finish())
                 }
+                Arc::new(builder.finish())
             }
         };
         Ok(ColumnarValue::Array(result))
