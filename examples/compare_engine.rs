@@ -5,6 +5,7 @@
 //! compare_engine scan  <data>                    # SELECT * and consume every batch (the floor)
 //! compare_engine spe   <data> <models> <model>   # SELECT pca_score(…) and consume it
 //! compare_engine copy  <data> <out>              # COPY (SELECT *) TO <out> as Parquet
+//! compare_engine fit   <data> <models> <model>   # SELECT pca_fit(…) of the model's features
 //! ```
 //! Not part of TADS: a measuring tool, built with `cargo build --release --example compare_engine`.
 
@@ -27,7 +28,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let registry = tads_sql::ModelRegistry::new();
     let sql = match (mode, &args[2..]) {
         ("scan", []) => "SELECT * FROM t".to_string(),
-        ("spe", [models, model]) => {
+        ("spe" | "fit", [models, model]) => {
             let loaded = registry
                 .load_model(&Location::parse(models)?, model)
                 .await?;
@@ -65,6 +66,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "spe" => {
                 rows += batch.num_rows() as u64;
                 valid += (batch.num_rows() - batch.column(0).null_count()) as u64;
+            }
+            // pca_fit returns one struct whose first field is the count of rows it saw.
+            "fit" => {
+                let s = datafusion::arrow::array::AsArray::as_struct(batch.column(0));
+                rows += datafusion::arrow::util::display::array_value_to_string(s.column(0), 0)?
+                    .parse::<u64>()?;
             }
             _ => rows += batch.num_rows() as u64,
         }

@@ -166,6 +166,9 @@ def main():
         r = tads.engine_run("spe", str(data), str(models), "bench")
         return r["rows"]
 
+    def df_fit():
+        return tads.engine_run("fit", str(data), str(models), "bench")["rows"]
+
     metrics_only = f"read_parquet('{glob}')"
 
     def duck_spe():
@@ -215,6 +218,10 @@ def main():
             ("Polars lazy expression", polars_spe),
             ("numpy", numpy_spe),
             ("scikit-learn transform+inverse", sklearn_spe),
+        ],
+        "co-moments for training (pca_fit over Parquet)": [
+            ("TADS pca_fit() in DataFusion", df_fit),
+            ("DataFusion plain scan of every column (floor)", df_scan),
         ],
     }
     # Check once that every engine computes the same SPE on a sample (and warms the caches).

@@ -31,7 +31,7 @@ pub use group::{ModelGroup, SkippedMember};
 pub use moments::CoMoments;
 pub use pca::{KRule, Pca};
 pub use robust::{MAD_SCALE, RobustStats};
-pub use score::Scorer;
+pub use score::{AllScores, Scorer};
 pub use train::{Standardizer, TrainOptions};
 
 /// Errors of this crate.

@@ -92,27 +92,17 @@ impl Scorer {
 
     /// Writes the SPE of each row of `columns` (d columns) into `out`.
     pub fn spe(&self, columns: &[&[f64]], out: &mut [f64]) {
-        let n = out.len();
-        let (y, t) = self.project(columns, n);
-        out.fill(0.0);
-        for yj in &y {
-            for (o, v) in out.iter_mut().zip(yj) {
-                *o += v * v;
-            }
-        }
-        for ti in &t {
-            for (o, v) in out.iter_mut().zip(ti) {
-                *o -= v * v;
-            }
-        }
-        // Rounding can leave a tiny negative where the row lies in the component space.
-        out.iter_mut().for_each(|o| *o = o.max(0.0));
+        let (y, t) = self.project(columns, out.len());
+        spe_of(&y, &t, out);
     }
 
     /// Writes Hotelling's T² of each row into `out`.
     pub fn t2(&self, columns: &[&[f64]], out: &mut [f64]) {
-        let n = out.len();
-        let (_, t) = self.project(columns, n);
+        let (_, t) = self.project(columns, out.len());
+        self.t2_of(&t, out);
+    }
+
+    fn t2_of(&self, t: &[Vec<f64>], out: &mut [f64]) {
         out.fill(0.0);
         for (ti, inv) in t.iter().zip(&self.inv_lambda) {
             for (o, v) in out.iter_mut().zip(ti) {
@@ -125,8 +115,12 @@ impl Scorer {
     /// `None` where the SPE is 0: the same answer as the largest of [`Scorer::contributions`],
     /// computed a column at a time with no allocation per row.
     pub fn top_feature(&self, columns: &[&[f64]], out: &mut [Option<u32>]) {
+        let (y, t) = self.project(columns, out.len());
+        self.top_of(&y, &t, out);
+    }
+
+    fn top_of(&self, y: &[Vec<f64>], t: &[Vec<f64>], out: &mut [Option<u32>]) {
         let n = out.len();
-        let (y, t) = self.project(columns, n);
         let mut best = vec![0.0f64; n];
         out.fill(None);
         let mut r = vec![0.0f64; n];
@@ -146,6 +140,17 @@ impl Scorer {
                 }
             }
         }
+    }
+
+    /// Every score of each row in one pass over the data (one standardization and projection):
+    /// the SPE, T², the largest robust |z| and the top feature, as [`Scorer::spe`],
+    /// [`Scorer::t2`], [`Scorer::zmax`] and [`Scorer::top_feature`] would write them.
+    pub fn all(&self, columns: &[&[f64]], out: AllScores<'_>) {
+        let (y, t) = self.project(columns, out.spe.len());
+        spe_of(&y, &t, out.spe);
+        self.t2_of(&t, out.t2);
+        self.zmax(columns, out.zmax);
+        self.top_of(&y, &t, out.top);
     }
 
     /// Each feature's share of the SPE of one row (sums to 1; all 0 when the SPE is 0).
@@ -187,6 +192,35 @@ impl Scorer {
     }
 }
 
+/// Where [`Scorer::all`] writes, one slot per row each.
+pub struct AllScores<'a> {
+    /// The SPE.
+    pub spe: &'a mut [f64],
+    /// Hotelling's T².
+    pub t2: &'a mut [f64],
+    /// The largest robust |z|.
+    pub zmax: &'a mut [f64],
+    /// The feature with the largest share of the SPE.
+    pub top: &'a mut [Option<u32>],
+}
+
+/// SPE = ‖y‖² − ‖t‖², clamped at 0 (rounding can leave a tiny negative where the row lies in the
+/// component space).
+fn spe_of(y: &[Vec<f64>], t: &[Vec<f64>], out: &mut [f64]) {
+    out.fill(0.0);
+    for yj in y {
+        for (o, v) in out.iter_mut().zip(yj) {
+            *o += v * v;
+        }
+    }
+    for ti in t {
+        for (o, v) in out.iter_mut().zip(ti) {
+            *o -= v * v;
+        }
+    }
+    out.iter_mut().for_each(|o| *o = o.max(0.0));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +256,26 @@ mod tests {
                 .map(|j| j as u32);
             assert_eq!(top[i], expected, "row {i}: {shares:?}");
         }
+        // all() writes exactly what the single scores write.
+        let (mut spe, mut t2, mut zmax, mut top2) =
+            (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![None; n]);
+        scorer.all(
+            &refs,
+            AllScores {
+                spe: &mut spe,
+                t2: &mut t2,
+                zmax: &mut zmax,
+                top: &mut top2,
+            },
+        );
+        let mut one = vec![0.0; n];
+        scorer.spe(&refs, &mut one);
+        assert_eq!(spe, one);
+        scorer.t2(&refs, &mut one);
+        assert_eq!(t2, one);
+        scorer.zmax(&refs, &mut one);
+        assert_eq!(zmax, one);
+        assert_eq!(top2, top);
     }
     use crate::moments::CoMoments;
     use crate::pca::{KRule, fit};

@@ -15,7 +15,7 @@ use datafusion::prelude::SessionContext;
 pub use aggregates::{PcaFitUdaf, RobustStatsUdaf};
 pub use alert_state::AlertState;
 pub use mad_zscore::MadZscore;
-pub use model_scalar::{ModelFunction, ModelScore};
+pub use model_scalar::{ALL_FIELDS, ModelFunction, ModelScore};
 pub use shard::{ShardOf, fnv1a64, shard_of};
 
 use crate::registry::ModelRegistry;
@@ -28,6 +28,7 @@ pub fn scalar_udfs(registry: &ModelRegistry) -> Vec<ScalarUDF> {
         ModelScore::MadZmax,
         ModelScore::Contrib,
         ModelScore::TopMetric,
+        ModelScore::All,
     ]
     .into_iter()
     .map(|s| ScalarUDF::new_from_impl(ModelFunction::new(s, registry.clone())))
