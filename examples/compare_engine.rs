@@ -41,10 +41,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .iter()
                 .map(|f| format!("\"{f}\""))
                 .collect();
-            format!(
-                "SELECT pca_score('{model}', {}) AS spe FROM t",
-                cols.join(", ")
-            )
+            if mode == "fit" {
+                format!("SELECT pca_fit({}) FROM t", cols.join(", "))
+            } else {
+                format!(
+                    "SELECT pca_score('{model}', {}) AS spe FROM t",
+                    cols.join(", ")
+                )
+            }
         }
         ("copy", [out]) => format!("COPY (SELECT * FROM t) TO '{out}' STORED AS PARQUET"),
         _ => return Err(format!("unknown mode or arguments: {args:?}").into()),
@@ -68,8 +72,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 valid += (batch.num_rows() - batch.column(0).null_count()) as u64;
             }
             // pca_fit returns one struct whose first field is the count of rows it saw.
-            "fit" => {
-                let s = datafusion::arrow::array::AsArray::as_struct(batch.column(0));
+            "fit" if batch.num_rows() > 0 => {
+                let Some(s) = datafusion::arrow::array::AsArray::as_struct_opt(batch.column(0))
+                else {
+                    return Err(format!("pca_fit returned {}", batch.column(0).data_type()).into());
+                };
                 rows += datafusion::arrow::util::display::array_value_to_string(s.column(0), 0)?
                     .parse::<u64>()?;
             }

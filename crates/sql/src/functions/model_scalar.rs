@@ -112,7 +112,7 @@ impl ModelScore {
                 "SELECT pca_top_metric('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
             ),
             Self::All => (
-                "Every score of a row at once, from one standardization and projection: a struct                  {pca_spe, pca_t2, mad_zmax, top_metric} equal to pca_score, pca_t2, mad_zmax and                  pca_top_metric. Cheaper than the four calls; `tads score` uses it. Each field is                  NULL where that function would be.",
+                "Every score of a row at once, from one standardization and projection: a struct {pca_spe, pca_t2, mad_zmax, top_metric} equal to pca_score, pca_t2, mad_zmax and pca_top_metric. One projection instead of four. Each field is NULL where that function would be.",
                 "pca_scores(model, x1, ..., xd)",
                 "SELECT s['pca_spe'], s['top_metric'] FROM (SELECT pca_scores('m', cpu_pct, mem_pct, latency_ms) AS s FROM telemetry)",
             ),
