@@ -119,6 +119,48 @@ fn f64_field(batch: &RecordBatch, column: usize, field: &str) -> Option<f64> {
     c.is_valid(0).then(|| c.value(0))
 }
 
+/// Registers a fitted PCA as a temporary model `name` of the session, for `pca_score`.
+pub(crate) fn register_temporary(
+    registry: &ModelRegistry,
+    name: &str,
+    features: &[String],
+    standardizer: &Standardizer,
+    pca: &tads_model::Pca,
+    job: &TrainJob,
+) -> Result<()> {
+    let fitted = Fitted {
+        standardizer: standardizer.clone(),
+        pca: pca.clone(),
+        rows_used: 2,
+        spe_quantiles: (None, None),
+    };
+    registry.insert(artifact(
+        name,
+        features,
+        &fitted,
+        &job.options,
+        2,
+        "",
+        None,
+    )?)?;
+    Ok(())
+}
+
+/// `percentile_cont(q) WITHIN GROUP (ORDER BY score)` for each q, comma-separated.
+pub(crate) fn percentiles(score: &str, qs: &[f64]) -> String {
+    qs.iter()
+        .map(|q| format!("percentile_cont({q}) WITHIN GROUP (ORDER BY {score})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The value at `row` of `column` as an f64, if it is one and not NULL.
+pub(crate) fn f64_at(batch: &RecordBatch, column: usize, row: usize) -> Option<f64> {
+    let c = datafusion::arrow::compute::cast(batch.column(column), &DataType::Float64).ok()?;
+    let c = c.as_primitive::<Float64Type>();
+    c.is_valid(row).then(|| c.value(row))
+}
+
 /// Trains the model (or group) and writes it.
 pub async fn train(job: &TrainJob) -> Result<TrainReport> {
     let started = Instant::now();
@@ -328,32 +370,14 @@ async fn train_one(job: &TrainJob, prepared: Prepared) -> Result<ModelArtifact> 
     };
     // A fitted PCA as a temporary model of the session, scored by the returned expression.
     let register = |name: &str, pca: &tads_model::Pca| -> Result<String> {
-        let fitted = Fitted {
-            standardizer: standardizer.clone(),
-            pca: pca.clone(),
-            rows_used: 2,
-            spe_quantiles: (None, None),
-        };
-        registry.insert(artifact(
-            name,
-            &features,
-            &fitted,
-            &job.options,
-            2,
-            "",
-            None,
-        )?)?;
+        register_temporary(&registry, name, &features, &standardizer, pca, job)?;
         Ok(format!("pca_score('{name}', {})", cols.join(", ")))
     };
     let quantiles = |score: String, extra: String, qs: Vec<f64>| {
         let ctx = &ctx;
         let base = &base;
         async move {
-            let select = qs
-                .iter()
-                .map(|q| format!("percentile_cont({q}) WITHIN GROUP (ORDER BY {score})"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let select = percentiles(&score, &qs);
             let batch = collect(
                 ctx,
                 &format!("SELECT {select} FROM telemetry WHERE {base}{extra}"),
@@ -361,12 +385,7 @@ async fn train_one(job: &TrainJob, prepared: Prepared) -> Result<ModelArtifact> 
             .await?;
             Ok::<_, Error>(
                 (0..qs.len())
-                    .map(|i| {
-                        let c = batch.column(i);
-                        let c = datafusion::arrow::compute::cast(c, &DataType::Float64).ok()?;
-                        let c = c.as_primitive::<Float64Type>();
-                        c.is_valid(0).then(|| c.value(0))
-                    })
+                    .map(|i| f64_at(&batch, i, 0))
                     .collect::<Vec<_>>(),
             )
         }

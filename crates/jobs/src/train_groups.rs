@@ -20,7 +20,7 @@ use datafusion::prelude::SessionContext;
 use tads_model::train::{Fitted, Standardizer, artifact};
 use tads_model::{CoMoments, ModelGroup, RobustStats, SkippedMember, pca};
 
-use crate::train::{Prepared, TrainJob, collect, literal};
+use crate::train::{Prepared, TrainJob, collect, f64_at, literal, percentiles, register_temporary};
 use crate::{Error, Result, ident};
 
 /// The fewest rows a group needs for a model: ten per feature, and at least 50.
@@ -264,32 +264,15 @@ pub(crate) async fn train_groups(
     let register = |prefix: &str, members: &BTreeMap<String, Member>| -> Result<()> {
         for (k, m) in members {
             let Some(p) = &m.pca else { continue };
-            let fitted = Fitted {
-                standardizer: m.standardizer.clone(),
-                pca: p.clone(),
-                rows_used: 2,
-                spe_quantiles: (None, None),
-            };
-            registry.insert(artifact(
-                &ModelGroup::member_name(prefix, k),
-                &features,
-                &fitted,
-                &job.options,
-                2,
-                "",
-                None,
-            )?)?;
+            let name = ModelGroup::member_name(prefix, k);
+            register_temporary(&registry, &name, &features, &m.standardizer, p, job)?;
         }
         Ok(())
     };
     let quantiles = |score: String, extra: String, qs: Vec<f64>| {
         let (ctx, joined) = (&ctx, &joined);
         async move {
-            let select = qs
-                .iter()
-                .map(|q| format!("percentile_cont({q}) WITHIN GROUP (ORDER BY {score})"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let select = percentiles(&score, &qs);
             let batch = collect(
                 ctx,
                 &format!("SELECT t.__key, {select} FROM {joined}{extra} GROUP BY t.__key"),
@@ -298,13 +281,7 @@ pub(crate) async fn train_groups(
             let keys = keys_of(&batch)?;
             let mut out: BTreeMap<String, Vec<Option<f64>>> = BTreeMap::new();
             for (i, k) in keys.into_iter().enumerate() {
-                let values = (0..qs.len())
-                    .map(|c| {
-                        let col = cast(batch.column(c + 1), &DataType::Float64).ok()?;
-                        let col = col.as_primitive::<Float64Type>();
-                        col.is_valid(i).then(|| col.value(i))
-                    })
-                    .collect();
+                let values = (0..qs.len()).map(|c| f64_at(&batch, c + 1, i)).collect();
                 out.insert(k, values);
             }
             Ok::<_, Error>(out)
