@@ -116,9 +116,14 @@ pub(crate) fn metric_arrays(args: &[ColumnarValue], n: usize) -> Result<Vec<Floa
 pub(crate) fn finite_rows(columns: &[Float64Array], n: usize) -> Vec<bool> {
     let mut ok = vec![true; n];
     for c in columns {
-        let values = c.values();
-        for (i, flag) in ok.iter_mut().enumerate() {
-            *flag = *flag && c.is_valid(i) && values[i].is_finite();
+        // The common case, no NULLs, is a tight loop over the values alone.
+        for (flag, v) in ok.iter_mut().zip(c.values().iter()) {
+            *flag &= v.is_finite();
+        }
+        if let Some(nulls) = c.nulls().filter(|b| b.null_count() > 0) {
+            for (flag, valid) in ok.iter_mut().zip(nulls.iter()) {
+                *flag &= valid;
+            }
         }
     }
     ok
