@@ -35,8 +35,8 @@ use crate::{Error, Result, ident, parquet_out};
 /// Output files roll over after this many rows.
 pub const ROWS_PER_FILE: usize = 1 << 20;
 
-/// The columns `tads score` adds to every row, in order.
-pub const SCORE_COLUMNS: [&str; 4] = ["pca_spe", "pca_t2", "mad_zmax", "top_metric"];
+/// The columns `tads score` adds to every row, in order: the fields of `pca_scores`.
+pub const SCORE_COLUMNS: [&str; 4] = tads_sql::functions::ALL_FIELDS;
 
 /// `--shard i/n`: the rows whose key falls in shard `index` of `count` (1-based).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -108,6 +108,14 @@ pub(crate) fn sha256_tag(bytes: &[u8]) -> String {
     format!("sha256:{hex}")
 }
 
+/// Parses a TADS JSON document; a syntax or shape error is reported against `file`.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], file: &str) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Invalid {
+        field: file.into(),
+        message: e.to_string(),
+    })
+}
+
 /// Pretty JSON with a final newline, as TADS writes its documents.
 pub(crate) fn pretty_json<T: Serialize>(value: &T) -> Vec<u8> {
     let mut v = serde_json::to_vec_pretty(value).unwrap_or_default();
@@ -163,10 +171,7 @@ impl ModelArtifact {
 
     /// Parses and checks a `model.json`. Errors name the bad field.
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
-        let model: Self = serde_json::from_slice(bytes).map_err(|e| Error::Invalid {
-            field: "model.json".into(),
-            message: e.to_string(),
-        })?;
+        let model: Self = parse_json(bytes, "model.json")?;
         model.validate()?;
         Ok(model)
     }

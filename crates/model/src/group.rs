@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::artifact::{ModelArtifact, SCHEMA_VERSION, pretty_json, sha256_tag};
+use crate::artifact::{ModelArtifact, SCHEMA_VERSION, parse_json, pretty_json, sha256_tag};
 use crate::{Error, Result};
 
 /// A group value that got no model, and why.
@@ -91,10 +91,7 @@ impl ModelGroup {
 
     /// Parses and checks a `group.json`; errors name the bad field (and member).
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
-        let group: Self = serde_json::from_slice(bytes).map_err(|e| Error::Invalid {
-            field: "group.json".into(),
-            message: e.to_string(),
-        })?;
+        let group: Self = parse_json(bytes, "group.json")?;
         group.validate()?;
         Ok(group)
     }
