@@ -3,6 +3,7 @@
 //!
 //! One test binary with modules inside: linking many binaries is slow on two cores.
 
+mod alerts;
 mod generate;
 mod golden;
 mod s3;

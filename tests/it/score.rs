@@ -72,7 +72,8 @@ async fn every_row_gets_the_scores_sql_gives_in_the_input_partitioning() {
         "{stdout}"
     );
 
-    // The output mirrors the input's files, under scored/, with the manifest and no marker.
+    // The output mirrors the input's files, under scored/, with the alerts, the manifest and no
+    // marker.
     let inputs: Vec<String> = files_below(&f.data)
         .into_iter()
         .filter(|p| p.ends_with(".parquet"))
@@ -80,6 +81,7 @@ async fn every_row_gets_the_scores_sql_gives_in_the_input_partitioning() {
         .collect();
     let mut expected = inputs.clone();
     expected.push("_manifest.json".into());
+    expected.push("alerts/alerts.parquet".into());
     expected.sort();
     assert_eq!(files_below(&out), expected);
 
@@ -238,11 +240,17 @@ async fn any_users_parquet_file_scores_with_nulls_kept() {
         stdout.contains("2 rows have a NULL or non-finite metric"),
         "{stdout}"
     );
+    // No host_id or ts column: scored without alerts, and the run says why.
+    assert!(
+        stdout.contains("no alerts:") && stdout.contains("has no column `host_id` for alerts.key"),
+        "{stdout}"
+    );
     assert_eq!(
         files_below(&out),
         ["_manifest.json", "scored/metrics.parquet"]
     );
     let m = manifest(&out).await;
+    assert!(m.alerts.is_none() && m.alerts_skipped.is_some());
     assert_eq!((m.rows, m.rows_unscored), (400, 2));
     let ctx = tads_sql::session();
     let loc = Location::parse_data(out.join("scored/metrics.parquet").to_str().unwrap()).unwrap();

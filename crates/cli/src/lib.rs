@@ -8,6 +8,7 @@
 //! 1 anything else (a bug: please report it).
 #![deny(missing_docs)]
 
+mod eval;
 mod generate;
 mod progress;
 mod score;
@@ -32,8 +33,10 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Train a robust PCA model on a Parquet dataset and write models/<name>/model.json
     Train(train::TrainArgs),
-    /// Score every row of a Parquet dataset with a model; write <out>/scored/ and <out>/_manifest.json
+    /// Score every row of a Parquet dataset with a model and find its alerts; write <out>/scored/, <out>/alerts/, <out>/_manifest.json
     Score(score::ScoreArgs),
+    /// Measure the detection quality of a score run against the labels in its rows
+    Eval(eval::EvalArgs),
 }
 
 /// An error the user can fix (exit code 2), as opposed to a failure of TADS itself (exit 1).
@@ -79,6 +82,7 @@ pub fn main() -> ExitCode {
             Command::Generate(args) => generate::run(args).await,
             Command::Train(args) => train::run(args).await,
             Command::Score(args) => score::run(args).await,
+            Command::Eval(args) => eval::run(args).await,
         }
     });
     match result {

@@ -24,7 +24,7 @@ impl RowBar {
         };
         let bar = ProgressBar::with_draw_target(Some(total_rows), target);
         let style = ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} rows ({rate} rows/s, eta {eta}) {msg}",
+            "{spinner} {prefix} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} rows ({rate} rows/s, eta {eta}) {msg}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
@@ -53,6 +53,12 @@ impl tads_store::Progress for RowBar {
     fn total(&self, rows: u64, files: u64) {
         self.bar.set_length(rows);
         self.total_files.store(files, Ordering::Relaxed);
+    }
+
+    fn phase(&self, name: &str) {
+        self.bar.set_position(0);
+        self.bar.reset_eta();
+        self.bar.set_prefix(name.to_string());
     }
 
     fn file_done(&self) {

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use clap::Args;
-use tads_jobs::score::{SCORE_COLUMNS, ScoreJob, Shard, score};
+use tads_jobs::alerts::AlertSummary;
+use tads_jobs::config::ScoreConfig;
+use tads_jobs::score::{ALERTS_FILE, SCORE_COLUMNS, ScoreJob, Shard, score};
 use tads_store::Location;
 
 use crate::progress::RowBar;
@@ -12,18 +14,39 @@ use crate::{UserError, mib, si, thousands};
 /// Arguments of `tads score`.
 #[derive(Debug, Args)]
 #[command(
-    about = "Score every row of a Parquet dataset with a model; write <out>/scored/ and <out>/_manifest.json",
+    about = "Score every row of a Parquet dataset with a model and find its alerts; write <out>/scored/, <out>/alerts/ and <out>/_manifest.json",
     long_about = "Score every row of a Parquet dataset with a trained model.\n\n\
 Writes each input row with the columns pca_spe (squared prediction error in the model's standardized \
 space), pca_t2 (Hotelling's T² in the kept components), mad_zmax (largest robust |z| over the metrics) \
-and top_metric (the metric contributing most to the SPE) to <out>/scored/, in the input's partitioning \
-(date=…/part-….parquet), then <out>/_manifest.json. Rows with a NULL or non-finite metric keep NULL \
-scores. The job streams: one DataFusion plan per input file, files scored concurrently, so memory \
-does not grow with the dataset.\n\n\
+top_metric (the metric contributing most to the SPE), score (the fused score: the larger of the SPE \
+over the model's SPE limit and mad_zmax over its cut, 1.0 at threshold) and alert_id (the alert the \
+row belongs to, or NULL) to <out>/scored/, in the input's partitioning (date=…/part-….parquet); the \
+alerts to <out>/alerts/alerts.parquet; then <out>/_manifest.json. Rows with a NULL or non-finite \
+metric keep NULL scores. Scoring streams: one DataFusion plan per input file, files scored \
+concurrently; the alert pass sorts each host's scores by time and spills to disk beyond 1 GiB, so \
+memory does not grow with the dataset.\n\n\
+Alerts: per host (alerts.key) in time order (alerts.time), an alert opens when the score is at or \
+above alerts.enter for alerts.min_points rows, stays open while it is at or above alerts.exit, and \
+no new one opens for alerts.cooldown after it closes. Its severity is info, warning or critical by \
+the bands severity.warning and severity.critical on its peak score. Settings come from the built-in \
+defaults, then --config FILE (TOML; ${VAR:default} is replaced from the environment), then each \
+--set key=value; the effective values are written to the manifest.\n\n\
 --shard i/n scores only the rows whose shard_of(<shard-by>, n) is i (FNV-1a of the key's text): run \
 n jobs with their own --out on n machines; together they score every row exactly once.",
     after_help = "Examples:\n  tads score --data data/generated/telemetry --model fleet --out data/scores\n  \
-tads score --data s3://bucket/telemetry --models s3://bucket/models --model fleet --out s3://bucket/scores/shard-1 --shard 1/4"
+tads score --data s3://bucket/telemetry --models s3://bucket/models --model fleet --out s3://bucket/scores/shard-1 --shard 1/4\n  \
+tads score --data data/generated/telemetry --model fleet --out data/scores --config tads.toml --set alerts.enter=1.5 --set alerts.cooldown=1h\n\n\
+Settings (--set key=value) and their defaults:\n  \
+fusion.rule=max            max or weighted\n  \
+fusion.pca_weight=0.5      the PCA signal's weight under weighted\n  \
+fusion.spe_limit=jm_999     jm_99, jm_999, empirical_99 or empirical_999\n  \
+fusion.t2_limit=t2_999      t2_99, t2_999 or off (T² left out)\n  \
+fusion.mad_cut=<model's>   the |z| that counts as 1.0\n  \
+alerts.enabled=true        false: no alert pass, alert_id all NULL\n  \
+alerts.enter=0.8  alerts.exit=0.5  alerts.min_points=3  alerts.instant=2.0\n  \
+alerts.cooldown=30m (or a row count)\n  \
+alerts.key=host_id  alerts.time=ts\n  \
+severity.warning=2.0  severity.critical=4.0"
 )]
 pub(crate) struct ScoreArgs {
     /// The data to score: a directory (hive-partitioned or flat), a .parquet file or s3://bucket/prefix
@@ -50,6 +73,15 @@ pub(crate) struct ScoreArgs {
     /// Replace an earlier TADS output at --out
     #[arg(long)]
     overwrite: bool,
+    /// Fusion, alert and severity settings (TOML); see below
+    #[arg(long, value_name = "FILE", env = "TADS_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    /// Override one setting, e.g. alerts.enter=1.5 (repeatable; after --config)
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Score only: no alert pass (alert_id stays NULL, no alerts/ output)
+    #[arg(long)]
+    no_alerts: bool,
     /// Print nothing but errors
     #[arg(long, short)]
     quiet: bool,
@@ -60,6 +92,23 @@ pub(crate) async fn run(args: ScoreArgs) -> anyhow::Result<()> {
     let data = Location::parse_data(&args.data).map_err(|e| user(format!("--data {e}")))?;
     let models = Location::parse(&args.models).map_err(|e| user(format!("--models {e}")))?;
     let out = Location::parse(&args.out).map_err(|e| user(format!("--out {e}")))?;
+    let text = match &args.config {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| user(format!("--config {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    let origin = args
+        .config
+        .as_ref()
+        .map(|p| format!("--config {}", p.display()))
+        .unwrap_or_default();
+    let mut config = ScoreConfig::load(text.as_deref().map(|t| (origin.as_str(), t)), &args.set)
+        .map_err(|e| user(e.to_string()))?;
+    if args.no_alerts {
+        config.alerts.enabled = false;
+    }
     let job = ScoreJob {
         data,
         models,
@@ -69,6 +118,7 @@ pub(crate) async fn run(args: ScoreArgs) -> anyhow::Result<()> {
         shard_by: args.shard_by.clone(),
         overwrite: args.overwrite,
         concurrency: args.threads,
+        config,
     };
     let bar = Arc::new(RowBar::new(0, 0, args.quiet));
     let result = score(&job, bar.clone()).await;
@@ -102,6 +152,58 @@ pub(crate) async fn run(args: ScoreArgs) -> anyhow::Result<()> {
             job.out,
             m.run_id
         );
+        if let Some(why) = &m.alerts_skipped {
+            println!("{why}");
+        }
+        if let Some(a) = &m.alerts {
+            println!("{} alerts to {}{ALERTS_FILE}", thousands(a.count), job.out);
+            print!("{}", alert_table(a));
+        }
     }
     Ok(())
+}
+
+/// Alerts by first top metric and severity, as a text table.
+pub(crate) fn alert_table(a: &AlertSummary) -> String {
+    if a.count == 0 {
+        return String::new();
+    }
+    let severities = ["info", "warning", "critical"];
+    let width = a
+        .by_top_metric
+        .keys()
+        .map(|k| k.len())
+        .max()
+        .unwrap_or(0)
+        .max("top metric".len());
+    let mut out = format!("{:<width$}", "top metric");
+    for s in severities {
+        out.push_str(&format!(" {s:>8}"));
+    }
+    out.push_str(&format!(" {:>8}\n", "total"));
+    let mut rows: Vec<(&String, u64)> = a
+        .by_top_metric
+        .iter()
+        .map(|(k, v)| (k, v.values().sum()))
+        .collect();
+    rows.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(y.0)));
+    let count = |m: Option<&std::collections::BTreeMap<String, u64>>, s: &str| {
+        m.and_then(|m| m.get(s)).copied().unwrap_or(0)
+    };
+    for (metric, total) in rows {
+        out.push_str(&format!("{metric:<width$}"));
+        for s in severities {
+            out.push_str(&format!(" {:>8}", count(a.by_top_metric.get(metric), s)));
+        }
+        out.push_str(&format!(" {total:>8}\n"));
+    }
+    out.push_str(&format!("{:<width$}", "all"));
+    for s in severities {
+        out.push_str(&format!(
+            " {:>8}",
+            a.by_severity.get(s).copied().unwrap_or(0)
+        ));
+    }
+    out.push_str(&format!(" {:>8}\n", a.count));
+    out
 }

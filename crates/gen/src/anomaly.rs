@@ -149,12 +149,63 @@ fn mean_occupancy(a: &AnomalyConfig, interval_us: i64) -> f64 {
     each / a.types.len().max(1) as f64 + a.min_gap.micros() as f64 / interval_us as f64
 }
 
+/// How far, in standard deviations and on average over the event, a correlation break must move
+/// its metrics (the larger of the two when there are two) for the generator to place it. A
+/// break can move a metric by about 2.8 standard deviations at most (at the day's busiest and
+/// quietest hours, on weekdays).
+pub const MIN_BREAK_DEPARTURE: f64 = 2.0;
+
+/// Where a correlation break of `len` points on `metrics`, drawn to start at `start`, really
+/// starts: the first start, in steps of 15 minutes and at most a day later, at which its average
+/// departure (`departure` of a point index and a metric, sampled at 8 points) reaches
+/// [`MIN_BREAK_DEPARTURE`], so that the labelled rows show the break; failing that, the start
+/// within the day where it is largest.
+fn visible_start(
+    start: u64,
+    len: u64,
+    metrics: MetricSet,
+    interval_us: i64,
+    departure: &dyn Fn(u64, Metric) -> f64,
+) -> u64 {
+    let step = ((15 * 60 * 1_000_000) / interval_us).max(1) as u64;
+    let day = (MICROS_PER_DAY / interval_us).max(1) as u64;
+    let mean = |s: u64| {
+        let samples = 8u64;
+        metrics
+            .iter()
+            .map(|m| {
+                (0..samples)
+                    .map(|k| departure(s + k * len.saturating_sub(1) / (samples - 1), m))
+                    .sum::<f64>()
+                    / samples as f64
+            })
+            .fold(0.0, f64::max)
+    };
+    let mut best = (start, f64::NEG_INFINITY);
+    for s in (0..=day / step).map(|k| start + k * step) {
+        let d = mean(s);
+        if d >= MIN_BREAK_DEPARTURE {
+            return s;
+        }
+        if d > best.1 {
+            best = (s, d);
+        }
+    }
+    best.0
+}
+
 /// Schedules one host's events (ids left at 0; the caller numbers them dataset-wide).
+/// `departure` says how far a correlation break would move a metric at a point index; breaks
+/// are moved to where they show (see [`visible_start`]).
 ///
 /// Events arrive as a Poisson process whose waiting times are shortened by the average event
 /// length, so the realised rate matches `anomaly_rate` events per host-day as long as events
 /// fit; they never overlap, and consecutive events are at least `min_gap` apart.
-pub fn schedule(config: &GenConfig, rng: &mut Xoshiro256PlusPlus) -> Vec<Event> {
+pub fn schedule(
+    config: &GenConfig,
+    rng: &mut Xoshiro256PlusPlus,
+    departure: &dyn Fn(u64, Metric) -> f64,
+) -> Vec<Event> {
     let a = &config.anomalies;
     let n = config.points_per_host();
     if config.anomaly_rate <= 0.0 || a.types.is_empty() || n == 0 {
@@ -228,6 +279,14 @@ pub fn schedule(config: &GenConfig, rng: &mut Xoshiro256PlusPlus) -> Vec<Event> 
                 )
             }
         };
+        let start = if kind == AnomalyType::CorrelationBreak {
+            visible_start(start, len, metrics, interval, departure)
+        } else {
+            start
+        };
+        if start >= n {
+            break;
+        }
         let len = len.min(n - start);
         events.push(Event {
             id: 0,

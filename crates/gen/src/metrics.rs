@@ -256,6 +256,19 @@ impl HostProfile {
         self.wander * hashed_normal(mix(self.wander_key, knot as u64))
     }
 
+    /// How far a correlation break on metric `m` at `t` moves it from its normal value, in
+    /// units of the metric's normal standard deviation (the unit of every anomaly magnitude): a
+    /// decoupled metric follows the load's mirror image, which differs from the load by
+    /// `2·load − low − high` (the wander cancels out). Near the middle of the day's load range
+    /// (around 09:00 and 21:00 local) that is 0: a break there leaves no trace in the data.
+    pub fn break_departure(&self, t_us: i64, m: Metric) -> f64 {
+        let (load, low, high) = self.seasonal(t_us);
+        let r = &self.responses[m as usize];
+        let slope = if r.quadratic { low + high } else { 1.0 };
+        (r.gain * slope * (2.0 * load - low - high)).abs()
+            / self.sigma[m as usize].max(f64::MIN_POSITIVE)
+    }
+
     /// The seasonal part of the load at `t` (µs since the epoch) and the range it moves in on
     /// that day: `(load, low, high)`.
     fn seasonal(&self, t_us: i64) -> (f64, f64, f64) {

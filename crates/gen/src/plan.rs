@@ -137,7 +137,10 @@ impl Plan {
                 |p| (*p).to_string(),
             );
             let mut rng = stream(config.seed, tag::EVENTS, key, 0);
-            let mut events = anomaly::schedule(config, &mut rng);
+            let profile = HostProfile::new(config.seed, key, tz);
+            let (t0, step) = (config.start_micros(), config.interval.micros());
+            let departure = |i: u64, m| profile.break_departure(t0 + i as i64 * step, m);
+            let mut events = anomaly::schedule(config, &mut rng, &departure);
             for e in &mut events {
                 e.id = next_id;
                 next_id += 1;
@@ -146,7 +149,7 @@ impl Plan {
                 id: format!("host-{h:0width$}"),
                 region,
                 project,
-                profile: HostProfile::new(config.seed, key, tz),
+                profile,
                 events,
             });
         }

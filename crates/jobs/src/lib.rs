@@ -7,9 +7,13 @@
 //! * [`train`]: robust PCA training in three SQL passes (robust statistics, co-moments inside
 //!   the robust cut, SPE quantiles), with an optional trimmed refit.
 //!   With `group_by`, one model per value of a column (`group.json`).
-//! * [`score`]: every row with its scores, one streamed plan per input file.
+//! * [`score`]: every row with its scores, one streamed plan per input file, and its alerts
+//!   ([`alerts`], configured by [`config`]).
 #![deny(missing_docs)]
 
+pub mod alerts;
+pub mod config;
+pub mod eval;
 pub mod parquet_out;
 pub mod score;
 pub mod train;
@@ -49,6 +53,12 @@ impl From<datafusion::error::DataFusionError> for Error {
     fn from(e: datafusion::error::DataFusionError) -> Self {
         // DataFusion's messages carry a context prefix and sometimes several lines.
         Self::DataFusion(e.strip_backtrace().replace('\n', " "))
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for Error {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        Self::Data(e.to_string())
     }
 }
 

@@ -14,12 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::Array;
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::array::{Array, RecordBatch, new_null_array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStoreExt};
@@ -27,16 +28,33 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::ParquetMetaDataReader;
 use serde::{Deserialize, Serialize};
 use tads_sql::ModelRegistry;
+use tads_sql::functions::ModelFunction;
 use tads_sql::registry::Loaded;
 use tads_store::{IN_PROGRESS, Location, Output, Progress};
 
-use crate::{Error, Result, ident, parquet_out};
+use crate::alerts::{AlertQuery, AlertSummary, Alerts};
+use crate::config::ScoreConfig;
+use crate::{Error, Result, alerts, ident, parquet_out};
 
 /// Output files roll over after this many rows.
 pub const ROWS_PER_FILE: usize = 1 << 20;
 
-/// The columns `tads score` adds to every row, in order: the fields of `pca_scores`.
-pub const SCORE_COLUMNS: [&str; 4] = tads_sql::functions::ALL_FIELDS;
+/// The columns `tads score` adds to every row, in order: the fields of `pca_scores`, the fused
+/// score and the alert the row belongs to.
+pub const SCORE_COLUMNS: [&str; 6] = [
+    tads_sql::functions::ALL_FIELDS[0],
+    tads_sql::functions::ALL_FIELDS[1],
+    tads_sql::functions::ALL_FIELDS[2],
+    tads_sql::functions::ALL_FIELDS[3],
+    "score",
+    "alert_id",
+];
+
+/// Where the alerts go, below the output root.
+pub const ALERTS_FILE: &str = "alerts/alerts.parquet";
+
+/// The memory DataFusion may hold for the alert pass's sort before it spills to disk.
+pub const SORT_MEMORY: usize = 1 << 30;
 
 /// `--shard i/n`: the rows whose key falls in shard `index` of `count` (1-based).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +106,8 @@ pub struct ScoreJob {
     pub overwrite: bool,
     /// Files scored at once (0: one per core).
     pub concurrency: usize,
+    /// Fusion, alert and severity settings.
+    pub config: ScoreConfig,
 }
 
 /// One scored output file, as listed in the manifest.
@@ -177,6 +197,14 @@ pub struct ScoreManifest {
     pub rows_unscored: u64,
     /// The columns added to each row.
     pub columns: Vec<String>,
+    /// The effective fusion, alert and severity settings.
+    pub config: ScoreConfig,
+    /// The alerts written, when alerts were on.
+    pub alerts: Option<AlertSummary>,
+    /// Why there are no alerts although they were not turned off (the data lacks the default
+    /// key or time column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts_skipped: Option<String>,
     /// The output files, sorted by path.
     pub files: Vec<ScoredFile>,
 }
@@ -378,10 +406,15 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
             job.out, job.data
         )));
     }
+    job.config.validate().map_err(Error::Input)?;
     let registry = ModelRegistry::new();
     let model = ModelRef::of(&registry.load_model(&job.models, &job.model).await?);
-    let ctx = tads_sql::session();
+    let ctx = tads_sql::session_with_memory_limit(SORT_MEMORY)?;
     tads_sql::register_all(&ctx, &registry)?;
+    ctx.register_udf(ScalarUDF::new_from_impl(ModelFunction::fused(
+        registry.clone(),
+        job.config.fusion,
+    )));
     let partitions = tads_sql::register_dataset(&ctx, "input", &job.data).await?;
     let table_schema = ctx.table("input").await?.schema().as_arrow().clone();
     // The files hold every column but the hive partition columns (those are in the paths).
@@ -399,6 +432,31 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
             "--shard-by: `{}` is a partition column; shard by a column inside the files",
             job.shard_by
         )));
+    }
+    let rules = &job.config.alerts;
+    let mut alerts_skipped = None;
+    let defaults = crate::config::AlertRules::default();
+    let with_alerts = match alerts::check_columns(&table_schema, rules, &job.data.to_string()) {
+        _ if !rules.enabled => false,
+        Ok(()) => true,
+        // The default columns are a guess about the data; names the user gave are not.
+        Err(e) if rules.key == defaults.key && rules.time == defaults.time => {
+            let why = e.to_string();
+            let why = why.replace(" or score without alerts (--no-alerts)", "");
+            alerts_skipped = Some(format!("no alerts: {why}"));
+            false
+        }
+        Err(e) => return Err(e),
+    };
+    if with_alerts {
+        for (what, col) in [("key", &rules.key), ("time", &rules.time)] {
+            if partitions.contains(col) {
+                return Err(Error::Input(format!(
+                    "alerts.{what}: `{col}` is a partition column of {}; name a column inside the files",
+                    job.data
+                )));
+            }
+        }
     }
     if let Some(g) = model.group_by.as_ref().filter(|g| partitions.contains(g)) {
         return Err(Error::Input(format!(
@@ -444,12 +502,34 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
     // evaluated once per field.
     let select = format!(
         "SELECT *, pca_score({m}, {metrics}) AS pca_spe, pca_t2({m}, {metrics}) AS pca_t2, \
-         mad_zmax({m}, {metrics}) AS mad_zmax, pca_top_metric({m}, {metrics}) AS top_metric \
-         FROM {{table}}{filter}"
+         mad_zmax({m}, {metrics}) AS mad_zmax, pca_top_metric({m}, {metrics}) AS top_metric, \
+         anomaly_score({m}, {metrics}) AS score FROM {{table}}{filter}"
     );
 
     let run_id = run_id(started_at, job);
     let output = Arc::new(Output::begin(&job.out, job.overwrite, "tads score", &run_id).await?);
+    let found = if with_alerts {
+        progress.phase("finding alerts");
+        let query = AlertQuery {
+            table: "input",
+            model_sql: &m,
+            model_name: &model.name,
+            metrics: &metrics,
+            filter: &filter,
+            region: table_schema.field_with_name("region").is_ok(),
+            project: table_schema.field_with_name("project_id").is_ok(),
+        };
+        match alerts::find(&ctx, &query, rules, &job.config.severity, progress.as_ref()).await {
+            Ok(a) => Some(Arc::new(a)),
+            Err(e) => {
+                output.abort().await;
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
+    progress.phase("scoring");
     let shared = Arc::new(Shared {
         ctx,
         data: job.data.clone(),
@@ -458,6 +538,9 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
         output: Arc::clone(&output),
         progress,
         sharded: job.shard.is_some(),
+        alerts: found
+            .clone()
+            .map(|a| (a, rules.key.clone(), rules.time.clone())),
         next_table: AtomicU64::new(0),
     });
     let concurrency = if job.concurrency == 0 {
@@ -486,9 +569,19 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
 
     let mut files: Vec<ScoredFile> = results.iter().flat_map(|r| r.files.clone()).collect();
     files.sort_by(|a, b| a.path.cmp(&b.path));
+    let summary = match &found {
+        Some(a) => match write_alerts(&output, a, &model, &run_id).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                output.abort().await;
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let manifest = ScoreManifest {
         kind: "tads-score".into(),
-        format_version: 1,
+        format_version: 2,
         run_id,
         tads_version: env!("CARGO_PKG_VERSION").into(),
         started_at,
@@ -501,6 +594,9 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
         rows: files.iter().map(|f| f.rows).sum(),
         rows_unscored: results.iter().map(|r| r.unscored).sum(),
         columns: SCORE_COLUMNS.iter().map(|c| c.to_string()).collect(),
+        config: job.config.clone(),
+        alerts: summary,
+        alerts_skipped,
         files,
     };
     let json =
@@ -524,6 +620,8 @@ struct Shared {
     output: Arc<Output>,
     progress: Arc<dyn Progress>,
     sharded: bool,
+    /// The run's alerts, and the key and time columns that find a row's alert.
+    alerts: Option<(Arc<Alerts>, String, String)>,
     next_table: AtomicU64,
 }
 
@@ -577,7 +675,22 @@ async fn write_unit(shared: &Shared, unit: &Unit, table: &str) -> Result<UnitRes
         .ctx
         .sql(&shared.select.replace("{table}", table))
         .await?;
-    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let scored: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let mut fields: Vec<_> = scored.fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new("alert_id", DataType::Utf8, true)));
+    let schema: SchemaRef = Arc::new(Schema::new(fields));
+    let columns = match &shared.alerts {
+        Some((alerts, key, time)) => Some((
+            alerts,
+            scored
+                .index_of(key)
+                .map_err(|e| Error::Data(e.to_string()))?,
+            scored
+                .index_of(time)
+                .map_err(|e| Error::Data(e.to_string()))?,
+        )),
+        None => None,
+    };
     let props = parquet_out::writer_properties(&schema);
     let mut stream = df.execute_stream().await?;
     let mut files = Vec::new();
@@ -607,6 +720,14 @@ async fn write_unit(shared: &Shared, unit: &Unit, table: &str) -> Result<UnitRes
             continue;
         }
         unscored += batch.column(spe).null_count() as u64;
+        let ids = match columns {
+            Some((alerts, key, time)) => alerts.ids_for(batch.column(key), batch.column(time))?,
+            None => new_null_array(&DataType::Utf8, batch.num_rows()),
+        };
+        let mut all = batch.columns().to_vec();
+        all.push(ids);
+        let batch = RecordBatch::try_new(Arc::clone(&schema), all)
+            .map_err(|e| Error::Data(format!("scored batch: {e}")))?;
         let w = match writer.as_mut() {
             Some(w) => w,
             None => writer.insert(
@@ -631,6 +752,25 @@ async fn write_unit(shared: &Shared, unit: &Unit, table: &str) -> Result<UnitRes
         files.push(flush(w, rows_in_chunk, files.len()).await?);
     }
     Ok(UnitResult { files, unscored })
+}
+
+/// Writes the alerts file and returns its summary.
+async fn write_alerts(
+    output: &Output,
+    alerts: &Alerts,
+    model: &ModelRef,
+    run_id: &str,
+) -> Result<AlertSummary> {
+    let batch = alerts.to_batch(&model.name, &model.fingerprint, run_id)?;
+    let props = parquet_out::writer_properties(&batch.schema());
+    let encode = |e: parquet::errors::ParquetError| Error::Data(format!("encoding alerts: {e}"));
+    let mut writer =
+        ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props)).map_err(encode)?;
+    writer.write(&batch).map_err(encode)?;
+    output
+        .put(ALERTS_FILE, writer.into_inner().map_err(encode)?)
+        .await?;
+    Ok(alerts.summary(ALERTS_FILE))
 }
 
 #[cfg(test)]

@@ -13,8 +13,10 @@
 //! [`dist`] (normal, χ² and F quantiles), [`pca`] and [`artifact`].
 #![deny(missing_docs)]
 
+pub mod alert;
 pub mod artifact;
 pub mod dist;
+pub mod fusion;
 pub mod group;
 pub mod linalg;
 pub mod moments;
@@ -26,7 +28,9 @@ pub mod train;
 #[cfg(test)]
 mod reference_tests;
 
+pub use alert::{AlertMachine, Cooldown, Event, Step};
 pub use artifact::{ModelArtifact, PcaParams, SCHEMA_VERSION, Thresholds, Training};
+pub use fusion::{Factors, Fusion, Rule, Severity, SpeLimit, T2Limit};
 pub use group::{ModelGroup, SkippedMember};
 pub use moments::CoMoments;
 pub use pca::{KRule, Pca};

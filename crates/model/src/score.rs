@@ -96,6 +96,20 @@ impl Scorer {
         spe_of(&y, &t, out);
     }
 
+    /// The SPE, T² and largest robust |z| of each row, from one projection.
+    pub fn spe_t2_zmax(
+        &self,
+        columns: &[&[f64]],
+        spe: &mut [f64],
+        t2: &mut [f64],
+        zmax: &mut [f64],
+    ) {
+        let (y, t) = self.project(columns, spe.len());
+        spe_of(&y, &t, spe);
+        self.t2_of(&t, t2);
+        self.zmax(columns, zmax);
+    }
+
     /// Writes Hotelling's T² of each row into `out`.
     pub fn t2(&self, columns: &[&[f64]], out: &mut [f64]) {
         let (_, t) = self.project(columns, out.len());

@@ -57,6 +57,21 @@ pub fn session() -> SessionContext {
     SessionContext::new_with_config(config)
 }
 
+/// [`session`] with a memory pool of `bytes` shared fairly by the operators that can spill (sorts
+/// spill to the system's temporary directory beyond it), so a job's memory does not grow with
+/// its data.
+pub fn session_with_memory_limit(bytes: usize) -> Result<SessionContext> {
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(
+            datafusion::execution::memory_pool::FairSpillPool::new(bytes),
+        ))
+        .build_arc()?;
+    Ok(SessionContext::new_with_config_rt(
+        session().copied_config(),
+        runtime,
+    ))
+}
+
 /// The hive partition columns of a relative file path: every `key=value` directory, in order.
 pub fn partition_columns(relative_path: &str) -> Vec<String> {
     let mut parts: Vec<&str> = relative_path.split('/').collect();

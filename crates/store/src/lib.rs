@@ -43,6 +43,8 @@ pub trait Progress: Send + Sync {
     fn rows(&self, rows: u64);
     /// One more file has been stored.
     fn file_done(&self) {}
+    /// The job starts a new phase (`finding alerts`, `scoring`); row counts start again.
+    fn phase(&self, _name: &str) {}
 }
 
 /// A [`Progress`] that ignores everything.
@@ -362,6 +364,22 @@ impl Location {
             .split('/')
             .filter(|p| !p.is_empty())
             .fold(self.prefix.clone(), |p, part| p.clone().join(part))
+    }
+
+    /// The directory `relative` below this location, as a location of its own (same store).
+    pub fn sub(&self, relative: &str) -> Self {
+        let relative = relative.trim_matches('/');
+        let url = self
+            .url
+            .join(&format!("{relative}/"))
+            .unwrap_or_else(|_| self.url.clone());
+        Self {
+            scheme: self.scheme,
+            url,
+            prefix: self.child(relative),
+            store: Arc::clone(&self.store),
+            file: None,
+        }
     }
 
     /// The path of `path` relative to this location, or `None` if it is not below it.

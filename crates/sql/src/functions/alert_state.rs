@@ -1,9 +1,11 @@
-//! `alert_state(score, enter, exit [, min_points [, cooldown [, ts]]]) OVER (PARTITION BY host_id
-//! ORDER BY ts)`: scores become alerts that neither flap nor storm.
+//! `alert_state(score, enter, exit [, min_points [, cooldown [, ts [, instant]]]]) OVER
+//! (PARTITION BY host_id ORDER BY ts)`: scores become alerts that neither flap nor storm. The
+//! state machine is [`tads_model::alert`], the same one `tads score` runs.
 //!
 //! Walking a partition's rows in order:
 //! * **Open.** A run of `min_points` rows (default 1) whose score is at or above `enter` opens
-//!   an alert; the alert starts at the run's first row, so every row of the run carries it.
+//!   an alert; the alert starts at the run's first row, so every row of the run carries it. A
+//!   score at or above `instant` (the seventh argument, when given) opens one at once.
 //! * **Stay open.** The alert stays open while the score is at or above `exit` (hysteresis:
 //!   `exit` below `enter` keeps a score hovering around `enter` from flapping). The first row
 //!   strictly below `exit` closes it and is not part of it. An alert still open at the end of the
@@ -32,6 +34,8 @@ use datafusion::logical_expr::{
     Documentation, PartitionEvaluator, Signature, Volatility, WindowUDFImpl,
 };
 
+use tads_model::alert::{AlertMachine, Cooldown as MachineCooldown, Event, Step};
+
 use super::common::doc;
 
 /// The `alert_state` window function.
@@ -55,9 +59,10 @@ static DOC: LazyLock<Documentation> = LazyLock::new(|| {
          `min_points` rows in a row (it starts at the first of them), stays open while the score \
          is at or above `exit`, and closes at the first row below `exit`; after that, no alert \
          opens for `cooldown` (rows, or an INTERVAL measured on `ts`). NULL and NaN scores \
-         neither open nor close an alert. Returns the alert's number within the partition \
-         (1, 2, …) for rows inside an alert, NULL elsewhere.",
-        "alert_state(score, enter, exit [, min_points [, cooldown [, ts]]]) OVER (PARTITION BY host_id ORDER BY ts)",
+         neither open nor close an alert. A score at or above `instant` opens an alert at once. \
+         Returns the alert's number within the partition (1, 2, …) for rows inside an alert, NULL \
+         elsewhere. `tads score` runs the same rules.",
+        "alert_state(score, enter, exit [, min_points [, cooldown [, ts [, instant]]]]) OVER (PARTITION BY host_id ORDER BY ts)",
         "SELECT host_id, ts, alert_state(score, 1.0, 0.8, 3, INTERVAL '30 minutes', ts) \
          OVER (PARTITION BY host_id ORDER BY ts) AS alert FROM scored",
     )
@@ -66,6 +71,7 @@ static DOC: LazyLock<Documentation> = LazyLock::new(|| {
     .with_argument("min_points", "Rows in a row at or above enter before an alert opens (default 1).")
     .with_argument("cooldown", "Rows (an integer), or a time span (an INTERVAL, which needs ts), during which no alert opens after one closes (default 0).")
     .with_argument("ts", "The time column, needed for an INTERVAL cooldown.")
+    .with_argument("instant", "A score at or above this opens an alert at once, whatever min_points (default: none).")
     .build()
 });
 
@@ -80,10 +86,15 @@ fn is_interval(t: &DataType) -> bool {
 /// The arguments checked at plan time.
 fn check(types: &[DataType]) -> Result<()> {
     let n = types.len();
-    if !(3..=6).contains(&n) {
+    if !(3..=7).contains(&n) {
         return plan_err!(
-            "alert_state: expects (score, enter, exit [, min_points [, cooldown [, ts]]]), got {n} arguments"
+            "alert_state: expects (score, enter, exit [, min_points [, cooldown [, ts [, instant]]]]), got {n} arguments"
         );
+    }
+    if let Some(t) = types.get(6)
+        && !(t.is_numeric() || t == &DataType::Null)
+    {
+        return plan_err!("alert_state: instant must be numeric, got {t}");
     }
     let names = ["score", "enter", "exit", "min_points"];
     for (i, t) in types.iter().take(4).enumerate() {
@@ -117,6 +128,10 @@ fn check(types: &[DataType]) -> Result<()> {
             );
         } else if types.len() == 6 {
             return plan_err!("alert_state: ts is only used with an INTERVAL cooldown");
+        } else if let Some(t) = types.get(5)
+            && !matches!(t, DataType::Timestamp(..) | DataType::Null)
+        {
+            return plan_err!("alert_state: ts must be a timestamp, got {t}");
         }
     }
     Ok(())
@@ -219,6 +234,7 @@ impl PartitionEvaluator for AlertEvaluator {
         let enter = f64s(&values[1])?;
         let exit = f64s(&values[2])?;
         let min_points = values.get(3).map(i64s).transpose()?;
+        let instant = values.get(6).map(f64s).transpose()?;
         let cooldown = match values.get(4) {
             None => None,
             Some(c) if is_interval(c.data_type()) => Some(Cooldown::Span {
@@ -234,62 +250,40 @@ impl PartitionEvaluator for AlertEvaluator {
             a.is_valid(i).then(|| a.value(i))
         };
         let mut out: Vec<Option<i64>> = vec![None; num_rows];
-        let mut seq = 0i64;
-        let mut open = false;
-        let mut pending: Option<(usize, i64)> = None; // (first row, rows at or above enter)
-        // Rows before this index, or times before this one, are in cooldown.
-        let mut cool_row = 0usize;
-        let mut cool_ts = i64::MIN;
+        let mut machine = AlertMachine::new();
         for i in 0..num_rows {
-            let Some(s) = get(&score, i).filter(|s| !s.is_nan()) else {
-                if open {
-                    out[i] = Some(seq);
-                }
-                continue;
+            let (cooldown, ts) = match &cooldown {
+                None => (None, None),
+                Some(Cooldown::Rows(r)) => (
+                    r.is_valid(i)
+                        .then(|| MachineCooldown::Rows(r.value(i).max(0) as u64)),
+                    None,
+                ),
+                Some(Cooldown::Span { micros, ts }) => (
+                    micros
+                        .is_valid(i)
+                        .then(|| MachineCooldown::Micros(micros.value(i))),
+                    ts.is_valid(i).then(|| ts.value(i)),
+                ),
             };
-            if open {
-                match get(&exit, i) {
-                    Some(x) if s < x => {
-                        open = false;
-                        match &cooldown {
-                            Some(Cooldown::Rows(r)) => {
-                                let r = if r.is_valid(i) { r.value(i).max(0) } else { 0 };
-                                cool_row = i + r as usize;
-                            }
-                            Some(Cooldown::Span { micros, ts })
-                                if micros.is_valid(i) && ts.is_valid(i) =>
-                            {
-                                cool_ts = ts.value(i).saturating_add(micros.value(i).max(0));
-                            }
-                            _ => {}
-                        }
-                    }
-                    _ => out[i] = Some(seq),
+            let step = Step {
+                score: get(&score, i),
+                enter: get(&enter, i),
+                exit: get(&exit, i),
+                min_points: min_points
+                    .as_ref()
+                    .and_then(|m| m.is_valid(i).then(|| m.value(i).max(1) as u64))
+                    .unwrap_or(1),
+                instant: instant.as_ref().and_then(|a| get(a, i)),
+                cooldown,
+                ts,
+            };
+            match machine.push(step) {
+                Event::Opened { seq, back } => {
+                    out[i - back as usize..=i].fill(Some(seq as i64));
                 }
-                if open {
-                    continue;
-                }
-            }
-            let cooling = i < cool_row
-                || matches!(&cooldown, Some(Cooldown::Span { ts, .. }) if ts.is_valid(i) && ts.value(i) < cool_ts);
-            let above = !cooling && get(&enter, i).is_some_and(|e| s >= e);
-            if !above {
-                pending = None;
-                continue;
-            }
-            let (first, count) = pending.map_or((i, 1), |(f, c)| (f, c + 1));
-            let needed = min_points
-                .as_ref()
-                .and_then(|m| m.is_valid(i).then(|| m.value(i)))
-                .unwrap_or(1)
-                .max(1);
-            if count >= needed {
-                seq += 1;
-                open = true;
-                pending = None;
-                out[first..=i].fill(Some(seq));
-            } else {
-                pending = Some((first, count));
+                Event::Inside { seq } => out[i] = Some(seq as i64),
+                Event::Outside | Event::Closed { .. } => {}
             }
         }
         Ok(Arc::new(Int64Array::from(out)))

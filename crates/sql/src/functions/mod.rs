@@ -29,6 +29,7 @@ pub fn scalar_udfs(registry: &ModelRegistry) -> Vec<ScalarUDF> {
         ModelScore::Contrib,
         ModelScore::TopMetric,
         ModelScore::All,
+        ModelScore::Fused,
     ]
     .into_iter()
     .map(|s| ScalarUDF::new_from_impl(ModelFunction::new(s, registry.clone())))

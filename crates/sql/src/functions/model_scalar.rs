@@ -15,7 +15,7 @@ use datafusion::logical_expr::{
     ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature,
     Volatility,
 };
-use tads_model::AllScores;
+use tads_model::{AllScores, Fusion};
 
 use super::common::{check_model_call, doc, finite_rows, for_each_model_run, metric_arrays};
 use crate::registry::ModelRegistry;
@@ -35,6 +35,8 @@ pub enum ModelScore {
     TopMetric,
     /// `pca_scores`: the SPE, T², largest |z| and top metric at once, as a struct.
     All,
+    /// `anomaly_score`: the SPE over its limit fused with the largest |z| over its cut.
+    Fused,
 }
 
 /// The fields of `pca_scores`, named as `tads score` names its columns.
@@ -63,12 +65,13 @@ impl ModelScore {
             Self::Contrib => "pca_contrib",
             Self::TopMetric => "pca_top_metric",
             Self::All => "pca_scores",
+            Self::Fused => "anomaly_score",
         }
     }
 
     fn return_type(self) -> DataType {
         match self {
-            Self::Spe | Self::T2 | Self::MadZmax => DataType::Float64,
+            Self::Spe | Self::T2 | Self::MadZmax | Self::Fused => DataType::Float64,
             Self::Contrib => {
                 DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true)))
             }
@@ -116,6 +119,14 @@ impl ModelScore {
                 "pca_scores(model, x1, ..., xd)",
                 "SELECT s['pca_spe'], s['top_metric'] FROM (SELECT pca_scores('m', cpu_pct, mem_pct, latency_ms) AS s FROM telemetry)",
             ),
+            Self::Fused => (
+                "The fused anomaly score of a row, 1.0 at threshold: the largest of the SPE divided by \
+                 the model's SPE limit (spe_jm_999), Hotelling's T² divided by its limit (t2_999) and the \
+                 largest robust |z| divided by the model's cut. `tads score` writes it as `score` (with the \
+                 fusion of its configuration) and opens alerts on it.",
+                "anomaly_score(model, x1, ..., xd)",
+                "SELECT host_id, ts, anomaly_score('m', cpu_pct, mem_pct, latency_ms) AS score FROM telemetry",
+            ),
         };
         doc(&format!("{description}{null_rule}"), syntax, example)
             .with_argument(
@@ -134,6 +145,7 @@ impl ModelScore {
 #[derive(Debug)]
 pub struct ModelFunction {
     score: ModelScore,
+    fusion: Fusion,
     registry: ModelRegistry,
     signature: Signature,
     documentation: Documentation,
@@ -144,22 +156,34 @@ impl ModelFunction {
     pub fn new(score: ModelScore, registry: ModelRegistry) -> Self {
         Self {
             score,
+            fusion: Fusion::default(),
             registry,
             signature: Signature::variadic_any(Volatility::Immutable),
             documentation: score.documentation(),
+        }
+    }
+
+    /// `anomaly_score` with the given fusion settings.
+    pub fn fused(registry: ModelRegistry, fusion: Fusion) -> Self {
+        Self {
+            fusion,
+            ..Self::new(ModelScore::Fused, registry)
         }
     }
 }
 
 impl PartialEq for ModelFunction {
     fn eq(&self, other: &Self) -> bool {
-        self.score == other.score && self.registry.same(&other.registry)
+        self.score == other.score
+            && self.fusion == other.fusion
+            && self.registry.same(&other.registry)
     }
 }
 impl Eq for ModelFunction {}
 impl Hash for ModelFunction {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.score.hash(state);
+        self.fusion.hash(state);
     }
 }
 
@@ -197,14 +221,24 @@ impl ScalarUDFImpl for ModelFunction {
         let d = columns.len();
         let values: Vec<&[f64]> = columns.iter().map(|c| c.values().as_ref()).collect();
         let result: ArrayRef = match self.score {
-            ModelScore::Spe | ModelScore::T2 | ModelScore::MadZmax => {
+            ModelScore::Spe | ModelScore::T2 | ModelScore::MadZmax | ModelScore::Fused => {
                 let mut out = vec![0.0; n];
+                let fused = self.score == ModelScore::Fused;
+                let mut zmax = if fused { vec![0.0; n] } else { Vec::new() };
+                let mut t2 = if fused { vec![0.0; n] } else { Vec::new() };
                 for_each_model_run(self.name(), &self.registry, model, Some(d), n, |m, rows| {
                     let slices: Vec<&[f64]> = values.iter().map(|v| &v[rows.clone()]).collect();
                     let target = &mut out[rows.clone()];
                     match self.score {
                         ModelScore::Spe => m.scorer.spe(&slices, target),
                         ModelScore::T2 => m.scorer.t2(&slices, target),
+                        ModelScore::Fused => {
+                            let z = &mut zmax[rows.clone()];
+                            let t = &mut t2[rows.clone()];
+                            m.scorer.spe_t2_zmax(&slices, target, t, z);
+                            self.fusion
+                                .combine(self.fusion.factors(&m.artifact), target, t, z);
+                        }
                         _ => m.scorer.zmax(&slices, target),
                     }
                     scored[rows].fill(true);

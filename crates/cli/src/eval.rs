@@ -1,0 +1,168 @@
+//! `tads eval`.
+
+use clap::Args;
+use tads_jobs::eval::{Breakdown, Counts, EvalReport, evaluate};
+use tads_store::Location;
+
+use crate::{UserError, thousands};
+
+/// Arguments of `tads eval`.
+#[derive(Debug, Args)]
+#[command(
+    about = "Measure the detection quality of a score run against the labels in its rows",
+    long_about = "Measure how well a `tads score` run's alerts find the labelled anomalies of \
+generated data (columns is_anomaly, anomaly_type, anomaly_id).\n\n\
+Reports point-wise precision, recall and F1 (a row is predicted anomalous when it is inside an \
+alert), the point-adjusted F1 beside it (every row of an event counts once any of its rows is in \
+an alert; it flatters, so it is never shown alone), event recall per anomaly type with the median \
+and 90th percentile time to detect (from the event's first row to the moment the first alert \
+touching it was raised), false alerts (alerts touching no labelled row) per 100 host-days, and \
+breakdowns by region and project.\n\n\
+The numbers come from the SQL in sql/eval/, which runs in `tads sql` too, over the tables scored \
+and alerts.",
+    after_help = "Examples:\n  tads eval --scored data/scores\n  tads eval --scored s3://bucket/scores --json > eval.json"
+)]
+pub(crate) struct EvalArgs {
+    /// The output of a score run: a directory or s3://bucket/prefix (with scored/, alerts/, _manifest.json)
+    #[arg(long, value_name = "DIR|URL")]
+    scored: String,
+    /// Print one JSON document instead of tables
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) async fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let out = Location::parse(&args.scored).map_err(|e| UserError(format!("--scored {e}")))?;
+    let report = evaluate(&out).await.map_err(|e| UserError(e.to_string()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
+}
+
+fn rate(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".into(), |v| format!("{v:.3}"))
+}
+
+fn secs(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".into(), |v| format!("{v:.0}"))
+}
+
+/// A table with a header row; columns after the first are right-aligned.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i == 0 {
+                s.push_str(&format!("{c:<w$}"));
+            } else {
+                s.push_str(&format!("  {c:>w$}"));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push_str(&line(r.clone()));
+    }
+    out
+}
+
+fn counts_row(name: &str, c: &Counts) -> Vec<String> {
+    vec![
+        name.to_string(),
+        rate(c.precision),
+        rate(c.recall),
+        rate(c.f1),
+        thousands(c.tp),
+        thousands(c.fp),
+        thousands(c.r#fn),
+    ]
+}
+
+fn breakdown_rows(b: &std::collections::BTreeMap<String, Breakdown>) -> Vec<Vec<String>> {
+    b.iter()
+        .map(|(k, v)| {
+            let mut r = counts_row(k, &v.point);
+            r.push(format!("{}/{}", v.detected, v.events));
+            r
+        })
+        .collect()
+}
+
+/// The report as text tables.
+pub(crate) fn render(r: &EvalReport) -> String {
+    let mut out = format!("evaluation of run {} (model `{}`)\n\n", r.run_id, r.model);
+    out.push_str(&table(
+        &["rows", "precision", "recall", "f1", "tp", "fp", "fn"],
+        &[
+            counts_row("point-wise", &r.point),
+            counts_row("point-adjusted", &r.point_adjusted),
+        ],
+    ));
+    out.push('\n');
+    let mut rows: Vec<Vec<String>> = r
+        .events
+        .iter()
+        .map(|(t, e)| {
+            vec![
+                t.clone(),
+                e.events.to_string(),
+                e.detected.to_string(),
+                format!("{:.3}", e.recall),
+                secs(e.ttd_median_s),
+                secs(e.ttd_p90_s),
+                format!("{:.3}", e.point_recall),
+            ]
+        })
+        .collect();
+    let (n, d): (u64, u64) = r
+        .events
+        .values()
+        .fold((0, 0), |(n, d), e| (n + e.events, d + e.detected));
+    rows.push(vec![
+        "all".into(),
+        n.to_string(),
+        d.to_string(),
+        if n > 0 {
+            format!("{:.3}", d as f64 / n as f64)
+        } else {
+            "-".into()
+        },
+        String::new(),
+        String::new(),
+        String::new(),
+    ]);
+    out.push_str(&table(
+        &[
+            "anomaly type",
+            "events",
+            "detected",
+            "recall",
+            "ttd median s",
+            "ttd p90 s",
+            "point recall",
+        ],
+        &rows,
+    ));
+    out.push_str(&format!(
+        "\nalerts: {} ({} false, touching no labelled row) over {} host-days: {:.2} false alerts per 100 host-days\n\n",
+        thousands(r.alerts),
+        thousands(r.false_alerts),
+        thousands(r.host_days),
+        r.false_alerts_per_100_host_days
+    ));
+    let header = |k: &'static str| [k, "precision", "recall", "f1", "tp", "fp", "fn", "events"];
+    out.push_str(&table(&header("region"), &breakdown_rows(&r.by_region)));
+    out.push('\n');
+    out.push_str(&table(&header("project"), &breakdown_rows(&r.by_project)));
+    out
+}

@@ -1,0 +1,250 @@
+//! The alert state machine behind the `alert_state` window function and the alerts of
+//! `tads score`: one host's scores, in time order, become alerts that neither flap nor storm.
+//!
+//! Walking the rows in order:
+//! * **Open.** A run of `min_points` rows (at least 1) whose score is at or above `enter` opens
+//!   an alert; the alert starts at the run's first row, so every row of the run belongs to it.
+//!   A row at or above `instant` (when set) completes the run at once: a short, extreme anomaly
+//!   (a one-row spike) opens an alert without waiting for `min_points` rows.
+//! * **Stay open.** The alert stays open while the score is at or above `exit` (hysteresis:
+//!   `exit` below `enter` keeps a score hovering around `enter` from flapping). The first row
+//!   strictly below `exit` closes it and is not part of it. An alert still open at the end
+//!   covers the last row.
+//! * **Cooldown.** After an alert closes, no row counts toward a new one for a number of rows
+//!   counted from the closing row, or for a time span from the closing row's time.
+//! * **Missing scores** (NULL or NaN) neither open, extend, break nor close anything: inside an
+//!   open alert the row belongs to it, elsewhere to nothing.
+//!
+//! Ties: a score equal to `enter` counts as above it; a score equal to `exit` keeps the alert
+//! open.
+
+/// How long no new alert may open after one closes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cooldown {
+    /// This many rows, counted from the closing row (which is the first of them).
+    Rows(u64),
+    /// This many microseconds after the closing row's time (rows before that instant cool).
+    Micros(i64),
+}
+
+/// One row as the machine sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Step {
+    /// The score; `None` (or NaN) for a missing one.
+    pub score: Option<f64>,
+    /// The threshold to open; `None` never opens.
+    pub enter: Option<f64>,
+    /// The threshold to stay open; `None` keeps an open alert open.
+    pub exit: Option<f64>,
+    /// Rows at or above `enter` in a row before an alert opens (values below 1 mean 1).
+    pub min_points: u64,
+    /// A score at or above this opens an alert at once (if not cooling).
+    pub instant: Option<f64>,
+    /// The cooldown that starts if this row closes an alert.
+    pub cooldown: Option<Cooldown>,
+    /// The row's time in microseconds (needed for a [`Cooldown::Micros`]).
+    pub ts: Option<i64>,
+}
+
+/// What a row turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Not in an alert (it may still be part of a run that opens one later: see
+    /// [`Event::Opened`]).
+    Outside,
+    /// This row opened alert number `seq`, which starts `back` rows earlier (0: at this row).
+    /// The rows in between belong to it too.
+    Opened {
+        /// The alert's number (1, 2, …).
+        seq: u64,
+        /// How many rows before this one the alert starts.
+        back: u64,
+    },
+    /// In the open alert `seq`.
+    Inside {
+        /// The alert's number.
+        seq: u64,
+    },
+    /// This row closed alert `seq` (and is not part of it).
+    Closed {
+        /// The alert's number.
+        seq: u64,
+    },
+}
+
+/// The state of one partition (one host) between rows. Feed rows with [`AlertMachine::push`].
+#[derive(Debug, Clone, Default)]
+pub struct AlertMachine {
+    row: u64,
+    seq: u64,
+    open: bool,
+    /// The index of the run's first row and how many rows at or above `enter` it has.
+    pending: Option<(u64, u64)>,
+    /// Rows before this index cool.
+    cool_row: u64,
+    /// Times before this one cool.
+    cool_ts: Option<i64>,
+}
+
+impl AlertMachine {
+    /// A machine before its first row.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether an alert is open after the rows pushed so far.
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// How many of the rows pushed so far belong to a run that may still open an alert (from
+    /// the run's first row to the last row pushed; 0 when there is no such run).
+    pub fn pending_rows(&self) -> u64 {
+        self.pending.map_or(0, |(first, _)| self.row - first)
+    }
+
+    /// Feeds the next row.
+    pub fn push(&mut self, step: Step) -> Event {
+        let i = self.row;
+        self.row += 1;
+        let Some(s) = step.score.filter(|s| !s.is_nan()) else {
+            return if self.open {
+                Event::Inside { seq: self.seq }
+            } else {
+                Event::Outside
+            };
+        };
+        if self.open {
+            match step.exit {
+                Some(x) if s < x => {
+                    self.open = false;
+                    match step.cooldown {
+                        Some(Cooldown::Rows(r)) => self.cool_row = i.saturating_add(r),
+                        Some(Cooldown::Micros(m)) => {
+                            if let Some(t) = step.ts {
+                                self.cool_ts = Some(t.saturating_add(m.max(0)));
+                            }
+                        }
+                        None => {}
+                    }
+                    return Event::Closed { seq: self.seq };
+                }
+                _ => return Event::Inside { seq: self.seq },
+            }
+        }
+        let cooling =
+            i < self.cool_row || matches!((step.ts, self.cool_ts), (Some(t), Some(c)) if t < c);
+        let above = !cooling && step.enter.is_some_and(|e| s >= e);
+        if !above {
+            self.pending = None;
+            return Event::Outside;
+        }
+        let (first, count) = self.pending.map_or((i, 1), |(f, c)| (f, c + 1));
+        if count >= step.min_points.max(1) || step.instant.is_some_and(|x| s >= x) {
+            self.seq += 1;
+            self.open = true;
+            self.pending = None;
+            Event::Opened {
+                seq: self.seq,
+                back: i - first,
+            }
+        } else {
+            self.pending = Some((first, count));
+            Event::Outside
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(
+        scores: &[Option<f64>],
+        min_points: u64,
+        cooldown: Option<Cooldown>,
+    ) -> Vec<Option<u64>> {
+        run_with(scores, min_points, cooldown, None)
+    }
+
+    fn run_with(
+        scores: &[Option<f64>],
+        min_points: u64,
+        cooldown: Option<Cooldown>,
+        instant: Option<f64>,
+    ) -> Vec<Option<u64>> {
+        let mut m = AlertMachine::new();
+        let mut out = vec![None; scores.len()];
+        for (i, s) in scores.iter().enumerate() {
+            match m.push(Step {
+                score: *s,
+                enter: Some(1.0),
+                exit: Some(0.5),
+                min_points,
+                instant,
+                cooldown,
+                ts: Some(i as i64 * 10),
+            }) {
+                Event::Opened { seq, back } => {
+                    out[i - back as usize..=i].fill(Some(seq));
+                }
+                Event::Inside { seq } => out[i] = Some(seq),
+                Event::Outside | Event::Closed { .. } => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn hysteresis_min_points_and_cooldown() {
+        let s = |v: &[f64]| v.iter().map(|x| Some(*x)).collect::<Vec<_>>();
+        // Ties: 1.0 opens, 0.5 stays open, 0.49 closes.
+        assert_eq!(
+            run(&s(&[0.0, 1.0, 0.5, 0.49, 1.0]), 1, None),
+            vec![None, Some(1), Some(1), None, Some(2)]
+        );
+        // Two rows needed: the single one does not open; the pair opens from its first.
+        assert_eq!(
+            run(&s(&[1.0, 0.0, 1.2, 1.1, 0.0]), 2, None),
+            vec![None, None, Some(1), Some(1), None]
+        );
+        // Two rows of cooldown from the closing row: index 1 closes, 1 and 2 cool, 3 opens.
+        assert_eq!(
+            run(&s(&[1.0, 0.2, 1.0, 1.0, 1.0]), 1, Some(Cooldown::Rows(2))),
+            vec![Some(1), None, None, Some(2), Some(2)]
+        );
+        // A time cooldown of 15 µs from the closing row at t=10: t=20 cools, t=30 opens.
+        assert_eq!(
+            run(&s(&[1.0, 0.2, 1.0, 1.0]), 1, Some(Cooldown::Micros(15))),
+            vec![Some(1), None, None, Some(2)]
+        );
+    }
+
+    #[test]
+    fn an_instant_score_opens_at_once() {
+        let s = |v: &[f64]| v.iter().map(|x| Some(*x)).collect::<Vec<_>>();
+        // Three rows needed, but 5.0 (>= instant 3.0) opens at once and the run before it joins.
+        assert_eq!(
+            run_with(&s(&[0.0, 1.5, 5.0, 0.0, 3.0, 0.0]), 3, None, Some(3.0)),
+            vec![None, Some(1), Some(1), None, Some(2), None]
+        );
+        // Without instant, none of those runs is long enough.
+        assert_eq!(
+            run(&s(&[0.0, 1.5, 5.0, 0.0, 3.0, 0.0]), 3, None),
+            vec![None; 6]
+        );
+    }
+
+    #[test]
+    fn missing_scores_neither_open_nor_close() {
+        assert_eq!(
+            run(&[Some(2.0), None, Some(f64::NAN), Some(0.0), None], 1, None),
+            vec![Some(1), Some(1), Some(1), None, None]
+        );
+        // A gap inside a pending run does not break it.
+        assert_eq!(
+            run(&[Some(2.0), None, Some(2.0)], 2, None),
+            vec![Some(1), Some(1), Some(1)]
+        );
+    }
+}

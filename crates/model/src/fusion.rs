@@ -1,0 +1,293 @@
+//! One anomaly score from two signals, and severity bands on it.
+//!
+//! The PCA signal is the SPE divided by the model's SPE limit, or Hotelling's T² divided by its
+//! limit where that is larger; the MAD signal is the largest robust |z| divided by its cut. Each
+//! is 1.0 exactly at its threshold, so they can be combined: by their maximum (a row is as
+//! anomalous as its worse signal), or by a weighted mean.
+//!
+//! Why T² too: the components a model keeps (by explained variance) include directions that
+//! belong to single metrics, so a step or a drift on one metric moves a row along a kept
+//! component, where the SPE does not see it and T² does. On generated data, T² is what finds
+//! level shifts and trends; the SPE is what finds correlation breaks.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ModelArtifact;
+
+/// Which of the model's SPE limits divides the SPE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SpeLimit {
+    /// Jackson–Mudholkar at α = 0.99.
+    #[serde(rename = "jm_99")]
+    Jm99,
+    /// Jackson–Mudholkar at α = 0.999: the default, because it comes from the model's
+    /// eigenvalues, where the empirical quantiles also count the anomalies in the training data.
+    #[default]
+    #[serde(rename = "jm_999")]
+    Jm999,
+    /// The 0.99 quantile of the training SPE.
+    #[serde(rename = "empirical_99")]
+    Empirical99,
+    /// The 0.999 quantile of the training SPE.
+    #[serde(rename = "empirical_999")]
+    Empirical999,
+}
+
+impl SpeLimit {
+    /// Every choice, as configuration spells it.
+    pub const NAMES: [&'static str; 4] = ["jm_99", "jm_999", "empirical_99", "empirical_999"];
+
+    /// The limit in `model`, if the model has it (a model without residual space has none).
+    pub fn of(self, model: &ModelArtifact) -> Option<f64> {
+        let t = &model.thresholds;
+        match self {
+            Self::Jm99 => t.spe_jm_99,
+            Self::Jm999 => t.spe_jm_999,
+            Self::Empirical99 => t.spe_empirical_99,
+            Self::Empirical999 => t.spe_empirical_999,
+        }
+        .filter(|l| l.is_finite() && *l > 0.0)
+    }
+}
+
+/// Which of the model's T² limits divides T² in the PCA signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum T2Limit {
+    /// The F-distribution limit at α = 0.99.
+    #[serde(rename = "t2_99")]
+    T2_99,
+    /// The limit at α = 0.999.
+    #[default]
+    #[serde(rename = "t2_999")]
+    T2_999,
+    /// Leave T² out: the PCA signal is the SPE alone.
+    #[serde(rename = "off")]
+    Off,
+}
+
+impl T2Limit {
+    /// The limit in `model`, if any.
+    pub fn of(self, model: &ModelArtifact) -> Option<f64> {
+        let t = &model.thresholds;
+        match self {
+            Self::T2_99 => t.t2_99,
+            Self::T2_999 => t.t2_999,
+            Self::Off => None,
+        }
+        .filter(|l| l.is_finite() && *l > 0.0)
+    }
+}
+
+/// How the two signals combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// The larger of the two.
+    #[default]
+    Max,
+    /// `pca_weight · pca + (1 − pca_weight) · mad`.
+    Weighted,
+}
+
+/// The fusion settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Fusion {
+    /// How the signals combine.
+    pub rule: Rule,
+    /// The PCA signal's weight under [`Rule::Weighted`], in [0, 1].
+    pub pca_weight: f64,
+    /// The SPE limit the SPE is divided by.
+    pub spe_limit: SpeLimit,
+    /// The T² limit T² is divided by (or `off`).
+    pub t2_limit: T2Limit,
+    /// The |z| the largest robust z is divided by; `None`: the model's own cut
+    /// (`thresholds.mad_z`).
+    pub mad_cut: Option<f64>,
+}
+
+impl Default for Fusion {
+    fn default() -> Self {
+        Self {
+            rule: Rule::Max,
+            pca_weight: 0.5,
+            spe_limit: SpeLimit::default(),
+            t2_limit: T2Limit::default(),
+            mad_cut: None,
+        }
+    }
+}
+
+impl Eq for Fusion {}
+impl std::hash::Hash for Fusion {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.rule.hash(state);
+        self.pca_weight.to_bits().hash(state);
+        self.spe_limit.hash(state);
+        self.t2_limit.hash(state);
+        self.mad_cut.map(f64::to_bits).hash(state);
+    }
+}
+
+impl Fusion {
+    /// Checks the values; the message names the bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.pca_weight) {
+            return Err(format!(
+                "fusion.pca_weight: {} is not in [0, 1]",
+                self.pca_weight
+            ));
+        }
+        if let Some(c) = self.mad_cut
+            && !(c.is_finite() && c > 0.0)
+        {
+            return Err(format!("fusion.mad_cut: {c} is not a positive number"));
+        }
+        Ok(())
+    }
+
+    /// The factors that turn a model's SPE, T² and largest |z| into signals (1.0 at
+    /// threshold): `1 / spe_limit`, `1 / t2_limit` and `1 / mad_cut`; 0 for a limit the model
+    /// lacks (or T² off), which leaves that signal out.
+    pub fn factors(&self, model: &ModelArtifact) -> Factors {
+        let inv = |l: Option<f64>| {
+            l.filter(|l| l.is_finite() && *l > 0.0)
+                .map_or(0.0, |l| 1.0 / l)
+        };
+        Factors {
+            spe: inv(self.spe_limit.of(model)),
+            t2: inv(self.t2_limit.of(model)),
+            mad: inv(Some(self.mad_cut.unwrap_or(model.thresholds.mad_z))),
+        }
+    }
+
+    /// Combines the signals in place: `spe[i]` becomes the fused score of row `i`, from
+    /// `spe[i]`, `t2[i]` and `zmax[i]` scaled by `f`.
+    pub fn combine(&self, f: Factors, spe: &mut [f64], t2: &[f64], zmax: &[f64]) {
+        let (w, v) = match self.rule {
+            Rule::Max => (1.0, 1.0),
+            Rule::Weighted => (self.pca_weight, 1.0 - self.pca_weight),
+        };
+        for ((s, t), z) in spe.iter_mut().zip(t2).zip(zmax) {
+            let pca = (*s * f.spe).max(t * f.t2);
+            let mad = z * f.mad;
+            *s = match self.rule {
+                Rule::Max => pca.max(mad),
+                Rule::Weighted => w * pca + v * mad,
+            };
+        }
+    }
+}
+
+/// What [`Fusion::combine`] multiplies each statistic by.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Factors {
+    /// 1 / SPE limit.
+    pub spe: f64,
+    /// 1 / T² limit (0: T² left out).
+    pub t2: f64,
+    /// 1 / the |z| cut.
+    pub mad: f64,
+}
+
+/// Severity bands on an alert's peak fused score.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Severity {
+    /// Peaks at or above this are `warning`.
+    pub warning: f64,
+    /// Peaks at or above this are `critical`.
+    pub critical: f64,
+}
+
+impl Default for Severity {
+    fn default() -> Self {
+        Self {
+            warning: 2.0,
+            critical: 4.0,
+        }
+    }
+}
+
+impl Severity {
+    /// The names, lowest first.
+    pub const NAMES: [&'static str; 3] = ["info", "warning", "critical"];
+
+    /// Checks that the bands are finite and ordered.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.warning.is_finite() && self.critical.is_finite()) {
+            return Err("severity: warning and critical must be numbers".into());
+        }
+        if self.critical < self.warning {
+            return Err(format!(
+                "severity: critical ({}) is below warning ({})",
+                self.critical, self.warning
+            ));
+        }
+        Ok(())
+    }
+
+    /// The band of a peak score.
+    pub fn of(&self, peak: f64) -> &'static str {
+        if peak >= self.critical {
+            "critical"
+        } else if peak >= self.warning {
+            "warning"
+        } else {
+            "info"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_are_one_at_threshold_and_combine() {
+        let f = Fusion::default();
+        let k = Factors {
+            spe: 0.1,
+            t2: 0.5,
+            mad: 0.25,
+        };
+        let mut spe = vec![10.0, 5.0, 0.0, 0.0];
+        f.combine(k, &mut spe, &[0.0, 0.0, 0.0, 6.0], &[2.0, 8.0, 4.0, 0.0]);
+        assert_eq!(spe, vec![1.0, 2.0, 1.0, 3.0]);
+        let w = Fusion {
+            rule: Rule::Weighted,
+            pca_weight: 0.75,
+            ..f
+        };
+        let mut spe = vec![10.0];
+        w.combine(k, &mut spe, &[1.0], &[8.0]);
+        assert_eq!(spe, vec![0.75 + 0.5]);
+        assert!(
+            Fusion {
+                pca_weight: 1.5,
+                ..f
+            }
+            .validate()
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn severity_bands_include_their_lower_edge() {
+        let s = Severity::default();
+        assert_eq!(
+            [s.of(1.0), s.of(2.0), s.of(3.9), s.of(4.0)],
+            ["info", "warning", "warning", "critical"]
+        );
+        assert!(
+            Severity {
+                warning: 3.0,
+                critical: 2.0
+            }
+            .validate()
+            .is_err()
+        );
+    }
+}

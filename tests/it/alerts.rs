@@ -1,0 +1,331 @@
+//! Alerts and evaluation, end to end with the real binary: generate → train → score → eval on
+//! 210 host-days with the quality targets, MAD alone against PCA on correlation breaks, the
+//! job's alerts against `alert_state` in SQL and against its own scored rows, the settings, and
+//! what eval refuses.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use tads_jobs::score::ScoreManifest;
+use tads_store::Location;
+
+use crate::support::{
+    SMALL, assert_ok, assert_user_error, files_below, generate, scalar, score_cmd, tads,
+    tads_session, train_cmd,
+};
+
+/// 30 hosts × 7 days at one row a minute (302,400 rows, 210 host-days), about one labelled
+/// event per host-day, a fixed seed; one model per host trained on all of it (anomalies
+/// included: the training is robust), scored with the default settings.
+struct Quality {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Quality {
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+    fn models(&self) -> PathBuf {
+        self.dir.join("models")
+    }
+    /// The default score run.
+    fn scores(&self) -> PathBuf {
+        self.dir.join("scores")
+    }
+    fn score(&self, out: &Path, args: &[&str]) -> std::process::Output {
+        score_cmd("hosts", &self.data(), &self.models(), out, args)
+    }
+}
+
+const QUALITY_ARGS: &[&str] = &[
+    "--hosts",
+    "30",
+    "--duration",
+    "7d",
+    "--interval",
+    "1m",
+    "--anomaly-rate",
+    "1",
+    "--seed",
+    "11",
+];
+
+fn quality() -> &'static Quality {
+    static Q: OnceLock<Quality> = OnceLock::new();
+    Q.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let q = Quality {
+            dir: tmp.path().to_path_buf(),
+            _tmp: tmp,
+        };
+        assert_ok(&generate(q.data().to_str().unwrap(), QUALITY_ARGS));
+        assert_ok(&train_cmd(
+            "hosts",
+            &q.data(),
+            &q.models(),
+            &["--group-by", "host_id"],
+        ));
+        let run = q.score(&q.scores(), &[]);
+        assert_ok(&run);
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            stdout.contains("alerts to") && stdout.contains("top metric"),
+            "{stdout}"
+        );
+        q
+    })
+}
+
+fn eval_json(out: &Path) -> Value {
+    let run = tads()
+        .args(["eval", "--json", "--scored"])
+        .arg(out)
+        .output()
+        .unwrap();
+    assert_ok(&run);
+    serde_json::from_slice(&run.stdout).expect("eval --json prints JSON")
+}
+
+fn f(v: &Value, path: &[&str]) -> f64 {
+    let mut x = v;
+    for p in path {
+        x = &x[*p];
+    }
+    x.as_f64()
+        .unwrap_or_else(|| panic!("{} is not a number in {v}", path.join(".")))
+}
+
+#[test]
+fn generate_train_score_eval_meets_the_quality_targets() {
+    let q = quality();
+    let text = tads()
+        .args(["eval", "--scored"])
+        .arg(q.scores())
+        .output()
+        .unwrap();
+    assert_ok(&text);
+    let table = String::from_utf8_lossy(&text.stdout);
+    println!("{table}");
+    for needle in [
+        "point-wise",
+        "point-adjusted",
+        "correlation_break",
+        "false alerts per 100 host-days",
+        "region",
+        "project",
+    ] {
+        assert!(table.contains(needle), "{needle} missing from\n{table}");
+    }
+
+    let r = eval_json(&q.scores());
+    for key in [
+        "point",
+        "point_adjusted",
+        "events",
+        "false_alerts_per_100_host_days",
+        "by_region",
+        "by_project",
+    ] {
+        assert!(r.get(key).is_some(), "no `{key}` in {r}");
+    }
+    assert_eq!(f(&r, &["host_days"]), 210.0);
+    for (kind, target) in [
+        ("spike", 0.95),
+        ("burst", 0.95),
+        ("level_shift", 0.95),
+        ("trend", 0.90),
+        ("correlation_break", 0.90),
+    ] {
+        let events = f(&r, &["events", kind, "events"]);
+        assert!(
+            events >= 20.0,
+            "only {events} {kind} events: too few to judge"
+        );
+        let recall = f(&r, &["events", kind, "recall"]);
+        assert!(
+            recall >= target,
+            "{kind}: event recall {recall} < {target}\n{table}"
+        );
+        for k in ["ttd_median_s", "ttd_p90_s"] {
+            assert!(f(&r, &["events", kind, k]) >= 0.0);
+        }
+    }
+    let precision = f(&r, &["point", "precision"]);
+    assert!(
+        precision >= 0.90,
+        "point-wise precision {precision}\n{table}"
+    );
+    let fa = f(&r, &["false_alerts_per_100_host_days"]);
+    assert!(fa <= 1.0, "{fa} false alerts per 100 host-days\n{table}");
+    // Point adjustment only ever adds credit.
+    assert!(f(&r, &["point_adjusted", "f1"]) >= f(&r, &["point", "f1"]));
+}
+
+#[test]
+fn mad_alone_misses_the_correlation_breaks_that_pca_catches() {
+    let q = quality();
+    let out = q.dir.join("mad-only");
+    assert_ok(&q.score(
+        &out,
+        &[
+            "--quiet",
+            "--set",
+            "fusion.rule=weighted",
+            "--set",
+            "fusion.pca_weight=0",
+        ],
+    ));
+    let mad = eval_json(&out);
+    let fused = eval_json(&q.scores());
+    let (m, p) = (
+        f(&mad, &["events", "correlation_break", "recall"]),
+        f(&fused, &["events", "correlation_break", "recall"]),
+    );
+    assert!(
+        m <= 0.2 && p >= 0.9,
+        "correlation breaks: MAD alone {m}, with PCA {p}"
+    );
+}
+
+#[tokio::test]
+async fn alerts_agree_with_alert_state_in_sql_and_with_the_scored_rows() {
+    let q = quality();
+    let out = q.scores();
+    let m = ScoreManifest::read(&Location::parse(out.to_str().unwrap()).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let summary = m.alerts.clone().expect("alerts were on");
+    assert!(summary.count > 100, "{summary:?}");
+    assert_eq!(m.config.alerts.enter, 0.8);
+
+    let ctx = tads_session(&q.models()).await;
+    for (name, dir) in [("scored", "scored"), ("alerts", "alerts")] {
+        let loc = Location::parse(out.join(dir).to_str().unwrap()).unwrap();
+        tads_sql::register_dataset(&ctx, name, &loc).await.unwrap();
+    }
+    let n = summary.count.to_string();
+    assert_eq!(scalar(&ctx, "SELECT count(*) FROM alerts").await, n);
+    assert_eq!(
+        scalar(&ctx, "SELECT count(DISTINCT alert_id) FROM scored").await,
+        n
+    );
+    // Each alert is exactly its rows: first and last time, points, peak, severity, metrics.
+    assert_eq!(
+        scalar(
+            &ctx,
+            "SELECT count(*) FROM alerts a JOIN (
+                SELECT alert_id, count(*) AS n, min(ts) AS s, max(ts) AS e, max(score) AS peak
+                FROM scored WHERE alert_id IS NOT NULL GROUP BY alert_id) r
+              ON a.alert_id = r.alert_id
+             WHERE a.points = r.n AND a.start_ts = r.s AND a.end_ts = r.e
+               AND a.peak_score = r.peak AND a.opened_ts >= a.start_ts
+               AND a.severity = CASE WHEN a.peak_score >= 4.0 THEN 'critical'
+                                     WHEN a.peak_score >= 2.0 THEN 'warning' ELSE 'info' END
+               AND cardinality(a.top_metrics) BETWEEN 1 AND 3
+               AND a.model = 'hosts' AND a.run_id = '{run}'"
+                .replace("{run}", &m.run_id)
+                .as_str()
+        )
+        .await,
+        n
+    );
+    // The window function over the scored rows, with the same settings, finds the same alerts.
+    let sql_alerts =
+        "SELECT CAST(host_id AS VARCHAR) AS host, min(ts) AS start_ts, count(*) AS points FROM (
+            SELECT host_id, ts, alert_state(score, 0.8, 0.5, 3, INTERVAL '30 minutes', ts, 2.0)
+                   OVER (PARTITION BY host_id ORDER BY ts) AS k FROM scored)
+          WHERE k IS NOT NULL GROUP BY host_id, k";
+    let job_alerts =
+        "SELECT host_id AS host, start_ts, CAST(points AS BIGINT) AS points FROM alerts";
+    for (a, b) in [(sql_alerts, job_alerts), (job_alerts, sql_alerts)] {
+        assert_eq!(
+            scalar(&ctx, &format!("SELECT count(*) FROM (({a}) EXCEPT ({b}))")).await,
+            "0",
+            "{a}\nEXCEPT\n{b}"
+        );
+    }
+}
+
+#[test]
+fn settings_come_from_defaults_a_file_the_environment_and_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let models = tmp.path().join("models");
+    assert_ok(&generate(data.to_str().unwrap(), SMALL));
+    assert_ok(&train_cmd("m", &data, &models, &["--group-by", "host_id"]));
+    let config = tmp.path().join("tads.toml");
+    std::fs::write(
+        &config,
+        "[alerts]\nenter = ${TADS_TEST_ENTER:1.5}\ncooldown = \"1h\"\n\n[severity]\ncritical = 6.0\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let run = tads()
+        .args(["score", "--quiet", "--model", "m", "--data"])
+        .arg(&data)
+        .arg("--models")
+        .arg(&models)
+        .arg("--out")
+        .arg(&out)
+        .arg("--config")
+        .arg(&config)
+        .args(["--set", "alerts.min_points=4"])
+        .env("TADS_TEST_ENTER", "1.2")
+        .output()
+        .unwrap();
+    assert_ok(&run);
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(out.join("_manifest.json")).unwrap()).unwrap();
+    let c = &manifest["config"];
+    assert_eq!(c["alerts"]["enter"], 1.2, "{c}");
+    assert_eq!(c["alerts"]["min_points"], 4);
+    assert_eq!(c["alerts"]["cooldown"], "1h");
+    assert_eq!(c["alerts"]["exit"], 0.5);
+    assert_eq!(c["severity"]["critical"], 6.0);
+    assert_eq!(c["fusion"]["spe_limit"], "jm_999");
+
+    // Bad settings: one line naming the setting, exit 2, nothing written.
+    let bad = tmp.path().join("bad");
+    for (args, needle) in [
+        (&["--set", "alerts.exit=5"][..], "alerts.exit"),
+        (&["--set", "alerts.entr=1"][..], "entr"),
+        (&["--set", "fusion.spe_limit=jm_5"][..], "jm_5"),
+        (&["--set", "alerts.cooldown=soon"][..], "soon"),
+        (&["--set", "severity"][..], "key=value"),
+        (&["--config", "/nonexistent/tads.toml"][..], "--config"),
+    ] {
+        assert_user_error(&score_cmd("m", &data, &models, &bad, args), needle);
+        assert!(!bad.exists(), "{args:?} wrote something");
+    }
+
+    // Without alerts: no alerts file, alert_id all NULL, and eval says why it cannot evaluate.
+    let plain = tmp.path().join("plain");
+    assert_ok(&score_cmd(
+        "m",
+        &data,
+        &models,
+        &plain,
+        &["--quiet", "--no-alerts"],
+    ));
+    assert!(!files_below(&plain).iter().any(|f| f.starts_with("alerts/")));
+    let run = tads()
+        .args(["eval", "--scored"])
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert_user_error(&run, "without alerts");
+}
+
+#[test]
+fn eval_refuses_what_is_not_a_finished_score_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tads()
+        .args(["eval", "--scored"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert_user_error(&run, "not the output of a finished `tads score` run");
+}
