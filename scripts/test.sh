@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole TADS test suite, with everything it needs: installs the test tools (a Python virtual
 # environment with moto's S3 server, from PyPI), starts an S3-compatible server on 127.0.0.1,
-# then runs the checks and every test. Exits non-zero if anything fails. Nothing is skipped.
+# finds or starts PostgreSQL on 127.0.0.1:5432, then runs the checks and every test. Exits
+# non-zero if anything fails. Nothing is skipped.
 #
 #   scripts/test.sh            # from the repository root
 #
@@ -38,6 +39,16 @@ for _ in $(seq 1 100); do
 done
 export TADS_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
 echo "S3 at $TADS_TEST_S3_ENDPOINT"
+
+step "PostgreSQL on 127.0.0.1:5432 (started if it is down; the tests need it)"
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  for cluster in /etc/postgresql/*/; do
+    version=$(basename "$cluster")
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  done
+  for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
+fi
+pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not running on 127.0.0.1:5432 and could not be started" >&2; exit 1; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

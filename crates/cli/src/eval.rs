@@ -31,9 +31,71 @@ pub(crate) struct EvalArgs {
     json: bool,
 }
 
-pub(crate) async fn run(args: EvalArgs) -> anyhow::Result<()> {
+/// The report as rows of `eval_results`: one per breakdown and key.
+fn eval_rows(r: &EvalReport) -> Vec<tads_pg::EvalRow> {
+    fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+        serde_json::to_value(v).unwrap_or_default()
+    }
+    let row = |breakdown: &str, key: &str, metrics: serde_json::Value| tads_pg::EvalRow {
+        run_id: r.run_id.clone(),
+        breakdown: breakdown.into(),
+        key: key.into(),
+        metrics,
+    };
+    let mut rows = vec![
+        row("point", "all", json(&r.point)),
+        row("point_adjusted", "all", json(&r.point_adjusted)),
+        row(
+            "false_alerts",
+            "all",
+            serde_json::json!({
+                "alerts": r.alerts,
+                "false_alerts": r.false_alerts,
+                "host_days": r.host_days,
+                "false_alerts_per_100_host_days": r.false_alerts_per_100_host_days,
+            }),
+        ),
+    ];
+    rows.extend(r.events.iter().map(|(k, v)| row("events", k, json(v))));
+    rows.extend(
+        r.by_region
+            .iter()
+            .map(|(k, v)| row("by_region", k, json(v))),
+    );
+    rows.extend(
+        r.by_project
+            .iter()
+            .map(|(k, v)| row("by_project", k, json(v))),
+    );
+    rows
+}
+
+pub(crate) async fn run(args: EvalArgs, pg: &crate::pg::PgArgs) -> anyhow::Result<()> {
+    pg.target()?;
+    let started_at = chrono::Utc::now();
     let out = Location::parse(&args.scored).map_err(|e| UserError(format!("--scored {e}")))?;
-    let report = evaluate(&out).await.map_err(|e| UserError(e.to_string()))?;
+    let result = evaluate(&out).await;
+    let run = crate::pg::Run {
+        id: crate::pg::run_id("eval", started_at),
+        kind: "eval",
+        model: result.as_ref().ok().map(|r| r.model.clone()),
+        dataset: Some(out.to_string()),
+        output: None,
+        started_at,
+    };
+    let records = match &result {
+        Ok(r) => vec![
+            run.finished(
+                Ok(()),
+                r.point.tp + r.point.fp + r.point.r#fn + r.point.tn,
+                0,
+            ),
+            tads_pg::Record::Eval(eval_rows(r)),
+        ],
+        Err(e) => vec![run.finished(Err(e.to_string()), 0, 0)],
+    };
+    crate::pg::mirror(pg, tads_pg::Batch::new(records), args.json).await?;
+    let report = result.map_err(|e| UserError(e.to_string()))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

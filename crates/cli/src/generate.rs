@@ -158,9 +158,19 @@ fn classify(e: tads_gen::Error) -> anyhow::Error {
     }
 }
 
-pub(crate) async fn run(args: GenerateArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: GenerateArgs, pg: &crate::pg::PgArgs) -> anyhow::Result<()> {
     let config = args.config();
     let out = Location::parse(&args.out).map_err(|e| UserError(format!("--out {e}")))?;
+    pg.target()?;
+    let started_at = chrono::Utc::now();
+    let run = crate::pg::Run {
+        id: crate::pg::run_id("generate", started_at),
+        kind: "generate",
+        model: None,
+        dataset: None,
+        output: Some(out.to_string()),
+        started_at,
+    };
     let plan = Arc::new(Plan::new(&config).map_err(classify)?);
     let bar = Arc::new(RowBar::new(
         plan.total_rows(),
@@ -173,6 +183,23 @@ pub(crate) async fn run(args: GenerateArgs) -> anyhow::Result<()> {
     };
     let result = tads_gen::write_dataset(Arc::clone(&plan), &out, &options, bar.clone()).await;
     bar.finish();
+    let record = match &result {
+        Ok(s) => {
+            let m = &s.manifest;
+            let dataset = tads_pg::Record::Dataset(tads_pg::DatasetRow {
+                id: m.dataset_id.clone(),
+                uri: out.url().to_string(),
+                seed: m.seed as i64,
+                arguments: serde_json::to_value(&m.arguments).unwrap_or_default(),
+                rows: m.rows as i64,
+                events_by_type: m.events_by_type.clone(),
+                created_at: m.created_at,
+            });
+            vec![dataset, run.finished(Ok(()), m.rows, m.files.len() as u64)]
+        }
+        Err(e) => vec![run.finished(Err(e.to_string()), 0, 0)],
+    };
+    crate::pg::mirror(pg, tads_pg::Batch::new(record), args.quiet).await?;
     let summary = result.map_err(classify)?;
     if !args.quiet {
         let m = &summary.manifest;

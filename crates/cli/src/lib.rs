@@ -10,6 +10,7 @@
 
 mod eval;
 mod generate;
+mod pg;
 mod progress;
 mod score;
 mod train;
@@ -25,6 +26,8 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    pg: pg::PgArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -37,6 +40,8 @@ enum Command {
     Score(score::ScoreArgs),
     /// Measure the detection quality of a score run against the labels in its rows
     Eval(eval::EvalArgs),
+    /// The PostgreSQL mirror: apply the schema, deliver the outbox, show what is pending
+    Pg(pg::PgCommand),
 }
 
 /// An error the user can fix (exit code 2), as opposed to a failure of TADS itself (exit 1).
@@ -79,10 +84,11 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Generate(args) => generate::run(args).await,
-            Command::Train(args) => train::run(args).await,
-            Command::Score(args) => score::run(args).await,
-            Command::Eval(args) => eval::run(args).await,
+            Command::Generate(args) => generate::run(args, &cli.pg).await,
+            Command::Train(args) => train::run(args, &cli.pg).await,
+            Command::Score(args) => score::run(args, &cli.pg).await,
+            Command::Eval(args) => eval::run(args, &cli.pg).await,
+            Command::Pg(cmd) => pg::run(cmd, &cli.pg).await,
         }
     });
     match result {

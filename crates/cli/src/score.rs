@@ -87,7 +87,63 @@ pub(crate) struct ScoreArgs {
     quiet: bool,
 }
 
-pub(crate) async fn run(args: ScoreArgs) -> anyhow::Result<()> {
+/// Progress to the terminal and, when mirroring, to the run's row in PostgreSQL.
+struct Both {
+    bar: Arc<RowBar>,
+    tracker: Option<tads_pg::RunTracker>,
+}
+
+impl tads_store::Progress for Both {
+    fn total(&self, rows: u64, files: u64) {
+        self.bar.total(rows, files);
+    }
+    fn rows(&self, rows: u64) {
+        self.bar.rows(rows);
+        if let Some(t) = &self.tracker {
+            t.rows(rows);
+        }
+    }
+    fn file_done(&self) {
+        self.bar.file_done();
+        if let Some(t) = &self.tracker {
+            t.file_done();
+        }
+    }
+    fn phase(&self, name: &str) {
+        self.bar.phase(name);
+        if let Some(t) = &self.tracker {
+            t.reset_rows();
+        }
+    }
+}
+
+/// An alert of the run as a row of the `alerts` table.
+fn alert_row(
+    a: &tads_jobs::alerts::Alert,
+    m: &tads_jobs::score::ScoreManifest,
+) -> tads_pg::AlertRow {
+    let time = |us: i64| chrono::DateTime::from_timestamp_micros(us).unwrap_or_default();
+    tads_pg::AlertRow {
+        alert_id: a.alert_id.clone(),
+        host_id: a.host_id.clone(),
+        region: a.region.clone(),
+        project_id: a.project_id.clone(),
+        start_ts: time(a.start_ts),
+        end_ts: time(a.end_ts),
+        opened_ts: time(a.opened_ts),
+        points: a.points as i64,
+        peak_score: a.peak_score,
+        severity: a.severity.to_string(),
+        top_metrics: a.top_metrics.clone(),
+        model: m.model.name.clone(),
+        model_fingerprint: m.model.fingerprint.clone(),
+        run_id: m.run_id.clone(),
+        open: a.open,
+    }
+}
+
+pub(crate) async fn run(args: ScoreArgs, pg: &crate::pg::PgArgs) -> anyhow::Result<()> {
+    let target = pg.target()?;
     let user = |e: String| UserError(e);
     let data = Location::parse_data(&args.data).map_err(|e| user(format!("--data {e}")))?;
     let models = Location::parse(&args.models).map_err(|e| user(format!("--models {e}")))?;
@@ -109,7 +165,8 @@ pub(crate) async fn run(args: ScoreArgs) -> anyhow::Result<()> {
     if args.no_alerts {
         config.alerts.enabled = false;
     }
-    let job = ScoreJob {
+    let started_at = chrono::Utc::now();
+    let mut job = ScoreJob {
         data,
         models,
         model: args.model.clone(),
@@ -119,10 +176,41 @@ pub(crate) async fn run(args: ScoreArgs) -> anyhow::Result<()> {
         overwrite: args.overwrite,
         concurrency: args.threads,
         config,
+        run_id: None,
+    };
+    let run_id = tads_jobs::score::new_run_id(started_at, &job);
+    job.run_id = Some(run_id.clone());
+    let run = crate::pg::Run {
+        id: run_id,
+        kind: "score",
+        model: Some(args.model.clone()),
+        dataset: Some(job.data.data_url().to_string()),
+        output: Some(job.out.to_string()),
+        started_at,
     };
     let bar = Arc::new(RowBar::new(0, 0, args.quiet));
-    let result = score(&job, bar.clone()).await;
+    let progress = Arc::new(Both {
+        bar: Arc::clone(&bar),
+        tracker: target.as_ref().map(|(t, _)| {
+            tads_pg::RunTracker::start(t.clone(), run.running(), std::time::Duration::from_secs(2))
+        }),
+    });
+    let result = score(&job, progress.clone()).await;
     bar.finish();
+    if let Some(tracker) = Arc::into_inner(progress).and_then(|p| p.tracker) {
+        tracker.finish().await;
+    }
+    let records = match &result {
+        Ok(r) => {
+            let m = &r.manifest;
+            vec![
+                run.finished(Ok(()), m.rows_in, m.files.len() as u64),
+                tads_pg::Record::Alerts(r.alerts.iter().map(|a| alert_row(a, m)).collect()),
+            ]
+        }
+        Err(e) => vec![run.finished(Err(e.to_string()), 0, 0)],
+    };
+    crate::pg::mirror(pg, tads_pg::Batch::new(records), args.quiet).await?;
     let report = result.map_err(|e| user(e.to_string()))?;
     if !args.quiet {
         let m = &report.manifest;

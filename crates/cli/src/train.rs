@@ -59,7 +59,40 @@ pub(crate) struct TrainArgs {
     quiet: bool,
 }
 
-pub(crate) async fn run(args: TrainArgs) -> anyhow::Result<()> {
+/// The models of a training run, as rows of the `models` table.
+fn model_rows(trained: &Trained) -> Vec<tads_pg::ModelRow> {
+    let row = |m: &tads_model::ModelArtifact, kind: &str| tads_pg::ModelRow {
+        fingerprint: m.fingerprint.clone(),
+        name: m.name.clone(),
+        kind: kind.into(),
+        features: m.features.clone(),
+        k: Some(m.pca.k as i32),
+        thresholds: serde_json::to_value(&m.thresholds).ok(),
+        rows: m.training.rows_used as i64,
+        training_data: m.training.data_uri.clone(),
+        created_at: m.training.created_at,
+    };
+    match trained {
+        Trained::Model(m) => vec![row(m, "model")],
+        Trained::Group(g) => std::iter::once(tads_pg::ModelRow {
+            fingerprint: g.fingerprint.clone(),
+            name: g.name.clone(),
+            kind: "group".into(),
+            features: g.features.clone(),
+            k: None,
+            thresholds: None,
+            rows: g.rows_seen as i64,
+            training_data: g.data_uri.clone(),
+            created_at: g.created_at,
+        })
+        .chain(g.members.iter().map(|m| row(m, "member")))
+        .collect(),
+    }
+}
+
+pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Result<()> {
+    pg.target()?;
+    let started_at = chrono::Utc::now();
     let user = |e: String| UserError(e);
     let data = Location::parse_data(&args.data).map_err(|e| user(format!("--data {e}")))?;
     let models = Location::parse(&args.models).map_err(|e| user(format!("--models {e}")))?;
@@ -89,7 +122,24 @@ pub(crate) async fn run(args: TrainArgs) -> anyhow::Result<()> {
         overwrite: args.overwrite,
         group_by: args.group_by.clone(),
     };
-    let report = train(&job).await.map_err(|e| user(e.to_string()))?;
+    let run = crate::pg::Run {
+        id: crate::pg::run_id("train", started_at),
+        kind: "train",
+        model: Some(args.model.clone()),
+        dataset: Some(job.data.data_url().to_string()),
+        output: Some(job.models.to_string()),
+        started_at,
+    };
+    let result = train(&job).await;
+    let records = match &result {
+        Ok(r) => vec![
+            tads_pg::Record::Models(model_rows(&r.trained)),
+            run.finished(Ok(()), r.rows_seen, 1),
+        ],
+        Err(e) => vec![run.finished(Err(e.to_string()), 0, 0)],
+    };
+    crate::pg::mirror(pg, tads_pg::Batch::new(records), args.quiet).await?;
+    let report = result.map_err(|e| user(e.to_string()))?;
     if args.quiet {
         return Ok(());
     }

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat};
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
-    TimestampMicrosecondArray, UInt64Array,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListBuilder, RecordBatch, StringArray,
+    StringBuilder, TimestampMicrosecondArray, UInt64Array,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
@@ -58,6 +58,8 @@ pub struct Alert {
     /// The metrics that were the top metric most often over the alert, most often first (at
     /// most three).
     pub top_metrics: Vec<String>,
+    /// Still open at the series' last row: the data ends inside it.
+    pub open: bool,
 }
 
 /// How many alerts of each severity, and by top metric.
@@ -159,6 +161,7 @@ impl Alerts {
             Field::new("model", DataType::Utf8, false),
             Field::new("model_fingerprint", DataType::Utf8, false),
             Field::new("run_id", DataType::Utf8, false),
+            Field::new("open", DataType::Boolean, false),
         ]))
     }
 
@@ -195,6 +198,7 @@ impl Alerts {
             same(model),
             same(fingerprint),
             same(run_id),
+            Arc::new(l.iter().map(|a| Some(a.open)).collect::<BooleanArray>()),
         ];
         RecordBatch::try_new(Self::schema(), columns)
             .map_err(|e| Error::Data(format!("alerts: {e}")))
@@ -293,7 +297,7 @@ impl Building {
         }
     }
 
-    fn finish(self, key: &str, model: &str, severity: &Severity) -> Alert {
+    fn finish(self, key: &str, model: &str, severity: &Severity, open: bool) -> Alert {
         let mut tops: Vec<(String, u64)> = self.tops.into_iter().collect();
         tops.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let start = DateTime::from_timestamp_micros(self.start_ts).map_or_else(
@@ -312,6 +316,7 @@ impl Building {
             peak_score: self.peak,
             severity: severity.of(self.peak),
             top_metrics: tops.into_iter().take(3).map(|(m, _)| m).collect(),
+            open,
         }
     }
 }
@@ -364,9 +369,10 @@ pub(crate) async fn find(
     let cooldown: Cooldown = rules.cooldown.resolve().map_err(Error::Input)?;
     let mut alerts = Alerts::default();
     let mut series: Option<Series> = None;
-    let close = |s: &mut Series, alerts: &mut Alerts| {
+    // `open`: the series ended inside the alert.
+    let close = |s: &mut Series, alerts: &mut Alerts, open: bool| {
         if let Some(b) = s.open.take() {
-            alerts.push(b.finish(&s.key, q.model_name, severity));
+            alerts.push(b.finish(&s.key, q.model_name, severity, open));
         }
     };
     while let Some(batch) = stream.next().await {
@@ -393,7 +399,7 @@ pub(crate) async fn find(
             let key = keys.value(i);
             if series.as_ref().is_none_or(|s| s.key != key) {
                 if let Some(s) = series.as_mut() {
-                    close(s, &mut alerts);
+                    close(s, &mut alerts, true);
                 }
                 series = Some(Series::new(key));
             }
@@ -441,7 +447,7 @@ pub(crate) async fn find(
                     }
                 }
                 Event::Closed { .. } => {
-                    close(s, &mut alerts);
+                    close(s, &mut alerts, false);
                     s.held.clear();
                 }
                 Event::Outside => {
@@ -454,7 +460,7 @@ pub(crate) async fn find(
         progress.rows(n as u64);
     }
     if let Some(s) = series.as_mut() {
-        close(s, &mut alerts);
+        close(s, &mut alerts, true);
     }
     Ok(alerts)
 }
@@ -476,6 +482,7 @@ mod tests {
             peak_score: 1.0,
             severity: "info",
             top_metrics: vec![],
+            open: false,
         }
     }
 

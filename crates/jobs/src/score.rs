@@ -108,6 +108,8 @@ pub struct ScoreJob {
     pub concurrency: usize,
     /// Fusion, alert and severity settings.
     pub config: ScoreConfig,
+    /// The run's id (default: a fresh one, see [`new_run_id`]).
+    pub run_id: Option<String>,
 }
 
 /// One scored output file, as listed in the manifest.
@@ -233,6 +235,8 @@ impl ScoreManifest {
 pub struct ScoreReport {
     /// The manifest as written.
     pub manifest: ScoreManifest,
+    /// The alerts written (empty without alerts).
+    pub alerts: Vec<crate::alerts::Alert>,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -328,7 +332,7 @@ async fn row_count(data: &Location, meta: &ObjectMeta) -> Result<u64> {
 }
 
 /// A fresh run id: time and a hash of the job, so concurrent shards differ.
-fn run_id(started: DateTime<Utc>, job: &ScoreJob) -> String {
+pub fn new_run_id(started: DateTime<Utc>, job: &ScoreJob) -> String {
     let key = format!(
         "{}|{}|{}|{:?}|{}",
         started.timestamp_nanos_opt().unwrap_or_default(),
@@ -506,7 +510,10 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
          anomaly_score({m}, {metrics}) AS score FROM {{table}}{filter}"
     );
 
-    let run_id = run_id(started_at, job);
+    let run_id = job
+        .run_id
+        .clone()
+        .unwrap_or_else(|| new_run_id(started_at, job));
     let output = Arc::new(Output::begin(&job.out, job.overwrite, "tads score", &run_id).await?);
     let found = if with_alerts {
         progress.phase("finding alerts");
@@ -605,8 +612,14 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
         output.abort().await;
         return Err(e.into());
     }
+    drop(shared);
+    let alerts = found
+        .and_then(|a| Arc::try_unwrap(a).ok())
+        .map(|a| a.list)
+        .unwrap_or_default();
     Ok(ScoreReport {
         manifest,
+        alerts,
         elapsed: clock.elapsed(),
     })
 }
