@@ -1,6 +1,7 @@
 //! Kernel benchmarks on in-memory batches of 8192 rows × 8 metrics, one thread:
-//! `pca_score` (SPE), `pca_t2`, `mad_zmax`, `pca_contrib` (per row) and the `pca_fit`
-//! accumulator (update and merge). Targets: SPE ≥ 100M rows/s per core, `pca_fit` ≥ 20M rows/s.
+//! `pca_score` (SPE), `pca_t2`, `mad_zmax`, `anomaly_score` (the fused score), `pca_contrib`
+//! (per row), the `pca_fit` accumulator (update and merge) and the alert state machine behind
+//! `alert_state`. Targets: SPE ≥ 100M rows/s per core, `pca_fit` ≥ 20M rows/s.
 //!
 //! `cargo bench --bench kernels`.
 
@@ -67,6 +68,45 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("mad_zmax", |b| {
         b.iter(|| scorer.zmax(black_box(&refs), &mut out))
+    });
+    let fusion = tads_model::Fusion::default();
+    let factors = fusion.factors(&model);
+    let (mut t2, mut z) = (vec![0.0; ROWS], vec![0.0; ROWS]);
+    g.bench_function("anomaly_score_fused", |b| {
+        b.iter(|| {
+            scorer.spe_t2_zmax(black_box(&refs), &mut out, &mut t2, &mut z);
+            fusion.combine(factors, &mut out, &t2, &z);
+        })
+    });
+    // The alert machine over fused scores with a few alerts in them.
+    scorer.spe_t2_zmax(&refs, &mut out, &mut t2, &mut z);
+    fusion.combine(factors, &mut out, &t2, &z);
+    let scores: Vec<f64> = out
+        .iter()
+        .enumerate()
+        .map(|(i, s)| if i % 997 < 5 { 3.0 } else { *s })
+        .collect();
+    g.bench_function("alert_state_machine", |b| {
+        b.iter(|| {
+            let mut m = tads_model::AlertMachine::new();
+            let mut inside = 0u64;
+            for (i, s) in black_box(&scores).iter().enumerate() {
+                let e = m.push(tads_model::Step {
+                    score: Some(*s),
+                    enter: Some(0.8),
+                    exit: Some(0.5),
+                    min_points: 3,
+                    instant: Some(2.0),
+                    cooldown: Some(tads_model::Cooldown::Micros(1_800_000_000)),
+                    ts: Some(i as i64 * 10_000_000),
+                });
+                inside += u64::from(!matches!(
+                    e,
+                    tads_model::Event::Outside | tads_model::Event::Closed { .. }
+                ));
+            }
+            inside
+        })
     });
     g.bench_function("pca_contrib_per_row", |b| {
         b.iter(|| {

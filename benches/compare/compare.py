@@ -9,7 +9,7 @@ them all alike. Medians are reported, with each engine's rows/s and its ratio to
 
 Two tasks, each compared like with like:
   score to Parquet: read every row, compute the SPE, write every row with it as Parquet
-      tads score (all four scores), DuckDB COPY, Polars sink_parquet, and the floor: DataFusion
+      tads score (the scores alone, and with the alert pass), DuckDB COPY, Polars sink_parquet, and the floor: DataFusion
       reading and writing the same rows with no scoring at all.
   SPE in memory: read the 8 metrics, compute the SPE of every row, consume it
       DataFusion with pca_score(), DuckDB SQL arithmetic, a Polars lazy expression, numpy,
@@ -132,9 +132,9 @@ def main():
         shutil.rmtree(path, ignore_errors=True)
         return path
 
-    def tads_score():
+    def tads_score(*extra):
         o = fresh(out / "tads")
-        tads.run("score", "--data", str(data), "--models", str(models), "--model", "bench", "--out", str(o), "--quiet")
+        tads.run("score", "--data", str(data), "--models", str(models), "--model", "bench", "--out", str(o), "--quiet", *extra)
         m = json.loads((o / "_manifest.json").read_text())
         return m["rows"]
 
@@ -206,7 +206,8 @@ def main():
 
     tasks = {
         "score to Parquet": [
-            ("tads score", tads_score),
+            ("tads score --no-alerts (5 scores)", lambda: tads_score("--no-alerts")),
+            ("tads score with the alert pass", tads_score),
             ("DataFusion read+write, no scoring (floor)", df_copy),
             ("DuckDB COPY with SPE", duck_copy),
             ("Polars sink_parquet with SPE", polars_copy),

@@ -10,5 +10,6 @@ mod pg;
 mod s3;
 mod score;
 mod slt;
+mod sql;
 mod support;
 mod train;

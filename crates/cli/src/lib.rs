@@ -8,11 +8,13 @@
 //! 1 anything else (a bug: please report it).
 #![deny(missing_docs)]
 
+mod demo;
 mod eval;
 mod generate;
 mod pg;
 mod progress;
 mod score;
+mod sql;
 mod train;
 
 use std::process::ExitCode;
@@ -42,12 +44,21 @@ enum Command {
     Eval(eval::EvalArgs),
     /// The PostgreSQL mirror: apply the schema, deliver the outbox, show what is pending
     Pg(pg::PgCommand),
+    /// SQL over telemetry, scores, alerts and models with every TADS function: a REPL, or -c/-f
+    Sql(sql::SqlArgs),
+    /// Generate, train, score and evaluate a small dataset in a local folder, and print the results
+    Demo(demo::DemoArgs),
 }
 
 /// An error the user can fix (exit code 2), as opposed to a failure of TADS itself (exit 1).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UserError(pub String);
+
+/// A failure already reported to the user (one line per problem): exit 2, print nothing more.
+#[derive(Debug, thiserror::Error)]
+#[error("reported")]
+pub struct Reported;
 
 /// Runs the command line in `std::env::args` and returns the process exit code.
 pub fn main() -> ExitCode {
@@ -84,20 +95,31 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Generate(args) => generate::run(args, &cli.pg).await,
-            Command::Train(args) => train::run(args, &cli.pg).await,
-            Command::Score(args) => score::run(args, &cli.pg).await,
-            Command::Eval(args) => eval::run(args, &cli.pg).await,
-            Command::Pg(cmd) => pg::run(cmd, &cli.pg).await,
+            Command::Demo(args) => demo::run(args, &cli.pg).await,
+            other => dispatch(other, &cli.pg).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Reported>().is_some() => ExitCode::from(2),
         Err(e) => {
             let user = e.downcast_ref::<UserError>().is_some();
             eprintln!("error: {}", one_line(&e));
             ExitCode::from(if user { 2 } else { 1 })
         }
+    }
+}
+
+/// Runs one subcommand (any but `demo`, which runs the others through this).
+async fn dispatch(command: Command, pg: &pg::PgArgs) -> anyhow::Result<()> {
+    match command {
+        Command::Generate(args) => generate::run(args, pg).await,
+        Command::Train(args) => train::run(args, pg).await,
+        Command::Score(args) => score::run(args, pg).await,
+        Command::Eval(args) => eval::run(args, pg).await,
+        Command::Pg(cmd) => pg::run(cmd, pg).await,
+        Command::Sql(args) => sql::run(args).await,
+        Command::Demo(_) => Err(anyhow::anyhow!("tads demo cannot run inside itself")),
     }
 }
 

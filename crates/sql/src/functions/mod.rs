@@ -3,6 +3,7 @@
 mod aggregates;
 mod alert_state;
 mod common;
+mod help;
 mod mad_zscore;
 mod model_scalar;
 mod shard;
@@ -14,6 +15,7 @@ use datafusion::prelude::SessionContext;
 
 pub use aggregates::{PcaFitUdaf, RobustStatsUdaf};
 pub use alert_state::AlertState;
+pub use help::TadsHelp;
 pub use mad_zscore::MadZscore;
 pub use model_scalar::{ALL_FIELDS, ModelFunction, ModelScore};
 pub use shard::{ShardOf, fnv1a64, shard_of};
@@ -52,7 +54,8 @@ pub fn window_udfs() -> Vec<WindowUDF> {
     vec![WindowUDF::new_from_impl(AlertState::default())]
 }
 
-/// Registers every TADS function with `ctx`, and the registry as the table `models`.
+/// Registers every TADS function with `ctx`, the `tads_help` table function, and the registry
+/// as the table `models`.
 pub fn register_all(ctx: &SessionContext, registry: &ModelRegistry) -> crate::Result<()> {
     for udf in scalar_udfs(registry) {
         ctx.register_udf(udf);
@@ -63,6 +66,7 @@ pub fn register_all(ctx: &SessionContext, registry: &ModelRegistry) -> crate::Re
     for udwf in window_udfs() {
         ctx.register_udwf(udwf);
     }
+    ctx.register_udtf("tads_help", Arc::new(TadsHelp::new(registry)));
     ctx.register_table("models", Arc::new(registry.table()?))?;
     Ok(())
 }

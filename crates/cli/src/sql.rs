@@ -1,0 +1,250 @@
+//! `tads sql`: datafusion-cli's REPL (line editing, history, output formats, backslash
+//! commands) on a session with every TADS function and the given datasets registered.
+
+use std::sync::Arc;
+
+use clap::{Args, ValueEnum};
+use datafusion::prelude::SessionContext;
+use datafusion_cli::exec::{exec_from_commands, exec_from_files, exec_from_repl};
+use datafusion_cli::object_storage::instrumented::InstrumentedObjectStoreRegistry;
+use datafusion_cli::print_format::PrintFormat;
+use datafusion_cli::print_options::{MaxRows, PrintOptions};
+use tads_jobs::score::ScoreManifest;
+use tads_sql::ModelRegistry;
+use tads_store::Location;
+
+use crate::UserError;
+
+/// Output formats of `tads sql`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Format {
+    /// Aligned table.
+    Table,
+    /// Comma-separated values with a header.
+    Csv,
+    /// Tab-separated values with a header.
+    Tsv,
+    /// One JSON array of objects.
+    Json,
+    /// One JSON object per line.
+    Ndjson,
+}
+
+/// Arguments of `tads sql`.
+#[derive(Debug, Args)]
+#[command(
+    about = "SQL over telemetry, scores, alerts and models, with every TADS function: a REPL, or -c/-f",
+    long_about = "An interactive SQL shell (datafusion-cli's: line editing, history in ~/.datafusion_history, \
+\\? for its commands, \\q to quit) on a session with every TADS function registered: pca_score, \
+pca_t2, pca_contrib, pca_top_metric, pca_scores, anomaly_score, mad_zscore, mad_zmax, robust_stats, \
+pca_fit, alert_state, shard_of. `SELECT * FROM tads_help()` lists them with their syntax and an \
+example; `SELECT * FROM tads_help('pca_score')` shows one; `SHOW FUNCTIONS LIKE 'pca%'` and \
+information_schema.routines work too.\n\n\
+--data registers each location by what it is: a generated dataset or any Parquet as `telemetry`, \
+the output of `tads score` as `scored` and `alerts`, a model directory as `models` (later ones of a \
+kind get _2, _3, …). Hive partitions (date=…) become columns. s3:// locations use the usual AWS \
+environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL).\n\n\
+With -c or -f, runs the statements and exits (exit 2 if any failed); otherwise opens the REPL, \
+where an error is printed and the session goes on. The queries in sql/analytics/ and sql/eval/ run \
+here as they are.",
+    after_help = "Examples:\n  tads sql --data tads-demo/data --data tads-demo/scores --models tads-demo/models\n  \
+tads sql --data data/generated/telemetry -c 'SELECT count(*) FROM telemetry'\n  \
+tads sql --data tads-demo/data -f sql/analytics/summary.sql --format csv\n  \
+tads sql -c \"SELECT name, syntax FROM tads_help()\""
+)]
+pub(crate) struct SqlArgs {
+    /// A location to register (repeatable): a dataset → telemetry, a score output → scored and alerts, a model directory → models
+    #[arg(long, value_name = "DIR|FILE|URL")]
+    data: Vec<String>,
+    /// Where models live, for the `models` table and the scoring functions [default: ./models when it exists]
+    #[arg(long, value_name = "DIR|URL")]
+    models: Option<String>,
+    /// Run this SQL and exit (repeatable; in order, before -f)
+    #[arg(short = 'c', long = "command", value_name = "SQL")]
+    command: Vec<String>,
+    /// Run the SQL statements in this file and exit (repeatable)
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Vec<String>,
+    /// How results are printed
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// At most this many rows of a result in table format (0: all)
+    #[arg(long, default_value_t = 40)]
+    maxrows: usize,
+    /// Print results only: no banner, no row counts and timings
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// What a location turned out to be.
+enum Kind {
+    Telemetry,
+    Scores,
+    Models,
+}
+
+async fn kind_of(location: &Location) -> Result<Kind, UserError> {
+    let bad = |e: String| UserError(format!("--data {location}: {e}"));
+    if location.file().is_some() {
+        return Ok(Kind::Telemetry);
+    }
+    if ScoreManifest::read(location).await.ok().flatten().is_some() {
+        return Ok(Kind::Scores);
+    }
+    let objects = location.list_all().await.map_err(|e| bad(e.to_string()))?;
+    let names: Vec<String> = objects
+        .iter()
+        .filter_map(|o| location.relative(&o.location))
+        .collect();
+    if names.iter().any(|n| n.ends_with(".parquet")) {
+        Ok(Kind::Telemetry)
+    } else if names
+        .iter()
+        .any(|n| n.ends_with("/model.json") || n.ends_with("/group.json"))
+    {
+        Ok(Kind::Models)
+    } else if names.is_empty() {
+        Err(bad("is empty or does not exist".into()))
+    } else {
+        Err(bad(
+            "holds neither Parquet files, a score output nor models".into(),
+        ))
+    }
+}
+
+/// `name`, or `name_2`, `name_3`, … when taken.
+fn free_name(ctx: &SessionContext, name: &str) -> String {
+    let taken = |n: &str| ctx.table_exist(n).unwrap_or(false);
+    if !taken(name) {
+        return name.to_string();
+    }
+    (2..)
+        .map(|i| format!("{name}_{i}"))
+        .find(|n| !taken(n))
+        .unwrap_or_else(|| name.to_string())
+}
+
+/// A session with every TADS function and the locations of `args` registered; returns it and a
+/// line per table registered.
+async fn session(args: &SqlArgs) -> anyhow::Result<(SessionContext, Vec<String>)> {
+    let user = |e: String| UserError(e);
+    let registry = ModelRegistry::new();
+    let mut lines = Vec::new();
+    let mut model_dirs: Vec<Location> = Vec::new();
+    match &args.models {
+        Some(m) => model_dirs.push(Location::parse(m).map_err(|e| user(format!("--models {e}")))?),
+        None if std::path::Path::new("models").is_dir() => {
+            model_dirs.push(Location::parse("models").map_err(|e| user(e.to_string()))?);
+        }
+        None => {}
+    }
+    let mut datasets: Vec<(Location, Kind)> = Vec::new();
+    for d in &args.data {
+        let location = Location::parse_data(d).map_err(|e| user(format!("--data {e}")))?;
+        match kind_of(&location).await? {
+            Kind::Models => model_dirs.push(location),
+            kind => datasets.push((location, kind)),
+        }
+    }
+    for dir in &model_dirs {
+        let n = registry
+            .load_dir(dir)
+            .await
+            .map_err(|e| user(format!("--models {dir}: {e}")))?;
+        lines.push(format!("models: {n} loaded from {dir}"));
+    }
+    let ctx = tads_sql::session();
+    tads_sql::register_all(&ctx, &registry).map_err(|e| user(e.to_string()))?;
+    for (location, kind) in datasets {
+        let parts: Vec<(&str, Location)> = match kind {
+            Kind::Telemetry => vec![("telemetry", location.clone())],
+            Kind::Scores => {
+                let mut p = vec![("scored", location.sub("scored"))];
+                if location
+                    .get_opt("alerts/alerts.parquet")
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some()
+                {
+                    p.push(("alerts", location.sub("alerts")));
+                }
+                p
+            }
+            Kind::Models => vec![],
+        };
+        for (name, loc) in parts {
+            let name = free_name(&ctx, name);
+            let partitions = tads_sql::register_dataset(&ctx, &name, &loc)
+                .await
+                .map_err(|e| user(format!("--data {e}")))?;
+            let by = if partitions.is_empty() {
+                String::new()
+            } else {
+                format!(", partitioned by {}", partitions.join(", "))
+            };
+            lines.push(format!("{name}: {loc}{by}"));
+        }
+    }
+    Ok((ctx, lines))
+}
+
+pub(crate) async fn run(args: SqlArgs) -> anyhow::Result<()> {
+    let (ctx, tables) = session(&args).await?;
+    let format = match args.format {
+        Format::Table => PrintFormat::Table,
+        Format::Csv => PrintFormat::Csv,
+        Format::Tsv => PrintFormat::Tsv,
+        Format::Json => PrintFormat::Json,
+        Format::Ndjson => PrintFormat::NdJson,
+    };
+    let mut options = PrintOptions {
+        format,
+        quiet: args.quiet,
+        maxrows: if args.maxrows == 0 {
+            MaxRows::Unlimited
+        } else {
+            MaxRows::Limited(args.maxrows)
+        },
+        color: false,
+        instrumented_registry: Arc::new(InstrumentedObjectStoreRegistry::new()),
+    };
+    if args.command.is_empty() && args.file.is_empty() {
+        if !args.quiet {
+            println!("TADS {} SQL on DataFusion", env!("CARGO_PKG_VERSION"));
+            for t in &tables {
+                println!("  {t}");
+            }
+            println!(
+                "TADS functions: SELECT name, syntax FROM tads_help();  help on one: SELECT * FROM tads_help('pca_score');  \\? commands, \\q quit"
+            );
+        }
+        exec_from_repl(&ctx, &mut options)
+            .await
+            .map_err(|e| anyhow::anyhow!("the REPL failed: {e}"))?;
+        return Ok(());
+    }
+    let mut failed = 0;
+    for sql in &args.command {
+        if let Err(e) = exec_from_commands(&ctx, vec![sql.clone()], &options).await {
+            eprintln!("error: {}", e.strip_backtrace().replace('\n', " "));
+            failed += 1;
+        }
+    }
+    for file in &args.file {
+        if !std::path::Path::new(file).is_file() {
+            eprintln!("error: -f {file}: no such file");
+            failed += 1;
+            continue;
+        }
+        if let Err(e) = exec_from_files(&ctx, vec![file.clone()], &options).await {
+            eprintln!("error: {file}: {}", e.strip_backtrace().replace('\n', " "));
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        // Each failure was reported on its own line already.
+        return Err(crate::Reported.into());
+    }
+    Ok(())
+}
