@@ -156,6 +156,19 @@ fn every_tads_function_is_registered_and_documented() {
             .unwrap(),
     );
     assert_eq!(rows.len(), 3, "{rows:?}");
+    for f in ["pca_score", "robust_stats", "alert_state", "tads_help"] {
+        let out = tads()
+            .args(["sql", "-q", "--format", "json", "-c"])
+            .arg(format!("SHOW FUNCTIONS LIKE '{f}'"))
+            .output()
+            .unwrap();
+        assert_ok(&out);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("\"function_name\":\"{f}\"")),
+            "SHOW FUNCTIONS: {text}"
+        );
+    }
     let one = tads()
         .args(["sql", "-q", "-c", "SELECT * FROM tads_help('nope')"])
         .output()

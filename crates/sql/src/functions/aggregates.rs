@@ -12,9 +12,7 @@ use datafusion::arrow::compute::filter;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, UInt64Type};
 use datafusion::common::{Result, ScalarValue, internal_err, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
-use datafusion::logical_expr::{
-    Accumulator, AggregateUDFImpl, Documentation, Signature, Volatility,
-};
+use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Documentation, Signature};
 use tads_model::{CoMoments, RobustStats};
 
 use super::common::{doc, finite_rows, is_metric, metric_arrays};
@@ -86,7 +84,10 @@ pub struct RobustStatsUdaf {
 impl Default for RobustStatsUdaf {
     fn default() -> Self {
         Self {
-            signature: Signature::any(1, Volatility::Immutable),
+            signature: super::common::any_with_example_of(
+                datafusion::logical_expr::TypeSignature::Any(1),
+                vec![DataType::Float64],
+            ),
         }
     }
 }
@@ -207,7 +208,7 @@ pub struct PcaFitUdaf {
 impl Default for PcaFitUdaf {
     fn default() -> Self {
         Self {
-            signature: Signature::variadic_any(Volatility::Immutable),
+            signature: super::common::any_with_example(vec![DataType::Float64, DataType::Float64]),
         }
     }
 }

@@ -30,9 +30,7 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::common::{Result, exec_err, plan_err};
 use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
-use datafusion::logical_expr::{
-    Documentation, PartitionEvaluator, Signature, Volatility, WindowUDFImpl,
-};
+use datafusion::logical_expr::{Documentation, PartitionEvaluator, Signature, WindowUDFImpl};
 
 use tads_model::alert::{AlertMachine, Cooldown as MachineCooldown, Event, Step};
 
@@ -47,7 +45,11 @@ pub struct AlertState {
 impl Default for AlertState {
     fn default() -> Self {
         Self {
-            signature: Signature::variadic_any(Volatility::Immutable),
+            signature: super::common::any_with_example(vec![
+                DataType::Float64,
+                DataType::Float64,
+                DataType::Float64,
+            ]),
         }
     }
 }

@@ -29,6 +29,29 @@ pub(crate) fn doc(
     Documentation::builder(DOC_SECTION, description, syntax).with_sql_example(example)
 }
 
+/// A signature that accepts any arguments (the function checks them itself, with messages that
+/// name the model and what it expected) and carries an example call, so that `SHOW FUNCTIONS`
+/// and `information_schema.parameters` can list the function. Any arguments come first, so the
+/// example never coerces a real call.
+pub(crate) fn any_with_example(example: Vec<DataType>) -> datafusion::logical_expr::Signature {
+    any_with_example_of(
+        datafusion::logical_expr::TypeSignature::VariadicAny,
+        example,
+    )
+}
+
+/// [`any_with_example`] for a fixed number of arguments of any type (`TypeSignature::Any(n)`).
+pub(crate) fn any_with_example_of(
+    any: datafusion::logical_expr::TypeSignature,
+    example: Vec<DataType>,
+) -> datafusion::logical_expr::Signature {
+    use datafusion::logical_expr::{Signature, TypeSignature, Volatility};
+    Signature::one_of(
+        vec![any, TypeSignature::Exact(example)],
+        Volatility::Immutable,
+    )
+}
+
 /// Whether `t` can name a model (a string, plain, view, large or dictionary-encoded).
 pub(crate) fn is_text(t: &DataType) -> bool {
     match t {

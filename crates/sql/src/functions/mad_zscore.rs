@@ -9,7 +9,6 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{Result, exec_err, internal_err, plan_err};
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature,
-    Volatility,
 };
 
 use super::common::{
@@ -30,7 +29,7 @@ impl MadZscore {
     pub fn new(registry: ModelRegistry) -> Self {
         Self {
             registry,
-            signature: Signature::variadic_any(Volatility::Immutable),
+            signature: super::common::any_with_example(vec![DataType::Float64, DataType::Float64, DataType::Float64]),
             documentation: doc(
                 "A robust z-score (x - median) / mad. With a model, the median and the scaled MAD \
                  (1.4826 MAD) of one of its metrics. NULL where any input is NULL, NaN or infinite, \

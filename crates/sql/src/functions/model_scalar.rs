@@ -13,7 +13,6 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{Result, internal_err};
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature,
-    Volatility,
 };
 use tads_model::{AllScores, Fusion};
 
@@ -158,7 +157,11 @@ impl ModelFunction {
             score,
             fusion: Fusion::default(),
             registry,
-            signature: Signature::variadic_any(Volatility::Immutable),
+            signature: super::common::any_with_example(vec![
+                DataType::Utf8,
+                DataType::Float64,
+                DataType::Float64,
+            ]),
             documentation: score.documentation(),
         }
     }

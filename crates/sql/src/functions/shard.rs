@@ -9,7 +9,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::{
-    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature,
 };
 
 use super::common::doc;
@@ -39,7 +39,10 @@ pub struct ShardOf {
 impl Default for ShardOf {
     fn default() -> Self {
         Self {
-            signature: Signature::any(2, Volatility::Immutable),
+            signature: super::common::any_with_example_of(
+                datafusion::logical_expr::TypeSignature::Any(2),
+                vec![DataType::Utf8, DataType::Int64],
+            ),
         }
     }
 }
