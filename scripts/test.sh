@@ -64,3 +64,11 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 step "cargo test"
 cargo test --workspace
+
+step "notebooks, headless, on a fresh tads demo"
+demo_dir="$(mktemp -d -t tads-demo.XXXXXX)"
+# The binary `cargo test` built (`cargo run` alone would resolve features differently and
+# rebuild DataFusion).
+"${CARGO_TARGET_DIR:-target}/debug/tads" demo --dir "$demo_dir/demo" >/dev/null
+TADS_DEMO_DIR="$demo_dir/demo" "$venv/bin/python" notebooks/run.py
+rm -rf "$demo_dir"

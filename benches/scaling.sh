@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Cost as data grows: wall time and peak memory (RSS) of `tads score` (the whole job, alert pass
+# included) at 1M, 10M and 100M rows on all cores, and at 10M rows on 1 core vs all (taskset).
+# Writes benches/scaling.csv, which notebooks/scaling.ipynb plots.
+#
+#   benches/scaling.sh            # needs ~7 GB free under ~/.cache/tads/scaling
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+# The same build as benches/compare/run.sh (a different set of targets would unify features
+# differently and rebuild DataFusion). TADS_SKIP_BUILD=1 uses the binary as it is.
+[ -n "${TADS_SKIP_BUILD:-}" ] || cargo build --release --quiet --bin tads --example compare_engine
+tads="$CARGO_TARGET_DIR/release/tads"
+work="${TADS_CACHE:-$HOME/.cache/tads}/scaling"
+mkdir -p "$work"
+cores=$(nproc)
+csv=benches/scaling.csv
+echo "rows,threads,seconds,peak_rss_mb" > "$csv.tmp"
+
+# 165 hosts at 10 s: 1010 minutes ≈ 1M rows, 7 days ≈ 10M, 70 days ≈ 100M.
+declare -A duration=([1000000]=1010m [10000000]=7d [100000000]=70d)
+measure() { # rows data cpus
+  local out="$work/out"
+  rm -rf "$out"
+  local stats
+  stats=$( { /usr/bin/time -f '%e %M' taskset -c "$3" "$tads" score --quiet --data "$2" --models "$work/models" \
+    --model scaling --out "$out" >/dev/null; } 2>&1 | tail -1)
+  local secs rss
+  read -r secs rss <<<"$stats"
+  local threads=$(( $(echo "$3" | tr ',' '\n' | wc -l) ))
+  echo "$1,$threads,$secs,$(( rss / 1024 ))" | tee -a "$csv.tmp"
+}
+all=$(seq -s, 0 $((cores - 1)))
+for rows in 1000000 10000000 100000000; do
+  data="$work/telemetry-$rows"
+  if [ ! -f "$data/_manifest.json" ]; then
+    "$tads" generate --quiet --out "$data" --overwrite --hosts 165 --duration "${duration[$rows]}" --interval 10s --seed 7
+  fi
+  if [ "$rows" = 10000000 ] && [ ! -f "$work/models/scaling/model.json" ]; then
+    "$tads" train --quiet --data "$data" --models "$work/models" --model scaling --overwrite
+  fi
+done
+for rows in 1000000 10000000 100000000; do
+  measure "$rows" "$work/telemetry-$rows" "$all"
+done
+measure 10000000 "$work/telemetry-10000000" 0
+mv "$csv.tmp" "$csv"
+echo "wrote $csv"
