@@ -256,7 +256,7 @@ pub(crate) fn alert_table(a: &AlertSummary) -> String {
     if a.count == 0 {
         return String::new();
     }
-    let severities = ["info", "warning", "critical"];
+    let severities = tads_model::Severity::NAMES;
     let width = a
         .by_top_metric
         .keys()

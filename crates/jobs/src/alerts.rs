@@ -221,12 +221,22 @@ fn micros(a: &ArrayRef) -> Result<TimestampMicrosecondArray> {
         .clone())
 }
 
-/// Checks that the data has the key and time columns the rules name.
-pub(crate) fn check_columns(schema: &Schema, rules: &AlertRules, data: &str) -> Result<()> {
+/// Checks that the data has the key and time columns the rules name. `hint_off`: a missing
+/// column's message also says how to score without alerts.
+pub(crate) fn check_columns(
+    schema: &Schema,
+    rules: &AlertRules,
+    data: &str,
+    hint_off: bool,
+) -> Result<()> {
     let missing = |what: &str, name: &str| {
+        let off = if hint_off {
+            " or score without alerts (--no-alerts)"
+        } else {
+            ""
+        };
         Error::Input(format!(
-            "{data}: has no column `{name}` for alerts.{what}; name the series' {} column with --set alerts.{what}=COLUMN or score without alerts (--no-alerts)",
-            if what == "key" { "key" } else { "time" }
+            "{data}: has no column `{name}` for alerts.{what}; name the series' {what} column with --set alerts.{what}=COLUMN{off}"
         ))
     };
     schema

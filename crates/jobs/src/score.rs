@@ -440,18 +440,18 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
     let rules = &job.config.alerts;
     let mut alerts_skipped = None;
     let defaults = crate::config::AlertRules::default();
-    let with_alerts = match alerts::check_columns(&table_schema, rules, &job.data.to_string()) {
-        _ if !rules.enabled => false,
-        Ok(()) => true,
-        // The default columns are a guess about the data; names the user gave are not.
-        Err(e) if rules.key == defaults.key && rules.time == defaults.time => {
-            let why = e.to_string();
-            let why = why.replace(" or score without alerts (--no-alerts)", "");
-            alerts_skipped = Some(format!("no alerts: {why}"));
-            false
-        }
-        Err(e) => return Err(e),
-    };
+    // The default columns are a guess about the data: without them, score without alerts and
+    // say why. Columns the user named must be there.
+    let guessed = rules.key == defaults.key && rules.time == defaults.time;
+    let with_alerts = rules.enabled
+        && match alerts::check_columns(&table_schema, rules, &job.data.to_string(), !guessed) {
+            Ok(()) => true,
+            Err(e) if guessed => {
+                alerts_skipped = Some(format!("no alerts: {e}"));
+                false
+            }
+            Err(e) => return Err(e),
+        };
     if with_alerts {
         for (what, col) in [("key", &rules.key), ("time", &rules.time)] {
             if partitions.contains(col) {

@@ -35,9 +35,6 @@ pub enum SpeLimit {
 }
 
 impl SpeLimit {
-    /// Every choice, as configuration spells it.
-    pub const NAMES: [&'static str; 4] = ["jm_99", "jm_999", "empirical_99", "empirical_999"];
-
     /// The limit in `model`, if the model has it (a model without residual space has none).
     pub fn of(self, model: &ModelArtifact) -> Option<f64> {
         let t = &model.thresholds;
