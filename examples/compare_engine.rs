@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! compare_engine scan  <data>                    # SELECT * and consume every batch (the floor)
+//! compare_engine scan-features <data> <models> <model>  # SELECT the model's features only
 //! compare_engine spe   <data> <models> <model>   # SELECT pca_score(…) and consume it
 //! compare_engine copy  <data> <out>              # COPY (SELECT *) TO <out> as Parquet
+//! compare_engine copy-tads <data> <out>          # the same with the writer settings of tads score
 //! compare_engine fit   <data> <models> <model>   # SELECT pca_fit(…) of the model's features
 //! ```
 //! Not part of TADS: a measuring tool, built with `cargo build --release --example compare_engine`.
@@ -21,14 +23,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mode, data) = match args.as_slice() {
         [mode, data, ..] => (mode.as_str(), data.as_str()),
         _ => {
-            return Err("usage: compare_engine <scan|spe|copy> <data> [models model | out]".into());
+            return Err(
+                "usage: compare_engine <scan|scan-features|spe|fit|copy|copy-tads> <data> [models model | out]"
+                    .into(),
+            );
         }
     };
     let ctx = tads_sql::session();
     let registry = tads_sql::ModelRegistry::new();
     let sql = match (mode, &args[2..]) {
         ("scan", []) => "SELECT * FROM t".to_string(),
-        ("spe" | "fit", [models, model]) => {
+        ("spe" | "fit" | "scan-features", [models, model]) => {
             let loaded = registry
                 .load_model(&Location::parse(models)?, model)
                 .await?;
@@ -43,6 +48,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .collect();
             if mode == "fit" {
                 format!("SELECT pca_fit({}) FROM t", cols.join(", "))
+            } else if mode == "scan-features" {
+                format!("SELECT {} FROM t", cols.join(", "))
             } else {
                 format!(
                     "SELECT pca_score('{model}', {}) AS spe FROM t",
@@ -51,10 +58,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         ("copy", [out]) => format!("COPY (SELECT * FROM t) TO '{out}' STORED AS PARQUET"),
+        ("copy-tads", [_]) => String::new(), // built below, from the table's columns
         _ => return Err(format!("unknown mode or arguments: {args:?}").into()),
     };
     tads_sql::register_all(&ctx, &registry)?;
     tads_sql::register_dataset(&ctx, "t", &Location::parse_data(data)?).await?;
+    let sql = if mode == "copy-tads" {
+        let schema = ctx.table("t").await?.schema().as_arrow().clone();
+        format!(
+            "COPY (SELECT * FROM t) TO '{}' STORED AS PARQUET OPTIONS ({})",
+            args[2],
+            tads_writer_options(&schema).join(", ")
+        )
+    } else {
+        sql
+    };
     let started = Instant::now();
     let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
     let mut rows = 0u64;
@@ -63,7 +81,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let batch = batch?;
         match mode {
             // COPY returns one row holding the count of rows written.
-            "copy" => {
+            "copy" | "copy-tads" => {
                 rows += datafusion::arrow::util::display::array_value_to_string(batch.column(0), 0)?
                     .parse::<u64>()?
             }
@@ -86,4 +104,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seconds = started.elapsed().as_secs_f64();
     println!("{{\"rows\": {rows}, \"scored\": {valid}, \"seconds\": {seconds}}}");
     Ok(())
+}
+
+/// DataFusion's COPY options for what `tads_jobs::parquet_out::writer_properties` sets: Parquet
+/// 2.0 pages, zstd level 1, row groups of `ROWS_PER_FILE` rows, and per column no dictionary
+/// with byte-stream-split floats and delta-encoded integers and timestamps.
+fn tads_writer_options(schema: &datafusion::arrow::datatypes::Schema) -> Vec<String> {
+    use datafusion::arrow::datatypes::DataType;
+    let mut options = vec![
+        "'format.writer_version' '2.0'".to_string(),
+        "'format.compression' 'zstd(1)'".to_string(),
+        format!(
+            "'format.max_row_group_size' '{}'",
+            tads_jobs::score::ROWS_PER_FILE
+        ),
+    ];
+    for field in schema.fields() {
+        let encoding = match field.data_type() {
+            DataType::Float64 | DataType::Float32 => "byte_stream_split",
+            DataType::Timestamp(..) | DataType::Int64 | DataType::Date32 => "delta_binary_packed",
+            _ => continue,
+        };
+        let name = field.name();
+        options.push(format!("'format.dictionary_enabled::{name}' false"));
+        options.push(format!("'format.encoding::{name}' '{encoding}'"));
+    }
+    options
 }

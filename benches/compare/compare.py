@@ -7,13 +7,16 @@ prediction error (SPE) of every row, from the same model.json, on the same files
 machine, in one run; the engines alternate within each repetition so that a noisy neighbour hurts
 them all alike. Medians are reported, with each engine's rows/s and its ratio to TADS.
 
-Two tasks, each compared like with like:
+Three tasks, each compared like with like:
   score to Parquet: read every row, compute the SPE, write every row with it as Parquet
       tads score (the scores alone, and with the alert pass), DuckDB COPY, Polars sink_parquet, and the floor: DataFusion
-      reading and writing the same rows with no scoring at all.
+      reading and writing the same rows with no scoring at all (with the writer settings of tads score, and with
+      DataFusion's default writer).
   SPE in memory: read the 8 metrics, compute the SPE of every row, consume it
       DataFusion with pca_score(), DuckDB SQL arithmetic, a Polars lazy expression, numpy,
       scikit-learn PCA transform + inverse_transform, and the floor: a plain DataFusion scan.
+  co-moments for training: pca_fit() over the model's 8 metrics, and the floor: a plain DataFusion
+      scan of the same 8 columns.
 """
 
 import argparse
@@ -138,10 +141,10 @@ def main():
         m = json.loads((o / "_manifest.json").read_text())
         return m["rows"]
 
-    def df_copy():
+    def df_copy(mode="copy"):
         o = fresh(out / "datafusion")
         o.mkdir(parents=True)
-        return tads.engine_run("copy", str(data), str(o) + "/")["rows"]
+        return tads.engine_run(mode, str(data), str(o) + "/")["rows"]
 
     con = duckdb.connect()
     con.execute(f"SET threads = {os.cpu_count()}")
@@ -165,6 +168,9 @@ def main():
     def df_spe():
         r = tads.engine_run("spe", str(data), str(models), "bench")
         return r["rows"]
+
+    def df_scan_features():
+        return tads.engine_run("scan-features", str(data), str(models), "bench")["rows"]
 
     def df_fit():
         return tads.engine_run("fit", str(data), str(models), "bench")["rows"]
@@ -208,7 +214,8 @@ def main():
         "score to Parquet": [
             ("tads score --no-alerts (5 scores)", lambda: tads_score("--no-alerts")),
             ("tads score with the alert pass", tads_score),
-            ("DataFusion read+write, no scoring (floor)", df_copy),
+            ("DataFusion COPY with the writer settings of tads score, no scoring (floor)", lambda: df_copy("copy-tads")),
+            ("DataFusion COPY with its default writer, no scoring", df_copy),
             ("DuckDB COPY with SPE", duck_copy),
             ("Polars sink_parquet with SPE", polars_copy),
         ],
@@ -222,7 +229,8 @@ def main():
         ],
         "co-moments for training (pca_fit over Parquet)": [
             ("TADS pca_fit() in DataFusion", df_fit),
-            ("DataFusion plain scan of every column (floor)", df_scan),
+            ("DataFusion plain scan of the same 8 columns (floor)", df_scan_features),
+            ("DataFusion plain scan of every column", df_scan),
         ],
     }
     # Check once that every engine computes the same SPE on a sample (and warms the caches).

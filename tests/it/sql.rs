@@ -238,7 +238,10 @@ fn the_analytics_queries_run_on_generated_data() {
 #[test]
 fn an_interactive_session_through_a_pseudo_terminal() {
     let script = root().join("tests/it/pty_session.py");
+    // The REPL keeps its history in ./.history: run it in a folder of its own.
+    let cwd = tempfile::tempdir().unwrap();
     let out = std::process::Command::new("python3")
+        .current_dir(cwd.path())
         .arg(script)
         .arg(env!("CARGO_BIN_EXE_tads"))
         .args(["sql", "--data"])
@@ -252,6 +255,8 @@ fn an_interactive_session_through_a_pseudo_terminal() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let history = std::fs::read_to_string(cwd.path().join(".history")).unwrap_or_default();
+    assert!(history.contains("tads_help()"), "history: {history}");
     // The banner, the answer, the error (and the session going on), the help, a clean exit.
     for needle in [
         "telemetry:",

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{Array, RecordBatch, new_null_array};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, new_null_array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -28,7 +28,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::ParquetMetaDataReader;
 use serde::{Deserialize, Serialize};
 use tads_sql::ModelRegistry;
-use tads_sql::functions::ModelFunction;
+use tads_sql::functions::{ModelFunction, ModelScore};
 use tads_sql::registry::Loaded;
 use tads_store::{IN_PROGRESS, Location, Output, Progress};
 
@@ -39,16 +39,19 @@ use crate::{Error, Result, alerts, ident, parquet_out};
 /// Output files roll over after this many rows.
 pub const ROWS_PER_FILE: usize = 1 << 20;
 
-/// The columns `tads score` adds to every row, in order: the fields of `pca_scores`, the fused
-/// score and the alert the row belongs to.
+/// The columns `tads score` adds to every row, in order: the fields of `pca_scores` (the fused
+/// score last) and the alert the row belongs to.
 pub const SCORE_COLUMNS: [&str; 6] = [
     tads_sql::functions::ALL_FIELDS[0],
     tads_sql::functions::ALL_FIELDS[1],
     tads_sql::functions::ALL_FIELDS[2],
     tads_sql::functions::ALL_FIELDS[3],
-    "score",
+    tads_sql::functions::ALL_FIELDS[4],
     "alert_id",
 ];
+
+/// The struct column of `pca_scores` in the scoring plan, split into columns before writing.
+const SCORES_STRUCT: &str = "__tads_scores";
 
 /// Where the alerts go, below the output root.
 pub const ALERTS_FILE: &str = "alerts/alerts.parquet";
@@ -419,6 +422,9 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
         registry.clone(),
         job.config.fusion,
     )));
+    ctx.register_udf(ScalarUDF::new_from_impl(
+        ModelFunction::new(ModelScore::All, registry.clone()).with_fusion(job.config.fusion),
+    ));
     let partitions = tads_sql::register_dataset(&ctx, "input", &job.data).await?;
     let table_schema = ctx.table("input").await?.schema().as_arrow().clone();
     // The files hold every column but the hive partition columns (those are in the paths).
@@ -501,14 +507,11 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
         ),
         None => String::new(),
     };
-    // Four calls rather than one pca_scores() struct split into columns: measured faster
-    // (benches/compare, 4.0-4.5 s against 5.0-5.5 s on 10M rows); the struct form seems to be
-    // evaluated once per field.
-    let select = format!(
-        "SELECT *, pca_score({m}, {metrics}) AS pca_spe, pca_t2({m}, {metrics}) AS pca_t2, \
-         mad_zmax({m}, {metrics}) AS mad_zmax, pca_top_metric({m}, {metrics}) AS top_metric, \
-         anomaly_score({m}, {metrics}) AS score FROM {{table}}{filter}"
-    );
+    // One pca_scores() call: one standardization and projection per row for all five scores.
+    // Its struct is split into columns in Rust (`write_unit`), not by `s['field']` in SQL,
+    // which DataFusion would evaluate as one call per field.
+    let select =
+        format!("SELECT *, pca_scores({m}, {metrics}) AS {SCORES_STRUCT} FROM {{table}}{filter}");
 
     let run_id = job
         .run_id
@@ -689,7 +692,20 @@ async fn write_unit(shared: &Shared, unit: &Unit, table: &str) -> Result<UnitRes
         .sql(&shared.select.replace("{table}", table))
         .await?;
     let scored: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let mut fields: Vec<_> = scored.fields().iter().cloned().collect();
+    // The input's columns, then the fields of the scores struct (the plan's last column), then
+    // alert_id.
+    let (last, input_fields) = scored
+        .fields()
+        .split_last()
+        .ok_or_else(|| Error::Data("the scoring plan has no columns".into()))?;
+    let DataType::Struct(score_fields) = last.data_type() else {
+        return Err(Error::Data(format!(
+            "the scoring plan ends in {}, not the scores struct",
+            last.data_type()
+        )));
+    };
+    let mut fields: Vec<_> = input_fields.to_vec();
+    fields.extend(score_fields.iter().cloned());
     fields.push(Arc::new(Field::new("alert_id", DataType::Utf8, true)));
     let schema: SchemaRef = Arc::new(Schema::new(fields));
     let columns = match &shared.alerts {
@@ -732,15 +748,23 @@ async fn write_unit(shared: &Shared, unit: &Unit, table: &str) -> Result<UnitRes
         if batch.num_rows() == 0 {
             continue;
         }
-        unscored += batch.column(spe).null_count() as u64;
         let ids = match columns {
             Some((alerts, key, time)) => alerts.ids_for(batch.column(key), batch.column(time))?,
             None => new_null_array(&DataType::Utf8, batch.num_rows()),
         };
-        let mut all = batch.columns().to_vec();
+        let (scores, input) = batch
+            .columns()
+            .split_last()
+            .ok_or_else(|| Error::Data("a scored batch without columns".into()))?;
+        let mut all = input.to_vec();
+        let scores = scores
+            .as_struct_opt()
+            .ok_or_else(|| Error::Data("the scores column is not a struct".into()))?;
+        all.extend(scores.columns().iter().cloned());
         all.push(ids);
         let batch = RecordBatch::try_new(Arc::clone(&schema), all)
             .map_err(|e| Error::Data(format!("scored batch: {e}")))?;
+        unscored += batch.column(spe).null_count() as u64;
         let w = match writer.as_mut() {
             Some(w) => w,
             None => writer.insert(

@@ -60,16 +60,19 @@ impl CoMoments {
             return;
         }
         let nb = rows as f64;
-        let mean: Vec<f64> = columns.iter().map(|c| c.iter().sum::<f64>() / nb).collect();
-        let centred: Vec<Vec<f64>> = columns
-            .iter()
-            .zip(&mean)
-            .map(|(c, m)| c.iter().map(|x| x - m).collect())
-            .collect();
+        let mean: Vec<f64> = columns.iter().map(|c| lane_sum(c) / nb).collect();
+        // The batch's deviations from its own mean, one column after another in one buffer.
+        let mut centred = vec![0.0; self.d * rows];
+        for ((out, c), m) in centred.chunks_exact_mut(rows).zip(columns).zip(&mean) {
+            for (o, x) in out.iter_mut().zip(c.iter()) {
+                *o = x - m;
+            }
+        }
+        let column = |j: usize| &centred[j * rows..(j + 1) * rows];
         let mut m2 = vec![0.0; self.d * self.d];
         for i in 0..self.d {
             for j in i..self.d {
-                let s: f64 = centred[i].iter().zip(&centred[j]).map(|(a, b)| a * b).sum();
+                let s = lane_dot(column(i), column(j));
                 m2[i * self.d + j] = s;
                 m2[j * self.d + i] = s;
             }
@@ -116,6 +119,41 @@ impl CoMoments {
     pub fn covariance(&self) -> Option<Vec<f64>> {
         (self.n >= 2).then(|| self.m2.iter().map(|v| v / (self.n - 1) as f64).collect())
     }
+}
+
+/// Independent partial sums, so the compiler can keep them in vector registers (a single running
+/// sum is bound by the latency of one addition per value).
+const LANES: usize = 8;
+
+/// The sum of `x`, in [`LANES`] interleaved partial sums.
+fn lane_sum(x: &[f64]) -> f64 {
+    let mut acc = [0.0; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f64 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// The dot product of `a` and `b` (equal lengths), in [`LANES`] interleaved partial sums.
+fn lane_dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..LANES {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    acc.iter().sum::<f64>() + tail
 }
 
 #[cfg(test)]
@@ -183,6 +221,24 @@ mod tests {
         }
         assert_eq!(merged.count(), 1000);
         assert!((merged.mean()[0] - whole.mean()[0]).abs() < 1e-6);
+    }
+
+    #[test]
+    fn lane_sums_and_dots_equal_the_plain_loop_at_every_length() {
+        for n in (0..40).chain([8191, 8192, 8193]) {
+            let a: Vec<f64> = (0..n).map(|i| f64::from(i as u32).sin()).collect();
+            let b: Vec<f64> = (0..n).map(|i| f64::from(i as u32 * 7 % 13) - 6.0).collect();
+            let sum: f64 = a.iter().sum();
+            let dot: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!(
+                (lane_sum(&a) - sum).abs() <= 1e-12 * (n as f64 + 1.0),
+                "sum of {n}"
+            );
+            assert!(
+                (lane_dot(&a, &b) - dot).abs() <= 1e-12 * (n as f64 + 1.0),
+                "dot of {n}"
+            );
+        }
     }
 
     #[test]

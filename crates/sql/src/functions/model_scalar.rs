@@ -32,14 +32,14 @@ pub enum ModelScore {
     Contrib,
     /// `pca_top_metric`: the metric with the largest share of the SPE.
     TopMetric,
-    /// `pca_scores`: the SPE, T², largest |z| and top metric at once, as a struct.
+    /// `pca_scores`: the SPE, T², largest |z|, top metric and fused score at once, as a struct.
     All,
     /// `anomaly_score`: the SPE over its limit fused with the largest |z| over its cut.
     Fused,
 }
 
 /// The fields of `pca_scores`, named as `tads score` names its columns.
-pub const ALL_FIELDS: [&str; 4] = ["pca_spe", "pca_t2", "mad_zmax", "top_metric"];
+pub const ALL_FIELDS: [&str; 5] = ["pca_spe", "pca_t2", "mad_zmax", "top_metric", "score"];
 
 fn all_fields() -> datafusion::arrow::datatypes::Fields {
     ALL_FIELDS
@@ -114,7 +114,7 @@ impl ModelScore {
                 "SELECT pca_top_metric('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
             ),
             Self::All => (
-                "Every score of a row at once, from one standardization and projection: a struct {pca_spe, pca_t2, mad_zmax, top_metric} equal to pca_score, pca_t2, mad_zmax and pca_top_metric. One projection instead of four. Each field is NULL where that function would be.",
+                "Every score of a row at once, from one standardization and projection: a struct {pca_spe, pca_t2, mad_zmax, top_metric, score} equal to pca_score, pca_t2, mad_zmax, pca_top_metric and anomaly_score. One projection instead of five; `tads score` writes its fields as columns. Each field is NULL where that function would be.",
                 "pca_scores(model, x1, ..., xd)",
                 "SELECT s['pca_spe'], s['top_metric'] FROM (SELECT pca_scores('m', cpu_pct, mem_pct, latency_ms) AS s FROM telemetry)",
             ),
@@ -168,10 +168,13 @@ impl ModelFunction {
 
     /// `anomaly_score` with the given fusion settings.
     pub fn fused(registry: ModelRegistry, fusion: Fusion) -> Self {
-        Self {
-            fusion,
-            ..Self::new(ModelScore::Fused, registry)
-        }
+        Self::new(ModelScore::Fused, registry).with_fusion(fusion)
+    }
+
+    /// The function with other fusion settings (they matter to `anomaly_score` and to the
+    /// `score` field of `pca_scores`).
+    pub fn with_fusion(self, fusion: Fusion) -> Self {
+        Self { fusion, ..self }
     }
 }
 
@@ -254,6 +257,7 @@ impl ScalarUDFImpl for ModelFunction {
             }
             ModelScore::All => {
                 let (mut spe, mut t2, mut zmax) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+                let mut fused = vec![0.0; n];
                 let mut top: Vec<Option<u32>> = vec![None; n];
                 let mut runs: Vec<(std::ops::Range<usize>, Vec<String>)> = Vec::new();
                 for_each_model_run(self.name(), &self.registry, model, Some(d), n, |m, rows| {
@@ -266,6 +270,14 @@ impl ScalarUDFImpl for ModelFunction {
                             zmax: &mut zmax[rows.clone()],
                             top: &mut top[rows.clone()],
                         },
+                    );
+                    let target = &mut fused[rows.clone()];
+                    target.copy_from_slice(&spe[rows.clone()]);
+                    self.fusion.combine(
+                        self.fusion.factors(&m.artifact),
+                        target,
+                        &t2[rows.clone()],
+                        &zmax[rows.clone()],
                     );
                     scored[rows.clone()].fill(true);
                     runs.push((rows, m.artifact.features.clone()));
@@ -280,7 +292,7 @@ impl ScalarUDFImpl for ModelFunction {
                 let names = top_names(&top, &valid, runs, n);
                 Arc::new(StructArray::new(
                     all_fields(),
-                    vec![float(spe), float(t2), float(zmax), names],
+                    vec![float(spe), float(t2), float(zmax), names, float(fused)],
                     None,
                 ))
             }
