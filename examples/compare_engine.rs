@@ -13,6 +13,10 @@
 
 use std::time::Instant;
 
+/// The allocator of the `tads` binary, so that the floors run on the same footing as TADS.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use datafusion::arrow::array::Array;
 use futures::StreamExt;
 use tads_store::Location;

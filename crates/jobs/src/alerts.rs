@@ -16,7 +16,7 @@ use std::sync::Arc;
 use chrono::{DateTime, SecondsFormat};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListBuilder, RecordBatch, StringArray,
-    StringBuilder, TimestampMicrosecondArray, UInt64Array,
+    StringBuilder, TimestampMicrosecondArray, UInt64Array, new_null_array,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
@@ -96,7 +96,11 @@ impl Alerts {
 
     /// The id of the alert of `key` that covers time `ts`, if any.
     pub fn id_of(&self, key: &str, ts: i64) -> Option<&str> {
-        let spans = self.index.get(key)?;
+        self.id_in(self.index.get(key)?, ts)
+    }
+
+    /// The id of the alert among one key's `spans` that covers time `ts`, if any.
+    fn id_in(&self, spans: &[(i64, i64, usize)], ts: i64) -> Option<&str> {
         let at = spans.partition_point(|(start, _, _)| *start <= ts);
         let (_, end, i) = spans[..at].last()?;
         (ts <= *end).then(|| self.list[*i].alert_id.as_str())
@@ -104,18 +108,29 @@ impl Alerts {
 
     /// An `alert_id` column for rows with these keys and times (any string and timestamp types).
     pub fn ids_for(&self, keys: &ArrayRef, times: &ArrayRef) -> Result<ArrayRef> {
+        if self.list.is_empty() {
+            return Ok(new_null_array(&DataType::Utf8, keys.len()));
+        }
         let keys = strings(keys)?;
         let times = micros(times)?;
         let mut out = StringBuilder::new();
-        if self.list.is_empty() {
-            (0..keys.len()).for_each(|_| out.append_null());
-        } else {
-            for i in 0..keys.len() {
-                let id = (keys.is_valid(i) && times.is_valid(i))
-                    .then(|| self.id_of(keys.value(i), times.value(i)))
-                    .flatten();
-                out.append_option(id);
+        // Rows come in runs of one key: look a key's alerts up once per run, not once per row.
+        let mut last: Option<(&str, Option<&Vec<(i64, i64, usize)>>)> = None;
+        for i in 0..keys.len() {
+            if keys.is_null(i) || times.is_null(i) {
+                out.append_null();
+                continue;
             }
+            let key = keys.value(i);
+            let spans = match last {
+                Some((k, spans)) if k == key => spans,
+                _ => {
+                    let spans = self.index.get(key);
+                    last = Some((key, spans));
+                    spans
+                }
+            };
+            out.append_option(spans.and_then(|s| self.id_in(s, times.value(i))));
         }
         Ok(Arc::new(out.finish()))
     }
@@ -367,11 +382,19 @@ pub(crate) async fn find(
         x = q.metrics,
         exit = rules.exit,
     );
-    if q.region {
-        select.push_str(", CAST(region AS VARCHAR) AS __region");
-    }
-    if q.project {
-        select.push_str(", CAST(project_id AS VARCHAR) AS __project");
+    // Region and project are read at the row that opens an alert, whose score is at or above
+    // enter (so above exit): carrying them only on such rows keeps the sort's rows small.
+    for (wanted, column, alias) in [
+        (q.region, "region", "__region"),
+        (q.project, "project_id", "__project"),
+    ] {
+        if wanted {
+            select.push_str(&format!(
+                ", CASE WHEN anomaly_score({m}, {x}) >= {exit} THEN CAST({column} AS VARCHAR) END AS {alias}",
+                x = q.metrics,
+                exit = rules.exit,
+            ));
+        }
     }
     select.push_str(&format!(" FROM {}{} ORDER BY __k, __t", q.table, q.filter));
     let df = ctx.sql(&select).await?;
