@@ -12,12 +12,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use tads_gen::{GenConfig, MANIFEST, NoProgress, Plan, Span, WriteOptions, write_dataset};
 use tads_jobs::config::ScoreConfig;
 use tads_jobs::score::{ScoreJob, score};
 use tads_jobs::train::{TrainJob, train};
 use tads_store::Location;
+
+/// The allocator of the `tads` binary, so that the jobs run as they do there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The bench's data: generated on first use, reused after.
 fn data(runtime: &tokio::runtime::Runtime) -> (Location, u64) {
@@ -77,7 +81,9 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("e2e");
     g.sample_size(10);
-    g.measurement_time(Duration::from_secs(60));
+    // Seconds per run: one run per sample, ten samples.
+    g.sampling_mode(SamplingMode::Flat);
+    g.measurement_time(Duration::from_secs(30));
     g.throughput(Throughput::Elements(rows));
 
     g.bench_function("train", |b| {

@@ -1,7 +1,7 @@
 //! Kernel benchmarks on in-memory batches of 8192 rows × 8 metrics, one thread:
 //! `pca_score` (SPE), `pca_t2`, `mad_zmax`, `anomaly_score` (the fused score), `pca_contrib`
-//! (per row), the `pca_fit` accumulator (update and merge) and the alert state machine behind
-//! `alert_state`. Targets: SPE ≥ 100M rows/s per core, `pca_fit` ≥ 20M rows/s.
+//! (per row), the `pca_fit` accumulator (update and merge), the alert state machine behind
+//! `alert_state`, and `mad_zscore(x, median, mad)` through DataFusion (1M rows, one partition). Targets: SPE ≥ 100M rows/s per core, `pca_fit` ≥ 20M rows/s.
 //!
 //! `cargo bench --bench kernels`.
 
@@ -121,6 +121,33 @@ fn bench(c: &mut Criterion) {
             let mut m = CoMoments::new(8);
             m.update(black_box(&refs));
             m
+        })
+    });
+    // mad_zscore has no kernel apart from its SQL function: run it through DataFusion over an
+    // in-memory table of 128 batches of the same rows, one partition (one core).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let ctx = datafusion::prelude::SessionContext::new_with_config(
+        datafusion::prelude::SessionConfig::new().with_target_partitions(1),
+    );
+    tads_sql::register_all(&ctx, &tads_sql::ModelRegistry::new()).unwrap();
+    let cpu = std::sync::Arc::new(arrow::array::Float64Array::from(cols[0].clone()));
+    let batch =
+        arrow::array::RecordBatch::try_from_iter([("x", cpu as arrow::array::ArrayRef)]).unwrap();
+    let table =
+        datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch; 128]]).unwrap();
+    ctx.register_table("t", std::sync::Arc::new(table)).unwrap();
+    g.throughput(Throughput::Elements(128 * ROWS as u64));
+    g.bench_function("mad_zscore_sql_1m_rows", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let df = ctx
+                    .sql("SELECT count(mad_zscore(x, 50.0, 4.0)) FROM t")
+                    .await
+                    .unwrap();
+                black_box(df.collect().await.unwrap())
+            })
         })
     });
     let mut part = CoMoments::new(8);

@@ -75,13 +75,16 @@ pub struct AlertSummary {
     pub by_top_metric: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
+/// One key's alerts as (start, end, index into the list), in time order.
+type Spans = Vec<(i64, i64, usize)>;
+
 /// The alerts of a run, and an index from key and time to alert.
 #[derive(Debug, Default)]
 pub struct Alerts {
     /// Every alert, in key and time order.
     pub list: Vec<Alert>,
     /// Per key: (start, end, index into `list`), in time order.
-    index: HashMap<String, Vec<(i64, i64, usize)>>,
+    index: HashMap<String, Spans>,
 }
 
 impl Alerts {
@@ -115,7 +118,7 @@ impl Alerts {
         let times = micros(times)?;
         let mut out = StringBuilder::new();
         // Rows come in runs of one key: look a key's alerts up once per run, not once per row.
-        let mut last: Option<(&str, Option<&Vec<(i64, i64, usize)>>)> = None;
+        let mut last: Option<(&str, Option<&Spans>)> = None;
         for i in 0..keys.len() {
             if keys.is_null(i) || times.is_null(i) {
                 out.append_null();
