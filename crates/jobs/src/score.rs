@@ -721,6 +721,12 @@ async fn write_unit(shared: &Shared, unit: &Unit, table: &str) -> Result<UnitRes
         None => None,
     };
     let props = parquet_out::writer_properties(&schema);
+    // The output buffer sized for what a chunk will likely take (the input's bytes per row plus
+    // about 32 for the scores), so it is not grown by copying as the chunk is encoded.
+    let chunk_rows = (unit.rows as usize).clamp(1, ROWS_PER_FILE);
+    let capacity = (unit.meta.size as usize / (unit.rows as usize).max(1) + 32)
+        .saturating_mul(chunk_rows)
+        .min(1 << 30);
     let mut stream = df.execute_stream().await?;
     let mut files = Vec::new();
     let mut unscored = 0u64;
@@ -768,8 +774,12 @@ async fn write_unit(shared: &Shared, unit: &Unit, table: &str) -> Result<UnitRes
         let w = match writer.as_mut() {
             Some(w) => w,
             None => writer.insert(
-                ArrowWriter::try_new(Vec::new(), Arc::clone(&schema), Some(props.clone()))
-                    .map_err(|e| Error::Data(format!("encoding Parquet: {e}")))?,
+                ArrowWriter::try_new(
+                    Vec::with_capacity(capacity),
+                    Arc::clone(&schema),
+                    Some(props.clone()),
+                )
+                .map_err(|e| Error::Data(format!("encoding Parquet: {e}")))?,
             ),
         };
         w.write(&batch)
