@@ -7,9 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-# The same build as benches/compare/run.sh (a different set of targets would unify features
-# differently and rebuild DataFusion). TADS_SKIP_BUILD=1 uses the binary as it is.
-[ -n "${TADS_SKIP_BUILD:-}" ] || cargo build --release --quiet --bin tads --example compare_engine
+# The release binary, as `cargo run --release` builds it (the dependencies are compiled once
+# for it, the benches and the comparison). TADS_SKIP_BUILD=1 uses the binary as it is.
+[ -n "${TADS_SKIP_BUILD:-}" ] || cargo build --release --quiet --bin tads
 tads="$CARGO_TARGET_DIR/release/tads"
 work="${TADS_CACHE:-$HOME/.cache/tads}/scaling"
 mkdir -p "$work"

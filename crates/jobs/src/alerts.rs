@@ -376,27 +376,30 @@ pub(crate) async fn find(
     severity: &Severity,
     progress: &dyn Progress,
 ) -> Result<Alerts> {
-    let m = q.model_sql;
+    let (m, x) = (q.model_sql, q.metrics);
+    let score = format!("anomaly_score({m}, {x})");
+    // The top metric, region and project are read only at rows that can be inside an alert
+    // (region and project at the row that opens one, whose score is at or above enter, so above
+    // exit): carrying them only on such rows keeps the sort's rows small. DataFusion evaluates
+    // the repeated condition once per row.
+    let hot = |value: &str, alias: &str| {
+        format!(
+            ", CASE WHEN {score} >= {exit} THEN {value} END AS {alias}",
+            exit = rules.exit
+        )
+    };
     let mut select = format!(
-        "SELECT CAST({key} AS VARCHAR) AS __k, {time} AS __t, anomaly_score({m}, {x}) AS __s, \
-         CASE WHEN anomaly_score({m}, {x}) >= {exit} THEN pca_top_metric({m}, {x}) END AS __top",
+        "SELECT CAST({key} AS VARCHAR) AS __k, {time} AS __t, {score} AS __s",
         key = ident(&rules.key),
         time = ident(&rules.time),
-        x = q.metrics,
-        exit = rules.exit,
     );
-    // Region and project are read at the row that opens an alert, whose score is at or above
-    // enter (so above exit): carrying them only on such rows keeps the sort's rows small.
+    select.push_str(&hot(&format!("pca_top_metric({m}, {x})"), "__top"));
     for (wanted, column, alias) in [
         (q.region, "region", "__region"),
         (q.project, "project_id", "__project"),
     ] {
         if wanted {
-            select.push_str(&format!(
-                ", CASE WHEN anomaly_score({m}, {x}) >= {exit} THEN CAST({column} AS VARCHAR) END AS {alias}",
-                x = q.metrics,
-                exit = rules.exit,
-            ));
+            select.push_str(&hot(&format!("CAST({column} AS VARCHAR)"), alias));
         }
     }
     select.push_str(&format!(" FROM {}{} ORDER BY __k, __t", q.table, q.filter));
