@@ -1,12 +1,13 @@
 //! The alerts of a score run.
 //!
 //! One SQL plan reads the key, the time and the metrics, computes the fused score
-//! (`anomaly_score`) and the top metric where the score could matter, and sorts by key and
-//! time; DataFusion's sort spills to disk beyond its memory pool, so the dataset never has to
-//! fit in memory. The sorted stream then runs through one [`AlertMachine`] per key — the same
-//! machine as the `alert_state` window function, so SQL and the job agree — and each alert is
-//! kept as an interval. `alert_state` itself is not used here because DataFusion evaluates a
-//! window function over whole partitions that it holds in memory.
+//! (`anomaly_score`) and the top metric where the score could matter, hash-partitions the rows
+//! by key and sorts each partition by key and time; DataFusion's sort spills to disk beyond its
+//! memory pool, so the dataset never has to fit in memory. Each partition's sorted stream then
+//! runs, in a task of its own, through one [`AlertMachine`] per key — the same machine as the
+//! `alert_state` window function, so SQL and the job agree — and each alert is kept as an
+//! interval. `alert_state` itself is not used here because DataFusion evaluates a window
+//! function over whole partitions that it holds in memory (the plan's `row_number()` streams).
 //!
 //! The scored rows later get their `alert_id` from these intervals ([`Alerts::id_of`]).
 
@@ -369,12 +370,18 @@ impl Series {
 }
 
 /// Runs the alert pass.
+///
+/// The plan numbers each key's rows in time order (`row_number() OVER (PARTITION BY key ORDER
+/// BY time)`), which makes DataFusion hash-partition the rows by key and sort each partition by
+/// key and time, spilling as needed. Every key's rows are then in one partition, in order, so
+/// the partitions are walked in parallel, one task each; their alerts are merged in key and
+/// time order.
 pub(crate) async fn find(
     ctx: &SessionContext,
     q: &AlertQuery<'_>,
     rules: &AlertRules,
     severity: &Severity,
-    progress: &dyn Progress,
+    progress: Arc<dyn Progress>,
 ) -> Result<Alerts> {
     let (m, x) = (q.model_sql, q.metrics);
     let score = format!("anomaly_score({m}, {x})");
@@ -402,106 +409,161 @@ pub(crate) async fn find(
             select.push_str(&hot(&format!("CAST({column} AS VARCHAR)"), alias));
         }
     }
-    select.push_str(&format!(" FROM {}{} ORDER BY __k, __t", q.table, q.filter));
-    let df = ctx.sql(&select).await?;
-    let mut stream = df.execute_stream().await?;
-    let cooldown: Cooldown = rules.cooldown.resolve().map_err(Error::Input)?;
-    let mut alerts = Alerts::default();
-    let mut series: Option<Series> = None;
-    // `open`: the series ended inside the alert.
-    let close = |s: &mut Series, alerts: &mut Alerts, open: bool| {
-        if let Some(b) = s.open.take() {
-            alerts.push(b.finish(&s.key, q.model_name, severity, open));
-        }
-    };
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let n = batch.num_rows();
-        let keys = strings(batch.column(0))?;
-        let times = micros(batch.column(1))?;
-        let scores = batch.column(2).as_primitive::<Float64Type>().clone();
-        let tops = strings(batch.column(3))?;
-        let region = q.region.then(|| strings(batch.column(4))).transpose()?;
-        let project = q
-            .project
-            .then(|| strings(batch.column(4 + usize::from(q.region))))
-            .transpose()?;
-        let text = |a: &Option<StringArray>, i: usize| {
-            a.as_ref()
-                .filter(|a| a.is_valid(i))
-                .map(|a| a.value(i).to_string())
-        };
-        for i in 0..n {
-            if keys.is_null(i) || times.is_null(i) {
-                continue;
-            }
-            let key = keys.value(i);
-            if series.as_ref().is_none_or(|s| s.key != key) {
-                if let Some(s) = series.as_mut() {
-                    close(s, &mut alerts, true);
-                }
-                series = Some(Series::new(key));
-            }
-            let Some(s) = series.as_mut() else { continue };
-            let ts = times.value(i);
-            let score = scores.is_valid(i).then(|| scores.value(i));
-            let top = tops.is_valid(i).then(|| tops.value(i));
-            if !s.machine.is_open() {
-                s.held.push(Held {
-                    ts,
-                    score,
-                    top: top.map(str::to_string),
-                });
-            }
-            let event = s.machine.push(Step {
-                score,
-                enter: Some(rules.enter),
-                exit: Some(rules.exit),
-                min_points: rules.min_points,
-                instant: Some(rules.instant),
-                cooldown: Some(cooldown),
-                ts: Some(ts),
-            });
-            match event {
-                Event::Opened { back, .. } => {
-                    let from = s.held.len() - 1 - back as usize;
-                    let mut b = Building {
-                        start_ts: s.held[from].ts,
-                        opened_ts: ts,
-                        end_ts: ts,
-                        points: 0,
-                        peak: f64::NEG_INFINITY,
-                        tops: HashMap::new(),
-                        region: text(&region, i),
-                        project: text(&project, i),
-                    };
-                    for h in s.held.drain(..).skip(from) {
-                        b.add(h.ts, h.score, h.top.as_deref());
-                    }
-                    s.open = Some(b);
-                }
-                Event::Inside { .. } => {
-                    if let Some(b) = s.open.as_mut() {
-                        b.add(ts, score, top);
-                    }
-                }
-                Event::Closed { .. } => {
-                    close(s, &mut alerts, false);
-                    s.held.clear();
-                }
-                Event::Outside => {
-                    let keep = s.machine.pending_rows() as usize;
-                    let drop = s.held.len().saturating_sub(keep);
-                    s.held.drain(..drop);
-                }
-            }
-        }
-        progress.rows(n as u64);
+    let sql = format!(
+        "SELECT *, row_number() OVER (PARTITION BY __k ORDER BY __t) AS __n \
+         FROM ({select} FROM {}{})",
+        q.table, q.filter
+    );
+    let streams = ctx.sql(&sql).await?.execute_stream_partitioned().await?;
+    let walk = Arc::new(Walk {
+        model_name: q.model_name.to_string(),
+        rules: rules.clone(),
+        severity: *severity,
+        cooldown: rules.cooldown.resolve().map_err(Error::Input)?,
+        region: q.region,
+        project: q.project,
+    });
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .map(|stream| {
+            let (walk, progress) = (Arc::clone(&walk), Arc::clone(&progress));
+            tokio::spawn(async move { walk.run(stream, progress.as_ref()).await })
+        })
+        .collect();
+    let mut list = Vec::new();
+    for task in tasks {
+        list.extend(
+            task.await
+                .map_err(|e| Error::Data(format!("an alert task failed: {e}")))??,
+        );
     }
-    if let Some(s) = series.as_mut() {
-        close(s, &mut alerts, true);
+    // Each partition's alerts are in key and time order; so is the whole list once merged.
+    list.sort_by(|a: &Alert, b: &Alert| {
+        (a.host_id.as_str(), a.start_ts).cmp(&(b.host_id.as_str(), b.start_ts))
+    });
+    let mut alerts = Alerts::default();
+    for alert in list {
+        alerts.push(alert);
     }
     Ok(alerts)
+}
+
+/// What walking one partition of the alert pass needs.
+struct Walk {
+    model_name: String,
+    rules: AlertRules,
+    severity: Severity,
+    cooldown: Cooldown,
+    region: bool,
+    project: bool,
+}
+
+impl Walk {
+    /// Runs one partition's rows, sorted by key and time with every key's rows in it, through
+    /// one [`AlertMachine`] per key.
+    async fn run(
+        &self,
+        mut stream: datafusion::execution::SendableRecordBatchStream,
+        progress: &dyn Progress,
+    ) -> Result<Vec<Alert>> {
+        let (rules, severity, cooldown, q) = (&self.rules, &self.severity, self.cooldown, self);
+        let mut alerts: Vec<Alert> = Vec::new();
+        let mut series: Option<Series> = None;
+        // `open`: the series ended inside the alert.
+        let close = |s: &mut Series, alerts: &mut Vec<Alert>, open: bool| {
+            if let Some(b) = s.open.take() {
+                alerts.push(b.finish(&s.key, &q.model_name, severity, open));
+            }
+        };
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let n = batch.num_rows();
+            let keys = strings(batch.column(0))?;
+            let times = micros(batch.column(1))?;
+            let scores = batch.column(2).as_primitive::<Float64Type>().clone();
+            let tops = strings(batch.column(3))?;
+            let region = q.region.then(|| strings(batch.column(4))).transpose()?;
+            let project = q
+                .project
+                .then(|| strings(batch.column(4 + usize::from(q.region))))
+                .transpose()?;
+            let text = |a: &Option<StringArray>, i: usize| {
+                a.as_ref()
+                    .filter(|a| a.is_valid(i))
+                    .map(|a| a.value(i).to_string())
+            };
+            for i in 0..n {
+                if keys.is_null(i) || times.is_null(i) {
+                    continue;
+                }
+                let key = keys.value(i);
+                if series.as_ref().is_none_or(|s| s.key != key) {
+                    if let Some(s) = series.as_mut() {
+                        close(s, &mut alerts, true);
+                    }
+                    series = Some(Series::new(key));
+                }
+                let Some(s) = series.as_mut() else { continue };
+                let ts = times.value(i);
+                let score = scores.is_valid(i).then(|| scores.value(i));
+                let top = tops.is_valid(i).then(|| tops.value(i));
+                if !s.machine.is_open() {
+                    s.held.push(Held {
+                        ts,
+                        score,
+                        top: top.map(str::to_string),
+                    });
+                }
+                let event = s.machine.push(Step {
+                    score,
+                    enter: Some(rules.enter),
+                    exit: Some(rules.exit),
+                    min_points: rules.min_points,
+                    instant: Some(rules.instant),
+                    cooldown: Some(cooldown),
+                    ts: Some(ts),
+                });
+                match event {
+                    Event::Opened { back, .. } => {
+                        let from = s.held.len() - 1 - back as usize;
+                        let mut b = Building {
+                            start_ts: s.held[from].ts,
+                            opened_ts: ts,
+                            end_ts: ts,
+                            points: 0,
+                            peak: f64::NEG_INFINITY,
+                            tops: HashMap::new(),
+                            region: text(&region, i),
+                            project: text(&project, i),
+                        };
+                        for h in s.held.drain(..).skip(from) {
+                            b.add(h.ts, h.score, h.top.as_deref());
+                        }
+                        s.open = Some(b);
+                    }
+                    Event::Inside { .. } => {
+                        if let Some(b) = s.open.as_mut() {
+                            b.add(ts, score, top);
+                        }
+                    }
+                    Event::Closed { .. } => {
+                        close(s, &mut alerts, false);
+                        s.held.clear();
+                    }
+                    Event::Outside => {
+                        let keep = s.machine.pending_rows() as usize;
+                        let drop = s.held.len().saturating_sub(keep);
+                        s.held.drain(..drop);
+                    }
+                }
+            }
+            progress.rows(n as u64);
+        }
+        if let Some(s) = series.as_mut() {
+            close(s, &mut alerts, true);
+        }
+        Ok(alerts)
+    }
 }
 
 #[cfg(test)]

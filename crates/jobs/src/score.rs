@@ -529,7 +529,15 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
             region: table_schema.field_with_name("region").is_ok(),
             project: table_schema.field_with_name("project_id").is_ok(),
         };
-        match alerts::find(&ctx, &query, rules, &job.config.severity, progress.as_ref()).await {
+        match alerts::find(
+            &ctx,
+            &query,
+            rules,
+            &job.config.severity,
+            Arc::clone(&progress),
+        )
+        .await
+        {
             Ok(a) => Some(Arc::new(a)),
             Err(e) => {
                 output.abort().await;
