@@ -423,19 +423,15 @@ pub(crate) async fn find(
         region: q.region,
         project: q.project,
     });
-    let tasks: Vec<_> = streams
-        .into_iter()
-        .map(|stream| {
-            let (walk, progress) = (Arc::clone(&walk), Arc::clone(&progress));
-            tokio::spawn(async move { walk.run(stream, progress.as_ref()).await })
-        })
-        .collect();
+    // A JoinSet aborts the other walks when one fails and this returns early.
+    let mut tasks = tokio::task::JoinSet::new();
+    for stream in streams {
+        let (walk, progress) = (Arc::clone(&walk), Arc::clone(&progress));
+        tasks.spawn(async move { walk.run(stream, progress.as_ref()).await });
+    }
     let mut list = Vec::new();
-    for task in tasks {
-        list.extend(
-            task.await
-                .map_err(|e| Error::Data(format!("an alert task failed: {e}")))??,
-        );
+    while let Some(done) = tasks.join_next().await {
+        list.extend(done.map_err(|e| Error::Data(format!("an alert task failed: {e}")))??);
     }
     // Each partition's alerts are in key and time order; so is the whole list once merged.
     list.sort_by(|a: &Alert, b: &Alert| {
