@@ -462,13 +462,13 @@ impl Walk {
         mut stream: datafusion::execution::SendableRecordBatchStream,
         progress: &dyn Progress,
     ) -> Result<Vec<Alert>> {
-        let (rules, severity, cooldown, q) = (&self.rules, &self.severity, self.cooldown, self);
+        let (rules, severity, cooldown) = (&self.rules, &self.severity, self.cooldown);
         let mut alerts: Vec<Alert> = Vec::new();
         let mut series: Option<Series> = None;
         // `open`: the series ended inside the alert.
         let close = |s: &mut Series, alerts: &mut Vec<Alert>, open: bool| {
             if let Some(b) = s.open.take() {
-                alerts.push(b.finish(&s.key, &q.model_name, severity, open));
+                alerts.push(b.finish(&s.key, &self.model_name, severity, open));
             }
         };
         while let Some(batch) = stream.next().await {
@@ -478,10 +478,10 @@ impl Walk {
             let times = micros(batch.column(1))?;
             let scores = batch.column(2).as_primitive::<Float64Type>().clone();
             let tops = strings(batch.column(3))?;
-            let region = q.region.then(|| strings(batch.column(4))).transpose()?;
-            let project = q
+            let region = self.region.then(|| strings(batch.column(4))).transpose()?;
+            let project = self
                 .project
-                .then(|| strings(batch.column(4 + usize::from(q.region))))
+                .then(|| strings(batch.column(4 + usize::from(self.region))))
                 .transpose()?;
             let text = |a: &Option<StringArray>, i: usize| {
                 a.as_ref()
