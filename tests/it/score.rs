@@ -186,13 +186,22 @@ async fn shards_split_the_hosts_and_their_union_is_the_single_run() {
 
 /// A user's file: integer and float32 metrics, other column names, a NULL and a NaN.
 fn user_file(path: &Path) {
+    user_file_with(path, None, false);
+}
+
+/// [`user_file`] in row groups of `row_group` rows, with an `extra` integer column last.
+fn user_file_with(path: &Path, row_group: Option<usize>, extra: bool) {
     let n = 400;
-    let schema = Arc::new(Schema::new(vec![
+    let mut fields = vec![
         Field::new("device", DataType::Utf8, false),
         Field::new("a", DataType::Int32, true),
         Field::new("b", DataType::Float32, true),
         Field::new("c", DataType::Float64, true),
-    ]));
+    ];
+    if extra {
+        fields.push(Field::new("extra", DataType::Int32, false));
+    }
+    let schema = Arc::new(Schema::new(fields));
     let a: Int32Array = (0..n).map(|i| Some(100 + (i * 7) % 13)).collect();
     let b: Float32Array = (0..n)
         .map(|i| match i {
@@ -207,13 +216,19 @@ fn user_file(path: &Path) {
         })
         .collect();
     let device: StringArray = (0..n).map(|i| Some(format!("dev-{}", i % 5))).collect();
-    let batch = RecordBatch::try_new(
-        Arc::clone(&schema),
-        vec![Arc::new(device), Arc::new(a), Arc::new(b), Arc::new(c)],
-    )
-    .unwrap();
+    let mut columns: Vec<datafusion::arrow::array::ArrayRef> =
+        vec![Arc::new(device), Arc::new(a), Arc::new(b), Arc::new(c)];
+    if extra {
+        columns.push(Arc::new((0..n).collect::<Int32Array>()));
+    }
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
+    let props = row_group.map(|rows| {
+        parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(rows))
+            .build()
+    });
     let mut w =
-        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None)
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, props)
             .unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
@@ -268,6 +283,109 @@ async fn any_users_parquet_file_scores_with_nulls_kept() {
         scalar(&ctx, "SELECT count(DISTINCT device) FROM s").await,
         "5"
     );
+}
+
+fn footer(path: &Path) -> parquet::file::metadata::ParquetMetaData {
+    use parquet::file::reader::FileReader;
+    parquet::file::reader::SerializedFileReader::new(std::fs::File::open(path).unwrap())
+        .unwrap()
+        .metadata()
+        .clone()
+}
+
+/// A scored file keeps its input's column chunks (unless the run is sharded or the file's
+/// columns are not the dataset's), and every row, across row groups that batches straddle, has
+/// its own scores.
+#[tokio::test]
+async fn a_files_column_chunks_are_kept_and_each_row_gets_its_own_scores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // part-1: the dataset's columns (with `extra`), in row groups of 150, 150 and 100 rows;
+    // part-0 lacks `extra`, so it cannot keep its chunks.
+    user_file_with(&data.join("part-0.parquet"), None, false);
+    user_file_with(&data.join("part-1.parquet"), Some(150), true);
+    let models = tmp.path().join("models");
+    assert_ok(&train_cmd("u", &data, &models, &["--features", "a,b,c"]));
+
+    let kept = tmp.path().join("kept");
+    assert_ok(&score_cmd("u", &data, &models, &kept, &["--quiet"]));
+    let input = footer(&data.join("part-1.parquet"));
+    let output = footer(&kept.join("scored/part-1.parquet"));
+    assert_eq!(output.num_row_groups(), 3);
+    for (i, o) in input.row_groups().iter().zip(output.row_groups()) {
+        assert_eq!(i.num_rows(), o.num_rows());
+        assert_eq!(o.num_columns(), i.num_columns() + 6);
+        for (a, b) in i.columns().iter().zip(o.columns()) {
+            assert_eq!(
+                (a.column_path(), a.compressed_size(), a.encodings_mask()),
+                (b.column_path(), b.compressed_size(), b.encodings_mask())
+            );
+        }
+    }
+    // Rewritten (no row groups of 150), and with `extra` as NULL where the input has none.
+    let rewritten = footer(&kept.join("scored/part-0.parquet"));
+    assert_eq!(rewritten.num_row_groups(), 1);
+
+    // Each row has its own scores, in both files, and every row is there in the input's order.
+    let ctx = tads_session(&models).await;
+    let loc = Location::parse_data(kept.join("scored").to_str().unwrap()).unwrap();
+    tads_sql::register_dataset(&ctx, "s", &loc).await.unwrap();
+    assert_eq!(scalar(&ctx, "SELECT count(*) FROM s").await, "800");
+    assert_eq!(
+        scalar(
+            &ctx,
+            "SELECT count(*) FROM s WHERE pca_spe IS DISTINCT FROM pca_score('u', a, b, c) \
+             OR top_metric IS DISTINCT FROM pca_top_metric('u', a, b, c) \
+             OR score IS DISTINCT FROM anomaly_score('u', a, b, c)"
+        )
+        .await,
+        "0"
+    );
+    assert_eq!(
+        scalar(&ctx, "SELECT count(*) FROM s WHERE extra IS NULL").await,
+        "400"
+    );
+    let file = |p: &Path| {
+        let f = std::fs::File::open(p).unwrap();
+        let r = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 1024).unwrap();
+        r.map(|b| b.unwrap()).collect::<Vec<_>>()
+    };
+    let (a, b) = (
+        file(&data.join("part-1.parquet")),
+        file(&kept.join("scored/part-1.parquet")),
+    );
+    let a = datafusion::arrow::compute::concat_batches(&a[0].schema(), &a).unwrap();
+    let b = datafusion::arrow::compute::concat_batches(&b[0].schema(), &b).unwrap();
+    for c in 0..a.num_columns() {
+        assert_eq!(a.column(c), b.column(c), "column {c}");
+    }
+
+    // A sharded run rewrites every file, with the same scores.
+    let sharded = tmp.path().join("sharded");
+    assert_ok(&score_cmd(
+        "u",
+        &data,
+        &models,
+        &sharded,
+        &["--quiet", "--shard", "1/1", "--shard-by", "device"],
+    ));
+    assert_eq!(
+        footer(&sharded.join("scored/part-1.parquet")).num_row_groups(),
+        1
+    );
+    let loc = Location::parse_data(sharded.join("scored").to_str().unwrap()).unwrap();
+    tads_sql::register_dataset(&ctx, "r", &loc).await.unwrap();
+    let join = "SELECT count(*) FROM s JOIN r ON s.device = r.device \
+                AND s.a IS NOT DISTINCT FROM r.a AND s.b IS NOT DISTINCT FROM r.b \
+                AND s.c IS NOT DISTINCT FROM r.c AND s.extra IS NOT DISTINCT FROM r.extra";
+    let joined: u64 = scalar(&ctx, join).await.parse().unwrap();
+    assert!(joined >= 798, "{joined} rows joined");
+    let same = format!(
+        "{join} WHERE s.pca_spe IS NOT DISTINCT FROM r.pca_spe AND s.score IS NOT DISTINCT FROM r.score \
+         AND s.top_metric IS NOT DISTINCT FROM r.top_metric"
+    );
+    assert_eq!(scalar(&ctx, &same).await, joined.to_string());
 }
 
 #[test]

@@ -15,6 +15,7 @@ pub mod alerts;
 pub mod config;
 pub mod eval;
 pub mod parquet_out;
+mod passthrough;
 pub mod score;
 pub mod train;
 mod train_groups;

@@ -1,12 +1,15 @@
 //! `tads score`: every row of a dataset with its anomaly scores, as Parquet in the input's
 //! partitioning.
 //!
-//! The job is one DataFusion plan per input file:
-//! `SELECT *, pca_score(…) AS pca_spe, pca_t2(…) AS pca_t2, mad_zmax(…) AS mad_zmax,
-//! pca_top_metric(…) AS top_metric FROM <file> [WHERE shard_of(host_id, n) = i]`, streamed into
-//! `<out>/scored/<the input file's relative path>`. Files run concurrently (one per core), each
-//! output file is encoded as its batches arrive and rolls over every [`ROWS_PER_FILE`] rows, so
-//! memory is bounded by the file size and the concurrency, never by the dataset.
+//! The job is one DataFusion plan per input file, written to
+//! `<out>/scored/<the input file's relative path>`. A file whose columns are the dataset's keeps
+//! its column chunks as they are: a one-partition plan `SELECT pca_scores(…) FROM <file>`
+//! decodes only the metrics, and each of the file's row groups is copied with its score columns
+//! added (module `passthrough`). Otherwise (a sharded run, or a file with other columns) the
+//! plan is `SELECT *, pca_scores(…) FROM <file> [WHERE shard_of(host_id, n) = i]` and every
+//! column is encoded again. Files run concurrently (one per core); an output file rolls over
+//! every [`ROWS_PER_FILE`] rows (at a row group boundary when chunks are kept), so memory is
+//! bounded by the file size and the concurrency, never by the dataset.
 //! `<out>/_manifest.json` is written last (see [`tads_store::output`]).
 
 use std::sync::Arc;
@@ -25,7 +28,7 @@ use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStoreExt};
 use parquet::arrow::ArrowWriter;
-use parquet::file::metadata::ParquetMetaDataReader;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use serde::{Deserialize, Serialize};
 use tads_sql::ModelRegistry;
 use tads_sql::functions::{ModelFunction, ModelScore};
@@ -34,7 +37,7 @@ use tads_store::{IN_PROGRESS, Location, Output, Progress};
 
 use crate::alerts::{AlertQuery, AlertSummary, Alerts};
 use crate::config::ScoreConfig;
-use crate::{Error, Result, alerts, ident, parquet_out};
+use crate::{Error, Result, alerts, ident, parquet_out, passthrough};
 
 /// Output files roll over after this many rows.
 pub const ROWS_PER_FILE: usize = 1 << 20;
@@ -258,10 +261,12 @@ impl ScoreReport {
 
 /// One input file.
 #[derive(Debug, Clone)]
-struct Unit {
-    meta: ObjectMeta,
-    relative: String,
-    rows: u64,
+pub(crate) struct Unit {
+    pub(crate) meta: ObjectMeta,
+    pub(crate) relative: String,
+    pub(crate) rows: u64,
+    /// Its footer.
+    pub(crate) footer: Arc<ParquetMetaData>,
 }
 
 /// The Parquet files of the input, in path order, with their row counts.
@@ -301,8 +306,8 @@ pub(crate) async fn input_files(data: &Location) -> Result<Vec<(ObjectMeta, Stri
     Ok(files)
 }
 
-/// Rows in a Parquet file, from its footer (two small reads).
-async fn row_count(data: &Location, meta: &ObjectMeta) -> Result<u64> {
+/// A Parquet file's footer (two small reads).
+async fn footer(data: &Location, meta: &ObjectMeta) -> Result<ParquetMetaData> {
     let bad = |m: String| {
         Error::Data(format!(
             "{}: not a readable Parquet file ({m})",
@@ -329,9 +334,7 @@ async fn row_count(data: &Location, meta: &ObjectMeta) -> Result<u64> {
         return Err(bad(format!("footer of {len} bytes in a file of {size}")));
     }
     let footer = read(size - 8 - len..size - 8).await?;
-    let metadata =
-        ParquetMetaDataReader::decode_metadata(&footer).map_err(|e| bad(e.to_string()))?;
-    Ok(metadata.file_metadata().num_rows().max(0) as u64)
+    ParquetMetaDataReader::decode_metadata(&footer).map_err(|e| bad(e.to_string()))
 }
 
 /// A fresh run id: time and a hash of the job, so concurrent shards differ.
@@ -478,11 +481,12 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
     let files = input_files(&job.data).await?;
     let units: Vec<Unit> = futures::stream::iter(files)
         .map(|(meta, relative)| async move {
-            let rows = row_count(&job.data, &meta).await?;
+            let footer = footer(&job.data, &meta).await?;
             Ok::<_, Error>(Unit {
                 meta,
                 relative,
-                rows,
+                rows: footer.file_metadata().num_rows().max(0) as u64,
+                footer: Arc::new(footer),
             })
         })
         .buffered(16)
@@ -512,6 +516,15 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
     // which DataFusion would evaluate as one call per field.
     let select =
         format!("SELECT *, pca_scores({m}, {metrics}) AS {SCORES_STRUCT} FROM {{table}}{filter}");
+    // The same without the input's columns, for files whose column chunks are kept as they are
+    // (`passthrough`); with alerts, the key and time that find each row's alert.
+    let key_time = if with_alerts {
+        format!(", {}, {}", ident(&rules.key), ident(&rules.time))
+    } else {
+        String::new()
+    };
+    let select_scores =
+        format!("SELECT pca_scores({m}, {metrics}) AS {SCORES_STRUCT}{key_time} FROM {{table}}");
 
     let run_id = job
         .run_id
@@ -548,8 +561,16 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
         None
     };
     progress.phase("scoring");
+    // A session whose plans have one partition, so that a file's rows come back in file order.
+    let mut state = ctx.state();
+    let options = state.config_mut().options_mut();
+    options.execution.target_partitions = 1;
+    options.optimizer.repartition_file_scans = false;
+    let ordered = SessionContext::new_with_state(state);
     let shared = Arc::new(Shared {
         ctx,
+        ordered,
+        select_scores,
         data: job.data.clone(),
         file_schema,
         select,
@@ -636,26 +657,31 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
 }
 
 /// What every unit needs.
-struct Shared {
+pub(crate) struct Shared {
     ctx: SessionContext,
-    data: Location,
+    /// A session running plans in one partition (rows in file order).
+    pub(crate) ordered: SessionContext,
+    pub(crate) data: Location,
     file_schema: SchemaRef,
     select: String,
-    output: Arc<Output>,
-    progress: Arc<dyn Progress>,
-    sharded: bool,
+    /// The scores (and with alerts the key and time) alone, in `ordered`.
+    pub(crate) select_scores: String,
+    pub(crate) output: Arc<Output>,
+    pub(crate) progress: Arc<dyn Progress>,
+    pub(crate) sharded: bool,
     /// The run's alerts, and the key and time columns that find a row's alert.
-    alerts: Option<(Arc<Alerts>, String, String)>,
+    pub(crate) alerts: Option<(Arc<Alerts>, String, String)>,
     next_table: AtomicU64,
 }
 
-struct UnitResult {
-    files: Vec<ScoredFile>,
-    unscored: u64,
+/// What scoring one input file wrote.
+pub(crate) struct UnitResult {
+    pub(crate) files: Vec<ScoredFile>,
+    pub(crate) unscored: u64,
 }
 
 /// `part-00003.parquet` → `part-00003.2.parquet` for the third output chunk.
-fn chunk_path(relative: &str, chunk: usize) -> String {
+pub(crate) fn chunk_path(relative: &str, chunk: usize) -> String {
     let stem = relative.strip_suffix(".parquet").unwrap_or(relative);
     if chunk == 0 {
         format!("scored/{stem}.parquet")
@@ -680,11 +706,16 @@ async fn score_unit(shared: &Shared, unit: &Unit) -> Result<UnitResult> {
         "__tads_unit_{}",
         shared.next_table.fetch_add(1, Ordering::Relaxed)
     );
-    shared
-        .ctx
-        .register_table(&table, Arc::new(ListingTable::try_new(config)?))?;
-    let result = write_unit(shared, unit, &table).await;
-    let _ = shared.ctx.deregister_table(&table);
+    // Every row of a file whose columns are the dataset's: keep its column chunks.
+    let keep = !shared.sharded && passthrough::fits(&shared.file_schema, unit);
+    let ctx = if keep { &shared.ordered } else { &shared.ctx };
+    ctx.register_table(&table, Arc::new(ListingTable::try_new(config)?))?;
+    let result = if keep {
+        passthrough::write_unit(shared, unit, &table).await
+    } else {
+        write_unit(shared, unit, &table).await
+    };
+    let _ = ctx.deregister_table(&table);
     let result = result?;
     let written: u64 = result.files.iter().map(|f| f.rows).sum();
     if shared.sharded {

@@ -1,0 +1,359 @@
+//! The fast path of `tads score`: a scored file that keeps the input file's column chunks byte
+//! for byte and adds the encoded score columns (and `alert_id`) to each of its row groups.
+//!
+//! Re-encoding the input's columns costs more than scoring them: decoding every column,
+//! encoding and compressing it again. Here only the model's metrics (and, with alerts, the key
+//! and time) are decoded, by a one-partition DataFusion plan that returns the rows in file
+//! order; the other bytes are copied. The output's row groups are the input's, so its readers
+//! keep the input's encodings, compression and statistics (not its page indexes or bloom
+//! filters, which point into the input file). A file whose columns differ from the dataset's
+//! (a column missing or of another type), and a sharded run, which writes only some rows, take
+//! the re-encoding path instead.
+
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, new_null_array};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
+use parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
+use parquet::column::writer::ColumnCloseResult;
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{ParquetMetaData, RowGroupMetaData};
+use parquet::file::reader::{ChunkReader, Length};
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::Type;
+
+use crate::score::{ROWS_PER_FILE, ScoredFile, Shared, Unit, UnitResult};
+use crate::{Error, Result, parquet_out};
+
+/// Whether `unit`'s file can keep its column chunks: its columns are the dataset's, by name and
+/// type, in the same order (a string column may be read as a view of the same strings).
+pub(crate) fn fits(file_schema: &Schema, unit: &Unit) -> bool {
+    let Ok(own) = file_arrow_schema(&unit.footer) else {
+        return false;
+    };
+    own.fields().len() == file_schema.fields().len()
+        && own
+            .fields()
+            .iter()
+            .zip(file_schema.fields())
+            .all(|(a, b)| a.name() == b.name() && base(a.data_type()) == base(b.data_type()))
+}
+
+/// A type with string and binary views taken as the plain arrays DataFusion reads them as.
+fn base(t: &DataType) -> DataType {
+    match t {
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+        other => other.clone(),
+    }
+}
+
+/// The Arrow schema a Parquet file describes (its embedded Arrow schema where it has one).
+fn file_arrow_schema(footer: &ParquetMetaData) -> parquet::errors::Result<Schema> {
+    let meta = footer.file_metadata();
+    parquet::arrow::parquet_to_arrow_schema(meta.schema_descr(), meta.key_value_metadata())
+}
+
+/// One byte range of the input file, addressed by file offsets.
+struct Span {
+    start: u64,
+    bytes: Bytes,
+}
+
+impl Length for Span {
+    fn len(&self) -> u64 {
+        self.start + self.bytes.len() as u64
+    }
+}
+
+impl ChunkReader for Span {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        let end = self.len();
+        Ok(self
+            .get_bytes(start, end.saturating_sub(start) as usize)?
+            .reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        let from = start
+            .checked_sub(self.start)
+            .map(|f| f as usize)
+            .filter(|f| f + length <= self.bytes.len())
+            .ok_or_else(|| {
+                ParquetError::General(format!(
+                    "bytes {start}..{} are outside the row group read ({}..{})",
+                    start + length as u64,
+                    self.start,
+                    self.len()
+                ))
+            })?;
+        Ok(self.bytes.slice(from..from + length))
+    }
+}
+
+/// The file offsets a row group's column chunks span.
+fn row_group_range(rg: &RowGroupMetaData) -> Option<std::ops::Range<u64>> {
+    let spans = rg.columns().iter().map(|c| {
+        let start = c
+            .dictionary_page_offset()
+            .unwrap_or_else(|| c.data_page_offset());
+        (
+            start.max(0) as u64,
+            (start + c.compressed_size()).max(0) as u64,
+        )
+    });
+    let (start, end) = spans.fold((u64::MAX, 0), |(s, e), (a, b)| (s.min(a), e.max(b)));
+    (start < end).then_some(start..end)
+}
+
+/// The output file being written and what encodes its added columns.
+struct Chunk {
+    writer: SerializedFileWriter<Vec<u8>>,
+    rows: usize,
+}
+
+/// Scores `unit` and writes it, keeping the input's column chunks. `table` is the unit's file,
+/// registered in `shared.ordered`.
+pub(crate) async fn write_unit(shared: &Shared, unit: &Unit, table: &str) -> Result<UnitResult> {
+    let bad = |e: ParquetError| Error::Data(format!("{}: {e}", unit.meta.location));
+    let df = shared
+        .ordered
+        .sql(&shared.select_scores.replace("{table}", table))
+        .await?;
+    let plan_schema = df.schema().as_arrow().clone();
+    let DataType::Struct(score_fields) = plan_schema.field(0).data_type() else {
+        return Err(Error::Data(format!(
+            "the scoring plan starts with {}, not the scores struct",
+            plan_schema.field(0).data_type()
+        )));
+    };
+    // The added columns: the scores, then alert_id.
+    let mut added: Vec<FieldRef> = score_fields.iter().cloned().collect();
+    added.push(Arc::new(Field::new("alert_id", DataType::Utf8, true)));
+    let added_schema: SchemaRef = Arc::new(Schema::new(added.clone()));
+    let own = file_arrow_schema(&unit.footer).map_err(bad)?;
+    let mut fields: Vec<FieldRef> = own.fields().iter().cloned().collect();
+    fields.extend(added.iter().cloned());
+    let schema = Schema::new(fields);
+    let spe = schema
+        .index_of("pca_spe")
+        .map_err(|e| Error::Data(e.to_string()))?
+        - own.fields().len();
+
+    let mut props = parquet_out::writer_properties(&schema);
+    add_encoded_arrow_schema_to_metadata(&schema, &mut props);
+    let props = Arc::new(props);
+    // The output's Parquet schema: the input's own column types, then the added columns'.
+    let added_parquet = ArrowSchemaConverter::new()
+        .with_coerce_types(props.coerce_types())
+        .convert(&added_schema)
+        .map_err(bad)?;
+    let input_root = unit.footer.file_metadata().schema_descr().root_schema();
+    let mut root_fields = input_root.get_fields().to_vec();
+    root_fields.extend(added_parquet.root_schema().get_fields().iter().cloned());
+    let root = Arc::new(
+        Type::group_type_builder(input_root.name())
+            .with_fields(root_fields)
+            .build()
+            .map_err(bad)?,
+    );
+    // Column writers for the added columns only, from a schema of those alone (their
+    // descriptors equal the output's).
+    let added_only = SerializedFileWriter::new(
+        std::io::sink(),
+        added_parquet.root_schema_ptr(),
+        Arc::clone(&props),
+    )
+    .map_err(bad)?;
+    let factory = ArrowRowGroupWriterFactory::new(&added_only, Arc::clone(&added_schema));
+
+    let row_groups = unit.footer.row_groups();
+    let bytes_per_row = unit.meta.size as usize / (unit.rows as usize).max(1) + 40;
+    let mut files: Vec<ScoredFile> = Vec::new();
+    let mut unscored = 0u64;
+    let mut chunk: Option<Chunk> = None;
+    let mut next = 0usize; // the row group being scored
+    let mut left = 0usize; // its rows not yet scored
+    let mut writers: Vec<ArrowColumnWriter> = Vec::new();
+    let mut scored_rows = 0u64;
+
+    // Appends row group `next` (its input chunks, then the added columns encoded by `writers`)
+    // to the current output file, starting one if there is none and finishing it when full.
+    macro_rules! finish_row_group {
+        () => {{
+            let rg = &row_groups[next];
+            let span = match row_group_range(rg) {
+                Some(range) => Span {
+                    start: range.start,
+                    bytes: shared
+                        .data
+                        .store()
+                        .get_range(&unit.meta.location, range)
+                        .await
+                        .map_err(|e| Error::Data(tads_store::describe_store_error(&e)))?,
+                },
+                None => Span {
+                    start: 0,
+                    bytes: Bytes::new(),
+                },
+            };
+            let c = match chunk.as_mut() {
+                Some(c) => c,
+                None => {
+                    let capacity = bytes_per_row
+                        .saturating_mul((unit.rows as usize).clamp(1, ROWS_PER_FILE))
+                        .min(1 << 30);
+                    chunk.insert(Chunk {
+                        writer: SerializedFileWriter::new(
+                            Vec::with_capacity(capacity),
+                            Arc::clone(&root),
+                            Arc::clone(&props),
+                        )
+                        .map_err(bad)?,
+                        rows: 0,
+                    })
+                }
+            };
+            let mut out = c.writer.next_row_group().map_err(bad)?;
+            for column in rg.columns() {
+                out.append_column(
+                    &span,
+                    ColumnCloseResult {
+                        bytes_written: column.compressed_size().max(0) as u64,
+                        rows_written: rg.num_rows().max(0) as u64,
+                        metadata: column.clone(),
+                        bloom_filter: None,
+                        column_index: None,
+                        offset_index: None,
+                    },
+                )
+                .map_err(bad)?;
+            }
+            for w in std::mem::take(&mut writers) {
+                let mut done = w.close().map_err(bad)?;
+                // The copied chunks come without page indexes, and a file has them for every
+                // column or for none.
+                let close = done.close_mut();
+                close.column_index = None;
+                close.offset_index = None;
+                done.append_to_row_group(&mut out).map_err(bad)?;
+            }
+            out.close().map_err(bad)?;
+            c.rows += rg.num_rows().max(0) as usize;
+            next += 1;
+            if c.rows >= ROWS_PER_FILE
+                && let Some(c) = chunk.take()
+            {
+                files.push(flush(shared, unit, c, files.len()).await?);
+            }
+        }};
+    }
+    // Moves to the next row group with rows, writing the empty ones on the way.
+    macro_rules! start_row_group {
+        () => {{
+            while next < row_groups.len() {
+                writers = factory.create_column_writers(next).map_err(bad)?;
+                left = row_groups[next].num_rows().max(0) as usize;
+                if left > 0 {
+                    break;
+                }
+                finish_row_group!();
+            }
+        }};
+    }
+
+    start_row_group!();
+    let mut stream = df.execute_stream().await?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            if next >= row_groups.len() {
+                return Err(Error::Data(format!(
+                    "{}: the scan returned more rows than the file's {}",
+                    unit.meta.location, unit.rows
+                )));
+            }
+            let take = left.min(batch.num_rows() - offset);
+            let part = batch.slice(offset, take);
+            let scores = part
+                .column(0)
+                .as_struct_opt()
+                .ok_or_else(|| Error::Data("the scores column is not a struct".into()))?;
+            let mut columns: Vec<ArrayRef> = scores.columns().to_vec();
+            columns.push(match &shared.alerts {
+                Some((alerts, _, _)) => alerts.ids_for(part.column(1), part.column(2))?,
+                None => new_null_array(&DataType::Utf8, take),
+            });
+            unscored += columns[spe].null_count() as u64;
+            for ((field, array), w) in added.iter().zip(&columns).zip(writers.iter_mut()) {
+                for leaf in compute_leaves(field, array).map_err(bad)? {
+                    w.write(&leaf).map_err(bad)?;
+                }
+            }
+            offset += take;
+            left -= take;
+            scored_rows += take as u64;
+            if left == 0 {
+                finish_row_group!();
+                start_row_group!();
+            }
+        }
+        if !shared.sharded {
+            shared.progress.rows(batch.num_rows() as u64);
+        }
+    }
+    if next < row_groups.len() || scored_rows != unit.rows {
+        return Err(Error::Data(format!(
+            "{}: the scan returned {scored_rows} of the file's {} rows",
+            unit.meta.location, unit.rows
+        )));
+    }
+    if let Some(c) = chunk.take() {
+        files.push(flush(shared, unit, c, files.len()).await?);
+    }
+    Ok(UnitResult { files, unscored })
+}
+
+/// Finishes an output file and stores it as chunk `index` of the unit's output.
+async fn flush(shared: &Shared, unit: &Unit, chunk: Chunk, index: usize) -> Result<ScoredFile> {
+    let bytes = chunk
+        .writer
+        .into_inner()
+        .map_err(|e| Error::Data(format!("encoding Parquet: {e}")))?;
+    let path = crate::score::chunk_path(&unit.relative, index);
+    let len = bytes.len() as u64;
+    shared.output.put(&path, bytes).await?;
+    Ok(ScoredFile {
+        path,
+        source: unit.relative.clone(),
+        rows: chunk.rows as u64,
+        bytes: len,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_span_serves_only_the_bytes_it_holds() {
+        let span = Span {
+            start: 100,
+            bytes: Bytes::from_static(b"0123456789"),
+        };
+        assert_eq!(span.get_bytes(102, 3).unwrap().as_ref(), b"234");
+        assert_eq!(span.len(), 110);
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut span.get_read(107).unwrap(), &mut rest).unwrap();
+        assert_eq!(rest, b"789");
+        assert!(span.get_bytes(99, 2).is_err());
+        assert!(span.get_bytes(108, 3).is_err());
+    }
+}
