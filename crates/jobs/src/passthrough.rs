@@ -5,8 +5,9 @@
 //! encoding and compressing it again. Here only the model's metrics (and, with alerts, the key
 //! and time) are decoded, by a one-partition DataFusion plan that returns the rows in file
 //! order; the other bytes are copied. The output's row groups are the input's, so its readers
-//! keep the input's encodings, compression and statistics (not its page indexes or bloom
-//! filters, which point into the input file). A file whose columns differ from the dataset's
+//! keep the input's encodings, compression and column statistics. The output has no page indexes
+//! or bloom filters (the input's point into the input file, and a file has page indexes for
+//! every column or none). A file whose columns differ from the dataset's
 //! (a column missing or of another type), and a sharded run, which writes only some rows, take
 //! the re-encoding path instead.
 
@@ -137,14 +138,16 @@ pub(crate) async fn write_unit(shared: &Shared, unit: &Unit, table: &str) -> Res
     let mut added: Vec<FieldRef> = score_fields.iter().cloned().collect();
     added.push(Arc::new(Field::new("alert_id", DataType::Utf8, true)));
     let added_schema: SchemaRef = Arc::new(Schema::new(added.clone()));
-    let own = file_arrow_schema(&unit.footer).map_err(bad)?;
-    let mut fields: Vec<FieldRef> = own.fields().iter().cloned().collect();
+    // The input's columns as the dataset reads them (string views where DataFusion reads
+    // strings so), as the re-encoding path writes them: the two kinds of output file agree.
+    let mut fields: Vec<FieldRef> = shared.file_schema.fields().iter().cloned().collect();
+    let inputs = fields.len();
     fields.extend(added.iter().cloned());
     let schema = Schema::new(fields);
     let spe = schema
         .index_of("pca_spe")
         .map_err(|e| Error::Data(e.to_string()))?
-        - own.fields().len();
+        - inputs;
 
     let mut props = parquet_out::writer_properties(&schema);
     add_encoded_arrow_schema_to_metadata(&schema, &mut props);

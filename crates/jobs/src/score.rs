@@ -662,7 +662,8 @@ pub(crate) struct Shared {
     /// A session running plans in one partition (rows in file order).
     pub(crate) ordered: SessionContext,
     pub(crate) data: Location,
-    file_schema: SchemaRef,
+    /// The columns of the dataset's files (the table's, without its partition columns).
+    pub(crate) file_schema: SchemaRef,
     select: String,
     /// The scores (and with alerts the key and time) alone, in `ordered`.
     pub(crate) select_scores: String,
