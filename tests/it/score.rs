@@ -427,6 +427,18 @@ fn bad_input_is_one_line_and_writes_nothing() {
     assert_ok(&train_cmd("u", &file, &f.models, &[]));
     let run = score_cmd("u", &f.data, &f.models, &out, &[]);
     assert_user_error(&run, "has no column `a`, which model `u` needs");
+    // A file that is not Parquet: one line naming the dataset, nothing written.
+    let broken = f.out("broken");
+    std::fs::create_dir_all(broken.join("date=2026-01-01")).unwrap();
+    std::fs::write(
+        broken.join("date=2026-01-01/part-0.parquet"),
+        b"not parquet",
+    )
+    .unwrap();
+    let run = score_cmd("m", &broken, &f.models, &out, &[]);
+    assert_user_error(&run, "cannot read the schema of its Parquet files");
+    assert_user_error(&run, &broken.display().to_string());
+    assert!(!out.exists());
     // Scoring a score output is refused before anything is written.
     let scores = f.out("scores");
     assert_ok(&f.score(&scores, &["--quiet"]));

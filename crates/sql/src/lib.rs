@@ -132,7 +132,8 @@ pub async fn register_dataset(
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
         .infer_schema(&ctx.state())
-        .await?;
+        .await
+        .map_err(|e| bad(format!("cannot read the schema of its Parquet files ({e})")))?;
     ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
     Ok(partition_names)
 }
