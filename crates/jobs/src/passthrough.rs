@@ -177,7 +177,6 @@ pub(crate) async fn write_unit(shared: &Shared, unit: &Unit, table: &str) -> Res
     let factory = ArrowRowGroupWriterFactory::new(&added_only, Arc::clone(&added_schema));
 
     let row_groups = unit.footer.row_groups();
-    let bytes_per_row = unit.meta.size as usize / (unit.rows as usize).max(1) + 40;
     let mut files: Vec<ScoredFile> = Vec::new();
     let mut unscored = 0u64;
     let mut chunk: Option<Chunk> = None;
@@ -208,20 +207,15 @@ pub(crate) async fn write_unit(shared: &Shared, unit: &Unit, table: &str) -> Res
             };
             let c = match chunk.as_mut() {
                 Some(c) => c,
-                None => {
-                    let capacity = bytes_per_row
-                        .saturating_mul((unit.rows as usize).clamp(1, ROWS_PER_FILE))
-                        .min(1 << 30);
-                    chunk.insert(Chunk {
-                        writer: SerializedFileWriter::new(
-                            Vec::with_capacity(capacity),
-                            Arc::clone(&root),
-                            Arc::clone(&props),
-                        )
-                        .map_err(bad)?,
-                        rows: 0,
-                    })
-                }
+                None => chunk.insert(Chunk {
+                    writer: SerializedFileWriter::new(
+                        Vec::with_capacity(unit.chunk_capacity()),
+                        Arc::clone(&root),
+                        Arc::clone(&props),
+                    )
+                    .map_err(bad)?,
+                    rows: 0,
+                }),
             };
             let mut out = c.writer.next_row_group().map_err(bad)?;
             for column in rg.columns() {
@@ -330,15 +324,8 @@ async fn flush(shared: &Shared, unit: &Unit, chunk: Chunk, index: usize) -> Resu
         .writer
         .into_inner()
         .map_err(|e| Error::Data(format!("encoding Parquet: {e}")))?;
-    let path = crate::score::chunk_path(&unit.relative, index);
-    let len = bytes.len() as u64;
-    shared.output.put(&path, bytes).await?;
-    Ok(ScoredFile {
-        path,
-        source: unit.relative.clone(),
-        rows: chunk.rows as u64,
-        bytes: len,
-    })
+    unit.store_chunk(&shared.output, bytes, chunk.rows, index)
+        .await
 }
 
 #[cfg(test)]

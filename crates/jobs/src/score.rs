@@ -269,6 +269,36 @@ pub(crate) struct Unit {
     pub(crate) footer: Arc<ParquetMetaData>,
 }
 
+impl Unit {
+    /// What an output chunk of this file will likely take (the input's bytes per row plus about
+    /// 32 for the scores), to size its buffer so it is not grown by copying as it is encoded.
+    pub(crate) fn chunk_capacity(&self) -> usize {
+        let rows = (self.rows as usize).clamp(1, ROWS_PER_FILE);
+        (self.meta.size as usize / (self.rows as usize).max(1) + 32)
+            .saturating_mul(rows)
+            .min(1 << 30)
+    }
+
+    /// Stores the encoded output chunk `index` of this file, which holds `rows` rows.
+    pub(crate) async fn store_chunk(
+        &self,
+        output: &Output,
+        bytes: Vec<u8>,
+        rows: usize,
+        index: usize,
+    ) -> Result<ScoredFile> {
+        let path = chunk_path(&self.relative, index);
+        let len = bytes.len() as u64;
+        output.put(&path, bytes).await?;
+        Ok(ScoredFile {
+            path,
+            source: self.relative.clone(),
+            rows: rows as u64,
+            bytes: len,
+        })
+    }
+}
+
 /// The Parquet files of the input, in path order, with their row counts.
 pub(crate) async fn input_files(data: &Location) -> Result<Vec<(ObjectMeta, String)>> {
     let objects = data.list_all().await?;
@@ -682,7 +712,7 @@ pub(crate) struct UnitResult {
 }
 
 /// `part-00003.parquet` → `part-00003.2.parquet` for the third output chunk.
-pub(crate) fn chunk_path(relative: &str, chunk: usize) -> String {
+fn chunk_path(relative: &str, chunk: usize) -> String {
     let stem = relative.strip_suffix(".parquet").unwrap_or(relative);
     if chunk == 0 {
         format!("scored/{stem}.parquet")
@@ -761,12 +791,6 @@ async fn write_unit(shared: &Shared, unit: &Unit, table: &str) -> Result<UnitRes
         None => None,
     };
     let props = parquet_out::writer_properties(&schema);
-    // The output buffer sized for what a chunk will likely take (the input's bytes per row plus
-    // about 32 for the scores), so it is not grown by copying as the chunk is encoded.
-    let chunk_rows = (unit.rows as usize).clamp(1, ROWS_PER_FILE);
-    let capacity = (unit.meta.size as usize / (unit.rows as usize).max(1) + 32)
-        .saturating_mul(chunk_rows)
-        .min(1 << 30);
     let mut stream = df.execute_stream().await?;
     let mut files = Vec::new();
     let mut unscored = 0u64;
@@ -779,15 +803,7 @@ async fn write_unit(shared: &Shared, unit: &Unit, table: &str) -> Result<UnitRes
         let bytes = writer
             .into_inner()
             .map_err(|e| Error::Data(format!("encoding Parquet: {e}")))?;
-        let path = chunk_path(&unit.relative, chunk);
-        let len = bytes.len() as u64;
-        shared.output.put(&path, bytes).await?;
-        Ok::<_, Error>(ScoredFile {
-            path,
-            source: unit.relative.clone(),
-            rows: rows as u64,
-            bytes: len,
-        })
+        unit.store_chunk(&shared.output, bytes, rows, chunk).await
     };
     while let Some(batch) = stream.next().await {
         let batch = batch?;
@@ -815,7 +831,7 @@ async fn write_unit(shared: &Shared, unit: &Unit, table: &str) -> Result<UnitRes
             Some(w) => w,
             None => writer.insert(
                 ArrowWriter::try_new(
-                    Vec::with_capacity(capacity),
+                    Vec::with_capacity(unit.chunk_capacity()),
                     Arc::clone(&schema),
                     Some(props.clone()),
                 )
