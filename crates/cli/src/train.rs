@@ -48,6 +48,11 @@ pub(crate) struct TrainArgs {
     /// Leave out rows whose robust |z| exceeds this on any feature
     #[arg(long, default_value_t = TrainOptions::default().robust_z_cut)]
     robust_z_cut: f64,
+    /// Measure each signal's training tail at this quantile over every training row (the
+    /// fusion raises each limit to it, so that heavy-tailed normal data does not alert all the
+    /// time; `0` measures none)
+    #[arg(long, default_value_t = tads_jobs::DEFAULT_TAIL_QUANTILE, value_name = "Q")]
+    tail_quantile: f64,
     /// Train one model per value of this column (e.g. host_id), written as <models>/<name>/group.json
     #[arg(long, value_name = "COLUMN")]
     group_by: Option<String>,
@@ -108,6 +113,13 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
         ))
         .into());
     }
+    if !(args.tail_quantile == 0.0 || (args.tail_quantile > 0.5 && args.tail_quantile < 1.0)) {
+        return Err(user(format!(
+            "--tail-quantile: {} is not 0 (off) or a quantile between 0.5 and 1",
+            args.tail_quantile
+        ))
+        .into());
+    }
     let job = TrainJob {
         data,
         models,
@@ -118,6 +130,7 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
             k_rule: args.k.map_or(KRule::Variance(args.variance), KRule::Fixed),
             robust_z_cut: args.robust_z_cut,
             trim: args.trim,
+            tail_quantile: Some(args.tail_quantile).filter(|q| *q > 0.0),
         },
         overwrite: args.overwrite,
         group_by: args.group_by.clone(),

@@ -123,6 +123,8 @@ pub struct ScoreConfig {
     pub alerts: AlertRules,
     /// Severity bands on an alert's peak score.
     pub severity: Severity,
+    /// Each row's reference level: the previous day's, or the training level.
+    pub drift: crate::drift::DriftSettings,
 }
 
 impl ScoreConfig {
@@ -158,6 +160,7 @@ impl ScoreConfig {
     pub fn validate(&self) -> std::result::Result<(), String> {
         self.fusion.validate()?;
         self.severity.validate()?;
+        self.drift.validate()?;
         let a = &self.alerts;
         if !(a.enter.is_finite() && a.exit.is_finite()) {
             return Err("alerts.enter and alerts.exit must be numbers".into());

@@ -13,13 +13,16 @@
 
 pub mod alerts;
 pub mod config;
+pub mod drift;
 pub mod eval;
 pub mod parquet_out;
 mod passthrough;
 pub mod score;
+mod tail;
 pub mod train;
 mod train_groups;
 
+pub use tail::DEFAULT_QUANTILE as DEFAULT_TAIL_QUANTILE;
 pub use train_groups::min_rows;
 
 /// `"name"`, quoted for SQL.

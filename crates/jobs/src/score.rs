@@ -213,6 +213,10 @@ pub struct ScoreManifest {
     /// key or time column).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts_skipped: Option<String>,
+    /// Keys whose level moved away from the training level (with `drift.baseline =
+    /// "previous_day"`): each reported once, with the metric that moved most.
+    #[serde(default)]
+    pub drift: Vec<crate::drift::DriftNotice>,
     /// The output files, sorted by path.
     pub files: Vec<ScoredFile>,
 }
@@ -525,12 +529,6 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
     let rows_in: u64 = units.iter().map(|u| u.rows).sum();
     progress.total(rows_in, units.len() as u64);
 
-    let metrics = model
-        .features
-        .iter()
-        .map(|f| ident(f))
-        .collect::<Vec<_>>()
-        .join(", ");
     let m = model.sql();
     let filter = match job.shard {
         Some(s) => format!(
@@ -541,6 +539,16 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
         ),
         None => String::new(),
     };
+    let (metrics, drift) = drift_metrics(
+        job,
+        &ctx,
+        &registry,
+        &model,
+        &table_schema,
+        &partitions,
+        &filter,
+    )
+    .await?;
     // One pca_scores() call: one standardization and projection per row for all five scores.
     // Its struct is split into columns in Rust (`write_unit`), not by `s['field']` in SQL,
     // which DataFusion would evaluate as one call per field.
@@ -666,6 +674,7 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
         config: job.config.clone(),
         alerts: summary,
         alerts_skipped,
+        drift,
         files,
     };
     let json =
@@ -684,6 +693,66 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
         alerts,
         elapsed: clock.elapsed(),
     })
+}
+
+/// The model's metrics as the scoring plans read them: the columns, or with a drift baseline
+/// each column shifted by its key's previous-day level (`tads_drift_shift`), and the drift
+/// notices. Without the key and time columns there is no baseline.
+async fn drift_metrics(
+    job: &ScoreJob,
+    ctx: &SessionContext,
+    registry: &ModelRegistry,
+    model: &ModelRef,
+    schema: &Schema,
+    partitions: &[String],
+    filter: &str,
+) -> Result<(String, Vec<crate::drift::DriftNotice>)> {
+    use crate::drift::{Baseline, BaselineQuery, FUNCTION, ShiftFunction, baselines};
+    let plain = || {
+        model
+            .features
+            .iter()
+            .map(|f| ident(f))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let rules = &job.config.alerts;
+    let settings = &job.config.drift;
+    let usable = settings.baseline != Baseline::Off
+        && alerts::check_columns(schema, rules, "", false).is_ok()
+        && !partitions.contains(&rules.key)
+        && !partitions.contains(&rules.time);
+    if !usable {
+        return Ok((plain(), Vec::new()));
+    }
+    let query = BaselineQuery {
+        ctx,
+        table: "input",
+        key: &rules.key,
+        time: &rules.time,
+        features: &model.features,
+        filter,
+        model: &model.name,
+        grouped: model.group_by.is_some(),
+        registry,
+    };
+    let found = Arc::new(baselines(&query, settings).await?);
+    let notices = found.notices.clone();
+    ctx.register_udf(ShiftFunction::udf(found));
+    let (key, time) = (ident(&rules.key), ident(&rules.time));
+    let metrics = model
+        .features
+        .iter()
+        .enumerate()
+        .map(|(j, f)| {
+            format!(
+                "(CAST({} AS DOUBLE) - {FUNCTION}({key}, {time}, {j}))",
+                ident(f)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok((metrics, notices))
 }
 
 /// What every unit needs.

@@ -23,7 +23,8 @@ use tads_store::Location;
 use crate::{Error, Result, ident};
 
 /// Columns that are labels or keys, never features.
-pub const NOT_FEATURES: [&str; 4] = ["is_anomaly", "anomaly_type", "anomaly_id", "ts"];
+/// (`label` is the anomaly label of other labelled data sets.)
+pub const NOT_FEATURES: [&str; 5] = ["is_anomaly", "anomaly_type", "anomaly_id", "label", "ts"];
 
 /// What to train.
 #[derive(Debug, Clone)]
@@ -175,15 +176,33 @@ pub async fn train(job: &TrainJob) -> Result<TrainReport> {
         }
     }
     let prepared = prepare(job).await?;
+    let (ctx, registry) = (prepared.ctx.clone(), prepared.registry.clone());
+    let (cols, filter) = (prepared.cols.clone(), prepared.filter.clone());
+    let tail = job
+        .options
+        .tail_quantile
+        .map(|quantile| crate::tail::TailInput {
+            ctx: &ctx,
+            registry: &registry,
+            cols: &cols,
+            filter: &filter,
+            quantile,
+        });
     let (trained, rows_seen, written) = match &job.group_by {
         None => {
-            let model = train_one(job, prepared).await?;
+            let mut model = train_one(job, prepared).await?;
+            if let Some(t) = &tail {
+                model = crate::tail::single(t, model).await?;
+            }
             let rows = model.training.rows_seen;
             let json = model.to_json();
             (Trained::Model(Box::new(model)), rows, (&files[0], json))
         }
         Some(g) => {
-            let (group, rows) = crate::train_groups::train_groups(job, g, prepared).await?;
+            let (mut group, rows) = crate::train_groups::train_groups(job, g, prepared).await?;
+            if let Some(t) = &tail {
+                group = crate::tail::group(t, group).await?;
+            }
             let json = group.to_json();
             (Trained::Group(Box::new(group)), rows, (&files[1], json))
         }

@@ -38,7 +38,7 @@ struct Member {
     quantiles: (Option<f64>, Option<f64>),
 }
 
-fn keys_of(batch: &RecordBatch) -> Result<Vec<String>> {
+pub(crate) fn keys_of(batch: &RecordBatch) -> Result<Vec<String>> {
     let keys =
         cast(batch.column(0), &DataType::Utf8).map_err(datafusion::error::DataFusionError::from)?;
     Ok(keys

@@ -46,6 +46,26 @@ pub struct Thresholds {
     pub t2_999: Option<f64>,
     /// The robust |z| above which a metric counts as anomalous on its own.
     pub mad_z: f64,
+    /// The training tail of each signal, if measured: its `quantile` over every training row
+    /// (anomalies and heavy tails included, unlike the rows the limits above come from). The
+    /// fusion raises each limit to at least its tail (`fusion.tail`), so that a metric whose
+    /// normal behaviour has heavier tails than a Gaussian does not alert all the time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<Tail>,
+}
+
+/// The `quantile` of the SPE, T² and largest robust |z| over every training row.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tail {
+    /// The quantile, in (0, 1).
+    pub quantile: f64,
+    /// The SPE's (absent when the model has no residual space or the SPE is 0 there).
+    pub spe: Option<f64>,
+    /// Hotelling's T² (absent without components).
+    pub t2: Option<f64>,
+    /// The largest robust |z|.
+    pub zmax: Option<f64>,
 }
 
 /// Where and how the model was trained.
@@ -334,12 +354,20 @@ impl ModelArtifact {
             ("thresholds.t2_99", t.t2_99),
             ("thresholds.t2_999", t.t2_999),
             ("thresholds.mad_z", Some(t.mad_z)),
+            ("thresholds.tail.spe", t.tail.and_then(|t| t.spe)),
+            ("thresholds.tail.t2", t.tail.and_then(|t| t.t2)),
+            ("thresholds.tail.zmax", t.tail.and_then(|t| t.zmax)),
         ] {
             if let Some(v) = v
                 && !(v.is_finite() && v > 0.0)
             {
                 return bad(field, format!("{v} is not a positive number"));
             }
+        }
+        if let Some(q) = t.tail.map(|t| t.quantile)
+            && !(q > 0.0 && q < 1.0)
+        {
+            return bad("thresholds.tail.quantile", format!("{q} is not in (0, 1)"));
         }
         if self.training.rows_used > self.training.rows_seen {
             return bad(

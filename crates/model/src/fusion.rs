@@ -103,6 +103,11 @@ pub struct Fusion {
     /// The |z| the largest robust z is divided by; `None`: the model's own cut
     /// (`thresholds.mad_z`).
     pub mad_cut: Option<f64>,
+    /// Raise each limit to at least the model's training tail of that signal
+    /// (`thresholds.tail`, when the model has one): limits derived for Gaussian noise are kept
+    /// where the training data follows them and widened where its normal behaviour has heavier
+    /// tails (real telemetry: quantized, sparse and bursty metrics).
+    pub tail: bool,
 }
 
 impl Default for Fusion {
@@ -113,6 +118,7 @@ impl Default for Fusion {
             spe_limit: SpeLimit::default(),
             t2_limit: T2Limit::default(),
             mad_cut: None,
+            tail: true,
         }
     }
 }
@@ -125,6 +131,7 @@ impl std::hash::Hash for Fusion {
         self.spe_limit.hash(state);
         self.t2_limit.hash(state);
         self.mad_cut.map(f64::to_bits).hash(state);
+        self.tail.hash(state);
     }
 }
 
@@ -153,10 +160,19 @@ impl Fusion {
             l.filter(|l| l.is_finite() && *l > 0.0)
                 .map_or(0.0, |l| 1.0 / l)
         };
+        let tail = model.thresholds.tail.filter(|_| self.tail);
+        // A limit raised to the signal's training tail; a signal left out stays out.
+        let raise = |limit: Option<f64>, tail: Option<f64>| match (limit, tail) {
+            (Some(l), Some(t)) if t.is_finite() => Some(l.max(t)),
+            (l, _) => l,
+        };
         Factors {
-            spe: inv(self.spe_limit.of(model)),
-            t2: inv(self.t2_limit.of(model)),
-            mad: inv(Some(self.mad_cut.unwrap_or(model.thresholds.mad_z))),
+            spe: inv(raise(self.spe_limit.of(model), tail.and_then(|t| t.spe))),
+            t2: inv(raise(self.t2_limit.of(model), tail.and_then(|t| t.t2))),
+            mad: inv(raise(
+                Some(self.mad_cut.unwrap_or(model.thresholds.mad_z)),
+                tail.and_then(|t| t.zmax),
+            )),
         }
     }
 

@@ -29,6 +29,9 @@ pub struct TrainOptions {
     pub robust_z_cut: f64,
     /// The share (0..0.5) of highest-SPE rows to drop before one refit.
     pub trim: Option<f64>,
+    /// The quantile of each signal over every training row to store as the model's tail
+    /// (`thresholds.tail`); `None` stores none.
+    pub tail_quantile: Option<f64>,
 }
 
 impl Default for TrainOptions {
@@ -37,6 +40,7 @@ impl Default for TrainOptions {
             k_rule: KRule::Variance(0.95),
             robust_z_cut: 5.0,
             trim: None,
+            tail_quantile: Some(0.95),
         }
     }
 }
@@ -132,6 +136,7 @@ pub fn artifact(
             t2_99: pca::t2_limit(k, n, 0.99),
             t2_999: pca::t2_limit(k, n, 0.999),
             mad_z: options.robust_z_cut,
+            tail: None,
         },
         training: Training {
             rows_seen,

@@ -1,0 +1,319 @@
+//! Drift: a series whose level moves away from its training level and stays there.
+//!
+//! Real telemetry drifts: a service's traffic grows, a deployment changes a metric's level for
+//! good. A model that compares every row with the training level then alerts for days. With
+//! `drift.baseline = "previous_day"` (the default), each row is compared with its key's level of
+//! the day before instead: before scoring, one `GROUP BY key, day` statement takes the
+//! approximate median of every metric per key and UTC day, and each metric of a row is shifted
+//! by how far the previous day's median lies from the model's median, `x − (m_prev − median)`.
+//! The model's scales, components and limits are unchanged; an anomaly shorter than a day
+//! stands out of its own day as before, while a level that has held for a day becomes the new
+//! normal. A day whose previous day has fewer than `drift.min_rows` rows (the first day, a gap)
+//! is compared with the training level.
+//!
+//! The move is reported once per key, not alerted on for days: keys whose previous-day level
+//! lies `drift.notice_scales` or more of a metric's scale away from training on two or more days
+//! get a [`DriftNotice`] in the run's report and manifest, with the advice to retrain.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit};
+use datafusion::common::{Result as DfResult, exec_err};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::prelude::SessionContext;
+use serde::{Deserialize, Serialize};
+use tads_sql::ModelRegistry;
+
+use crate::train::collect;
+use crate::{Result, ident};
+
+/// The name of the shift function a drift-aware score run registers.
+pub const FUNCTION: &str = "tads_drift_shift";
+
+const DAY_US: i64 = 86_400_000_000;
+
+/// How each row's reference level is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Baseline {
+    /// The key's per-metric median of the previous UTC day.
+    #[default]
+    PreviousDay,
+    /// The training level (the model's medians) for every row.
+    Off,
+}
+
+/// The `[drift]` settings of `tads score`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriftSettings {
+    /// The reference level.
+    pub baseline: Baseline,
+    /// Rows a previous day needs to serve as a baseline.
+    pub min_rows: u64,
+    /// A move of this many scales (on some metric, two days or more) is reported.
+    pub notice_scales: f64,
+}
+
+impl Default for DriftSettings {
+    fn default() -> Self {
+        Self {
+            baseline: Baseline::PreviousDay,
+            min_rows: 12,
+            notice_scales: 3.0,
+        }
+    }
+}
+
+impl DriftSettings {
+    /// Checks the values; the message names the bad one.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if !(self.notice_scales.is_finite() && self.notice_scales > 0.0) {
+            return Err(format!(
+                "drift.notice_scales: {} is not a positive number",
+                self.notice_scales
+            ));
+        }
+        if self.min_rows == 0 {
+            return Err("drift.min_rows: must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// A key whose level moved away from its training level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftNotice {
+    /// The key (`host_id`).
+    pub key: String,
+    /// The metric that moved most.
+    pub metric: String,
+    /// The largest move, in the metric's scales (signed: above or below training).
+    pub scales: f64,
+    /// Days compared with a moved level.
+    pub days: u64,
+    /// The first such day (`YYYY-MM-DD`).
+    pub since: String,
+}
+
+/// Each (key, day)'s shift per metric, and the notices.
+#[derive(Debug, Default)]
+pub struct Baselines {
+    shifts: HashMap<String, BTreeMap<i64, Vec<f64>>>,
+    /// Keys that drifted, by key.
+    pub notices: Vec<DriftNotice>,
+}
+
+/// What the baseline pass needs to know about the run.
+pub(crate) struct BaselineQuery<'a> {
+    pub(crate) ctx: &'a SessionContext,
+    pub(crate) table: &'a str,
+    pub(crate) key: &'a str,
+    pub(crate) time: &'a str,
+    pub(crate) features: &'a [String],
+    pub(crate) filter: &'a str,
+    /// The model's name, or a group's (members are `<name>/<key>`).
+    pub(crate) model: &'a str,
+    pub(crate) grouped: bool,
+    pub(crate) registry: &'a ModelRegistry,
+}
+
+/// One statement: the approximate median of each metric per key and UTC day, then each day's
+/// shift from the previous day.
+pub(crate) async fn baselines(q: &BaselineQuery<'_>, s: &DriftSettings) -> Result<Baselines> {
+    let medians = q
+        .features
+        .iter()
+        .map(|f| {
+            let x = format!("CAST({} AS DOUBLE)", ident(f));
+            format!("approx_median(CASE WHEN isnan({x}) THEN NULL ELSE {x} END)")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let key = format!("CAST({} AS VARCHAR)", ident(q.key));
+    let day = format!(
+        "CAST(floor(to_unixtime({}) / 86400) AS BIGINT)",
+        ident(q.time)
+    );
+    let sql = format!(
+        "SELECT {key}, {day}, count(*), {medians} FROM {} {} GROUP BY 1, 2",
+        q.table,
+        if q.filter.is_empty() {
+            format!("WHERE {key} IS NOT NULL")
+        } else {
+            format!("{} AND {key} IS NOT NULL", q.filter)
+        }
+    );
+    let batch = collect(q.ctx, &sql).await?;
+    let keys = cast(batch.column(0), &DataType::Utf8)?;
+    let keys = keys.as_string::<i32>();
+    let days = batch.column(1).as_primitive::<Int64Type>();
+    let counts = batch.column(2).as_primitive::<Int64Type>();
+    let d = q.features.len();
+    let medians: Vec<ArrayRef> = (0..d)
+        .map(|j| cast(batch.column(3 + j), &DataType::Float64))
+        .collect::<std::result::Result<_, _>>()?;
+    // Per key: day → (rows, medians).
+    let mut levels: HashMap<String, BTreeMap<i64, (i64, Vec<Option<f64>>)>> = HashMap::new();
+    for i in 0..batch.num_rows() {
+        if keys.is_null(i) || days.is_null(i) {
+            continue;
+        }
+        let m = (0..d)
+            .map(|j| {
+                let c = medians[j].as_primitive::<Float64Type>();
+                (c.is_valid(i) && c.value(i).is_finite()).then(|| c.value(i))
+            })
+            .collect();
+        levels
+            .entry(keys.value(i).to_string())
+            .or_default()
+            .insert(days.value(i), (counts.value(i), m));
+    }
+    let mut out = Baselines::default();
+    for (key, by_day) in levels {
+        let name = if q.grouped {
+            format!("{}/{key}", q.model)
+        } else {
+            q.model.to_string()
+        };
+        let Some(model) = q.registry.get(&name) else {
+            continue;
+        };
+        let (median, scale) = (&model.artifact.median, &model.artifact.scale);
+        let mut shifts = BTreeMap::new();
+        let mut worst: Option<(usize, f64)> = None;
+        let (mut moved_days, mut since) = (0u64, None);
+        let mut previous: Option<(i64, &(i64, Vec<Option<f64>>))> = None;
+        for (&day, level) in &by_day {
+            if let Some((p, (rows, m))) = previous
+                && day - p == 1
+                && *rows as u64 >= s.min_rows
+            {
+                let shift: Vec<f64> = (0..d)
+                    .map(|j| m[j].map_or(0.0, |v| v - median[j]))
+                    .collect();
+                let mut moved = false;
+                for (j, v) in shift.iter().enumerate() {
+                    let scales = v / scale[j];
+                    if scales.abs() >= s.notice_scales {
+                        moved = true;
+                    }
+                    if worst.is_none_or(|(_, w)| scales.abs() > w.abs()) {
+                        worst = Some((j, scales));
+                    }
+                }
+                if moved {
+                    moved_days += 1;
+                    since.get_or_insert(day);
+                }
+                shifts.insert(day, shift);
+            }
+            previous = Some((day, level));
+        }
+        if moved_days >= 2
+            && let (Some((j, scales)), Some(since)) = (worst, since)
+        {
+            out.notices.push(DriftNotice {
+                key: key.clone(),
+                metric: q.features[j].clone(),
+                scales,
+                days: moved_days,
+                since: chrono::DateTime::from_timestamp(since * 86_400, 0)
+                    .map_or_else(String::new, |t| t.format("%Y-%m-%d").to_string()),
+            });
+        }
+        out.shifts.insert(key, shifts);
+    }
+    out.notices.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
+}
+
+/// `tads_drift_shift(key, time, j)`: how far the key's previous-day level of metric `j` (0-based,
+/// in the model's feature order) lies from the model's median; 0 where there is no baseline.
+#[derive(Debug)]
+pub(crate) struct ShiftFunction {
+    baselines: Arc<Baselines>,
+    signature: Signature,
+}
+
+impl ShiftFunction {
+    pub(crate) fn udf(baselines: Arc<Baselines>) -> ScalarUDF {
+        ScalarUDF::new_from_impl(Self {
+            baselines,
+            signature: Signature::any(3, Volatility::Immutable),
+        })
+    }
+}
+
+impl PartialEq for ShiftFunction {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.baselines, &other.baselines)
+    }
+}
+impl Eq for ShiftFunction {}
+impl std::hash::Hash for ShiftFunction {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        FUNCTION.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for ShiftFunction {
+    fn name(&self) -> &str {
+        FUNCTION
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Float64)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let [key, time, j] = arrays.as_slice() else {
+            return exec_err!("{FUNCTION}: expects (key, time, metric index)");
+        };
+        let j = cast(j, &DataType::Int64)?;
+        let j = j.as_primitive::<Int64Type>();
+        if j.is_empty() || j.is_null(0) {
+            return exec_err!("{FUNCTION}: the metric index must be a number");
+        }
+        let j = j.value(0) as usize;
+        let keys = cast(key, &DataType::Utf8)?;
+        let keys = keys.as_string::<i32>();
+        let times = cast(time, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+        let times = times.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+        let mut out = Vec::with_capacity(n);
+        // Rows come in runs of one key and day: look each run up once.
+        let mut last: Option<(usize, i64, f64)> = None;
+        for i in 0..n {
+            if keys.is_null(i) || times.is_null(i) {
+                out.push(0.0);
+                continue;
+            }
+            let day = times.value(i).div_euclid(DAY_US);
+            let shift = match last {
+                Some((r, d, v)) if d == day && keys.value(r) == keys.value(i) => v,
+                _ => {
+                    let v = self
+                        .baselines
+                        .shifts
+                        .get(keys.value(i))
+                        .and_then(|m| m.get(&day))
+                        .and_then(|s| s.get(j).copied())
+                        .unwrap_or(0.0);
+                    last = Some((i, day, v));
+                    v
+                }
+            };
+            out.push(shift);
+        }
+        Ok(ColumnarValue::Array(Arc::new(Float64Array::from(out))))
+    }
+}
