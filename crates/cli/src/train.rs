@@ -181,8 +181,28 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
             );
             if !m.constant_features.is_empty() {
                 println!(
-                    "constant features (MAD 0, scaled by 1): {}",
+                    "constant features (no spread, scaled by 1): {}",
                     m.constant_features.join(", ")
+                );
+            }
+            if !m.sparse_features.is_empty() {
+                println!(
+                    "sparse features (MAD 0, scaled by their mean absolute deviation): {}",
+                    m.sparse_features.join(", ")
+                );
+            }
+            if m.dims() == 1 {
+                println!(
+                    "one feature: no residual space, so no SPE; scored by T² and its robust |z| alone"
+                );
+            }
+            if let Some(t) = m.thresholds.tail {
+                println!(
+                    "training tail at {}: SPE {}, T² {}, |z| {} (the fusion raises each limit to at least these)",
+                    t.quantile,
+                    fmt(t.spe),
+                    fmt(t.t2),
+                    fmt(t.zmax)
                 );
             }
             println!("wrote {} ({})", report.path, m.fingerprint);

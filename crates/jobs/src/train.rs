@@ -336,6 +336,7 @@ async fn train_one(job: &TrainJob, prepared: Prepared) -> Result<ModelArtifact> 
             count: counts.unwrap_or_default(),
             median,
             mad,
+            mean_ad: f64_field(&batch, j + 1, "mean_ad").unwrap_or(0.0),
         });
     }
     let standardizer = Standardizer::new(&stats);
@@ -409,10 +410,24 @@ async fn train_one(job: &TrainJob, prepared: Prepared) -> Result<ModelArtifact> 
             )
         }
     };
-    let invalid = |e: String| Error::Data(e);
-    let mut moments = fit(String::new()).await?;
-    let mut pca = pca::fit(&moments, job.options.k_rule).map_err(invalid)?;
+    let invalid = |e: String| Error::Data(format!("{}: {e}", job.data));
     let mut extra = String::new();
+    let first = match fit(String::new()).await {
+        Ok(m) => pca::fit(&m, job.options.k_rule).map(|p| (m, p)),
+        Err(e) => Err(e.to_string()),
+    };
+    let (mut moments, mut pca) = match first {
+        Ok(fitted) => fitted,
+        Err(e) => {
+            // Inside the robust cut a sparse metric (mostly one value) can be left with that
+            // value alone: fit on every row of the filter instead, `(filter AND cut) OR filter`.
+            let all = format!(" OR ({filter})");
+            let m = fit(all.clone()).await.map_err(|_| invalid(e.clone()))?;
+            let p = pca::fit(&m, job.options.k_rule).map_err(|_| invalid(e))?;
+            extra = all;
+            (m, p)
+        }
+    };
     if let Some(trim) = job.options.trim.filter(|t| *t > 0.0) {
         // The refit keeps the rows the first fit scores at or below its (1 - trim) quantile.
         let first = register("__tads_trim", &pca)?;

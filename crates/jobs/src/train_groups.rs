@@ -148,6 +148,7 @@ pub(crate) async fn train_groups(
                         .map_or(0, |c| c.as_primitive::<UInt64Type>().value(i)),
                     median,
                     mad,
+                    mean_ad: field("mean_ad").unwrap_or(0.0),
                 }),
                 _ => {
                     skipped.push(SkippedMember {

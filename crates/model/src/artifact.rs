@@ -104,8 +104,14 @@ pub struct ModelArtifact {
     /// What each feature is divided by after subtracting its median: the MAD, or for a
     /// constant feature (MAD 0) its fallback (see `constant_features`).
     pub scale: Vec<f64>,
-    /// Features whose MAD was 0; their `scale` is 1 in the feature's own unit.
+    /// Features with no spread at all (MAD and mean absolute deviation 0); their `scale` is 1
+    /// in the feature's own unit.
     pub constant_features: Vec<String>,
+    /// Features whose MAD was 0 but which vary (sparse: mostly one value, e.g. a counter that is
+    /// mostly 0); their `scale` is the mean absolute deviation from the median times √(π/2),
+    /// so that a burst is not measured against a scale of 1 in the metric's own unit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sparse_features: Vec<String>,
     /// Rows with a robust |z| above this on any feature were left out of the covariance.
     pub robust_z_cut: f64,
     /// The PCA.

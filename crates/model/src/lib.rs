@@ -34,7 +34,7 @@ pub use fusion::{Factors, Fusion, Rule, Severity, SpeLimit, T2Limit};
 pub use group::{ModelGroup, SkippedMember};
 pub use moments::CoMoments;
 pub use pca::{KRule, Pca};
-pub use robust::{MAD_SCALE, RobustStats};
+pub use robust::{MAD_SCALE, MEAN_AD_SCALE, RobustStats};
 pub use score::{AllScores, Scorer};
 pub use train::{Standardizer, TrainOptions};
 

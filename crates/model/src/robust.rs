@@ -30,7 +30,13 @@ pub struct RobustStats {
     pub median: f64,
     /// The MAD scaled by [`MAD_SCALE`] (so it estimates σ for normal data).
     pub mad: f64,
+    /// The mean absolute deviation from the median, scaled by √(π/2) (so it too estimates σ for
+    /// normal data): the spread of a sparse metric, mostly one value, whose MAD is 0.
+    pub mean_ad: f64,
 }
+
+/// √(π/2): the factor that makes the mean absolute deviation of normal data estimate σ.
+pub const MEAN_AD_SCALE: f64 = 1.253_314_137_315_500_3;
 
 impl RobustStats {
     /// The exact median and scaled MAD of the finite values in `values` (reordered in place).
@@ -41,11 +47,13 @@ impl RobustStats {
         for v in values.iter_mut() {
             *v = (*v - median).abs();
         }
+        let mean_ad = values.iter().sum::<f64>() / values.len() as f64 * MEAN_AD_SCALE;
         let mad = median_in_place(values)? * MAD_SCALE;
         Some(Self {
             count: values.len() as u64,
             median,
             mad,
+            mean_ad: if mean_ad.is_finite() { mean_ad } else { 0.0 },
         })
     }
 }

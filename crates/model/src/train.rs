@@ -52,8 +52,11 @@ pub struct Standardizer {
     pub median: Vec<f64>,
     /// MADs (scaled).
     pub mad: Vec<f64>,
-    /// What z divides by: the MAD, or 1 where it is 0.
+    /// What z divides by: the MAD; where it is 0, the scaled mean absolute deviation (a sparse
+    /// metric, mostly one value); where that is 0 too, 1 (a constant).
     pub scale: Vec<f64>,
+    /// Per feature: its MAD is 0 but it varies, so its scale is the mean absolute deviation.
+    pub sparse: Vec<bool>,
 }
 
 impl Standardizer {
@@ -64,16 +67,33 @@ impl Standardizer {
             mad: stats.iter().map(|s| s.mad).collect(),
             scale: stats
                 .iter()
-                .map(|s| if s.mad > 0.0 { s.mad } else { 1.0 })
+                .map(|s| {
+                    if s.mad > 0.0 {
+                        s.mad
+                    } else if s.mean_ad > 0.0 {
+                        s.mean_ad
+                    } else {
+                        1.0
+                    }
+                })
+                .collect(),
+            sparse: stats
+                .iter()
+                .map(|s| s.mad <= 0.0 && s.mean_ad > 0.0)
                 .collect(),
         }
     }
 
-    /// Indices of the features whose MAD is 0.
+    /// Indices of the constant features: MAD 0 and no other spread.
     pub fn constant(&self) -> Vec<usize> {
         (0..self.mad.len())
-            .filter(|&j| self.mad[j] <= 0.0)
+            .filter(|&j| self.mad[j] <= 0.0 && !self.sparse.get(j).copied().unwrap_or(false))
             .collect()
+    }
+
+    /// Indices of the sparse features: MAD 0, scaled by their mean absolute deviation.
+    pub fn sparse(&self) -> Vec<usize> {
+        (0..self.sparse.len()).filter(|&j| self.sparse[j]).collect()
     }
 }
 
@@ -116,6 +136,12 @@ pub fn artifact(
         constant_features: fitted
             .standardizer
             .constant()
+            .into_iter()
+            .map(|j| features[j].clone())
+            .collect(),
+        sparse_features: fitted
+            .standardizer
+            .sparse()
             .into_iter()
             .map(|j| features[j].clone())
             .collect(),

@@ -97,13 +97,14 @@ fn robust_fields() -> Fields {
         Field::new("median", DataType::Float64, true),
         Field::new("mad", DataType::Float64, true),
         Field::new("count", DataType::UInt64, false),
+        Field::new("mean_ad", DataType::Float64, true),
     ])
 }
 
 static ROBUST_DOC: std::sync::LazyLock<Documentation> = std::sync::LazyLock::new(|| {
     doc(
         "The exact median and MAD of x, the MAD scaled by 1.4826 so that it estimates the standard \
-         deviation of normal data: a struct {median, mad, count}. NULL, NaN and infinite values are \
+         deviation of normal data: a struct {median, mad, count, mean_ad}, where mean_ad is the mean absolute deviation from the median scaled by 1.2533 (the spread of a sparse metric whose MAD is 0). NULL, NaN and infinite values are \
          skipped; no value left gives NULL. Exact, so it keeps every value of a group in memory \
          (8 bytes a row).",
         "robust_stats(x)",
@@ -187,6 +188,7 @@ impl Accumulator for RobustStatsAccumulator {
                     Arc::new(Float64Array::from(vec![s.median])),
                     Arc::new(Float64Array::from(vec![s.mad])),
                     Arc::new(UInt64Array::from(vec![s.count])),
+                    Arc::new(Float64Array::from(vec![s.mean_ad])),
                 ],
             ),
         }
