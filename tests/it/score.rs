@@ -94,21 +94,62 @@ async fn every_row_gets_the_scores_sql_gives_in_the_input_partitioning() {
     // Each row's scores equal what the SQL functions give on the raw row, and nothing is lost.
     let ctx = session(&f.data, &f.models, &out.join("scored")).await;
     assert_eq!(scalar(&ctx, "SELECT count(*) FROM scored").await, "25920");
-    let r: Vec<String> = METRICS.split(", ").map(|m| format!("r.{m}")).collect();
+    // With the default drift baseline, each metric is shifted by how far its host's median of
+    // the previous UTC day lies from the model's median (no shift on the first day).
+    let model: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.models.join("m").join("model.json")).unwrap())
+            .unwrap();
+    let day = |t: &str| format!("CAST(floor(to_unixtime({t}) / 86400) AS BIGINT)");
+    let levels = METRICS
+        .split(", ")
+        .map(|m| format!("median({m}) AS {m}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let r: Vec<String> = METRICS
+        .split(", ")
+        .enumerate()
+        .map(|(j, m)| {
+            let median = model["median"][j].as_f64().unwrap();
+            format!("(r.{m} - COALESCE(p.{m} - {median:?}, 0.0))")
+        })
+        .collect();
     let r = r.join(", ");
+    ctx.sql(&format!(
+        "CREATE VIEW prev AS SELECT host_id, {} + 1 AS day, {levels} FROM raw GROUP BY 1, 2",
+        day("ts")
+    ))
+    .await
+    .unwrap();
     let mismatches = scalar(
         &ctx,
         &format!(
             "SELECT count(*) FROM raw r JOIN scored s ON r.host_id = s.host_id AND r.ts = s.ts \
              AND r.date = s.date \
+             LEFT JOIN prev p ON p.host_id = r.host_id AND p.day = {} \
              WHERE (s.pca_spe IS DISTINCT FROM pca_score('m', {r})) \
                 OR (s.pca_t2 IS DISTINCT FROM pca_t2('m', {r})) \
                 OR (s.mad_zmax IS DISTINCT FROM mad_zmax('m', {r})) \
-                OR (s.top_metric IS DISTINCT FROM pca_top_metric('m', {r}))"
+                OR (s.top_metric IS DISTINCT FROM pca_top_metric('m', {r}))",
+            day("r.ts")
         ),
     )
     .await;
     assert_eq!(mismatches, "0");
+    // The shift is real: on later days the scores differ from the unshifted ones.
+    let plain = METRICS
+        .split(", ")
+        .map(|m| format!("r.{m}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let shifted = scalar(
+        &ctx,
+        &format!(
+            "SELECT count(*) FROM raw r JOIN scored s ON r.host_id = s.host_id AND r.ts = s.ts \
+             WHERE s.pca_spe IS DISTINCT FROM pca_score('m', {plain})"
+        ),
+    )
+    .await;
+    assert_ne!(shifted, "0");
     let joined = scalar(
         &ctx,
         "SELECT count(*) FROM raw r JOIN scored s ON r.host_id = s.host_id AND r.ts = s.ts",

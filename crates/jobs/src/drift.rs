@@ -3,8 +3,9 @@
 //! Real telemetry drifts: a service's traffic grows, a deployment changes a metric's level for
 //! good. A model that compares every row with the training level then alerts for days. With
 //! `drift.baseline = "previous_day"` (the default), each row is compared with its key's level of
-//! the day before instead: before scoring, one `GROUP BY key, day` statement takes the
-//! approximate median of every metric per key and UTC day, and each metric of a row is shifted
+//! the day before instead: before scoring, one `GROUP BY key, day` statement takes the exact
+//! median of every metric per key and UTC day (exact, so that the same rows give the same
+//! scores whatever the partitioning, a shard or the thread count), and each metric of a row is shifted
 //! by how far the previous day's median lies from the model's median, `x − (m_prev − median)`.
 //! The model's scales, components and limits are unchanged; an anomaly shorter than a day
 //! stands out of its own day as before, while a level that has held for a day becomes the new
@@ -123,7 +124,7 @@ pub(crate) struct BaselineQuery<'a> {
     pub(crate) registry: &'a ModelRegistry,
 }
 
-/// One statement: the approximate median of each metric per key and UTC day, then each day's
+/// One statement: the exact median of each metric per key and UTC day, then each day's
 /// shift from the previous day.
 pub(crate) async fn baselines(q: &BaselineQuery<'_>, s: &DriftSettings) -> Result<Baselines> {
     let medians = q
@@ -131,7 +132,7 @@ pub(crate) async fn baselines(q: &BaselineQuery<'_>, s: &DriftSettings) -> Resul
         .iter()
         .map(|f| {
             let x = format!("CAST({} AS DOUBLE)", ident(f));
-            format!("approx_median(CASE WHEN isnan({x}) THEN NULL ELSE {x} END)")
+            format!("median(CASE WHEN isnan({x}) THEN NULL ELSE {x} END)")
         })
         .collect::<Vec<_>>()
         .join(", ");

@@ -79,8 +79,15 @@ pub(crate) async fn group(input: &TailInput<'_>, group: ModelGroup) -> Result<Mo
     }
     let key = format!("CAST({} AS VARCHAR)", ident(&group.group_by));
     let model_sql = format!("concat('{prefix}/', {key})");
+    // Only the values that got a member: pca_score refuses a model it does not know.
+    let values = group
+        .members
+        .iter()
+        .map(|m| format!("'{}'", member_key(&group, m).replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(", ");
     let sql = format!(
-        "SELECT {key}, {} FROM telemetry WHERE {} AND {key} IS NOT NULL GROUP BY {key}",
+        "SELECT {key}, {} FROM telemetry WHERE {} AND {key} IN ({values}) GROUP BY {key}",
         select(&model_sql, input.cols, input.quantile),
         input.filter
     );
