@@ -287,7 +287,7 @@ fn summary(r: &EvalReport) -> String {
             format!(
                 "{} ({} of {} unlabelled rows)",
                 r.normal_in_alert
-                    .map_or_else(|| "-".into(), |v| format!("{:.1}%", 100.0 * v)),
+                    .map_or_else(|| "-".into(), |v| format!("{:.3}%", 100.0 * v)),
                 thousands(r.normal_rows_in_alert),
                 thousands(r.normal_rows)
             ),
