@@ -203,3 +203,22 @@ async fn bad_label_columns_are_named() {
     );
     assert!(Columns::find(&schema, None, "host_id", "time").is_err());
 }
+
+#[tokio::test]
+async fn an_integer_label_must_hold_only_0_and_1() {
+    let batch = rows();
+    let mut columns = batch.columns().to_vec();
+    let mut labels = vec![0i8; 12];
+    labels[3] = 2;
+    columns[3] = Arc::new(Int8Array::from(labels));
+    let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
+    let ctx = tads_sql::session();
+    let table = MemTable::try_new(batch.schema(), vec![vec![batch.clone()]]).unwrap();
+    ctx.register_table("rows", Arc::new(table)).unwrap();
+    let found = Columns::find(&batch.schema(), Some("label"), "service", "time").unwrap();
+    let e = found.register(&ctx, "rows").await.unwrap_err().to_string();
+    assert!(
+        e.contains("--label label") && e.contains("other than 0 and 1"),
+        "{e}"
+    );
+}
