@@ -127,8 +127,20 @@ fn generate_train_score_eval_meets_the_quality_targets() {
         "false_alerts_per_100_host_days",
         "by_region",
         "by_project",
+        "false_alerts_per_key_day",
+        "event_recall",
+        "normal_in_alert",
+        "au_prc",
+        "au_prc_mean_by_key",
+        "fc1",
     ] {
         assert!(r.get(key).is_some(), "no `{key}` in {r}");
+    }
+    assert_eq!(r["label"], "is_anomaly");
+    assert_eq!(r["events_from"], "anomaly_id");
+    for key in ["event_recall", "normal_in_alert", "au_prc", "fc1"] {
+        let v = f(&r, &[key]);
+        assert!((0.0..=1.0).contains(&v), "{key} = {v}");
     }
     assert_eq!(f(&r, &["host_days"]), 210.0);
     for (kind, target) in [
@@ -317,6 +329,99 @@ fn settings_come_from_defaults_a_file_the_environment_and_flags() {
         .output()
         .unwrap();
     assert_user_error(&run, "without alerts");
+}
+
+/// Real, labelled telemetry (`data/real/jumpstarter_d2/service0`, see `data/real/README.md`):
+/// trained on its unlabelled training part, the test part scored with the defaults, and
+/// evaluated with the label column (`label`, int8) found by itself; there is no `anomaly_id`,
+/// region or project, so events are the runs of labelled rows.
+#[test]
+fn eval_on_real_labelled_data() {
+    let series = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/real/jumpstarter_d2/service0");
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    let out = tmp.path().join("scores");
+    assert_ok(&train_cmd(
+        "service0",
+        &series.join("train.parquet"),
+        &models,
+        &[],
+    ));
+    assert_ok(&score_cmd(
+        "service0",
+        &series.join("test.parquet"),
+        &models,
+        &out,
+        &["--quiet"],
+    ));
+    let r = eval_json(&out);
+    assert_eq!(r["label"], "label", "{r}");
+    assert_eq!(r["key"], "host_id");
+    assert_eq!(r["events_from"], "runs");
+    // The source's four labelled segments of service0 (shared/data/real/manifest.csv).
+    assert_eq!(f(&r, &["event_count"]), 4.0, "{r}");
+    assert_eq!(r["events"]["labelled"]["events"], 4);
+    assert_eq!(f(&r, &["normal_rows"]), (7200 - 343) as f64);
+    for key in [
+        "event_recall",
+        "normal_in_alert",
+        "au_prc",
+        "au_prc_mean_by_key",
+        "fc1",
+        "false_alerts_per_key_day",
+    ] {
+        let v = f(&r, &[key]);
+        assert!((0.0..=1.0).contains(&v), "{key} = {v} in {r}");
+    }
+    for path in [["point", "precision"], ["point", "recall"], ["point", "f1"]] {
+        let v = f(&r, &path);
+        assert!((0.0..=1.0).contains(&v), "{path:?} = {v}");
+    }
+    assert_eq!(f(&r, &["point", "tp"]) + f(&r, &["point", "fn"]), 343.0);
+    // One series: the mean over keys is its own AU-PRC.
+    assert_eq!(f(&r, &["au_prc_keys"]), 1.0);
+    assert!((f(&r, &["au_prc"]) - f(&r, &["au_prc_mean_by_key"])).abs() < 1e-12);
+    assert_eq!(f(&r, &["host_days"]), 25.0);
+    assert!(r["by_region"].as_object().unwrap().is_empty());
+    assert!(r["by_project"].as_object().unwrap().is_empty());
+
+    // The same with --label named; the table has the new numbers and no region table.
+    let text = tads()
+        .args(["eval", "--label", "label", "--scored"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_ok(&text);
+    let table = String::from_utf8_lossy(&text.stdout);
+    println!("{table}");
+    for needle in [
+        "normal time in alert",
+        "au-prc",
+        "fc1",
+        "per key-day",
+        "labelled",
+    ] {
+        assert!(table.contains(needle), "{needle} missing from\n{table}");
+    }
+    assert!(!table.contains("region"), "{table}");
+
+    // A label column that is missing or of the wrong type: one line naming it, exit 2.
+    for (label, needle) in [
+        (
+            "nope",
+            "--label nope: the scored rows have no column `nope` (columns: ts, host_id",
+        ),
+        ("host_id", "boolean or an integer 0/1"),
+        ("m00", "--label m00"),
+        ("is_anomaly", "no column `is_anomaly`"),
+    ] {
+        let run = tads()
+            .args(["eval", "--label", label, "--scored"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_user_error(&run, needle);
+    }
 }
 
 #[test]

@@ -10,22 +10,29 @@ use crate::{UserError, thousands};
 #[derive(Debug, Args)]
 #[command(
     about = "Measure the detection quality of a score run against the labels in its rows",
-    long_about = "Measure how well a `tads score` run's alerts find the labelled anomalies of \
-generated data (columns is_anomaly, anomaly_type, anomaly_id).\n\n\
+    long_about = "Measure how well a `tads score` run's alerts and scores find the labelled \
+anomalies in its rows: a boolean or 0/1 label column (--label; default is_anomaly, else label). \
+Events are the anomaly_id of generated data, or else maximal runs of labelled rows of one series \
+(the run's alert key) in time order.\n\n\
 Reports point-wise precision, recall and F1 (a row is predicted anomalous when it is inside an \
 alert), the point-adjusted F1 beside it (every row of an event counts once any of its rows is in \
-an alert; it flatters, so it is never shown alone), event recall per anomaly type with the median \
-and 90th percentile time to detect (from the event's first row to the moment the first alert \
-touching it was raised), false alerts (alerts touching no labelled row) per 100 host-days, and \
-breakdowns by region and project.\n\n\
+an alert; it flatters, so it is never shown alone), event recall overall and per anomaly type \
+with the median and 90th percentile time to detect (from the event's first row to the moment the \
+first alert touching it was raised), the fraction of normal rows inside an alert, false alerts \
+(alerts touching no labelled row) per 100 host-days and per key-day, the AU-PRC of the score \
+(overall and the mean over series), the composite Fc1 (point precision with event recall), and \
+breakdowns by region and project when the rows have them.\n\n\
 The numbers come from the SQL in sql/eval/, which runs in `tads sql` too, over the tables scored \
 and alerts.",
-    after_help = "Examples:\n  tads eval --scored data/scores\n  tads eval --scored s3://bucket/scores --json > eval.json"
+    after_help = "Examples:\n  tads eval --scored data/scores\n  tads eval --scored out/service0 --label label\n  tads eval --scored s3://bucket/scores --json > eval.json"
 )]
 pub(crate) struct EvalArgs {
     /// The output of a score run: a directory or s3://bucket/prefix (with scored/, alerts/, _manifest.json)
     #[arg(long, value_name = "DIR|URL")]
     scored: String,
+    /// The label column: boolean, or integer 0/1 [default: is_anomaly when present, else label]
+    #[arg(long, value_name = "COL")]
+    label: Option<String>,
     /// Print one JSON document instead of tables
     #[arg(long)]
     json: bool,
@@ -53,6 +60,26 @@ fn eval_rows(r: &EvalReport) -> Vec<tads_pg::EvalRow> {
                 "false_alerts": r.false_alerts,
                 "host_days": r.host_days,
                 "false_alerts_per_100_host_days": r.false_alerts_per_100_host_days,
+                "false_alerts_per_key_day": r.false_alerts_per_key_day,
+            }),
+        ),
+        row(
+            "overall",
+            "all",
+            serde_json::json!({
+                "label": r.label,
+                "key": r.key,
+                "events_from": r.events_from,
+                "event_count": r.event_count,
+                "events_detected": r.events_detected,
+                "event_recall": r.event_recall,
+                "normal_rows": r.normal_rows,
+                "normal_rows_in_alert": r.normal_rows_in_alert,
+                "normal_in_alert": r.normal_in_alert,
+                "au_prc": r.au_prc,
+                "au_prc_mean_by_key": r.au_prc_mean_by_key,
+                "au_prc_keys": r.au_prc_keys,
+                "fc1": r.fc1,
             }),
         ),
     ];
@@ -74,7 +101,7 @@ pub(crate) async fn run(args: EvalArgs, pg: &crate::pg::PgArgs) -> anyhow::Resul
     pg.target()?;
     let started_at = chrono::Utc::now();
     let out = Location::parse(&args.scored).map_err(|e| UserError(format!("--scored {e}")))?;
-    let result = evaluate(&out).await;
+    let result = evaluate(&out, args.label.as_deref()).await;
     let run = crate::pg::Run {
         id: crate::pg::run_id("eval", started_at),
         kind: "eval",
@@ -216,15 +243,65 @@ pub(crate) fn render(r: &EvalReport) -> String {
         &rows,
     ));
     out.push_str(&format!(
-        "\nalerts: {} ({} false, touching no labelled row) over {} host-days: {:.2} false alerts per 100 host-days\n\n",
+        "\nalerts: {} ({} false, touching no labelled row) over {} host-days: {:.2} false alerts per 100 host-days, {:.4} per key-day\n",
         thousands(r.alerts),
         thousands(r.false_alerts),
         thousands(r.host_days),
-        r.false_alerts_per_100_host_days
+        r.false_alerts_per_100_host_days,
+        r.false_alerts_per_key_day,
     ));
+    out.push_str(&summary(r));
     let header = |k: &'static str| [k, "precision", "recall", "f1", "tp", "fp", "fn", "events"];
-    out.push_str(&table(&header("region"), &breakdown_rows(&r.by_region)));
-    out.push('\n');
-    out.push_str(&table(&header("project"), &breakdown_rows(&r.by_project)));
+    if !r.by_region.is_empty() {
+        out.push('\n');
+        out.push_str(&table(&header("region"), &breakdown_rows(&r.by_region)));
+    }
+    if !r.by_project.is_empty() {
+        out.push('\n');
+        out.push_str(&table(&header("project"), &breakdown_rows(&r.by_project)));
+    }
+    out
+}
+
+/// The overall numbers: event recall, normal time in alert, AU-PRC and Fc1, with where the
+/// labels and events came from.
+fn summary(r: &EvalReport) -> String {
+    let events = match r.events_from.as_str() {
+        "runs" => format!("runs of labelled rows of one `{}`", r.key),
+        _ => "anomaly_id".to_string(),
+    };
+    let rows = [
+        ("label column", r.label.clone()),
+        ("events", events),
+        (
+            "event recall",
+            format!(
+                "{} ({} of {} events)",
+                rate(r.event_recall),
+                r.events_detected,
+                r.event_count
+            ),
+        ),
+        (
+            "normal time in alert",
+            format!(
+                "{} ({} of {} unlabelled rows)",
+                r.normal_in_alert
+                    .map_or_else(|| "-".into(), |v| format!("{:.3}%", 100.0 * v)),
+                thousands(r.normal_rows_in_alert),
+                thousands(r.normal_rows)
+            ),
+        ),
+        ("au-prc of score", rate(r.au_prc)),
+        (
+            "au-prc mean by key",
+            format!("{} ({} keys)", rate(r.au_prc_mean_by_key), r.au_prc_keys),
+        ),
+        ("fc1", rate(r.fc1)),
+    ];
+    let mut out = String::from("\n");
+    for (k, v) in rows {
+        out.push_str(&format!("{k:<21}{v}\n"));
+    }
     out
 }
