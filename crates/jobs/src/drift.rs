@@ -110,6 +110,9 @@ pub struct Baselines {
     pub notices: Vec<DriftNotice>,
 }
 
+/// A key's rows and per-metric medians of one day.
+type Level = (i64, Vec<Option<f64>>);
+
 /// What the baseline pass needs to know about the run.
 pub(crate) struct BaselineQuery<'a> {
     pub(crate) ctx: &'a SessionContext,
@@ -160,7 +163,7 @@ pub(crate) async fn baselines(q: &BaselineQuery<'_>, s: &DriftSettings) -> Resul
         .map(|j| cast(batch.column(3 + j), &DataType::Float64))
         .collect::<std::result::Result<_, _>>()?;
     // Per key: day → (rows, medians).
-    let mut levels: HashMap<String, BTreeMap<i64, (i64, Vec<Option<f64>>)>> = HashMap::new();
+    let mut levels: HashMap<String, BTreeMap<i64, Level>> = HashMap::new();
     for i in 0..batch.num_rows() {
         if keys.is_null(i) || days.is_null(i) {
             continue;
@@ -190,7 +193,7 @@ pub(crate) async fn baselines(q: &BaselineQuery<'_>, s: &DriftSettings) -> Resul
         let mut shifts = BTreeMap::new();
         let mut worst: Option<(usize, f64)> = None;
         let (mut moved_days, mut since) = (0u64, None);
-        let mut previous: Option<(i64, &(i64, Vec<Option<f64>>))> = None;
+        let mut previous: Option<(i64, &Level)> = None;
         for (&day, level) in &by_day {
             if let Some((p, (rows, m))) = previous
                 && day - p == 1
