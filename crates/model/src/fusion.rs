@@ -288,6 +288,38 @@ mod tests {
     }
 
     #[test]
+    fn a_training_tail_raises_a_limit_and_never_lowers_it() {
+        let columns: Vec<Vec<f64>> = (0..3)
+            .map(|j| {
+                (0..200)
+                    .map(|i| ((i * (j + 3)) % 17) as f64 + j as f64)
+                    .collect()
+            })
+            .collect();
+        let options = crate::TrainOptions::default();
+        let fitted = crate::train::fit_in_memory(&columns, &options).unwrap();
+        let names = ["a", "b", "c"].map(String::from);
+        let model =
+            crate::train::artifact("m", &names, &fitted, &options, 200, "mem", None).unwrap();
+        let f = Fusion::default();
+        let base = Fusion { tail: false, ..f }.factors(&model);
+        let mut m = model.clone();
+        let t = &m.thresholds;
+        m.thresholds.tail = Some(crate::Tail {
+            quantile: 0.95,
+            spe: t.spe_jm_999.map(|l| l * 4.0),
+            t2: t.t2_999.map(|l| l / 4.0),
+            zmax: Some(10.0),
+        });
+        let raised = f.factors(&m);
+        assert!((raised.spe - base.spe / 4.0).abs() < 1e-12);
+        assert_eq!(raised.t2, base.t2);
+        assert!((raised.mad - 0.1).abs() < 1e-12);
+        let off = Fusion { tail: false, ..f }.factors(&m);
+        assert_eq!(off, base);
+    }
+
+    #[test]
     fn severity_bands_include_their_lower_edge() {
         let s = Severity::default();
         assert_eq!(

@@ -80,6 +80,17 @@ mod tests {
         assert!((s.mad - MAD_SCALE).abs() < 1e-12);
         assert!(RobustStats::exact(&mut vec![f64::NAN]).is_none());
         let c = RobustStats::exact(&mut vec![7.0; 10]).unwrap();
-        assert_eq!((c.median, c.mad), (7.0, 0.0));
+        assert_eq!((c.median, c.mad, c.mean_ad), (7.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn a_sparse_metric_has_mad_zero_and_a_mean_absolute_deviation() {
+        // A counter that is 0 in 9 rows of 10 and 50 in the tenth.
+        let mut v: Vec<f64> = (0..100)
+            .map(|i| if i % 10 == 0 { 50.0 } else { 0.0 })
+            .collect();
+        let s = RobustStats::exact(&mut v).unwrap();
+        assert_eq!((s.median, s.mad), (0.0, 0.0));
+        assert!((s.mean_ad - 5.0 * MEAN_AD_SCALE).abs() < 1e-12);
     }
 }
