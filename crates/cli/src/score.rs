@@ -247,8 +247,33 @@ pub(crate) async fn run(args: ScoreArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
             println!("{} alerts to {}{ALERTS_FILE}", thousands(a.count), job.out);
             print!("{}", alert_table(a));
         }
+        print!("{}", drift_lines(&m.drift));
     }
     Ok(())
+}
+
+/// The drift notices, at most ten, with the advice to retrain.
+fn drift_lines(notices: &[tads_jobs::drift::DriftNotice]) -> String {
+    if notices.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "drift: {} keys moved away from their training level (scored against the previous day's level; retrain to make it the model's):\n",
+        thousands(notices.len() as u64)
+    );
+    for n in notices.iter().take(10) {
+        out.push_str(&format!(
+            "  {}: {} {:+.1} scales on {} days since {}\n",
+            n.key, n.metric, n.scales, n.days, n.since
+        ));
+    }
+    if notices.len() > 10 {
+        out.push_str(&format!(
+            "  … and {} more in the manifest's `drift`\n",
+            notices.len() - 10
+        ));
+    }
+    out
 }
 
 /// Alerts by first top metric and severity, as a text table.
