@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod output;
+pub mod resolve;
 
 use std::fmt;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use object_store::{
 use url::Url;
 
 pub use output::Output;
+pub use resolve::Resolved;
 
 /// Name of the manifest every TADS writer puts last: its presence means the output is complete.
 pub const MANIFEST: &str = "_manifest.json";
