@@ -36,6 +36,8 @@ pub const MANIFEST: &str = "_manifest.json";
 /// Name of the marker a TADS writer puts first and removes after the manifest: its presence means
 /// a writer is at work, or was killed, and the output is not to be read.
 pub const IN_PROGRESS: &str = "_tads_in_progress.json";
+/// Name of the lock a TADS writer holds on its output while it writes.
+pub const LOCK: &str = "_tads_lock.json";
 
 /// Hears how far a job has come. Called from many threads.
 pub trait Progress: Send + Sync {
