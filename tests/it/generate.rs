@@ -488,3 +488,28 @@ async fn overwrite_removes_only_what_the_old_manifest_lists() {
     assert_ok(&generate(d, &shorter));
     assert_eq!(manifest(&dir).await.hosts, 2);
 }
+
+#[test]
+fn threads_beyond_four_per_core_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("t");
+    let run = generate(
+        out.to_str().unwrap(),
+        &[SMALL, &["--threads", "100000"]].concat(),
+    );
+    assert_user_error(&run, "--threads");
+    assert_user_error(&run, "per core");
+    assert!(!out.exists());
+    let run = tads()
+        .args(["score", "--data", "d", "--model", "m", "--out", "o"])
+        .args(["--threads", "100000"])
+        .output()
+        .unwrap();
+    assert_user_error(&run, "at most");
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let most = (4 * cores).to_string();
+    assert_ok(&generate(
+        out.to_str().unwrap(),
+        &["--hosts", "2", "--duration", "1h", "--threads", &most],
+    ));
+}
