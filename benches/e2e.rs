@@ -75,6 +75,7 @@ fn bench(c: &mut Criterion) {
         options: Default::default(),
         overwrite: true,
         group_by: None,
+        break_lock: false,
     };
     // The model the score benches use.
     runtime.block_on(train(&train_job)).unwrap();

@@ -446,3 +446,70 @@ fn help_explains_the_subcommands() {
         assert!(text.contains(flag), "{flag} missing from help");
     }
 }
+
+#[tokio::test]
+async fn overwrite_removes_only_what_the_old_manifest_lists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ds");
+    let d = dir.to_str().unwrap();
+    assert_ok(&generate(d, SMALL));
+    std::fs::write(dir.join("NOTES.txt"), "n").unwrap();
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("sub/important.csv"), "a").unwrap();
+    let before = files_below(&dir);
+    let shorter = ["--hosts", "2", "--duration", "1d", "--overwrite"];
+    let run = generate(d, &shorter);
+    assert_user_error(
+        &run,
+        "2 files that TADS did not write: NOTES.txt, sub/important.csv",
+    );
+    assert_user_error(&run, "nothing was removed");
+    assert_eq!(
+        files_below(&dir),
+        before,
+        "a refused overwrite removed files"
+    );
+    // A killed run's output (a marker, no manifest): still only files TADS names so.
+    std::fs::remove_file(dir.join("_manifest.json")).unwrap();
+    std::fs::write(dir.join(tads_store::IN_PROGRESS), "{}").unwrap();
+    std::fs::write(dir.join("date=2026-01-01/notes.parquet"), "mine").unwrap();
+    let run = generate(d, &shorter);
+    assert_user_error(&run, "3 files that TADS did not write");
+    assert_user_error(&run, "date=2026-01-01/notes.parquet");
+    assert!(dir.join("date=2026-01-01/part-00000.parquet").exists());
+    // Once the user's files are gone, the overwrite goes through.
+    for f in [
+        "NOTES.txt",
+        "sub/important.csv",
+        "date=2026-01-01/notes.parquet",
+    ] {
+        std::fs::remove_file(dir.join(f)).unwrap();
+    }
+    assert_ok(&generate(d, &shorter));
+    assert_eq!(manifest(&dir).await.hosts, 2);
+}
+
+#[test]
+fn threads_beyond_four_per_core_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("t");
+    let run = generate(
+        out.to_str().unwrap(),
+        &[SMALL, &["--threads", "100000"]].concat(),
+    );
+    assert_user_error(&run, "--threads");
+    assert_user_error(&run, "per core");
+    assert!(!out.exists());
+    let run = tads()
+        .args(["score", "--data", "d", "--model", "m", "--out", "o"])
+        .args(["--threads", "100000"])
+        .output()
+        .unwrap();
+    assert_user_error(&run, "at most");
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let most = (4 * cores).to_string();
+    assert_ok(&generate(
+        out.to_str().unwrap(),
+        &["--hosts", "2", "--duration", "1h", "--threads", &most],
+    ));
+}

@@ -528,3 +528,33 @@ async fn scores_from_s3_to_s3() {
         "3"
     );
 }
+
+#[test]
+fn an_output_that_resolves_into_the_input_is_refused_and_the_input_survives() {
+    let f = Scored::new();
+    let before = files_below(&f.data);
+    let link = f.out("dslink");
+    std::os::unix::fs::symlink(&f.data, &link).unwrap();
+    let outs = [
+        link.clone(),
+        link.join("scores"),
+        f.out("nothing/../dslink"),
+        f.data.join("date=2026-01-01/../scores"),
+        PathBuf::from(format!("file://{}", link.display())),
+    ];
+    for out in &outs {
+        let run = f.score(out, &["--overwrite", "--quiet"]);
+        assert_user_error(&run, "overlaps the input");
+        assert_eq!(files_below(&f.data), before, "--out {}", out.display());
+    }
+    // The reverse: the input named through the link, the output the real folder.
+    let run = score_cmd("m", &link, &f.models, &f.data, &["--overwrite"]);
+    assert_user_error(&run, "overlaps the input");
+    assert_eq!(files_below(&f.data), before);
+    // A symlink does not let scores be written inside the input either.
+    let inside = f.out("inside");
+    std::os::unix::fs::symlink(f.data.join("new"), &inside).unwrap();
+    assert_user_error(&f.score(&inside, &[]), "overlaps the input");
+    assert!(!f.data.join("new").exists());
+    assert_eq!(files_below(&f.data), before);
+}

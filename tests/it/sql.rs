@@ -335,3 +335,25 @@ fn the_demo_runs_the_whole_pipeline_and_says_how_to_open_it() {
             .unwrap(),
     );
 }
+
+#[test]
+fn a_failing_statement_in_a_file_exits_2_and_the_rest_still_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("q.sql");
+    std::fs::write(
+        &file,
+        "-- one bad statement among good ones\nSELECT 1 AS one;\nSELECT nope\n  FROM telemetry;\nSELECT 41 + 1 AS answer;\n",
+    )
+    .unwrap();
+    let out = sql(&["-q", "--format", "csv", "-f", file.to_str().unwrap()]);
+    assert_user_error(&out, "nope");
+    assert_user_error(&out, "q.sql");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("one\n1") && stdout.contains("answer\n42"),
+        "{stdout}"
+    );
+    // A file without failures still exits 0.
+    std::fs::write(&file, "SELECT 1 AS one;\nSELECT 2 AS two;\n").unwrap();
+    assert_ok(&sql(&["-q", "-f", file.to_str().unwrap()]));
+}

@@ -428,3 +428,82 @@ async fn group_by_trains_the_model_each_value_would_get_alone() {
         "--group-by: no column `nope`",
     );
 }
+
+/// Two trainings of one name at once, `args` each: exactly one writes, the other is refused
+/// (the name is locked, or its model already exists), and what is left is the winner's file.
+fn race(f: &Fixture, name: &str, first: &[&str], second: &[&str]) {
+    let spawn = |extra: &[&str]| {
+        tads()
+            .args(["train", "--quiet", "--model", name, "--data"])
+            .arg(&f.data)
+            .arg("--models")
+            .arg(&f.models)
+            .args(extra)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(first), spawn(second));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let ok: Vec<bool> = [&a, &b].iter().map(|o| o.status.success()).collect();
+    assert_eq!(
+        ok.iter().filter(|s| **s).count(),
+        1,
+        "both or neither succeeded: {} / {}",
+        String::from_utf8_lossy(&a.stderr),
+        String::from_utf8_lossy(&b.stderr)
+    );
+    let loser = if ok[0] { &b } else { &a };
+    let stderr = String::from_utf8_lossy(&loser.stderr);
+    assert_eq!(loser.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is locked by tads train run") || stderr.contains("pass --overwrite"),
+        "{stderr}"
+    );
+    let winner_group = if ok[0] { first } else { second }.contains(&"--group-by");
+    let dir = f.models.join(name);
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    let expected = if winner_group {
+        "group.json"
+    } else {
+        "model.json"
+    };
+    assert_eq!(left, [expected], "in {}", dir.display());
+}
+
+#[test]
+fn two_trainings_of_one_name_never_both_write() {
+    let f = Fixture::new();
+    for round in 0..3 {
+        race(&f, &format!("p{round}"), &["--k", "2"], &["--k", "3"]);
+        race(
+            &f,
+            &format!("g{round}"),
+            &["--k", "2"],
+            &["--k", "2", "--group-by", "region"],
+        );
+    }
+}
+
+#[test]
+fn a_stale_name_lock_is_named_and_broken_on_request() {
+    let f = Fixture::new();
+    std::fs::create_dir_all(f.models.join("s")).unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let lock = serde_json::json!({
+        "writer": "tads train", "run_id": "train-old", "pid": u32::MAX - 1,
+        "host": host.trim(), "started_at": "2026-01-01T00:00:00Z",
+    });
+    std::fs::write(f.models.join("s").join(tads_store::LOCK), lock.to_string()).unwrap();
+    let refused = f.train(&["--model", "s", "--k", "2"]);
+    assert_user_error(&refused, "run train-old");
+    assert_user_error(&refused, "no longer running; pass --break-lock");
+    assert!(!f.models.join("s/model.json").exists());
+    assert_ok(&f.train(&["--model", "s", "--k", "2", "--break-lock"]));
+    let left: Vec<_> = std::fs::read_dir(f.models.join("s")).unwrap().collect();
+    assert_eq!(left.len(), 1, "only model.json is left");
+}

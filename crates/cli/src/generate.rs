@@ -56,7 +56,7 @@ pub(crate) struct GenerateArgs {
     #[arg(long)]
     overwrite: bool,
     /// Worker threads (default: one per core)
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = crate::parse_threads)]
     threads: usize,
     /// No progress bar and no summary
     #[arg(long, short)]

@@ -123,6 +123,24 @@ async fn dispatch(command: Command, pg: &pg::PgArgs) -> anyhow::Result<()> {
     }
 }
 
+/// Threads per core that `--threads` may ask for at most: more only adds switching and memory.
+const THREADS_PER_CORE: usize = 4;
+
+/// Parses `--threads`: 0 (one per core) up to [`THREADS_PER_CORE`] per available core.
+pub(crate) fn parse_threads(text: &str) -> Result<usize, String> {
+    let n: usize = text
+        .parse()
+        .map_err(|_| "not a whole number of threads".to_string())?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let max = THREADS_PER_CORE * cores;
+    if n > max {
+        return Err(format!(
+            "at most {max} ({THREADS_PER_CORE} per core, {cores} cores here); 0 means one per core"
+        ));
+    }
+    Ok(n)
+}
+
 /// clap's message on one line: the lines before its usage block, which name the flag and the
 /// problem (`error: the following required arguments were not provided: --out <DIR|URL>`).
 fn clap_error_line(text: &str) -> String {

@@ -68,7 +68,7 @@ pub(crate) struct ScoreArgs {
     #[arg(long, default_value = "host_id", requires = "shard")]
     shard_by: String,
     /// Files scored at once (default: one per core)
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = crate::parse_threads)]
     threads: usize,
     /// Replace an earlier TADS output at --out
     #[arg(long)]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 use datafusion::prelude::SessionContext;
-use datafusion_cli::exec::{exec_from_commands, exec_from_files, exec_from_repl};
+use datafusion_cli::exec::{exec_from_commands, exec_from_repl};
 use datafusion_cli::object_storage::instrumented::InstrumentedObjectStoreRegistry;
 use datafusion_cli::print_format::PrintFormat;
 use datafusion_cli::print_options::{MaxRows, PrintOptions};
@@ -232,14 +232,19 @@ pub(crate) async fn run(args: SqlArgs) -> anyhow::Result<()> {
         }
     }
     for file in &args.file {
-        if !std::path::Path::new(file).is_file() {
-            eprintln!("error: -f {file}: no such file");
-            failed += 1;
-            continue;
-        }
-        if let Err(e) = exec_from_files(&ctx, vec![file.clone()], &options).await {
-            eprintln!("error: {file}: {}", e.strip_backtrace().replace('\n', " "));
-            failed += 1;
+        let text = match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("error: -f {file}: {e}");
+                failed += 1;
+                continue;
+            }
+        };
+        for statement in statements(&text) {
+            if let Err(e) = exec_from_commands(&ctx, vec![statement], &options).await {
+                eprintln!("error: {file}: {}", e.strip_backtrace().replace('\n', " "));
+                failed += 1;
+            }
         }
     }
     if failed > 0 {
@@ -247,4 +252,41 @@ pub(crate) async fn run(args: SqlArgs) -> anyhow::Result<()> {
         return Err(crate::Reported.into());
     }
     Ok(())
+}
+
+/// The statements of a SQL file, split as datafusion-cli splits them (a statement ends with a
+/// line ending in `;`; lines starting with `--` or `#!` are skipped), so that each one can be
+/// run on its own and its failure counted.
+fn statements(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut query = String::new();
+    for line in text.lines() {
+        if line.starts_with("--") || line.starts_with("#!") {
+            continue;
+        }
+        let line = line.trim_end();
+        query.push_str(line);
+        if line.ends_with(';') {
+            out.push(std::mem::take(&mut query));
+        } else {
+            query.push('\n');
+        }
+    }
+    if query.contains(|c| c != '\n') {
+        out.push(query);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_file_splits_into_statements_as_datafusion_cli_splits_it() {
+        let text = "-- a comment\nSELECT 1;\nSELECT\n  2;\n\nSELECT 3";
+        assert_eq!(
+            super::statements(text),
+            ["SELECT 1;", "SELECT\n  2;", "\nSELECT 3\n"]
+        );
+        assert!(super::statements("-- only\n\n").is_empty());
+    }
 }

@@ -59,6 +59,9 @@ pub(crate) struct TrainArgs {
     /// Replace an existing model of the same name
     #[arg(long)]
     overwrite: bool,
+    /// Remove the name's lock left by a training that is gone (killed, or on a lost machine)
+    #[arg(long)]
+    break_lock: bool,
     /// Print nothing but errors
     #[arg(long, short)]
     quiet: bool,
@@ -134,6 +137,7 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
         },
         overwrite: args.overwrite,
         group_by: args.group_by.clone(),
+        break_lock: args.break_lock,
     };
     let run = crate::pg::Run {
         id: crate::pg::run_id("train", started_at),

@@ -388,14 +388,6 @@ pub fn new_run_id(started: DateTime<Utc>, job: &ScoreJob) -> String {
     )
 }
 
-/// Whether the output and the input lie inside one another (writing one would clobber the
-/// other). A single-file input conflicts only with an output that would hold it.
-fn overlaps(data: &Location, out: &Location) -> bool {
-    let (a, b) = (data.data_url(), out.url().clone());
-    let (a, b) = (a.as_str(), b.as_str());
-    a.starts_with(b) || (data.file().is_none() && b.starts_with(a))
-}
-
 /// The model's columns, checked against the input schema.
 fn check_columns(schema: &Schema, model: &ModelRef, job: &ScoreJob) -> Result<()> {
     let needed = model.features.iter().chain(model.group_by.iter());
@@ -444,7 +436,7 @@ fn check_columns(schema: &Schema, model: &ModelRef, job: &ScoreJob) -> Result<()
 pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreReport> {
     let clock = Instant::now();
     let started_at = Utc::now();
-    if overlaps(&job.data, &job.out) {
+    if job.data.overlaps(&job.out) {
         return Err(Error::Input(format!(
             "--out {}: overlaps the input {}; write the scores somewhere else",
             job.out, job.data

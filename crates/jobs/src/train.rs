@@ -18,7 +18,7 @@ use datafusion::prelude::SessionContext;
 use tads_model::train::{Fitted, Standardizer, TrainOptions, artifact};
 use tads_model::{CoMoments, ModelArtifact, ModelGroup, RobustStats, pca};
 use tads_sql::ModelRegistry;
-use tads_store::Location;
+use tads_store::{Location, Lock};
 
 use crate::{Error, Result, ident};
 
@@ -45,6 +45,8 @@ pub struct TrainJob {
     pub overwrite: bool,
     /// Train one model per value of this column (a group, `group.json`) instead of one model.
     pub group_by: Option<String>,
+    /// Remove the name's lock first (its holder is known to be gone).
+    pub break_lock: bool,
 }
 
 /// What was trained.
@@ -163,16 +165,41 @@ pub(crate) fn f64_at(batch: &RecordBatch, column: usize, row: usize) -> Option<f
 }
 
 /// Trains the model (or group) and writes it.
+///
+/// The name is locked (`<models>/<name>/_tads_lock.json`, created only if absent) for the whole
+/// run, so two trainings of one name, plain or grouped, never both write: the second is refused
+/// naming the first. Without `overwrite`, the model file is also put create-only.
 pub async fn train(job: &TrainJob) -> Result<TrainReport> {
     let started = Instant::now();
     tads_model::ModelArtifact::check_name(&job.name)?;
+    let run_id = format!(
+        "train-{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ"),
+        std::process::id()
+    );
+    let lock_path = format!("{}/{}", job.name, tads_store::LOCK);
+    let lock = Lock::acquire(
+        &job.models,
+        &lock_path,
+        "tads train",
+        &run_id,
+        job.break_lock,
+    )
+    .await
+    .map_err(|e| Error::Input(format!("model `{}`: {e}", job.name)))?;
+    let result = train_locked(job, &lock, started).await;
+    let released = lock.release().await;
+    let report = result?;
+    released?;
+    Ok(report)
+}
+
+/// [`train`] with the name locked.
+async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<TrainReport> {
     let files = ["model.json", "group.json"].map(|f| format!("{}/{f}", job.name));
     for path in &files {
         if !job.overwrite && job.models.get_opt(path).await?.is_some() {
-            return Err(Error::Input(format!(
-                "{}{path} exists; pass --overwrite to replace it",
-                job.models
-            )));
+            return Err(exists(job, path));
         }
     }
     let prepared = prepare(job).await?;
@@ -207,7 +234,12 @@ pub async fn train(job: &TrainJob) -> Result<TrainReport> {
             (Trained::Group(Box::new(group)), rows, (&files[1], json))
         }
     };
-    job.models.put(written.0, written.1).await?;
+    lock.check().await?;
+    if job.overwrite {
+        job.models.put(written.0, written.1).await?;
+    } else if !job.models.put_new(written.0, written.1).await? {
+        return Err(exists(job, written.0));
+    }
     // One name, one kind: a group replaces a model of the same name, and the other way round.
     for other in files.iter().filter(|f| *f != written.0) {
         job.models.delete(&job.models.child(other)).await?;
@@ -218,6 +250,14 @@ pub async fn train(job: &TrainJob) -> Result<TrainReport> {
         rows_seen,
         elapsed: started.elapsed(),
     })
+}
+
+/// The model file at `path` exists and may not be replaced.
+fn exists(job: &TrainJob, path: &str) -> Error {
+    Error::Input(format!(
+        "{}{path} exists; pass --overwrite to replace it",
+        job.models
+    ))
 }
 
 /// Opens the data and checks the features, the filter and the group column.

@@ -62,7 +62,9 @@ impl Outbox {
         Ok(path)
     }
 
-    /// The pending batches, oldest first.
+    /// The pending batches, oldest first. A file that cannot be read as a batch does not block
+    /// the others: it is renamed `<name>.bad` (kept for a look, no longer pending) and a
+    /// warning naming it goes to stderr.
     pub fn pending(&self) -> Result<Vec<Pending>> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
@@ -79,15 +81,39 @@ impl Outbox {
             })
             .collect();
         paths.sort();
-        paths
-            .into_iter()
-            .map(|path| {
-                let bytes = std::fs::read(&path).map_err(|e| self.err("cannot read a batch", e))?;
-                let batch: Batch = serde_json::from_slice(&bytes)
-                    .map_err(|e| self.err(&format!("{} is not a TADS batch", path.display()), e))?;
-                Ok(Pending { path, batch })
-            })
-            .collect()
+        let mut pending = Vec::with_capacity(paths.len());
+        for path in paths {
+            let read = std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Batch>(&b).map_err(|e| e.to_string()));
+            match read {
+                Ok(batch) => pending.push(Pending { path, batch }),
+                Err(why) => self.set_aside(&path, &why)?,
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Renames a batch that cannot be read to `<name>.bad`, with a warning.
+    fn set_aside(&self, path: &Path, why: &str) -> Result<()> {
+        let mut bad = path.as_os_str().to_owned();
+        bad.push(".bad");
+        std::fs::rename(path, &bad).map_err(|e| {
+            self.err(
+                &format!(
+                    "{} is not a TADS batch ({why}) and cannot be moved aside",
+                    path.display()
+                ),
+                e,
+            )
+        })?;
+        eprintln!(
+            "warning: outbox: {} is not a TADS batch ({}); moved aside as {}",
+            path.display(),
+            why.replace('\n', " "),
+            std::path::Path::new(&bad).display()
+        );
+        Ok(())
     }
 
     /// Removes a delivered batch.
@@ -97,5 +123,25 @@ impl Outbox {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.err("cannot remove a delivered batch", e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_batch_is_moved_aside_and_the_rest_stay_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::new(dir.path());
+        let good = outbox.save(&Batch::new(vec![])).unwrap();
+        let bad = dir.path().join("00000000T000000Z-1-0.json");
+        std::fs::write(&bad, b"{ not json").unwrap();
+        let pending = outbox.pending().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].path, good);
+        assert!(!bad.exists());
+        assert!(dir.path().join("00000000T000000Z-1-0.json.bad").exists());
+        assert_eq!(outbox.pending().unwrap().len(), 1);
     }
 }

@@ -40,7 +40,69 @@ pub fn mask_url(url: &str) -> String {
         }
         return format!("{scheme}://{authority}{}", mask_query(tail));
     }
-    mask_query(url)
+    mask_key_values(url)
+}
+
+/// libpq's key=value form (`host=db password = 'a b' dbname=x`) printed back with the password
+/// as `***`: parsed as libpq parses it (spaces around `=`, single-quoted values with `\'` and
+/// `\\` escapes), so no part of a password is left. Text that does not parse is not shown at
+/// all if it mentions a password.
+fn mask_key_values(text: &str) -> String {
+    let mut chars = text.chars().peekable();
+    let mut out: Vec<String> = Vec::new();
+    let skip_space = |c: &mut std::iter::Peekable<std::str::Chars<'_>>| {
+        while c.next_if(|c| c.is_whitespace()).is_some() {}
+    };
+    loop {
+        skip_space(&mut chars);
+        if chars.peek().is_none() {
+            return out.join(" ");
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| !c.is_whitespace() && *c != '=') {
+            key.push(c);
+        }
+        skip_space(&mut chars);
+        if chars.next() != Some('=') || key.is_empty() {
+            break;
+        }
+        skip_space(&mut chars);
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            value.push('\'');
+            let mut closed = false;
+            while let Some(c) = chars.next() {
+                value.push(c);
+                if c == '\\' {
+                    value.extend(chars.next());
+                } else if c == '\'' {
+                    closed = true;
+                    break;
+                }
+            }
+            if !closed {
+                break;
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                value.push(c);
+                if c == '\\' {
+                    value.extend(chars.next());
+                }
+            }
+        }
+        let shown = if key.eq_ignore_ascii_case("password") {
+            "***"
+        } else {
+            &value
+        };
+        out.push(format!("{key}={shown}"));
+    }
+    if text.to_ascii_lowercase().contains("password") {
+        "(a connection string that cannot be parsed; not shown, it holds a password)".into()
+    } else {
+        text.to_string()
+    }
 }
 
 /// `password=…` (in a query string or the key=value form) as `password=***`.
@@ -236,6 +298,23 @@ mod tests {
             mask_url("host=db user=tads password=hunter2 dbname=ops"),
             "host=db user=tads password=*** dbname=ops"
         );
+        for (text, shown) in [
+            (
+                "host=127.0.0.1 user=postgres password = S3cr3tPW dbname=x",
+                "host=127.0.0.1 user=postgres password=*** dbname=x",
+            ),
+            (
+                "host=h password='my secret pw' dbname=x",
+                "host=h password=*** dbname=x",
+            ),
+            ("password= 'it\\'s a b' host=h", "password=*** host=h"),
+            ("  host = h  PASSWORD =p\\ q ", "host=h PASSWORD=***"),
+        ] {
+            assert_eq!(mask_url(text), shown, "{text}");
+        }
+        let broken = mask_url("host=h password='never closed");
+        assert!(!broken.contains("never"), "{broken}");
+        assert_eq!(mask_url("host=h dbname"), "host=h dbname");
         assert_eq!(
             mask_url("postgres://u@h/db?password=x&sslmode=disable"),
             "postgres://u@h/db?password=***&sslmode=disable"

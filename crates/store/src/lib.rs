@@ -12,7 +12,9 @@
 //! instance-metadata endpoint, which on a laptop only hangs.
 #![deny(missing_docs)]
 
+pub mod lock;
 pub mod output;
+pub mod resolve;
 
 use std::fmt;
 use std::sync::Arc;
@@ -23,17 +25,22 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    ClientConfigKey, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+    ClientConfigKey, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    RetryConfig,
 };
 use url::Url;
 
+pub use lock::Lock;
 pub use output::Output;
+pub use resolve::Resolved;
 
 /// Name of the manifest every TADS writer puts last: its presence means the output is complete.
 pub const MANIFEST: &str = "_manifest.json";
 /// Name of the marker a TADS writer puts first and removes after the manifest: its presence means
 /// a writer is at work, or was killed, and the output is not to be read.
 pub const IN_PROGRESS: &str = "_tads_in_progress.json";
+/// Name of the lock a TADS writer holds on its output while it writes (see [`lock`]).
+pub const LOCK: &str = "_tads_lock.json";
 
 /// Hears how far a job has come. Called from many threads.
 pub trait Progress: Send + Sync {
@@ -418,6 +425,19 @@ impl Location {
             .await
             .map(|_| ())
             .map_err(|e| self.store_err(e))
+    }
+
+    /// Writes `bytes` at `relative` only if no object is there yet, in one atomic step (a hard
+    /// link on a local disk, a conditional put on S3). Returns `false`, writing nothing, if one
+    /// is there.
+    pub async fn put_new(&self, relative: &str, bytes: impl Into<PutPayload>) -> Result<bool> {
+        let path = self.child(relative);
+        let opts = PutOptions::from(PutMode::Create);
+        match self.store.put_opts(&path, bytes.into(), opts).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.store_err(e)),
+        }
     }
 
     /// Reads the whole object at `relative`, or `None` if there is none.

@@ -1,7 +1,8 @@
 //! The protocol every TADS writer follows, so that no reader takes an unfinished output for a
 //! finished one and nothing a user wrote is lost:
 //! 1. refuse a non-empty target unless asked to overwrite, and even then only a TADS output
-//!    (one with `_manifest.json` or `_tads_in_progress.json`);
+//!    (one with `_manifest.json` or `_tads_in_progress.json`) holding nothing but what its
+//!    manifest lists (see [`check_target`]);
 //! 2. put `_tads_in_progress.json`; with overwrite, drop the old manifest, then the old files;
 //! 3. put each file whole ([`Location::put`]), so no reader ever sees a partial file;
 //! 4. put `_manifest.json` last, then remove the marker.
@@ -11,10 +12,12 @@
 
 use std::sync::Mutex;
 
+use std::collections::BTreeSet;
+
 use object_store::path::Path;
 use serde::Serialize;
 
-use crate::{Error, IN_PROGRESS, Location, MANIFEST, Result};
+use crate::{Error, IN_PROGRESS, LOCK, Location, MANIFEST, Result, Scheme};
 
 /// An output being written: its location and what has been put there so far.
 #[derive(Debug)]
@@ -61,6 +64,10 @@ impl Output {
         {
             location.delete(&o.location).await?;
         }
+        if overwrite {
+            let names = old.iter().filter_map(|o| location.relative(&o.location));
+            remove_local_staging(location, &names.collect());
+        }
         Ok(Self {
             location: location.clone(),
             written: Mutex::new(Vec::new()),
@@ -105,6 +112,11 @@ impl Output {
 
 /// Makes sure the target is empty, or (with `overwrite`) a TADS output that may be replaced.
 /// Returns the objects to remove once the in-progress marker is in place.
+///
+/// Only what the old manifest lists, and TADS's own marker and manifest, may be replaced; an
+/// output with a marker but no manifest (a killed run) may lose the files a TADS writer names
+/// (see [`is_output_file`]). Anything else in the target is named in the error, and nothing is
+/// removed.
 pub async fn check_target(
     location: &Location,
     overwrite: bool,
@@ -113,12 +125,10 @@ pub async fn check_target(
     if existing.is_empty() {
         return Ok(existing);
     }
-    let ours = existing.iter().any(|o| {
-        matches!(
-            location.relative(&o.location).as_deref(),
-            Some(MANIFEST | IN_PROGRESS)
-        )
-    });
+    let relative = |o: &object_store::ObjectMeta| location.relative(&o.location);
+    let ours = existing
+        .iter()
+        .any(|o| matches!(relative(o).as_deref(), Some(MANIFEST | IN_PROGRESS)));
     let target = |message: String| Error::Target {
         location: location.to_string(),
         message,
@@ -136,5 +146,162 @@ pub async fn check_target(
                 .into(),
         ));
     }
+    let listed = match location.get_opt(MANIFEST).await? {
+        Some(bytes) => listed_files(&bytes),
+        None => None,
+    };
+    let foreign: Vec<String> = existing
+        .iter()
+        .filter_map(relative)
+        .filter(|rel| !is_replaceable(rel, listed.as_ref()))
+        .collect();
+    if !foreign.is_empty() {
+        return Err(target(format!(
+            "holds {} that TADS did not write: {}; move {} away or choose another target (nothing was removed)",
+            plural(foreign.len(), "file"),
+            name_some(&foreign),
+            if foreign.len() == 1 { "it" } else { "them" },
+        )));
+    }
     Ok(existing)
+}
+
+/// Whether `relative` may be removed when the output is replaced: TADS's own files, and what
+/// the old manifest lists (without a readable manifest: what a TADS writer would name so).
+fn is_replaceable(relative: &str, listed: Option<&BTreeSet<String>>) -> bool {
+    matches!(relative, MANIFEST | IN_PROGRESS | LOCK)
+        || match listed {
+            Some(listed) => listed.contains(relative),
+            None => is_output_file(relative),
+        }
+}
+
+/// The files a TADS manifest lists, below its output: `files[].path` and `alerts.path`. `None`
+/// if the manifest is not JSON of that shape.
+pub fn listed_files(manifest: &[u8]) -> Option<BTreeSet<String>> {
+    let json: serde_json::Value = serde_json::from_slice(manifest).ok()?;
+    let files = json.get("files")?.as_array()?;
+    let mut listed: BTreeSet<String> = files
+        .iter()
+        .filter_map(|f| f.get("path")?.as_str().map(str::to_string))
+        .collect();
+    if let Some(alerts) = json
+        .get("alerts")
+        .and_then(|a| a.get("path"))
+        .and_then(|p| p.as_str())
+    {
+        listed.insert(alerts.to_string());
+    }
+    Some(listed)
+}
+
+/// Whether `relative` is named as a TADS writer names its files: `alerts/alerts.parquet`, a
+/// Parquet file below `scored/` (`tads score`), or `k=v/…/part-N.parquet` (`tads generate`).
+pub fn is_output_file(relative: &str) -> bool {
+    let parts: Vec<&str> = relative.split('/').collect();
+    let Some((last, dirs)) = parts.split_last() else {
+        return false;
+    };
+    if relative == "alerts/alerts.parquet"
+        || (parts.len() > 1 && parts[0] == "scored" && last.ends_with(".parquet"))
+    {
+        return true;
+    }
+    let part_file = last
+        .strip_prefix("part-")
+        .and_then(|n| n.strip_suffix(".parquet"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit() || b == b'.'));
+    part_file && !dirs.is_empty() && dirs.iter().all(|d| d.contains('='))
+}
+
+/// `n thing` or `n things`.
+fn plural(n: usize, thing: &str) -> String {
+    format!("{n} {thing}{}", if n == 1 { "" } else { "s" })
+}
+
+/// The first few of `names`, comma-separated, and how many more there are.
+fn name_some(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = names
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
+}
+
+/// Removes the staging files (`name#N`) that a killed local writer left beside the files in
+/// `names`; object stores do not list them, so only the file system can find them.
+fn remove_local_staging(location: &Location, names: &BTreeSet<String>) {
+    if location.scheme() != Scheme::Local {
+        return;
+    }
+    let Ok(root) = location.url().to_file_path() else {
+        return;
+    };
+    let mut dirs = vec![root.clone()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(path);
+                continue;
+            }
+            let Some((base, n)) = path.to_str().and_then(|p| p.rsplit_once('#')) else {
+                continue;
+            };
+            let staged = !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+            let rel = std::path::Path::new(base)
+                .strip_prefix(&root)
+                .ok()
+                .and_then(|r| r.to_str())
+                .map(str::to_string);
+            if staged && rel.is_some_and(|r| names.contains(&r) || is_output_file(&r)) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tads_names_its_files_so() {
+        for ours in [
+            "date=2026-01-01/part-00000.parquet",
+            "scored/date=2026-01-01/part-00000.1.parquet",
+            "scored/whatever.parquet",
+            "alerts/alerts.parquet",
+        ] {
+            assert!(is_output_file(ours), "{ours}");
+        }
+        for theirs in [
+            "NOTES.txt",
+            "sub/important.csv",
+            "part-00000.parquet",
+            "date=2026-01-01/notes.parquet",
+            "scored/notes.txt",
+            "alerts/other.parquet",
+        ] {
+            assert!(!is_output_file(theirs), "{theirs}");
+        }
+    }
+
+    #[test]
+    fn a_manifest_lists_its_files_and_alerts() {
+        let json = br#"{"files": [{"path": "scored/a.parquet"}], "alerts": {"path": "alerts/alerts.parquet"}}"#;
+        let listed = listed_files(json).unwrap();
+        assert_eq!(listed.len(), 2);
+        assert!(listed.contains("alerts/alerts.parquet"));
+        assert!(listed_files(b"not json").is_none());
+    }
 }

@@ -1,0 +1,201 @@
+//! Locks: one owner for an output or a model name while it is written.
+//!
+//! A lock is a small JSON object (the run id, the writer, the process id and the host) put with
+//! create-only semantics ([`Location::put_new`]: a hard link on a local disk, `If-None-Match: *`
+//! on S3), so of two writers that race for it exactly one wins. The loser is refused with a
+//! message naming the holder. A lock whose process is gone (same host, no such pid) is reported
+//! as stale, and is removed only when asked (`--break-lock`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Location, Result, Scheme};
+
+/// What a lock says about its holder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    /// The command holding it (`tads score`).
+    pub writer: String,
+    /// The holder's run id.
+    pub run_id: String,
+    /// The holder's process id.
+    pub pid: u32,
+    /// The holder's host name.
+    pub host: String,
+    /// When it was taken (RFC 3339).
+    pub started_at: String,
+}
+
+impl LockInfo {
+    /// Whether the holder is known to be gone: it ran on this host and its process is not alive.
+    /// (On a system without `/proc`, or for another host, this cannot be told: `false`.)
+    pub fn is_stale(&self) -> bool {
+        self.host == host_name()
+            && std::path::Path::new("/proc/self").exists()
+            && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+}
+
+/// A lock held by this process; [`Lock::release`] removes it.
+#[derive(Debug)]
+pub struct Lock {
+    location: Location,
+    relative: String,
+    info: LockInfo,
+}
+
+impl Lock {
+    /// Takes the lock at `relative` below `location` for `writer`'s run `run_id`. If another
+    /// run holds it, fails naming that run; with `break_lock`, removes a lock that is there
+    /// first (the user says its writer is gone).
+    pub async fn acquire(
+        location: &Location,
+        relative: &str,
+        writer: &str,
+        run_id: &str,
+        break_lock: bool,
+    ) -> Result<Self> {
+        let info = LockInfo {
+            writer: writer.to_string(),
+            run_id: run_id.to_string(),
+            pid: std::process::id(),
+            host: host_name(),
+            started_at: chrono::Utc::now().to_rfc3339(),
+        };
+        let bytes = serde_json::to_vec_pretty(&info).unwrap_or_default();
+        if break_lock {
+            location.delete(&location.child(relative)).await?;
+        }
+        if location.put_new(relative, bytes).await? {
+            return Ok(Self {
+                location: location.clone(),
+                relative: relative.to_string(),
+                info,
+            });
+        }
+        let holder = read(location, relative).await?;
+        Err(Error::Target {
+            location: location.to_string(),
+            message: describe_holder(relative, holder.as_ref()),
+        })
+    }
+
+    /// Fails unless this run still holds the lock (nobody broke it and took it over).
+    pub async fn check(&self) -> Result<()> {
+        let now = read(&self.location, &self.relative).await?;
+        if now.as_ref().is_some_and(|i| i.run_id == self.info.run_id) {
+            return Ok(());
+        }
+        Err(Error::Target {
+            location: self.location.to_string(),
+            message: format!(
+                "this run ({}) no longer holds {}: {}",
+                self.info.run_id,
+                self.relative,
+                match now {
+                    Some(other) => format!("run {} (pid {}) took it over", other.run_id, other.pid),
+                    None => "it was removed".into(),
+                }
+            ),
+        })
+    }
+
+    /// Removes the lock, if it is still this run's.
+    /// On a local disk, the lock's folder goes too if that leaves it empty (a refused run
+    /// leaves no trace).
+    pub async fn release(&self) -> Result<()> {
+        if self.check().await.is_ok() {
+            let path = self.location.child(&self.relative);
+            self.location.delete(&path).await?;
+        }
+        if self.location.scheme() == Scheme::Local
+            && let Ok(root) = self.location.url().to_file_path()
+            && let Some(dir) = root.join(&self.relative).parent()
+        {
+            // Fails, harmlessly, unless the folder is empty.
+            let _ = std::fs::remove_dir(dir);
+        }
+        Ok(())
+    }
+}
+
+/// The lock at `relative`, if there is one and it can be read.
+async fn read(location: &Location, relative: &str) -> Result<Option<LockInfo>> {
+    let bytes = location.get_opt(relative).await?;
+    Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
+}
+
+/// Why a lock could not be taken, and what to do.
+fn describe_holder(relative: &str, holder: Option<&LockInfo>) -> String {
+    match holder {
+        Some(h) if h.is_stale() => format!(
+            "is locked by {} run {} (pid {} on {}, since {}), which is no longer running; \
+             pass --break-lock to remove the stale {relative}",
+            h.writer, h.run_id, h.pid, h.host, h.started_at
+        ),
+        Some(h) => format!(
+            "is locked by {} run {} (pid {} on {}, since {}); wait for it to finish, or pass \
+             --break-lock if you know it is gone",
+            h.writer, h.run_id, h.pid, h.host, h.started_at
+        ),
+        None => format!(
+            "is locked by another run ({relative}); wait for it to finish, or pass --break-lock \
+             if you know it is gone"
+        ),
+    }
+}
+
+/// This machine's host name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`, else `localhost`).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_holder_at_a_time_and_a_stale_lock_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::parse(dir.path().to_str().unwrap()).unwrap();
+        let first = Lock::acquire(&loc, "m/_tads_lock.json", "tads train", "run-1", false)
+            .await
+            .unwrap();
+        let err = Lock::acquire(&loc, "m/_tads_lock.json", "tads train", "run-2", false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("locked by tads train run run-1"), "{err}");
+        assert!(err.contains("wait for it to finish"), "{err}");
+        first.check().await.unwrap();
+        first.release().await.unwrap();
+        let second = Lock::acquire(&loc, "m/_tads_lock.json", "tads train", "run-2", false)
+            .await
+            .unwrap();
+        // A holder that is gone: the lock is stale, and --break-lock takes it over.
+        let gone = LockInfo {
+            pid: u32::MAX - 1,
+            ..second.info.clone()
+        };
+        loc.put("m/_tads_lock.json", serde_json::to_vec(&gone).unwrap())
+            .await
+            .unwrap();
+        assert!(second.check().await.is_ok(), "same run id");
+        let err = Lock::acquire(&loc, "m/_tads_lock.json", "tads train", "run-3", false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no longer running"), "{err}");
+        assert!(err.contains("--break-lock"), "{err}");
+        let third = Lock::acquire(&loc, "m/_tads_lock.json", "tads train", "run-3", true)
+            .await
+            .unwrap();
+        assert!(second.check().await.is_err());
+        third.release().await.unwrap();
+        assert!(loc.get_opt("m/_tads_lock.json").await.unwrap().is_none());
+    }
+}
