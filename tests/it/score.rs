@@ -105,12 +105,28 @@ async fn every_row_gets_the_scores_sql_gives_in_the_input_partitioning() {
         .map(|m| format!("median({m}) AS {m}"))
         .collect::<Vec<_>>()
         .join(", ");
+    // And by the model's daily cycle at the row's UTC hour, where it found one.
+    let cycle = |j: usize| -> String {
+        let Some(profile) = model["seasonal"]["profile"].as_array() else {
+            return "0.0".into();
+        };
+        let arms: String = profile
+            .iter()
+            .enumerate()
+            .map(|(h, row)| format!(" WHEN {h} THEN {:?}", row[j].as_f64().unwrap()))
+            .collect();
+        format!("(CASE CAST(floor(to_unixtime(r.ts) / 3600) AS BIGINT) % 24{arms} END)")
+    };
+    assert!(model["seasonal"]["features"].is_array(), "{model}");
     let r: Vec<String> = METRICS
         .split(", ")
         .enumerate()
         .map(|(j, m)| {
             let median = model["median"][j].as_f64().unwrap();
-            format!("(r.{m} - COALESCE(p.{m} - {median:?}, 0.0))")
+            format!(
+                "(r.{m} - (COALESCE(p.{m} - {median:?}, 0.0) + {}))",
+                cycle(j)
+            )
         })
         .collect();
     let r = r.join(", ");

@@ -368,6 +368,8 @@ async fn group_by_trains_the_model_each_value_would_get_alone() {
             1e-9,
             "empirical SPE limit",
         );
+        // The daily cycle is found per member, as on the member's rows alone.
+        assert_eq!(member.seasonal, single.seasonal, "{key} daily cycle");
         // The training tail is measured per member over that member's rows.
         let (t, u) = (
             member.thresholds.tail.unwrap(),
@@ -379,14 +381,19 @@ async fn group_by_trains_the_model_each_value_would_get_alone() {
     }
 
     // Scoring with the group: every row by its own member, host-0001's rows NULL (against the
-    // training level: the drift baseline, tested in score.rs, would shift later days).
+    // training level: the drift baseline and the daily cycle, tested in score.rs, shift rows).
     let scores = f.tmp.path().join("scores");
     let run = score_cmd(
         "hosts",
         &f.data,
         &f.models,
         &scores,
-        &["--set", "drift.baseline=off"],
+        &[
+            "--set",
+            "drift.baseline=off",
+            "--set",
+            "drift.seasonal=false",
+        ],
     );
     assert_ok(&run);
     assert!(

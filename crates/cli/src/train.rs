@@ -53,6 +53,11 @@ pub(crate) struct TrainArgs {
     /// time; `0` measures none)
     #[arg(long, default_value_t = tads_jobs::DEFAULT_TAIL_QUANTILE, value_name = "Q")]
     tail_quantile: f64,
+    /// Do not look for a daily cycle (by default a model of data with a timestamp column `ts`
+    /// and three days or more stores each feature's hour-of-day profile where it swings by a
+    /// scale or more, and scoring takes it out)
+    #[arg(long)]
+    no_seasonal: bool,
     /// Train one model per value of this column (e.g. host_id), written as <models>/<name>/group.json
     #[arg(long, value_name = "COLUMN")]
     group_by: Option<String>,
@@ -134,6 +139,7 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
             robust_z_cut: args.robust_z_cut,
             trim: args.trim,
             tail_quantile: Some(args.tail_quantile).filter(|q| *q > 0.0),
+            seasonal: !args.no_seasonal,
         },
         overwrite: args.overwrite,
         group_by: args.group_by.clone(),

@@ -36,7 +36,7 @@ use crate::{Result, ident};
 /// The name of the shift function a drift-aware score run registers.
 pub const FUNCTION: &str = "tads_drift_shift";
 
-const DAY_US: i64 = 86_400_000_000;
+const HOUR_US: i64 = 3_600_000_000;
 
 /// How each row's reference level is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -59,6 +59,9 @@ pub struct DriftSettings {
     pub min_rows: u64,
     /// A move of this many scales (on some metric, two days or more) is reported.
     pub notice_scales: f64,
+    /// Take the model's daily cycle (`seasonal` in `model.json`) out of each row: subtract the
+    /// profile's value at the row's UTC hour.
+    pub seasonal: bool,
 }
 
 impl Default for DriftSettings {
@@ -67,6 +70,7 @@ impl Default for DriftSettings {
             baseline: Baseline::PreviousDay,
             min_rows: 12,
             notice_scales: 3.0,
+            seasonal: true,
         }
     }
 }
@@ -106,12 +110,40 @@ pub struct DriftNotice {
 #[derive(Debug, Default)]
 pub struct Baselines {
     shifts: HashMap<String, BTreeMap<i64, Vec<f64>>>,
+    /// Per key, the daily cycle of its model (24 hours × d), where it has one.
+    profiles: HashMap<String, Arc<Vec<Vec<f64>>>>,
     /// Keys that drifted, by key.
     pub notices: Vec<DriftNotice>,
 }
 
 /// A key's rows and per-metric medians of one day.
 type Level = (i64, Vec<Option<f64>>);
+
+impl Baselines {
+    /// The shift of metric `j` of `key` in hour `hour` (hours since the epoch): the previous
+    /// day's level minus the training level, plus the model's cycle at that hour of the day.
+    fn shift(&self, key: &str, hour: i64, j: usize) -> f64 {
+        let day = hour.div_euclid(24);
+        let level = self
+            .shifts
+            .get(key)
+            .and_then(|m| m.get(&day))
+            .and_then(|s| s.get(j).copied())
+            .unwrap_or(0.0);
+        let cycle = self
+            .profiles
+            .get(key)
+            .and_then(|p| p.get(hour.rem_euclid(24) as usize))
+            .and_then(|h| h.get(j).copied())
+            .unwrap_or(0.0);
+        level + cycle
+    }
+
+    /// Whether any row gets a shift.
+    pub fn is_empty(&self) -> bool {
+        self.shifts.values().all(BTreeMap::is_empty) && self.profiles.is_empty()
+    }
+}
 
 /// What the baseline pass needs to know about the run.
 pub(crate) struct BaselineQuery<'a> {
@@ -190,6 +222,15 @@ pub(crate) async fn baselines(q: &BaselineQuery<'_>, s: &DriftSettings) -> Resul
             continue;
         };
         let (median, scale) = (&model.artifact.median, &model.artifact.scale);
+        if s.seasonal
+            && let Some(c) = &model.artifact.seasonal
+        {
+            out.profiles
+                .insert(key.clone(), Arc::new(c.profile.clone()));
+        }
+        if s.baseline == Baseline::Off {
+            continue;
+        }
         let mut shifts = BTreeMap::new();
         let mut worst: Option<(usize, f64)> = None;
         let (mut moved_days, mut since) = (0u64, None);
@@ -294,25 +335,19 @@ impl ScalarUDFImpl for ShiftFunction {
         let times = cast(time, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
         let times = times.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
         let mut out = Vec::with_capacity(n);
-        // Rows come in runs of one key and day: look each run up once.
+        // Rows come in runs of one key, day and hour: look each run up once.
         let mut last: Option<(usize, i64, f64)> = None;
         for i in 0..n {
             if keys.is_null(i) || times.is_null(i) {
                 out.push(0.0);
                 continue;
             }
-            let day = times.value(i).div_euclid(DAY_US);
+            let hour = times.value(i).div_euclid(HOUR_US);
             let shift = match last {
-                Some((r, d, v)) if d == day && keys.value(r) == keys.value(i) => v,
+                Some((r, h, v)) if h == hour && keys.value(r) == keys.value(i) => v,
                 _ => {
-                    let v = self
-                        .baselines
-                        .shifts
-                        .get(keys.value(i))
-                        .and_then(|m| m.get(&day))
-                        .and_then(|s| s.get(j).copied())
-                        .unwrap_or(0.0);
-                    last = Some((i, day, v));
+                    let v = self.baselines.shift(keys.value(i), hour, j);
+                    last = Some((i, hour, v));
                     v
                 }
             };

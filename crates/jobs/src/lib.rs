@@ -18,6 +18,7 @@ pub mod eval;
 pub mod parquet_out;
 mod passthrough;
 pub mod score;
+mod seasonal;
 mod tail;
 pub mod train;
 mod train_groups;

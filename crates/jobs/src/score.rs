@@ -710,7 +710,7 @@ async fn drift_metrics(
     };
     let rules = &job.config.alerts;
     let settings = &job.config.drift;
-    let usable = settings.baseline != Baseline::Off
+    let usable = (settings.baseline != Baseline::Off || settings.seasonal)
         && alerts::check_columns(schema, rules, "", false).is_ok()
         && !partitions.contains(&rules.key)
         && !partitions.contains(&rules.time);
@@ -730,6 +730,9 @@ async fn drift_metrics(
     };
     let found = Arc::new(baselines(&query, settings).await?);
     let notices = found.notices.clone();
+    if found.is_empty() {
+        return Ok((plain(), notices));
+    }
     ctx.register_udf(ShiftFunction::udf(found));
     let (key, time) = (ident(&rules.key), ident(&rules.time));
     let metrics = model

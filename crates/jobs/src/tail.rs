@@ -110,7 +110,7 @@ pub(crate) async fn group(input: &TailInput<'_>, group: ModelGroup) -> Result<Mo
 }
 
 /// The group value a member was trained on (`<group>/<value>`).
-fn member_key<'a>(group: &ModelGroup, m: &'a ModelArtifact) -> &'a str {
+pub(crate) fn member_key<'a>(group: &ModelGroup, m: &'a ModelArtifact) -> &'a str {
     m.name
         .strip_prefix(&group.name)
         .and_then(|s| s.strip_prefix('/'))

@@ -215,11 +215,19 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
             filter: &filter,
             quantile,
         });
+    let season = crate::seasonal::SeasonInput {
+        ctx: &ctx,
+        cols: &cols,
+        filter: &filter,
+    };
     let (trained, rows_seen, written) = match &job.group_by {
         None => {
             let mut model = train_one(job, prepared).await?;
             if let Some(t) = &tail {
                 model = crate::tail::single(t, model).await?;
+            }
+            if job.options.seasonal {
+                model = crate::seasonal::single(&season, model).await?;
             }
             let rows = model.training.rows_seen;
             let json = model.to_json();
@@ -229,6 +237,9 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
             let (mut group, rows) = crate::train_groups::train_groups(job, g, prepared).await?;
             if let Some(t) = &tail {
                 group = crate::tail::group(t, group).await?;
+            }
+            if job.options.seasonal {
+                group = crate::seasonal::group(&season, group).await?;
             }
             let json = group.to_json();
             (Trained::Group(Box::new(group)), rows, (&files[1], json))

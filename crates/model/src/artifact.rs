@@ -68,6 +68,22 @@ pub struct Tail {
     pub zmax: Option<f64>,
 }
 
+/// A daily cycle: per UTC hour of the day and feature, the median of the feature's distance from
+/// its own day's median over the training rows. Scoring subtracts the row's hour from its
+/// value, so a host that is always busy at 15:00 is not anomalous at 15:00. Only features whose
+/// cycle swings by at least one scale between the hours have one (the others hold 0): the cycle
+/// is found in the data, not assumed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seasonal {
+    /// The time column the hours come from.
+    pub time: String,
+    /// 24 rows (UTC hours 0–23) of d values (the features, in order).
+    pub profile: Vec<Vec<f64>>,
+    /// The features with a cycle.
+    pub features: Vec<String>,
+}
+
 /// Where and how the model was trained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,6 +134,9 @@ pub struct ModelArtifact {
     pub pca: PcaParams,
     /// Alarm limits.
     pub thresholds: Thresholds,
+    /// The daily cycle found in the training data, if any (`seasonal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seasonal: Option<Seasonal>,
     /// Provenance.
     pub training: Training,
     /// `sha256:` and the hex SHA-256 of the parameters (everything but `training` and the
@@ -160,6 +179,8 @@ struct Parameters<'a> {
     robust_z_cut: f64,
     pca: &'a PcaParams,
     thresholds: &'a Thresholds,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seasonal: &'a Option<Seasonal>,
 }
 
 impl ModelArtifact {
@@ -180,6 +201,7 @@ impl ModelArtifact {
             robust_z_cut: self.robust_z_cut,
             pca: &self.pca,
             thresholds: &self.thresholds,
+            seasonal: &self.seasonal,
         };
         sha256_tag(&serde_json::to_vec(&p).unwrap_or_default())
     }
@@ -374,6 +396,20 @@ impl ModelArtifact {
             && !(q > 0.0 && q < 1.0)
         {
             return bad("thresholds.tail.quantile", format!("{q} is not in (0, 1)"));
+        }
+        if let Some(c) = &self.seasonal {
+            if c.profile.len() != 24 {
+                return bad(
+                    "seasonal.profile",
+                    format!("has {} hours, not 24", c.profile.len()),
+                );
+            }
+            for row in &c.profile {
+                vector("seasonal.profile", row, Allowed::Any)?;
+            }
+            if let Some(f) = c.features.iter().find(|f| !self.features.contains(f)) {
+                return bad("seasonal.features", format!("`{f}` is not a feature"));
+            }
         }
         if self.training.rows_used > self.training.rows_seen {
             return bad(

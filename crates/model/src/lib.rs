@@ -29,7 +29,9 @@ pub mod train;
 mod reference_tests;
 
 pub use alert::{AlertMachine, Cooldown, Event, Step};
-pub use artifact::{ModelArtifact, PcaParams, SCHEMA_VERSION, Tail, Thresholds, Training};
+pub use artifact::{
+    ModelArtifact, PcaParams, SCHEMA_VERSION, Seasonal, Tail, Thresholds, Training,
+};
 pub use fusion::{Factors, Fusion, Rule, Severity, SpeLimit, T2Limit};
 pub use group::{ModelGroup, SkippedMember};
 pub use moments::CoMoments;

@@ -32,6 +32,8 @@ pub struct TrainOptions {
     /// The quantile of each signal over every training row to store as the model's tail
     /// (`thresholds.tail`); `None` stores none.
     pub tail_quantile: Option<f64>,
+    /// Look for a daily cycle in the training data (a timestamp column `ts`) and store it.
+    pub seasonal: bool,
 }
 
 impl Default for TrainOptions {
@@ -41,6 +43,7 @@ impl Default for TrainOptions {
             robust_z_cut: 5.0,
             trim: None,
             tail_quantile: Some(0.95),
+            seasonal: true,
         }
     }
 }
@@ -164,6 +167,7 @@ pub fn artifact(
             mad_z: options.robust_z_cut,
             tail: None,
         },
+        seasonal: None,
         training: Training {
             rows_seen,
             rows_used: n,

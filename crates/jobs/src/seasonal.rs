@@ -1,0 +1,167 @@
+//! The daily cycle of a model's features, found in the training data.
+//!
+//! Two statements: the median of every feature per UTC day (and group value), then per UTC hour
+//! of the day the median of each row's distance from its day's median. A feature has a cycle
+//! when its hours' medians lie at least one scale apart; the others get 0. At least three days
+//! are needed. Scoring subtracts the row's hour (see [`crate::drift`]).
+
+use std::collections::BTreeMap;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::prelude::SessionContext;
+use tads_model::{ModelArtifact, ModelGroup, Seasonal};
+
+use crate::train::{collect, f64_at};
+use crate::{Result, ident};
+
+/// The time column a daily cycle is looked for in.
+pub const TIME: &str = "ts";
+
+/// Days of training data a cycle needs.
+const MIN_DAYS: i64 = 3;
+
+/// What the statements need.
+pub(crate) struct SeasonInput<'a> {
+    pub(crate) ctx: &'a SessionContext,
+    pub(crate) cols: &'a [String],
+    pub(crate) filter: &'a str,
+}
+
+/// `x` as a double, NULL where it is NaN.
+fn clean(x: &str) -> String {
+    let x = format!("CAST({x} AS DOUBLE)");
+    format!("(CASE WHEN isnan({x}) THEN NULL ELSE {x} END)")
+}
+
+/// Whether the training table has a timestamp column `ts`.
+async fn has_time(ctx: &SessionContext) -> Result<bool> {
+    let schema = ctx.table("telemetry").await?.schema().as_arrow().clone();
+    Ok(schema
+        .field_with_name(TIME)
+        .is_ok_and(|f| matches!(f.data_type(), DataType::Timestamp(..))))
+}
+
+/// Per group value (`""` without a group): the hour-of-day profile (24 × d) and the days seen.
+async fn profiles(
+    input: &SeasonInput<'_>,
+    key: Option<&str>,
+) -> Result<BTreeMap<String, (i64, Vec<Vec<Option<f64>>>)>> {
+    let ts = ident(TIME);
+    let day = format!("CAST(floor(to_unixtime({ts}) / 86400) AS BIGINT)");
+    let hour = format!("(CAST(floor(to_unixtime({ts}) / 3600) AS BIGINT) % 24)");
+    let k = key.map_or_else(
+        || "''".to_string(),
+        |k| format!("CAST({} AS VARCHAR)", ident(k)),
+    );
+    let d = input.cols.len();
+    let medians = (0..d)
+        .map(|j| format!("median({}) AS __m{j}", clean(&input.cols[j])))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let values = (0..d)
+        .map(|j| format!("{} AS __x{j}", clean(&input.cols[j])))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let distances = (0..d)
+        .map(|j| format!("median(t.__x{j} - d.__m{j})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let filter = input.filter;
+    let sql = format!(
+        "WITH d AS (SELECT {k} AS __k, {day} AS __day, {medians} FROM telemetry \
+           WHERE {filter} AND {ts} IS NOT NULL GROUP BY 1, 2), \
+         t AS (SELECT {k} AS __k, {day} AS __day, {hour} AS __hour, {values} FROM telemetry \
+           WHERE {filter} AND {ts} IS NOT NULL) \
+         SELECT t.__k, t.__hour, count(DISTINCT t.__day), {distances} \
+         FROM t JOIN d ON t.__k = d.__k AND t.__day = d.__day GROUP BY 1, 2"
+    );
+    let batch: RecordBatch = collect(input.ctx, &sql).await?;
+    let keys = crate::train_groups::keys_of(&batch)?;
+    let hours = batch.column(1).as_primitive::<Int64Type>();
+    let days = batch.column(2).as_primitive::<Int64Type>();
+    let mut out: BTreeMap<String, (i64, Vec<Vec<Option<f64>>>)> = BTreeMap::new();
+    for (i, key) in keys.into_iter().enumerate() {
+        if hours.is_null(i) {
+            continue;
+        }
+        let h = hours.value(i).rem_euclid(24) as usize;
+        let entry = out
+            .entry(key)
+            .or_insert_with(|| (0, vec![vec![None; d]; 24]));
+        entry.0 = entry.0.max(days.value(i));
+        for j in 0..d {
+            entry.1[h][j] = f64_at(&batch, 3 + j, i).filter(|v| v.is_finite());
+        }
+    }
+    Ok(out)
+}
+
+/// The cycle of a model from its profile: features whose hours lie a scale or more apart.
+fn seasonal_of(model: &ModelArtifact, days: i64, profile: &[Vec<Option<f64>>]) -> Option<Seasonal> {
+    if days < MIN_DAYS {
+        return None;
+    }
+    let d = model.dims();
+    let mut table = vec![vec![0.0; d]; 24];
+    let mut features = Vec::new();
+    for j in 0..d {
+        let column: Vec<f64> = profile.iter().filter_map(|h| h[j]).collect();
+        if column.len() < 24 {
+            continue;
+        }
+        let (lo, hi) = column
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                (a.min(*v), b.max(*v))
+            });
+        if hi - lo >= model.scale[j] {
+            for (h, v) in column.iter().enumerate() {
+                table[h][j] = *v;
+            }
+            features.push(model.features[j].clone());
+        }
+    }
+    (!features.is_empty()).then(|| Seasonal {
+        time: TIME.to_string(),
+        profile: table,
+        features,
+    })
+}
+
+/// Finds and stores the daily cycle of one model.
+pub(crate) async fn single(input: &SeasonInput<'_>, model: ModelArtifact) -> Result<ModelArtifact> {
+    if !has_time(input.ctx).await? {
+        return Ok(model);
+    }
+    let found = profiles(input, None).await?;
+    let mut model = model;
+    model.seasonal = found
+        .get("")
+        .and_then(|(days, p)| seasonal_of(&model, *days, p));
+    let model = model.seal();
+    model.validate()?;
+    Ok(model)
+}
+
+/// Finds and stores the daily cycle of each member of a group, by the group's column.
+pub(crate) async fn group(input: &SeasonInput<'_>, group: ModelGroup) -> Result<ModelGroup> {
+    if !has_time(input.ctx).await? {
+        return Ok(group);
+    }
+    let found = profiles(input, Some(&group.group_by)).await?;
+    let mut group = group;
+    let members = std::mem::take(&mut group.members);
+    for mut m in members {
+        let key = crate::tail::member_key(&group, &m).to_string();
+        m.seasonal = found
+            .get(&key)
+            .and_then(|(days, p)| seasonal_of(&m, *days, p));
+        let m = m.seal();
+        m.validate()?;
+        group.members.push(m);
+    }
+    let group = group.seal();
+    group.validate()?;
+    Ok(group)
+}
