@@ -42,11 +42,11 @@ async fn has_time(ctx: &SessionContext) -> Result<bool> {
         .is_ok_and(|f| matches!(f.data_type(), DataType::Timestamp(..))))
 }
 
-/// Per group value (`""` without a group): the hour-of-day profile (24 × d) and the days seen.
-async fn profiles(
-    input: &SeasonInput<'_>,
-    key: Option<&str>,
-) -> Result<BTreeMap<String, (i64, Vec<Vec<Option<f64>>>)>> {
+/// The days seen and the hour-of-day profile (24 hours × d features, `None` where unknown).
+type Profile = (i64, Vec<Vec<Option<f64>>>);
+
+/// Per group value (`""` without a group): its [`Profile`].
+async fn profiles(input: &SeasonInput<'_>, key: Option<&str>) -> Result<BTreeMap<String, Profile>> {
     let ts = ident(TIME);
     let day = format!("CAST(floor(to_unixtime({ts}) / 86400) AS BIGINT)");
     let hour = format!("(CAST(floor(to_unixtime({ts}) / 3600) AS BIGINT) % 24)");
@@ -80,7 +80,7 @@ async fn profiles(
     let keys = crate::train_groups::keys_of(&batch)?;
     let hours = batch.column(1).as_primitive::<Int64Type>();
     let days = batch.column(2).as_primitive::<Int64Type>();
-    let mut out: BTreeMap<String, (i64, Vec<Vec<Option<f64>>>)> = BTreeMap::new();
+    let mut out: BTreeMap<String, Profile> = BTreeMap::new();
     for (i, key) in keys.into_iter().enumerate() {
         if hours.is_null(i) {
             continue;
