@@ -461,7 +461,7 @@ impl Location {
 
 /// `path` with `.` and `..` resolved by the text alone (`/a/b/../c` is `/a/c`), as a shell
 /// user means it; object store paths may hold neither.
-fn lexically_normal(path: &std::path::Path) -> std::path::PathBuf {
+pub(crate) fn lexically_normal(path: &std::path::Path) -> std::path::PathBuf {
     use std::path::Component;
     let mut out = std::path::PathBuf::new();
     for c in path.components() {

@@ -2,7 +2,7 @@
 //! URLs reduced to bucket and key, so that two spellings of one place compare equal and
 //! [`Location::overlaps`] can tell when writing one location would clobber another.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use crate::{Location, Scheme};
 
@@ -80,7 +80,7 @@ const MAX_LINKS: usize = 40;
 /// that do not exist yet are appended.
 pub fn resolve_path(path: &Path) -> PathBuf {
     // Through its components: a trailing `/` would make a dangling symlink unreadable.
-    resolve_with(&lexical(path), MAX_LINKS)
+    resolve_with(&crate::lexically_normal(path), MAX_LINKS)
 }
 
 fn resolve_with(path: &Path, links_left: usize) -> PathBuf {
@@ -92,28 +92,15 @@ fn resolve_with(path: &Path, links_left: usize) -> PathBuf {
         && let Ok(target) = std::fs::read_link(path)
         && let Some(parent) = path.parent()
     {
-        return resolve_with(&lexical(&parent.join(target)), links_left - 1);
+        return resolve_with(
+            &crate::lexically_normal(&parent.join(target)),
+            links_left - 1,
+        );
     }
     match (path.parent(), path.file_name()) {
         (Some(parent), Some(name)) => resolve_with(parent, links_left).join(name),
-        _ => lexical(path),
+        _ => crate::lexically_normal(path),
     }
-}
-
-/// `.` dropped and `..` applied to the text (for paths that do not exist, where the file system
-/// cannot say more).
-fn lexical(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
