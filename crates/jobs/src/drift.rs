@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, Schema, TimeUnit};
 use datafusion::common::{Result as DfResult, exec_err};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
@@ -277,6 +277,68 @@ pub(crate) async fn baselines(q: &BaselineQuery<'_>, s: &DriftSettings) -> Resul
     }
     out.notices.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(out)
+}
+
+/// The model's metrics as the scoring plans read them: the columns, or with a drift baseline
+/// each column shifted by its key's previous-day level (`tads_drift_shift`), and the drift
+/// notices. Without the key and time columns there is no baseline.
+pub(crate) async fn metrics(
+    job: &crate::score::ScoreJob,
+    ctx: &SessionContext,
+    registry: &ModelRegistry,
+    model: &crate::score::ModelRef,
+    schema: &Schema,
+    partitions: &[String],
+    filter: &str,
+) -> Result<(String, Vec<crate::drift::DriftNotice>)> {
+    let plain = || {
+        model
+            .features
+            .iter()
+            .map(|f| ident(f))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let rules = &job.config.alerts;
+    let settings = &job.config.drift;
+    let usable = (settings.baseline != Baseline::Off || settings.seasonal)
+        && crate::alerts::check_columns(schema, rules, "", false).is_ok()
+        && !partitions.contains(&rules.key)
+        && !partitions.contains(&rules.time);
+    if !usable {
+        return Ok((plain(), Vec::new()));
+    }
+    let query = BaselineQuery {
+        ctx,
+        table: "input",
+        key: &rules.key,
+        time: &rules.time,
+        features: &model.features,
+        filter,
+        model: &model.name,
+        grouped: model.group_by.is_some(),
+        registry,
+    };
+    let found = Arc::new(baselines(&query, settings).await?);
+    let notices = found.notices.clone();
+    if found.is_empty() {
+        return Ok((plain(), notices));
+    }
+    ctx.register_udf(ShiftFunction::udf(found));
+    let (key, time) = (ident(&rules.key), ident(&rules.time));
+    let metrics = model
+        .features
+        .iter()
+        .enumerate()
+        .map(|(j, f)| {
+            format!(
+                "(CAST({} AS DOUBLE) - {FUNCTION}({key}, {time}, {j}))",
+                ident(f)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok((metrics, notices))
 }
 
 /// `tads_drift_shift(key, time, j)`: how far the key's previous-day level of metric `j` (0-based,

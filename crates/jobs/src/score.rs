@@ -531,7 +531,7 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
         ),
         None => String::new(),
     };
-    let (metrics, drift) = drift_metrics(
+    let (metrics, drift) = crate::drift::metrics(
         job,
         &ctx,
         &registry,
@@ -685,69 +685,6 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
         alerts,
         elapsed: clock.elapsed(),
     })
-}
-
-/// The model's metrics as the scoring plans read them: the columns, or with a drift baseline
-/// each column shifted by its key's previous-day level (`tads_drift_shift`), and the drift
-/// notices. Without the key and time columns there is no baseline.
-async fn drift_metrics(
-    job: &ScoreJob,
-    ctx: &SessionContext,
-    registry: &ModelRegistry,
-    model: &ModelRef,
-    schema: &Schema,
-    partitions: &[String],
-    filter: &str,
-) -> Result<(String, Vec<crate::drift::DriftNotice>)> {
-    use crate::drift::{Baseline, BaselineQuery, FUNCTION, ShiftFunction, baselines};
-    let plain = || {
-        model
-            .features
-            .iter()
-            .map(|f| ident(f))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let rules = &job.config.alerts;
-    let settings = &job.config.drift;
-    let usable = (settings.baseline != Baseline::Off || settings.seasonal)
-        && alerts::check_columns(schema, rules, "", false).is_ok()
-        && !partitions.contains(&rules.key)
-        && !partitions.contains(&rules.time);
-    if !usable {
-        return Ok((plain(), Vec::new()));
-    }
-    let query = BaselineQuery {
-        ctx,
-        table: "input",
-        key: &rules.key,
-        time: &rules.time,
-        features: &model.features,
-        filter,
-        model: &model.name,
-        grouped: model.group_by.is_some(),
-        registry,
-    };
-    let found = Arc::new(baselines(&query, settings).await?);
-    let notices = found.notices.clone();
-    if found.is_empty() {
-        return Ok((plain(), notices));
-    }
-    ctx.register_udf(ShiftFunction::udf(found));
-    let (key, time) = (ident(&rules.key), ident(&rules.time));
-    let metrics = model
-        .features
-        .iter()
-        .enumerate()
-        .map(|(j, f)| {
-            format!(
-                "(CAST({} AS DOUBLE) - {FUNCTION}({key}, {time}, {j}))",
-                ident(f)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    Ok((metrics, notices))
 }
 
 /// What every unit needs.
