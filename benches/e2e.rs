@@ -48,6 +48,7 @@ fn data(runtime: &tokio::runtime::Runtime) -> (Location, u64) {
         let options = WriteOptions {
             overwrite: true,
             threads: 0,
+            break_lock: false,
         };
         runtime
             .block_on(write_dataset(
@@ -101,6 +102,7 @@ fn bench(c: &mut Criterion) {
             shard: None,
             shard_by: "host_id".into(),
             overwrite: true,
+            break_lock: false,
             concurrency: 0,
             config,
             run_id: None,

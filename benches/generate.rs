@@ -48,6 +48,7 @@ fn bench(c: &mut Criterion) {
     let options = WriteOptions {
         overwrite: true,
         threads: 0,
+        break_lock: false,
     };
     g.throughput(Throughput::Elements(plan.total_rows()));
     g.bench_function("end_to_end_local_parquet", |b| {

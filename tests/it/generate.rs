@@ -351,7 +351,9 @@ async fn a_killed_run_leaves_nothing_that_looks_finished() {
         let file = File::open(dir.join(f)).unwrap();
         ParquetRecordBatchReaderBuilder::try_new(file).unwrap_or_else(|e| panic!("{f}: {e}"));
     }
-    // Readers refuse it, a plain re-run refuses it, --overwrite replaces it.
+    // Readers refuse it; a re-run is refused, naming the killed run's stale lock; with
+    // --break-lock, a plain re-run is refused as the target is not empty, and --overwrite
+    // replaces it.
     let ctx = tads_sql::session();
     let loc = Location::parse(dir.to_str().unwrap()).unwrap();
     let err = tads_sql::register_dataset(&ctx, "t", &loc)
@@ -360,14 +362,19 @@ async fn a_killed_run_leaves_nothing_that_looks_finished() {
         .to_string();
     assert!(err.contains("not a finished dataset"), "{err}");
     assert_user_error(
-        &generate(dir.to_str().unwrap(), SMALL),
+        &generate(dir.to_str().unwrap(), &[SMALL, &["--overwrite"]].concat()),
+        "which is no longer running; pass --break-lock",
+    );
+    assert_user_error(
+        &generate(dir.to_str().unwrap(), &[SMALL, &["--break-lock"]].concat()),
         "--overwrite to replace the output there",
     );
     assert_ok(&generate(
         dir.to_str().unwrap(),
-        &[SMALL, &["--overwrite"]].concat(),
+        &[SMALL, &["--overwrite", "--break-lock"]].concat(),
     ));
     assert!(!marker.exists());
+    assert!(!dir.join(tads_store::LOCK).exists());
     assert_eq!(manifest(&dir).await.rows, 25_920);
     assert_eq!(files_below(&dir).len(), 4, "{:?}", files_below(&dir));
 }

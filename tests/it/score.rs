@@ -574,3 +574,57 @@ fn an_output_that_resolves_into_the_input_is_refused_and_the_input_survives() {
     assert!(!f.data.join("new").exists());
     assert_eq!(files_below(&f.data), before);
 }
+
+/// Writes a lock at `out` as a `tads score` run with process `pid` on this host would.
+fn lock_as(out: &Path, pid: u32) {
+    std::fs::create_dir_all(out).unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let lock = serde_json::json!({
+        "writer": "tads score", "run_id": "run-other", "pid": pid,
+        "host": host.trim(), "started_at": "2026-01-01T00:00:00Z",
+    });
+    std::fs::write(out.join(tads_store::LOCK), lock.to_string()).unwrap();
+}
+
+#[test]
+fn an_output_has_one_writer_and_a_stale_lock_is_broken_on_request() {
+    let f = Scored::new();
+    let out = f.out("scores");
+    assert_ok(&f.score(&out, &["--quiet"]));
+    let before = files_below(&out);
+    // A live writer (this test's own process stands for it): refused, nothing touched.
+    lock_as(&out, std::process::id());
+    let run = f.score(&out, &["--overwrite", "--quiet"]);
+    assert_user_error(&run, "is locked by tads score run run-other");
+    assert_user_error(&run, "wait for it to finish");
+    let mut with_lock = before.clone();
+    with_lock.push(tads_store::LOCK.to_string());
+    with_lock.sort();
+    assert_eq!(files_below(&out), with_lock);
+    // A writer that is gone: named as stale, and --break-lock takes the output over.
+    lock_as(&out, u32::MAX - 1);
+    let run = f.score(&out, &["--overwrite", "--quiet"]);
+    assert_user_error(&run, "no longer running; pass --break-lock");
+    assert_ok(&f.score(&out, &["--overwrite", "--break-lock", "--quiet"]));
+    assert_eq!(files_below(&out), before, "the lock is gone after the run");
+    // Two runs at once: never both; the output left is complete.
+    let spawn = || {
+        tads()
+            .args(["score", "--quiet", "--overwrite", "--model", "m", "--data"])
+            .arg(&f.data)
+            .arg("--models")
+            .arg(&f.models)
+            .arg("--out")
+            .arg(&out)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let runs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+    for run in runs.iter().filter(|r| !r.status.success()) {
+        assert_user_error(run, "is locked by tads score run");
+    }
+    assert!(runs.iter().any(|r| r.status.success()));
+    assert_eq!(files_below(&out), before);
+}

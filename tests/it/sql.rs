@@ -357,3 +357,53 @@ fn a_failing_statement_in_a_file_exits_2_and_the_rest_still_runs() {
     std::fs::write(&file, "SELECT 1 AS one;\nSELECT 2 AS two;\n").unwrap();
     assert_ok(&sql(&["-q", "-f", file.to_str().unwrap()]));
 }
+
+#[test]
+fn deep_sql_is_one_line_and_exit_2_never_a_crash() {
+    let terms = vec!["1"; 10_000].join("+");
+    let out = sql(&["-q", "-c", &format!("SELECT {terms}")]);
+    assert_user_error(&out, "-c: the SQL is nested about 9999 levels deep");
+    let ors = vec!["cpu_pct=1"; 8_001].join(" OR ");
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("deep.sql");
+    std::fs::write(
+        &file,
+        format!("SELECT count(*) FROM telemetry WHERE {ors};\n"),
+    )
+    .unwrap();
+    let out = sql(&["-q", "-f", file.to_str().unwrap()]);
+    assert_user_error(&out, "deep.sql: the SQL is nested");
+    let models = tmp.path().join("models");
+    let out = tads()
+        .args(["train", "--model", "x", "--data"])
+        .arg(data())
+        .arg("--models")
+        .arg(&models)
+        .args(["--where", &ors])
+        .output()
+        .unwrap();
+    assert_user_error(&out, "--where: the SQL is nested");
+    assert!(!models.exists());
+    let deep = format!("alerts.enter={}1{}", "[".repeat(50_000), "]".repeat(50_000));
+    let out = tads()
+        .args(["score", "--model", "x", "--data"])
+        .arg(data())
+        .arg("--models")
+        .arg(&models)
+        .arg("--out")
+        .arg(tmp.path().join("out"))
+        .args(["--set", &deep])
+        .output()
+        .unwrap();
+    assert_user_error(&out, "--set alerts.enter: brackets nested 50000 deep");
+    // A long but sane filter still runs.
+    let ors = vec!["cpu_pct=1"; 1_000].join(" OR ");
+    let out = sql(&[
+        "-q",
+        "--format",
+        "csv",
+        "-c",
+        &format!("SELECT count(*) AS n FROM telemetry WHERE {ors}"),
+    ]);
+    assert_ok(&out);
+}

@@ -55,6 +55,9 @@ pub(crate) struct GenerateArgs {
     /// Replace an existing TADS dataset at --out (never a folder that is not one)
     #[arg(long)]
     overwrite: bool,
+    /// Remove the lock a writer that is gone (killed, or on a lost machine) left at --out
+    #[arg(long)]
+    break_lock: bool,
     /// Worker threads (default: one per core)
     #[arg(long, default_value_t = 0, value_parser = crate::parse_threads)]
     threads: usize,
@@ -180,6 +183,7 @@ pub(crate) async fn run(args: GenerateArgs, pg: &crate::pg::PgArgs) -> anyhow::R
     let options = WriteOptions {
         overwrite: args.overwrite,
         threads: args.threads,
+        break_lock: args.break_lock,
     };
     let result = tads_gen::write_dataset(Arc::clone(&plan), &out, &options, bar.clone()).await;
     bar.finish();

@@ -83,8 +83,33 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Deep input is refused before planning (`tads_sql::depth`); the big stacks are the margin
+    // for what DataFusion still does by recursion (planning, dropping and printing plans).
+    let spawned = std::thread::Builder::new()
+        .name("tads".into())
+        .stack_size(MAIN_STACK_BYTES)
+        .spawn(move || run(cli));
+    match spawned.map(|t| t.join()) {
+        Ok(Ok(code)) => code,
+        Ok(Err(_)) => ExitCode::FAILURE, // a panic, already reported on stderr
+        Err(e) => {
+            eprintln!("error: cannot start a thread: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The stack of the thread that runs a command (and plans its SQL): address space, of which only
+/// what is touched is used.
+const MAIN_STACK_BYTES: usize = 256 << 20;
+/// The stack of each of the runtime's threads, which run DataFusion's streams.
+const WORKER_STACK_BYTES: usize = 16 << 20;
+
+/// Runs the command on a tokio runtime and turns its result into the exit code.
+fn run(cli: Cli) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(WORKER_STACK_BYTES)
         .build()
     {
         Ok(rt) => rt,

@@ -73,6 +73,9 @@ pub(crate) struct ScoreArgs {
     /// Replace an earlier TADS output at --out
     #[arg(long)]
     overwrite: bool,
+    /// Remove the lock a writer that is gone (killed, or on a lost machine) left at --out
+    #[arg(long)]
+    break_lock: bool,
     /// Fusion, alert and severity settings (TOML); see below
     #[arg(long, value_name = "FILE", env = "TADS_CONFIG")]
     config: Option<std::path::PathBuf>,
@@ -174,6 +177,7 @@ pub(crate) async fn run(args: ScoreArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
         shard: args.shard,
         shard_by: args.shard_by.clone(),
         overwrite: args.overwrite,
+        break_lock: args.break_lock,
         concurrency: args.threads,
         config,
         run_id: None,

@@ -226,7 +226,10 @@ pub(crate) async fn run(args: SqlArgs) -> anyhow::Result<()> {
     }
     let mut failed = 0;
     for sql in &args.command {
-        if let Err(e) = exec_from_commands(&ctx, vec![sql.clone()], &options).await {
+        if let Err(e) = tads_sql::depth::check_sql_depth("-c", sql) {
+            eprintln!("error: {e}");
+            failed += 1;
+        } else if let Err(e) = exec_from_commands(&ctx, vec![sql.clone()], &options).await {
             eprintln!("error: {}", e.strip_backtrace().replace('\n', " "));
             failed += 1;
         }
@@ -241,7 +244,10 @@ pub(crate) async fn run(args: SqlArgs) -> anyhow::Result<()> {
             }
         };
         for statement in statements(&text) {
-            if let Err(e) = exec_from_commands(&ctx, vec![statement], &options).await {
+            if let Err(e) = tads_sql::depth::check_sql_depth(file, &statement) {
+                eprintln!("error: {e}");
+                failed += 1;
+            } else if let Err(e) = exec_from_commands(&ctx, vec![statement], &options).await {
                 eprintln!("error: {file}: {}", e.strip_backtrace().replace('\n', " "));
                 failed += 1;
             }

@@ -38,6 +38,8 @@ pub struct WriteOptions {
     pub overwrite: bool,
     /// Worker threads (0: one per core).
     pub threads: usize,
+    /// Remove a lock left at the target first (its writer is known to be gone).
+    pub break_lock: bool,
 }
 
 /// One written file, as listed in the manifest.
@@ -190,7 +192,16 @@ pub async fn write_dataset(
 ) -> Result<WriteSummary> {
     let started = Instant::now();
     let id = dataset_id(&plan.config);
-    let output = Arc::new(Output::begin(location, options.overwrite, "tads generate", &id).await?);
+    let output = Arc::new(
+        Output::begin(
+            location,
+            options.overwrite,
+            options.break_lock,
+            "tads generate",
+            &id,
+        )
+        .await?,
+    );
     let written = write_files(
         Arc::clone(&plan),
         Arc::clone(&output),

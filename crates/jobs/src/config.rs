@@ -134,6 +134,7 @@ impl ScoreConfig {
         let bad = |m: String| Error::Input(m);
         let mut table = match file {
             Some((origin, text)) => {
+                check_nesting(origin, text)?;
                 let text = substitute(text).map_err(|e| bad(format!("{origin}: {e}")))?;
                 toml::from_str::<toml::Table>(&text)
                     .map_err(|e| bad(format!("{origin}: {}", one_line(&e.to_string()))))?
@@ -146,6 +147,7 @@ impl ScoreConfig {
                     "--set {o}: expected key=value, e.g. alerts.enter=1.5"
                 ))
             })?;
+            check_nesting(&format!("--set {key}"), value)?;
             set(&mut table, key.trim(), parse_value(value.trim()))
                 .map_err(|e| bad(format!("--set {o}: {e}")))?;
         }
@@ -188,6 +190,21 @@ fn one_line(s: &str) -> String {
 }
 
 /// A command-line value: TOML if it parses as one (`1.5`, `true`, `"x"`), a string otherwise.
+/// Arrays and tables nested deeper than this in a setting are refused before TOML parses them
+/// (its parser recurses); no TADS setting nests more than twice.
+const MAX_NESTING: usize = 32;
+
+/// Refuses text whose brackets nest deeper than [`MAX_NESTING`].
+fn check_nesting(origin: &str, text: &str) -> Result<()> {
+    let depth = tads_sql::depth::bracket_depth(text);
+    if depth > MAX_NESTING {
+        return Err(Error::Input(format!(
+            "{origin}: brackets nested {depth} deep, more than the {MAX_NESTING} a setting may have"
+        )));
+    }
+    Ok(())
+}
+
 fn parse_value(v: &str) -> toml::Value {
     toml::from_str::<toml::Table>(&format!("v = {v}"))
         .ok()

@@ -110,6 +110,8 @@ pub struct ScoreJob {
     pub shard_by: String,
     /// Replace an existing TADS output at `out`.
     pub overwrite: bool,
+    /// Remove a lock left at `out` first (its writer is known to be gone).
+    pub break_lock: bool,
     /// Files scored at once (0: one per core).
     pub concurrency: usize,
     /// Fusion, alert and severity settings.
@@ -560,7 +562,16 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
         .run_id
         .clone()
         .unwrap_or_else(|| new_run_id(started_at, job));
-    let output = Arc::new(Output::begin(&job.out, job.overwrite, "tads score", &run_id).await?);
+    let output = Arc::new(
+        Output::begin(
+            &job.out,
+            job.overwrite,
+            job.break_lock,
+            "tads score",
+            &run_id,
+        )
+        .await?,
+    );
     let found = if with_alerts {
         progress.phase("finding alerts");
         let query = AlertQuery {

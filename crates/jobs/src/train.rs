@@ -172,6 +172,9 @@ pub(crate) fn f64_at(batch: &RecordBatch, column: usize, row: usize) -> Option<f
 pub async fn train(job: &TrainJob) -> Result<TrainReport> {
     let started = Instant::now();
     tads_model::ModelArtifact::check_name(&job.name)?;
+    if let Some(f) = &job.filter {
+        tads_sql::depth::check_sql_depth("--where", f).map_err(Error::Input)?;
+    }
     let run_id = format!(
         "train-{}-{}",
         chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ"),

@@ -6,6 +6,7 @@
 //! them prunes files before any is opened).
 #![deny(missing_docs)]
 
+pub mod depth;
 pub mod functions;
 pub mod registry;
 

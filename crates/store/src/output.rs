@@ -3,9 +3,11 @@
 //! 1. refuse a non-empty target unless asked to overwrite, and even then only a TADS output
 //!    (one with `_manifest.json` or `_tads_in_progress.json`) holding nothing but what its
 //!    manifest lists (see [`check_target`]);
-//! 2. put `_tads_in_progress.json`; with overwrite, drop the old manifest, then the old files;
+//! 2. take the lock `_tads_lock.json` (created only if absent: one writer at a time), put
+//!    `_tads_in_progress.json`; with overwrite, drop the old manifest, then the old files;
 //! 3. put each file whole ([`Location::put`]), so no reader ever sees a partial file;
-//! 4. put `_manifest.json` last, then remove the marker.
+//! 4. check the lock is still this run's, put `_manifest.json` last, then remove the marker and
+//!    the lock.
 //!
 //! A reader that finds no manifest, or finds the marker, is looking at an unfinished output. If a
 //! run fails it removes what it wrote ([`Output::abort`]); if it is killed, the marker stays.
@@ -17,13 +19,14 @@ use std::collections::BTreeSet;
 use object_store::path::Path;
 use serde::Serialize;
 
-use crate::{Error, IN_PROGRESS, LOCK, Location, MANIFEST, Result, Scheme};
+use crate::{Error, IN_PROGRESS, LOCK, Location, Lock, MANIFEST, Result, Scheme};
 
 /// An output being written: its location and what has been put there so far.
 #[derive(Debug)]
 pub struct Output {
     location: Location,
     written: Mutex<Vec<Path>>,
+    lock: Lock,
 }
 
 #[derive(Serialize)]
@@ -35,43 +38,29 @@ struct Marker<'a> {
 }
 
 impl Output {
-    /// Checks the target, puts the in-progress marker and, with `overwrite`, removes the output
-    /// that was there. `writer` names the command (`tads score`), `id` the run.
+    /// Takes the output's lock ([`LOCK`], see [`crate::lock`]; with `break_lock`, one left there
+    /// is removed first), checks the target, puts the in-progress marker and, with `overwrite`,
+    /// removes the output that was there. `writer` names the command (`tads score`), `id` the
+    /// run. A second writer on the same output is refused, naming the first.
     pub async fn begin(
         location: &Location,
         overwrite: bool,
+        break_lock: bool,
         writer: &str,
         id: &str,
     ) -> Result<Self> {
-        let old = check_target(location, overwrite).await?;
-        let marker = Marker {
-            writer,
-            id,
-            started_at: chrono::Utc::now().to_rfc3339(),
-            note: "a run is writing here, or one was killed: this is not a finished output",
-        };
-        let marker = serde_json::to_vec_pretty(&marker).unwrap_or_default();
-        location.put(IN_PROGRESS, marker).await?;
-        // The old manifest goes first, so that from here on nothing claims the output is complete.
-        let manifest_path = location.child(MANIFEST);
-        let marker_path = location.child(IN_PROGRESS);
-        if old.iter().any(|o| o.location == manifest_path) {
-            location.delete(&manifest_path).await?;
+        let lock = Lock::acquire(location, LOCK, writer, id, break_lock).await?;
+        match prepare(location, overwrite, writer, id).await {
+            Ok(()) => Ok(Self {
+                location: location.clone(),
+                written: Mutex::new(Vec::new()),
+                lock,
+            }),
+            Err(e) => {
+                let _ = lock.release().await;
+                Err(e)
+            }
         }
-        for o in old
-            .iter()
-            .filter(|o| o.location != manifest_path && o.location != marker_path)
-        {
-            location.delete(&o.location).await?;
-        }
-        if overwrite {
-            let names = old.iter().filter_map(|o| location.relative(&o.location));
-            remove_local_staging(location, &names.collect());
-        }
-        Ok(Self {
-            location: location.clone(),
-            written: Mutex::new(Vec::new()),
-        })
     }
 
     /// Where the output goes.
@@ -89,12 +78,16 @@ impl Output {
         self.location.put(relative, bytes).await
     }
 
-    /// Puts the manifest, then removes the marker: the output is complete.
+    /// Puts the manifest, then removes the marker and the lock: the output is complete. Fails,
+    /// writing no manifest, if this run no longer holds the lock (it was broken).
     pub async fn finish(&self, manifest: Vec<u8>) -> Result<()> {
+        self.lock.check().await?;
         self.location.put(MANIFEST, manifest).await?;
+        self.lock.check().await?;
         self.location
             .delete(&self.location.child(IN_PROGRESS))
-            .await
+            .await?;
+        self.lock.release().await
     }
 
     /// Best effort after a failure: removes every file this run put, the marker last.
@@ -103,11 +96,44 @@ impl Output {
         for path in written {
             let _ = self.location.delete(&path).await;
         }
-        let _ = self
-            .location
-            .delete(&self.location.child(IN_PROGRESS))
-            .await;
+        if self.lock.check().await.is_ok() {
+            let _ = self
+                .location
+                .delete(&self.location.child(IN_PROGRESS))
+                .await;
+        }
+        let _ = self.lock.release().await;
     }
+}
+
+/// With the lock held: checks the target, puts the marker, removes the old output.
+async fn prepare(location: &Location, overwrite: bool, writer: &str, id: &str) -> Result<()> {
+    let old = check_target(location, overwrite).await?;
+    let marker = Marker {
+        writer,
+        id,
+        started_at: chrono::Utc::now().to_rfc3339(),
+        note: "a run is writing here, or one was killed: this is not a finished output",
+    };
+    let marker = serde_json::to_vec_pretty(&marker).unwrap_or_default();
+    location.put(IN_PROGRESS, marker).await?;
+    // The old manifest goes first, so that from here on nothing claims the output is complete.
+    let manifest_path = location.child(MANIFEST);
+    let marker_path = location.child(IN_PROGRESS);
+    if old.iter().any(|o| o.location == manifest_path) {
+        location.delete(&manifest_path).await?;
+    }
+    for o in old
+        .iter()
+        .filter(|o| o.location != manifest_path && o.location != marker_path)
+    {
+        location.delete(&o.location).await?;
+    }
+    if overwrite {
+        let names = old.iter().filter_map(|o| location.relative(&o.location));
+        remove_local_staging(location, &names.collect());
+    }
+    Ok(())
 }
 
 /// Makes sure the target is empty, or (with `overwrite`) a TADS output that may be replaced.
@@ -121,7 +147,9 @@ pub async fn check_target(
     location: &Location,
     overwrite: bool,
 ) -> Result<Vec<object_store::ObjectMeta>> {
-    let existing = location.list_all().await?;
+    let mut existing = location.list_all().await?;
+    // The lock is this run's own (taken before the check).
+    existing.retain(|o| location.relative(&o.location).as_deref() != Some(LOCK));
     if existing.is_empty() {
         return Ok(existing);
     }
