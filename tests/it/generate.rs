@@ -520,3 +520,50 @@ fn threads_beyond_four_per_core_are_refused() {
         &["--hosts", "2", "--duration", "1h", "--threads", &most],
     ));
 }
+
+#[test]
+fn readers_look_for_the_marker_up_the_tree_and_check_the_manifest_list() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ds");
+    assert_ok(&generate(dir.to_str().unwrap(), SMALL));
+    let day = dir.join("date=2026-01-02");
+    let models = tmp.path().join("models");
+    let readers = |data: &std::path::Path| {
+        let sql = tads()
+            .args([
+                "sql",
+                "-q",
+                "-c",
+                "SELECT count(*) FROM telemetry",
+                "--data",
+            ])
+            .arg(data)
+            .output()
+            .unwrap();
+        let train = tads()
+            .args(["train", "--quiet", "--model", "x", "--overwrite", "--data"])
+            .arg(data)
+            .arg("--models")
+            .arg(&models)
+            .output()
+            .unwrap();
+        [sql, train]
+    };
+    for run in readers(&day) {
+        assert_ok(&run);
+    }
+    // A file the manifest lists is missing: an error, not fewer rows.
+    let part = day.join("part-00000.parquet");
+    let aside = tmp.path().join("aside.parquet");
+    std::fs::rename(&part, &aside).unwrap();
+    for run in readers(&dir) {
+        assert_user_error(&run, "file(s) its manifest");
+        assert_user_error(&run, "part-00000.parquet");
+    }
+    std::fs::rename(&aside, &part).unwrap();
+    // A writer at work (or killed) at the dataset's root: its day folders are not finished.
+    std::fs::write(dir.join(tads_store::IN_PROGRESS), "{}").unwrap();
+    for run in readers(&day) {
+        assert_user_error(&run, "is not a finished dataset");
+    }
+}

@@ -308,6 +308,13 @@ impl Unit {
 /// The Parquet files of the input, in path order, with their row counts.
 pub(crate) async fn input_files(data: &Location) -> Result<Vec<(ObjectMeta, String)>> {
     let objects = data.list_all().await?;
+    let present: Vec<String> = objects
+        .iter()
+        .filter_map(|o| data.relative(&o.location))
+        .collect();
+    tads_store::check_finished(data, &present)
+        .await
+        .map_err(|e| Error::Input(e.to_string()))?;
     let hidden = |rel: &str| {
         rel.split('/')
             .any(|p| p.starts_with('_') || p.starts_with('.'))

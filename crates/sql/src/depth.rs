@@ -153,7 +153,7 @@ mod tests {
         assert_eq!(sql_depth("SELECT ((1))"), 2);
         assert_eq!(sql_depth("SELECT (1 + (2 * 3))"), 4);
         let ors = vec!["x = 1"; 1000].join(" OR ");
-        assert_eq!(sql_depth(&format!("SELECT * FROM t WHERE {ors}")), 1001);
+        assert_eq!(sql_depth(&format!("SELECT a FROM t WHERE {ors}")), 1001);
         let ors = vec!["x = 1"; 8000].join(" OR ");
         assert!(check_sql_depth("--where", &ors).is_err());
         let wide = vec!["a + b"; 5000].join(", ");

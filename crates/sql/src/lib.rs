@@ -96,15 +96,17 @@ pub async fn register_dataset(
         location: location.to_string(),
         message,
     };
+    let objects = location.list_all().await?;
+    let relative: Vec<String> = objects
+        .iter()
+        .filter_map(|o| location.relative(&o.location))
+        .collect();
+    // No writer at work here or above, and every file the manifest lists below here present.
+    tads_store::check_finished(location, &relative).await?;
     let first = match location.file() {
         // A single file: read as it is, no partitions.
         Some(name) => name.to_string(),
         None => {
-            let objects = location.list_all().await?;
-            let relative: Vec<String> = objects
-                .iter()
-                .filter_map(|o| location.relative(&o.location))
-                .collect();
             if relative.iter().any(|r| r == IN_PROGRESS) {
                 return Err(bad(format!(
                     "is not a finished dataset ({IN_PROGRESS} is present: a writer is at work or was killed)"

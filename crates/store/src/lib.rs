@@ -12,6 +12,7 @@
 //! instance-metadata endpoint, which on a laptop only hangs.
 #![deny(missing_docs)]
 
+pub mod finished;
 pub mod lock;
 pub mod output;
 pub mod resolve;
@@ -30,6 +31,7 @@ use object_store::{
 };
 use url::Url;
 
+pub use finished::check_finished;
 pub use lock::Lock;
 pub use output::Output;
 pub use resolve::Resolved;
