@@ -628,3 +628,71 @@ fn an_output_has_one_writer_and_a_stale_lock_is_broken_on_request() {
     assert!(runs.iter().any(|r| r.status.success()));
     assert_eq!(files_below(&out), before);
 }
+
+/// A file of three float metrics `a`, `b`, `c` over 400 rows, `c` at row `i` from `at(i)`.
+fn three_metrics(path: &Path, at: impl Fn(usize) -> Option<f64>) {
+    let n = 400;
+    let schema = Arc::new(Schema::new(
+        ["a", "b", "c"]
+            .map(|f| Field::new(f, DataType::Float64, true))
+            .to_vec(),
+    ));
+    let wave = |i: usize, k: f64| ((i as f64) * k).sin() * 3.0 + 10.0;
+    let a: Float64Array = (0..n).map(|i| Some(wave(i, 0.37))).collect();
+    let b: Float64Array = (0..n)
+        .map(|i| Some(wave(i, 0.37) * 2.0 + wave(i, 0.05)))
+        .collect();
+    let c: Float64Array = (0..n).map(|i| at(i).or(Some(wave(i, 0.11)))).collect();
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![Arc::new(a), Arc::new(b), Arc::new(c)],
+    )
+    .unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None)
+            .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+#[tokio::test]
+async fn a_value_far_out_of_range_is_scored_highest_and_too_large_training_values_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, test) = (
+        tmp.path().join("train.parquet"),
+        tmp.path().join("test.parquet"),
+    );
+    three_metrics(&train, |_| None);
+    three_metrics(&test, |i| (i == 200).then_some(1e160));
+    let models = tmp.path().join("models");
+    assert_ok(&train_cmd("w", &train, &models, &[]));
+    let out = tmp.path().join("out");
+    assert_ok(&score_cmd("w", &test, &models, &out, &["--quiet"]));
+    let m = manifest(&out).await;
+    assert_eq!((m.rows, m.rows_unscored), (400, 0));
+    let ctx = tads_sql::session();
+    let loc = Location::parse_data(out.join("scored").to_str().unwrap()).unwrap();
+    tads_sql::register_dataset(&ctx, "s", &loc).await.unwrap();
+    // The 1e160 row is the most anomalous of all, with finite scores.
+    assert_eq!(
+        scalar(&ctx, "SELECT c FROM s ORDER BY score DESC LIMIT 1").await,
+        "1e160"
+    );
+    assert_eq!(
+        scalar(
+            &ctx,
+            "SELECT count(*) FROM s WHERE c > 1e150 AND score > 1e50 AND score < 1e300 AND pca_spe IS NOT NULL"
+        )
+        .await,
+        "1"
+    );
+    // Values near ±1e308 would overflow the MAD into a non-finite scale: refused, named.
+    let huge = tmp.path().join("huge.parquet");
+    three_metrics(&huge, |i| {
+        Some(if i % 2 == 0 { f64::MAX } else { -f64::MAX })
+    });
+    assert_user_error(
+        &train_cmd("h", &huge, &models, &[]),
+        "feature `c`: its values are too large for robust statistics",
+    );
+}

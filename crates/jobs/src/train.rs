@@ -122,6 +122,16 @@ fn f64_field(batch: &RecordBatch, column: usize, field: &str) -> Option<f64> {
     c.is_valid(0).then(|| c.value(0))
 }
 
+/// Why a feature's robust statistics cannot be used, if they cannot: values so large (near
+/// ±1e308) that the median or the MAD overflows, which would make a non-finite scale.
+pub(crate) fn too_large(name: &str, median: f64, mad: f64) -> Option<String> {
+    (!(median.is_finite() && mad.is_finite())).then(|| {
+        format!(
+            "feature `{name}`: its values are too large for robust statistics (median {median}, MAD {mad}); rescale the column"
+        )
+    })
+}
+
 /// Registers a fitted PCA as a temporary model `name` of the session, for `pca_score`.
 pub(crate) fn register_temporary(
     registry: &ModelRegistry,
@@ -381,6 +391,9 @@ async fn train_one(job: &TrainJob, prepared: Prepared) -> Result<ModelArtifact> 
         ) else {
             return Err(Error::Data(format!("feature `{name}` has no finite value")));
         };
+        if let Some(e) = too_large(name, median, mad) {
+            return Err(Error::Data(format!("{}: {e}", job.data)));
+        }
         let counts = batch
             .column(j + 1)
             .as_struct()

@@ -142,6 +142,16 @@ pub(crate) async fn train_groups(
                 c.is_valid(i).then(|| c.value(i))
             };
             match (field("median"), field("mad")) {
+                (Some(median), Some(mad))
+                    if crate::train::too_large(name, median, mad).is_some() =>
+                {
+                    skipped.push(SkippedMember {
+                        key: k.clone(),
+                        rows,
+                        reason: crate::train::too_large(name, median, mad).unwrap_or_default(),
+                    });
+                    break;
+                }
                 (Some(median), Some(mad)) => stats.push(RobustStats {
                     count: s
                         .column_by_name("count")

@@ -7,6 +7,11 @@
 use crate::artifact::ModelArtifact;
 use crate::pca::Pca;
 
+/// The largest standardized value scoring works with. A finite metric far out of range (1e160,
+/// say) would overflow when squared and give an infinite or, after a subtraction, a zero SPE;
+/// clamped here, its row gets the largest scores instead, and is flagged.
+pub const Z_LIMIT: f64 = 1e100;
+
 /// A model prepared for scoring.
 #[derive(Debug, Clone)]
 pub struct Scorer {
@@ -87,7 +92,7 @@ impl Scorer {
                 let (a, b) = (self.a[j], self.b[j]);
                 let yj = &mut block.y[j * BLOCK..j * BLOCK + len];
                 for (yv, x) in yj.iter_mut().zip(&col[start..start + len]) {
-                    *yv = x * a - b;
+                    *yv = (x * a - b).clamp(-Z_LIMIT, Z_LIMIT);
                 }
             }
             block.t.fill(0.0);
@@ -191,7 +196,8 @@ impl Scorer {
         for (j, col) in columns.iter().enumerate().take(self.d) {
             let (m, a) = (self.median[j], self.a[j]);
             for (o, x) in out.iter_mut().zip(&col[start..]) {
-                *o = o.max(((x - m) * a).abs());
+                let z = ((x - m) * a).abs();
+                *o = o.max(if z > Z_LIMIT { Z_LIMIT } else { z });
             }
         }
     }
@@ -370,6 +376,32 @@ mod tests {
     }
     use crate::moments::CoMoments;
     use crate::pca::{KRule, fit};
+
+    #[test]
+    fn a_value_far_out_of_range_gets_the_largest_scores_not_zero() {
+        let median = vec![0.0, 0.0];
+        let scale = vec![1.0, 1.0];
+        let pca = Pca {
+            mean: vec![0.0, 0.0],
+            components: vec![vec![std::f64::consts::FRAC_1_SQRT_2; 2]],
+            eigenvalues: vec![1.9, 0.1],
+            explained_variance_ratio: vec![0.95, 0.05],
+        };
+        let s = Scorer::from_pca(median, scale, &pca);
+        let (a, b) = (vec![1e160, 1.0, f64::MAX], vec![0.0, 1.0, -f64::MAX]);
+        let (mut spe, mut t2, mut z) = (vec![0.0; 3], vec![0.0; 3], vec![0.0; 3]);
+        s.spe_t2_zmax(&[&a, &b], &mut spe, &mut t2, &mut z);
+        for i in [0, 2] {
+            assert!(
+                spe[i].is_finite() && spe[i] > 1e150,
+                "row {i}: spe {}",
+                spe[i]
+            );
+            assert!(t2[i].is_finite(), "row {i}: t2 {}", t2[i]);
+            assert_eq!(z[i], Z_LIMIT);
+        }
+        assert!(spe[1] < 1.0 && z[1] == 1.0);
+    }
 
     #[test]
     fn column_scores_equal_the_matrix_formulas() {
