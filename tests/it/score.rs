@@ -696,3 +696,50 @@ async fn a_value_far_out_of_range_is_scored_highest_and_too_large_training_value
         "feature `c`: its values are too large for robust statistics",
     );
 }
+
+#[tokio::test]
+async fn a_file_without_a_non_metric_column_reads_it_as_null() {
+    let f = Scored::new();
+    // Rewrite one input file without `region` (the writer protocol's files are plain Parquet).
+    let file = files_below(&f.data)
+        .into_iter()
+        .filter(|p| p.ends_with(".parquet"))
+        .nth(1)
+        .map(|p| f.data.join(p))
+        .unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&file).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    let keep: Vec<usize> = (0..batches[0].num_columns())
+        .filter(|&i| batches[0].schema().field(i).name() != "region")
+        .collect();
+    let schema = Arc::new(batches[0].schema().project(&keep).unwrap());
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&file).unwrap(),
+        Arc::clone(&schema),
+        None,
+    )
+    .unwrap();
+    for b in &batches {
+        w.write(&b.project(&keep).unwrap()).unwrap();
+    }
+    w.close().unwrap();
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+
+    let out = f.out("scores");
+    assert_ok(&f.score(&out, &["--quiet"]));
+    let ctx = session(&f.data, &f.models, &out.join("scored")).await;
+    assert_eq!(scalar(&ctx, "SELECT count(*) FROM scored").await, "25920");
+    assert_eq!(
+        scalar(&ctx, "SELECT count(*) FROM scored WHERE region IS NULL").await,
+        rows.to_string()
+    );
+    assert_eq!(
+        scalar(&ctx, "SELECT count(*) FROM scored WHERE score IS NULL").await,
+        "0"
+    );
+}

@@ -137,6 +137,24 @@ pub async fn register_dataset(
         .infer_schema(&ctx.state())
         .await
         .map_err(|e| bad(format!("cannot read the schema of its Parquet files ({e})")))?;
+    // Every column nullable: a file that lacks a column the others have reads it as NULL (a
+    // non-nullable column would fail on those NULLs).
+    let config = match config.file_schema.clone() {
+        Some(schema) => {
+            let fields: Vec<_> = schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect();
+            config.with_schema(Arc::new(
+                datafusion::arrow::datatypes::Schema::new_with_metadata(
+                    fields,
+                    schema.metadata().clone(),
+                ),
+            ))
+        }
+        None => config,
+    };
     ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
     Ok(partition_names)
 }
