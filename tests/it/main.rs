@@ -6,6 +6,7 @@
 mod alerts;
 mod generate;
 mod golden;
+mod kill;
 mod pg;
 mod s3;
 mod score;

@@ -1,0 +1,174 @@
+//! `kill -9` at moments spread over a run: no reader takes a killed run's output for a finished
+//! one, the input is never touched, and a rerun (`--overwrite --break-lock`: the dead run's lock
+//! stays until it is broken on request) gives exactly what an uninterrupted run gives.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tads_store::Location;
+
+use crate::support::{SMALL, assert_ok, files_below, generate, scalar, tads, train_cmd};
+
+/// Starts `cmd`, kills it with SIGKILL after `after` unless it finished first; whether it was
+/// killed.
+fn kill_after(mut cmd: Command, after: Duration) -> bool {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tads");
+    let deadline = Instant::now() + after;
+    while Instant::now() < deadline {
+        if child.try_wait().expect("poll tads").is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().expect("kill tads");
+    child.wait().expect("reap tads");
+    true
+}
+
+/// Each file below `dir` with its bytes.
+fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    files_below(dir)
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(dir.join(&p)).unwrap();
+            (p, bytes)
+        })
+        .collect()
+}
+
+/// Whether a reader accepts `dir` as a dataset.
+async fn readable(dir: &Path) -> bool {
+    let ctx = tads_sql::session();
+    let loc = Location::parse_data(dir.to_str().unwrap()).unwrap();
+    tads_sql::register_dataset(&ctx, "t", &loc).await.is_ok()
+}
+
+/// Moments spread over a run of about `full`: early, during and near the end.
+fn moments(full: Duration) -> Vec<Duration> {
+    [0.02, 0.15, 0.35, 0.55, 0.75, 0.95]
+        .iter()
+        .map(|f| full.mul_f64(*f))
+        .collect()
+}
+
+fn score(data: &Path, models: &Path, out: &Path, rerun: bool) -> Command {
+    let mut cmd = tads();
+    cmd.args(["score", "--quiet", "--model", "m", "--data"])
+        .arg(data)
+        .arg("--models")
+        .arg(models)
+        .arg("--out")
+        .arg(out);
+    if rerun {
+        cmd.args(["--overwrite", "--break-lock"]);
+    }
+    cmd
+}
+
+#[tokio::test]
+async fn a_killed_score_is_never_read_as_finished_and_a_rerun_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, models) = (tmp.path().join("data"), tmp.path().join("models"));
+    assert_ok(&generate(data.to_str().unwrap(), SMALL));
+    assert_ok(&train_cmd("m", &data, &models, &[]));
+    let input = contents(&data);
+    let reference = tmp.path().join("reference");
+    let started = Instant::now();
+    assert_ok(&score(&data, &models, &reference, false).output().unwrap());
+    let full = started.elapsed();
+
+    let mut killed = 0;
+    for (i, after) in moments(full).into_iter().enumerate() {
+        let out = tmp.path().join(format!("killed-{i}"));
+        if kill_after(score(&data, &models, &out, false), after) {
+            killed += 1;
+        }
+        let finished = out.join("_manifest.json").exists();
+        if out.join("scored").exists() {
+            assert_eq!(
+                readable(&out.join("scored")).await,
+                finished,
+                "kill at {after:?}: the scored rows are readable only when the run finished"
+            );
+        }
+        assert_eq!(
+            contents(&data),
+            input,
+            "kill at {after:?} touched the input"
+        );
+        assert_ok(&score(&data, &models, &out, true).output().unwrap());
+        let ctx = tads_sql::session();
+        for (name, dir) in [("a", &reference), ("b", &out)] {
+            let loc = Location::parse_data(dir.join("scored").to_str().unwrap()).unwrap();
+            tads_sql::register_dataset(&ctx, name, &loc).await.unwrap();
+        }
+        let cols = "host_id, ts, pca_spe, pca_t2, mad_zmax, score, alert_id";
+        for (x, y) in [("a", "b"), ("b", "a")] {
+            let differing = scalar(
+                &ctx,
+                &format!(
+                    "SELECT count(*) FROM (SELECT {cols} FROM {x} EXCEPT SELECT {cols} FROM {y})"
+                ),
+            )
+            .await;
+            assert_eq!(differing, "0", "kill at {after:?}: the rerun differs");
+        }
+    }
+    assert!(
+        killed >= 3,
+        "only {killed} of the runs were killed before finishing"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_generate_is_never_read_as_finished_and_a_rerun_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = tmp.path().join("reference");
+    let started = Instant::now();
+    assert_ok(&generate(reference.to_str().unwrap(), SMALL));
+    let full = started.elapsed();
+    let expected = contents(&reference);
+
+    let mut killed = 0;
+    for (i, after) in moments(full).into_iter().enumerate() {
+        let out = tmp.path().join(format!("killed-{i}"));
+        let mut cmd = tads();
+        cmd.args(["generate", "--quiet", "--out"])
+            .arg(&out)
+            .args(SMALL);
+        if kill_after(cmd, after) {
+            killed += 1;
+        }
+        if out.exists() {
+            assert_eq!(
+                readable(&out).await,
+                out.join("_manifest.json").exists() && !out.join("_tads_in_progress.json").exists(),
+                "kill at {after:?}: the dataset is readable only when the run finished"
+            );
+        }
+        let rerun = generate(
+            out.to_str().unwrap(),
+            &[SMALL, &["--overwrite", "--break-lock"]].concat(),
+        );
+        assert_ok(&rerun);
+        let got: Vec<(String, Vec<u8>)> = contents(&out)
+            .into_iter()
+            .filter(|(p, _)| p != "_manifest.json")
+            .collect();
+        let want: Vec<(String, Vec<u8>)> = expected
+            .iter()
+            .filter(|(p, _)| p != "_manifest.json")
+            .cloned()
+            .collect();
+        assert!(got == want, "kill at {after:?}: the rerun's files differ");
+    }
+    assert!(
+        killed >= 3,
+        "only {killed} of the runs were killed before finishing"
+    );
+}
