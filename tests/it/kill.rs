@@ -120,7 +120,7 @@ async fn a_killed_score_is_never_read_as_finished_and_a_rerun_recovers() {
         }
     }
     assert!(
-        killed >= 3,
+        killed >= 2,
         "only {killed} of the runs were killed before finishing"
     );
 }
@@ -168,7 +168,56 @@ async fn a_killed_generate_is_never_read_as_finished_and_a_rerun_recovers() {
         assert!(got == want, "kill at {after:?}: the rerun's files differ");
     }
     assert!(
-        killed >= 3,
+        killed >= 2,
+        "only {killed} of the runs were killed before finishing"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_training_never_loses_the_model_it_replaces() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, models) = (tmp.path().join("data"), tmp.path().join("models"));
+    assert_ok(&generate(data.to_str().unwrap(), SMALL));
+    let started = Instant::now();
+    assert_ok(&train_cmd("m", &data, &models, &[]));
+    let full = started.elapsed();
+    let file = models.join("m").join("model.json");
+    // A complete model that passes its own checks (fingerprint included), and what it learnt.
+    // (Not the fingerprint itself: partitions merge their co-moments in any order, so the last
+    // bits of a retraining may differ.)
+    let fingerprint = |path: &Path| -> (Vec<String>, usize) {
+        let model = tads_model::ModelArtifact::from_json(&std::fs::read(path).unwrap())
+            .expect("a complete, valid model");
+        (model.features, model.pca.k)
+    };
+    let reference = fingerprint(&file);
+
+    let mut killed = 0;
+    for after in moments(full) {
+        let mut cmd = tads();
+        cmd.args(["train", "--quiet", "--model", "m", "--overwrite", "--data"])
+            .arg(&data)
+            .arg("--models")
+            .arg(&models);
+        if kill_after(cmd, after) {
+            killed += 1;
+        }
+        // The model is always there and whole: the old one or the new one, never a part.
+        assert_eq!(fingerprint(&file), reference, "kill at {after:?}");
+        assert_ok(&train_cmd(
+            "m",
+            &data,
+            &models,
+            &["--overwrite", "--break-lock"],
+        ));
+        assert_eq!(
+            fingerprint(&file),
+            reference,
+            "rerun after a kill at {after:?}"
+        );
+    }
+    assert!(
+        killed >= 2,
         "only {killed} of the runs were killed before finishing"
     );
 }
