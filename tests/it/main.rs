@@ -4,6 +4,7 @@
 //! One test binary with modules inside: linking many binaries is slow on two cores.
 
 mod alerts;
+mod bad_input;
 mod generate;
 mod golden;
 mod kill;

@@ -229,15 +229,18 @@ impl ScoreManifest {
         let Some(bytes) = out.get_opt(tads_store::MANIFEST).await? else {
             return Ok(None);
         };
-        let manifest: Self = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Data(format!("{out}{}: {e}", tads_store::MANIFEST)))?;
-        if manifest.kind != "tads-score" {
+        // The kind first: another TADS output's manifest is named as such, not as a bad field.
+        let kind = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(String::from));
+        if let Some(kind) = kind.filter(|k| k != "tads-score") {
             return Err(Error::Data(format!(
-                "{out}{}: kind is `{}`, not a score output",
-                tads_store::MANIFEST,
-                manifest.kind
+                "{out}{}: kind is `{kind}`, not a score output",
+                tads_store::MANIFEST
             )));
         }
+        let manifest: Self = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Data(format!("{out}{}: {e}", tads_store::MANIFEST)))?;
         Ok(Some(manifest))
     }
 }
