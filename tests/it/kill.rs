@@ -221,3 +221,87 @@ async fn a_killed_training_never_loses_the_model_it_replaces() {
         "only {killed} of the runs were killed before finishing"
     );
 }
+
+/// A dataset replaced (`generate --overwrite`, another seed) while `tads score` reads it: the
+/// score run either finishes with rows of one version of the data, or is refused naming the
+/// change; never a silent mix of the two.
+#[tokio::test]
+async fn a_dataset_replaced_under_a_running_score_is_never_scored_silently() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, models) = (tmp.path().join("data"), tmp.path().join("models"));
+    // SMALL with another seed.
+    let version = |seed: &'static str| -> Vec<&'static str> {
+        let mut args: Vec<&'static str> = SMALL.to_vec();
+        let at = args.iter().position(|a| *a == "--seed").unwrap();
+        args[at + 1] = seed;
+        args
+    };
+    assert_ok(&generate(data.to_str().unwrap(), &version("7")));
+    assert_ok(&train_cmd("m", &data, &models, &[]));
+    // What each version of the data scores as on its own.
+    let mut references = Vec::new();
+    for seed in ["7", "8"] {
+        let dir = tmp.path().join(format!("data-{seed}"));
+        assert_ok(&generate(dir.to_str().unwrap(), &version(seed)));
+        let out = tmp.path().join(format!("reference-{seed}"));
+        assert_ok(&score(&dir, &models, &out, false).output().unwrap());
+        references.push(out);
+    }
+    let (mut refused, mut finished) = (0, 0);
+    for (i, delay) in [0u64, 20, 60, 120, 200].into_iter().enumerate() {
+        let seed = if i % 2 == 0 { "8" } else { "7" };
+        let out = tmp.path().join(format!("out-{i}"));
+        let scoring = score(&data, &models, &out, false)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        let replaced = generate(
+            data.to_str().unwrap(),
+            &[version(seed), vec!["--overwrite"]].concat(),
+        );
+        let scored = scoring.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&scored.stderr);
+        if !scored.status.success() {
+            refused += 1;
+            assert_eq!(scored.status.code(), Some(2), "{stderr}");
+            assert!(
+                !out.join("_manifest.json").exists(),
+                "a refused run left a manifest"
+            );
+            continue;
+        }
+        finished += 1;
+        assert!(replaced.status.code().is_some(), "generate did not finish");
+        // A finished run is one version's scores, row for row.
+        let ctx = tads_sql::session();
+        let loc = Location::parse_data(out.join("scored").to_str().unwrap()).unwrap();
+        tads_sql::register_dataset(&ctx, "got", &loc).await.unwrap();
+        let mut matches = 0;
+        for (j, reference) in references.iter().enumerate() {
+            let loc = Location::parse_data(reference.join("scored").to_str().unwrap()).unwrap();
+            tads_sql::register_dataset(&ctx, &format!("r{j}"), &loc)
+                .await
+                .unwrap();
+            let cols = "host_id, ts, cpu_pct, score";
+            let differing = scalar(
+                &ctx,
+                &format!(
+                    "SELECT (SELECT count(*) FROM (SELECT {cols} FROM got EXCEPT SELECT {cols} FROM r{j})) \
+                          + (SELECT count(*) FROM (SELECT {cols} FROM r{j} EXCEPT SELECT {cols} FROM got))"
+                ),
+            )
+            .await;
+            if differing == "0" {
+                matches += 1;
+            }
+        }
+        assert_eq!(
+            matches, 1,
+            "run {i} (delay {delay} ms) scored a mix of two datasets"
+        );
+    }
+    eprintln!("{refused} refused, {finished} finished with one version");
+    assert_eq!(refused + finished, 5);
+}

@@ -466,6 +466,9 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
     ctx.register_udf(ScalarUDF::new_from_impl(
         ModelFunction::new(ModelScore::All, registry.clone()).with_fusion(job.config.fusion),
     ));
+    // The input's manifest as it was before reading: checked again before the output's
+    // manifest is written, so a dataset replaced while it was read is never scored silently.
+    let input_manifest = input_state(&job.data).await?;
     let partitions = tads_sql::register_dataset(&ctx, "input", &job.data).await?;
     let table_schema = ctx.table("input").await?.schema().as_arrow().clone();
     // The files hold every column but the hive partition columns (those are in the paths).
@@ -692,6 +695,20 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
     };
     let json =
         serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Data(format!("manifest: {e}")))?;
+    match input_state(&job.data).await {
+        Ok(now) if now == input_manifest => {}
+        Ok(_) => {
+            output.abort().await;
+            return Err(Error::Data(format!(
+                "{}: the input changed while it was being scored (its manifest was replaced or removed, or a writer is at work); score it again when it is finished",
+                job.data
+            )));
+        }
+        Err(e) => {
+            output.abort().await;
+            return Err(e);
+        }
+    }
     if let Err(e) = output.finish(json).await {
         output.abort().await;
         return Err(e.into());
@@ -706,6 +723,17 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
         alerts,
         elapsed: clock.elapsed(),
     })
+}
+
+/// A dataset folder's manifest and whether a writer's marker is there (nothing for a single
+/// file): equal before and after a read when nobody wrote in between.
+async fn input_state(data: &Location) -> Result<Option<(Option<bytes::Bytes>, bool)>> {
+    if data.file().is_some() {
+        return Ok(None);
+    }
+    let manifest = data.get_opt(tads_store::MANIFEST).await?;
+    let marker = data.get_opt(tads_store::IN_PROGRESS).await?.is_some();
+    Ok(Some((manifest, marker)))
 }
 
 /// What every unit needs.
