@@ -351,9 +351,8 @@ async fn a_killed_run_leaves_nothing_that_looks_finished() {
         let file = File::open(dir.join(f)).unwrap();
         ParquetRecordBatchReaderBuilder::try_new(file).unwrap_or_else(|e| panic!("{f}: {e}"));
     }
-    // Readers refuse it; a re-run is refused, naming the killed run's stale lock; with
-    // --break-lock, a plain re-run is refused as the target is not empty, and --overwrite
-    // replaces it.
+    // Readers refuse it; the killed run's lock is taken over (its process is gone), so a plain
+    // re-run is refused only because the target is not empty, and --overwrite replaces it.
     let ctx = tads_sql::session();
     let loc = Location::parse(dir.to_str().unwrap()).unwrap();
     let err = tads_sql::register_dataset(&ctx, "t", &loc)
@@ -361,17 +360,22 @@ async fn a_killed_run_leaves_nothing_that_looks_finished() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("not a finished dataset"), "{err}");
-    assert_user_error(
-        &generate(dir.to_str().unwrap(), &[SMALL, &["--overwrite"]].concat()),
-        "which is no longer running; pass --break-lock",
-    );
-    assert_user_error(
-        &generate(dir.to_str().unwrap(), &[SMALL, &["--break-lock"]].concat()),
-        "--overwrite to replace the output there",
+    // The takeover is said on its own line, then the refusal.
+    let plain = generate(dir.to_str().unwrap(), SMALL);
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert_eq!(plain.status.code(), Some(2), "{stderr}");
+    let lines: Vec<&str> = stderr.trim_end().lines().collect();
+    assert!(
+        lines.len() == 2
+            && lines[0].starts_with("note: ")
+            && lines[0].contains("which is no longer running")
+            && lines[1].starts_with("error: ")
+            && lines[1].contains("--overwrite to replace the output there"),
+        "{stderr}"
     );
     assert_ok(&generate(
         dir.to_str().unwrap(),
-        &[SMALL, &["--overwrite", "--break-lock"]].concat(),
+        &[SMALL, &["--overwrite"]].concat(),
     ));
     assert!(!marker.exists());
     assert!(!dir.join(tads_store::LOCK).exists());

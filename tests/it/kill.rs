@@ -1,6 +1,6 @@
 //! `kill -9` at moments spread over a run: no reader takes a killed run's output for a finished
-//! one, the input is never touched, and a rerun (`--overwrite --break-lock`: the dead run's lock
-//! stays until it is broken on request) gives exactly what an uninterrupted run gives.
+//! one, the input is never touched, and a plain rerun with `--overwrite` (the dead run's lock is
+//! taken over: its process is gone) gives exactly what an uninterrupted run gives.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -65,7 +65,7 @@ fn score(data: &Path, models: &Path, out: &Path, rerun: bool) -> Command {
         .arg("--out")
         .arg(out);
     if rerun {
-        cmd.args(["--overwrite", "--break-lock"]);
+        cmd.arg("--overwrite");
     }
     cmd
 }
@@ -151,10 +151,7 @@ async fn a_killed_generate_is_never_read_as_finished_and_a_rerun_recovers() {
                 "kill at {after:?}: the dataset is readable only when the run finished"
             );
         }
-        let rerun = generate(
-            out.to_str().unwrap(),
-            &[SMALL, &["--overwrite", "--break-lock"]].concat(),
-        );
+        let rerun = generate(out.to_str().unwrap(), &[SMALL, &["--overwrite"]].concat());
         assert_ok(&rerun);
         let got: Vec<(String, Vec<u8>)> = contents(&out)
             .into_iter()

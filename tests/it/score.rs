@@ -601,12 +601,21 @@ fn an_output_has_one_writer_and_a_stale_lock_is_broken_on_request() {
     with_lock.push(tads_store::LOCK.to_string());
     with_lock.sort();
     assert_eq!(files_below(&out), with_lock);
-    // A writer that is gone: named as stale, and --break-lock takes the output over.
+    // A writer that is gone (this host, no such pid): its lock is taken over, with a note.
     lock_as(&out, u32::MAX - 1);
     let run = f.score(&out, &["--overwrite", "--quiet"]);
-    assert_user_error(&run, "no longer running; pass --break-lock");
-    assert_ok(&f.score(&out, &["--overwrite", "--break-lock", "--quiet"]));
+    assert_ok(&run);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("removed the lock of tads score run run-other")
+            && stderr.contains("no longer running"),
+        "{stderr}"
+    );
     assert_eq!(files_below(&out), before, "the lock is gone after the run");
+    // --break-lock removes a lock whatever its holder.
+    lock_as(&out, std::process::id());
+    assert_ok(&f.score(&out, &["--overwrite", "--break-lock", "--quiet"]));
+    assert_eq!(files_below(&out), before);
     // Two runs at once: never both; the output left is complete.
     let spawn = || {
         tads()

@@ -3,8 +3,9 @@
 //! A lock is a small JSON object (the run id, the writer, the process id and the host) put with
 //! create-only semantics ([`Location::put_new`]: a hard link on a local disk, `If-None-Match: *`
 //! on S3), so of two writers that race for it exactly one wins. The loser is refused with a
-//! message naming the holder. A lock whose process is gone (same host, no such pid) is reported
-//! as stale, and is removed only when asked (`--break-lock`).
+//! message naming the holder. A lock whose process is gone (same host, no such pid) is stale: on
+//! a local disk the next run takes it over (saying so), elsewhere it is named and removed only
+//! when asked (`--break-lock`).
 
 use serde::{Deserialize, Serialize};
 
@@ -65,7 +66,24 @@ impl Lock {
         if break_lock {
             location.delete(&location.child(relative)).await?;
         }
-        if location.put_new(relative, bytes).await? {
+        if location.put_new(relative, bytes.clone()).await? {
+            return Ok(Self {
+                location: location.clone(),
+                relative: relative.to_string(),
+                info,
+            });
+        }
+        let holder = read(location, relative).await?;
+        // A lock whose process is provably gone (this host, no such pid) is taken over on a
+        // local disk, so a rerun after a crash or `kill -9` needs no clean-up.
+        if let Some(stale) = holder.as_ref().filter(|h| h.is_stale())
+            && take_over(location, relative, stale)
+            && location.put_new(relative, bytes).await?
+        {
+            eprintln!(
+                "note: {location}{relative}: removed the lock of {} run {} (pid {} on {}), which is no longer running",
+                stale.writer, stale.run_id, stale.pid, stale.host
+            );
             return Ok(Self {
                 location: location.clone(),
                 relative: relative.to_string(),
@@ -118,6 +136,39 @@ impl Lock {
     }
 }
 
+/// Removes the stale lock `stale` at `relative` on a local disk, and only that one: it is moved
+/// aside under a name of this process's (atomic), and put back if what was moved is not it (a
+/// run that took the lock over in between keeps it; a run that lost it fails its own
+/// [`Lock::check`]). Whether the stale lock is gone. Other stores: `false` (`--break-lock`).
+fn take_over(location: &Location, relative: &str, stale: &LockInfo) -> bool {
+    if location.scheme() != Scheme::Local {
+        return false;
+    }
+    let Ok(root) = location.url().to_file_path() else {
+        return false;
+    };
+    let path = root.join(relative);
+    let aside = root.join(format!(
+        "{relative}.stale-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    ));
+    if std::fs::rename(&path, &aside).is_err() {
+        return false;
+    }
+    let moved: Option<LockInfo> = std::fs::read(&aside)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if moved.as_ref() == Some(stale) {
+        let _ = std::fs::remove_file(&aside);
+        return true;
+    }
+    // Not the stale lock: put it back unless another lock is there by now.
+    let _ = std::fs::hard_link(&aside, &path);
+    let _ = std::fs::remove_file(&aside);
+    false
+}
+
 /// The lock at `relative`, if there is one and it can be read.
 async fn read(location: &Location, relative: &str) -> Result<Option<LockInfo>> {
     let bytes = location.get_opt(relative).await?;
@@ -158,8 +209,30 @@ pub fn host_name() -> String {
 mod tests {
     use super::*;
 
+    /// Takes the lock as run-3 and releases it; the error if it is refused.
+    async fn err_of(loc: &Location) -> Option<String> {
+        match Lock::acquire(loc, "m/_tads_lock.json", "tads train", "run-3", false).await {
+            Ok(l) => {
+                l.release().await.unwrap();
+                None
+            }
+            Err(e) => Some(e.to_string()),
+        }
+    }
+
+    /// Puts a lock like `info` whose process is gone.
+    async fn lock_as_gone(loc: &Location, info: &LockInfo) {
+        let gone = LockInfo {
+            pid: u32::MAX - 1,
+            ..info.clone()
+        };
+        loc.put("m/_tads_lock.json", serde_json::to_vec(&gone).unwrap())
+            .await
+            .unwrap();
+    }
+
     #[tokio::test]
-    async fn one_holder_at_a_time_and_a_stale_lock_is_named() {
+    async fn one_holder_at_a_time_and_a_stale_lock_is_taken_over() {
         let dir = tempfile::tempdir().unwrap();
         let loc = Location::parse(dir.path().to_str().unwrap()).unwrap();
         let first = Lock::acquire(&loc, "m/_tads_lock.json", "tads train", "run-1", false)
@@ -185,12 +258,12 @@ mod tests {
             .await
             .unwrap();
         assert!(second.check().await.is_err(), "another process's");
-        let err = Lock::acquire(&loc, "m/_tads_lock.json", "tads train", "run-3", false)
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("no longer running"), "{err}");
-        assert!(err.contains("--break-lock"), "{err}");
+        assert!(
+            err_of(&loc).await.is_none(),
+            "a stale local lock is taken over"
+        );
+        // With --break-lock, whatever is there is removed first.
+        lock_as_gone(&loc, &second.info).await;
         let third = Lock::acquire(&loc, "m/_tads_lock.json", "tads train", "run-3", true)
             .await
             .unwrap();
