@@ -21,6 +21,8 @@ fn every_bad_input_gets_one_line_and_exit_2_as_the_readme_lists() {
     let out = root.join("out");
     let o = out.to_str().unwrap();
     let inside = data.join("scores");
+    let inside_models = data.join("models");
+    let im = inside_models.to_str().unwrap();
     let deep = format!("SELECT {}", vec!["1"; 10_000].join("+"));
     let cases: Vec<(&str, Vec<&str>)> = vec![
         ("no hosts", vec!["generate", "--out", o, "--hosts", "0"]),
@@ -89,6 +91,10 @@ fn every_bad_input_gets_one_line_and_exit_2_as_the_readme_lists() {
                 "--tail-quantile",
                 "2",
             ],
+        ),
+        (
+            "models inside the data",
+            vec!["train", "--data", d, "--model", "x", "--models", im],
         ),
         (
             "a model that exists",
@@ -196,7 +202,7 @@ fn every_bad_input_gets_one_line_and_exit_2_as_the_readme_lists() {
         rows.push(format!("| {case} | `tads {}` | {message} |", args[0]));
     }
     assert!(
-        !out.exists() && !inside.exists(),
+        !out.exists() && !inside.exists() && !inside_models.exists(),
         "a refused run wrote something"
     );
     let table = format!(

@@ -109,6 +109,13 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
     let user = |e: String| UserError(e);
     let data = Location::parse_data(&args.data).map_err(|e| user(format!("--data {e}")))?;
     let models = Location::parse(&args.models).map_err(|e| user(format!("--models {e}")))?;
+    // Models written inside a dataset folder would become files of the dataset.
+    if data.file().is_none() && models.resolved().is_within(&data.resolved()) {
+        return Err(user(format!(
+            "--models {models}: lies inside the data {data}; keep the models somewhere else"
+        ))
+        .into());
+    }
     if let Some(t) = args.trim
         && !(t > 0.0 && t < 0.5)
     {
