@@ -162,22 +162,27 @@ pub(crate) struct BaselineQuery<'a> {
 /// One statement: the exact median of each metric per key and UTC day, then each day's
 /// shift from the previous day.
 pub(crate) async fn baselines(q: &BaselineQuery<'_>, s: &DriftSettings) -> Result<Baselines> {
-    let medians = q
-        .features
+    // The medians only when the previous day's level is used (the daily cycle alone needs just
+    // the keys).
+    let d = if s.baseline == Baseline::Off {
+        0
+    } else {
+        q.features.len()
+    };
+    let medians: String = q.features[..d]
         .iter()
         .map(|f| {
             let x = format!("CAST({} AS DOUBLE)", ident(f));
-            format!("median(CASE WHEN isnan({x}) THEN NULL ELSE {x} END)")
+            format!(", median(CASE WHEN isnan({x}) THEN NULL ELSE {x} END)")
         })
-        .collect::<Vec<_>>()
-        .join(", ");
+        .collect();
     let key = format!("CAST({} AS VARCHAR)", ident(q.key));
     let day = format!(
         "CAST(floor(to_unixtime({}) / 86400) AS BIGINT)",
         ident(q.time)
     );
     let sql = format!(
-        "SELECT {key}, {day}, count(*), {medians} FROM {} {} GROUP BY 1, 2",
+        "SELECT {key}, {day}, count(*){medians} FROM {} {} GROUP BY 1, 2",
         q.table,
         if q.filter.is_empty() {
             format!("WHERE {key} IS NOT NULL")
@@ -190,7 +195,6 @@ pub(crate) async fn baselines(q: &BaselineQuery<'_>, s: &DriftSettings) -> Resul
     let keys = keys.as_string::<i32>();
     let days = batch.column(1).as_primitive::<Int64Type>();
     let counts = batch.column(2).as_primitive::<Int64Type>();
-    let d = q.features.len();
     let medians: Vec<ArrayRef> = (0..d)
         .map(|j| cast(batch.column(3 + j), &DataType::Float64))
         .collect::<std::result::Result<_, _>>()?;

@@ -12,7 +12,7 @@ use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::prelude::SessionContext;
 use tads_model::{ModelArtifact, ModelGroup, Seasonal};
 
-use crate::train::{collect, f64_at};
+use crate::train::{amend, amend_members, collect, f64_at};
 use crate::{Result, ident};
 
 /// The time column a daily cycle is looked for in.
@@ -135,13 +135,9 @@ pub(crate) async fn single(input: &SeasonInput<'_>, model: ModelArtifact) -> Res
         return Ok(model);
     }
     let found = profiles(input, None).await?;
-    let mut model = model;
-    model.seasonal = found
-        .get("")
-        .and_then(|(days, p)| seasonal_of(&model, *days, p));
-    let model = model.seal();
-    model.validate()?;
-    Ok(model)
+    amend(model, |m| {
+        m.seasonal = found.get("").and_then(|(days, p)| seasonal_of(m, *days, p));
+    })
 }
 
 /// Finds and stores the daily cycle of each member of a group, by the group's column.
@@ -150,18 +146,9 @@ pub(crate) async fn group(input: &SeasonInput<'_>, group: ModelGroup) -> Result<
         return Ok(group);
     }
     let found = profiles(input, Some(&group.group_by)).await?;
-    let mut group = group;
-    let members = std::mem::take(&mut group.members);
-    for mut m in members {
-        let key = crate::tail::member_key(&group, &m).to_string();
+    amend_members(group, |key, m| {
         m.seasonal = found
-            .get(&key)
-            .and_then(|(days, p)| seasonal_of(&m, *days, p));
-        let m = m.seal();
-        m.validate()?;
-        group.members.push(m);
-    }
-    let group = group.seal();
-    group.validate()?;
-    Ok(group)
+            .get(key)
+            .and_then(|(days, p)| seasonal_of(m, *days, p));
+    })
 }

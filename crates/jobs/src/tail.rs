@@ -15,7 +15,7 @@ use datafusion::prelude::SessionContext;
 use tads_model::{ModelArtifact, ModelGroup, Tail};
 use tads_sql::ModelRegistry;
 
-use crate::train::{collect, f64_at, percentiles};
+use crate::train::{amend, amend_members, collect, f64_at, percentiles};
 use crate::{Result, ident};
 
 /// The default quantile: the limits keep at most 5 % of the training rows above them.
@@ -64,9 +64,9 @@ pub(crate) async fn single(input: &TailInput<'_>, model: ModelArtifact) -> Resul
         input.filter
     );
     let batch = collect(input.ctx, &sql).await?;
-    let mut model = model;
-    model.thresholds.tail = Some(tail_of(&batch, 0, 0, input.quantile));
-    seal(model)
+    amend(model, |m| {
+        m.thresholds.tail = Some(tail_of(&batch, 0, 0, input.quantile));
+    })
 }
 
 /// Measures and stores the tail of each member of a group, by the group's column.
@@ -74,7 +74,7 @@ pub(crate) async fn group(input: &TailInput<'_>, group: ModelGroup) -> Result<Mo
     let prefix = "__tads_tail";
     for m in &group.members {
         let mut temp = m.clone();
-        temp.name = ModelGroup::member_name(prefix, member_key(&group, m));
+        temp.name = ModelGroup::member_name(prefix, group.key_of(m));
         input.registry.insert(temp.seal())?;
     }
     let key = format!("CAST({} AS VARCHAR)", ident(&group.group_by));
@@ -83,7 +83,7 @@ pub(crate) async fn group(input: &TailInput<'_>, group: ModelGroup) -> Result<Mo
     let values = group
         .members
         .iter()
-        .map(|m| format!("'{}'", member_key(&group, m).replace('\'', "''")))
+        .map(|m| format!("'{}'", group.key_of(m).replace('\'', "''")))
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
@@ -98,27 +98,5 @@ pub(crate) async fn group(input: &TailInput<'_>, group: ModelGroup) -> Result<Mo
         .enumerate()
         .map(|(i, k)| (k, tail_of(&batch, 1, i, input.quantile)))
         .collect();
-    let mut group = group;
-    let members = std::mem::take(&mut group.members);
-    for mut m in members {
-        m.thresholds.tail = tails.get(member_key(&group, &m)).copied();
-        group.members.push(seal(m)?);
-    }
-    let group = group.seal();
-    group.validate()?;
-    Ok(group)
-}
-
-/// The group value a member was trained on (`<group>/<value>`).
-pub(crate) fn member_key<'a>(group: &ModelGroup, m: &'a ModelArtifact) -> &'a str {
-    m.name
-        .strip_prefix(&group.name)
-        .and_then(|s| s.strip_prefix('/'))
-        .unwrap_or(&m.name)
-}
-
-fn seal(model: ModelArtifact) -> Result<ModelArtifact> {
-    let model = model.seal();
-    model.validate()?;
-    Ok(model)
+    amend_members(group, |key, m| m.thresholds.tail = tails.get(key).copied())
 }

@@ -276,6 +276,33 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
     })
 }
 
+/// `model` changed by `change`, sealed again (a new fingerprint) and checked.
+pub(crate) fn amend(
+    mut model: ModelArtifact,
+    change: impl FnOnce(&mut ModelArtifact),
+) -> Result<ModelArtifact> {
+    change(&mut model);
+    let model = model.seal();
+    model.validate()?;
+    Ok(model)
+}
+
+/// Each member of `group` changed by `change` (given its group value), then the group sealed
+/// again and checked.
+pub(crate) fn amend_members(
+    mut group: ModelGroup,
+    mut change: impl FnMut(&str, &mut ModelArtifact),
+) -> Result<ModelGroup> {
+    let members = std::mem::take(&mut group.members);
+    for m in members {
+        let key = group.key_of(&m).to_string();
+        group.members.push(amend(m, |m| change(&key, m))?);
+    }
+    let group = group.seal();
+    group.validate()?;
+    Ok(group)
+}
+
 /// The model file at `path` exists and may not be replaced.
 fn exists(job: &TrainJob, path: &str) -> Error {
     Error::Input(format!(

@@ -141,34 +141,30 @@ pub(crate) async fn train_groups(
                 let c = s.column_by_name(f)?.as_primitive::<Float64Type>();
                 c.is_valid(i).then(|| c.value(i))
             };
-            match (field("median"), field("mad")) {
-                (Some(median), Some(mad))
-                    if crate::train::too_large(name, median, mad).is_some() =>
-                {
-                    skipped.push(SkippedMember {
-                        key: k.clone(),
-                        rows,
-                        reason: crate::train::too_large(name, median, mad).unwrap_or_default(),
-                    });
-                    break;
-                }
-                (Some(median), Some(mad)) => stats.push(RobustStats {
-                    count: s
-                        .column_by_name("count")
-                        .map_or(0, |c| c.as_primitive::<UInt64Type>().value(i)),
-                    median,
-                    mad,
-                    mean_ad: field("mean_ad").unwrap_or(0.0),
-                }),
-                _ => {
-                    skipped.push(SkippedMember {
-                        key: k.clone(),
-                        rows,
-                        reason: format!("feature `{name}` has no finite value"),
-                    });
-                    break;
-                }
-            }
+            // A feature without usable statistics skips the whole value, naming why.
+            let reason = match (field("median"), field("mad")) {
+                (Some(median), Some(mad)) => match crate::train::too_large(name, median, mad) {
+                    None => {
+                        stats.push(RobustStats {
+                            count: s
+                                .column_by_name("count")
+                                .map_or(0, |c| c.as_primitive::<UInt64Type>().value(i)),
+                            median,
+                            mad,
+                            mean_ad: field("mean_ad").unwrap_or(0.0),
+                        });
+                        continue;
+                    }
+                    Some(too_large) => too_large,
+                },
+                _ => format!("feature `{name}` has no finite value"),
+            };
+            skipped.push(SkippedMember {
+                key: k.clone(),
+                rows,
+                reason,
+            });
+            break;
         }
         if stats.len() < d {
             continue;
