@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole TADS test suite, with everything it needs: installs the test tools (a Python virtual
-# environment with moto's S3 server, from PyPI), starts an S3-compatible server on 127.0.0.1,
+# environment with moto's S3 server, from PyPI; Debian's prometheus-alertmanager with apt if it is
+# missing, for tads-deliver's tests), starts an S3-compatible server on 127.0.0.1,
 # finds or starts PostgreSQL on 127.0.0.1:5432, then runs the checks and every test. Exits
 # non-zero if anything fails. Nothing is skipped.
 #
@@ -22,6 +23,11 @@ if [ ! -x "$venv/bin/moto_server" ] || [ "$(cat "$venv/.requirements" 2>/dev/nul
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
   echo "$req_hash" > "$venv/.requirements"
+fi
+
+if ! command -v prometheus-alertmanager >/dev/null; then
+  step "installing prometheus-alertmanager (apt; tads-deliver's tests start one on 127.0.0.1)"
+  apt-get update && apt-get install -y prometheus-alertmanager
 fi
 
 step "starting an S3-compatible server (moto) on 127.0.0.1"

@@ -425,18 +425,7 @@ impl Outbox {
                     blocked.insert(id);
                     stopped = true;
                 }
-                Outcome::Rejected { why } => {
-                    spool::set_aside(
-                        &path,
-                        "failed",
-                        &format!("{target} refused alert {id}: {why}"),
-                    )
-                    .map_err(|e| self.err("cannot move a refused entry aside", e))?;
-                    report.rejected += 1;
-                    report
-                        .errors
-                        .push(format!("{target}: alert {id} refused for good: {why}"));
-                }
+                Outcome::Rejected { why } => self.refused(&path, target, &id, &why, report)?,
             }
         }
         Ok(())
@@ -587,16 +576,29 @@ impl Outbox {
         spool::write_json(&path, &active)
             .map_err(|e| self.err("cannot keep a refused alert", e))?;
         let id = &active.event.alert_id;
+        self.refused(&path, Target::Alertmanager, id, why, report)
+    }
+
+    /// `target` refused alert `id` for good: its file is moved aside as `*.failed`, with a
+    /// warning, and the report says so.
+    fn refused(
+        &self,
+        path: &Path,
+        target: Target,
+        id: &str,
+        why: &str,
+        report: &mut DeliveryReport,
+    ) -> Result<()> {
         spool::set_aside(
-            &path,
+            path,
             "failed",
-            &format!("alertmanager refused alert {id}: {why}"),
+            &format!("{target} refused alert {id}: {why}"),
         )
-        .map_err(|e| self.err("cannot move a refused alert aside", e))?;
+        .map_err(|e| self.err("cannot move a refused entry aside", e))?;
         report.rejected += 1;
         report
             .errors
-            .push(format!("alertmanager: alert {id} refused for good: {why}"));
+            .push(format!("{target}: alert {id} refused for good: {why}"));
         Ok(())
     }
 }
