@@ -79,7 +79,7 @@ impl DeliveryReport {
 ///
 /// ```text
 /// DIR/batches/NNNNNNNNNNNN.json        an enqueue, split into entries right away
-/// DIR/{webhook,slack,pagerduty}/NNNNNNNNNNNN-IIIIII.json   one event for one receiver
+/// DIR/{webhook,slack,pagerduty}/NNNNNNNNNNNN-IIIIIIIII.json   one event for one receiver
 /// DIR/alertmanager/active.json         the alerts Alertmanager is told about
 /// …/*.bad, …/*.failed                  unreadable, and refused for good: kept for a look
 /// ```
@@ -100,8 +100,7 @@ pub struct Outbox {
 }
 
 /// The sequence number a batch or entry file name starts with.
-fn seq_of(path: &Path) -> Option<u64> {
-    let name = path.file_name()?.to_string_lossy();
+fn seq_of(name: &str) -> Option<u64> {
     let digits: String = name.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }
@@ -140,15 +139,17 @@ impl Outbox {
         folders.extend(Target::ALL.iter().map(|t| outbox.dir.join(t.name())));
         for folder in &folders {
             spool::clean_temps(folder).map_err(|e| io("cannot clean it", e))?;
-            for path in spool::list_json(folder).map_err(|e| io("cannot list it", e))? {
-                outbox.next_seq = outbox.next_seq.max(seq_of(&path).unwrap_or(0) + 1);
+            // Files moved aside count too: a new entry never takes their names.
+            for name in spool::names(folder).map_err(|e| io("cannot list it", e))? {
+                outbox.next_seq = outbox.next_seq.max(seq_of(&name).unwrap_or(0) + 1);
             }
         }
         outbox.active = outbox.load_active()?;
         for path in spool::list_json(&folders[0]).map_err(|e| io("cannot list it", e))? {
             match spool::read_json::<Batch>(&path) {
                 Ok(batch) => {
-                    let seq = seq_of(&path).unwrap_or(0);
+                    let name = path.file_name().unwrap_or_default().to_string_lossy();
+                    let seq = seq_of(&name).unwrap_or(0);
                     outbox.split(seq, &path, &batch)?;
                 }
                 Err(why) => {
@@ -240,7 +241,7 @@ impl Outbox {
                 let entry_path = self
                     .dir
                     .join(target.name())
-                    .join(format!("{seq:012}-{i:06}.json"));
+                    .join(format!("{seq:012}-{i:09}.json"));
                 if entry_path.exists() {
                     continue;
                 }
@@ -562,7 +563,7 @@ impl Outbox {
     }
 
     /// Alertmanager refuses this alert for good: it is written aside as
-    /// `alertmanager/<fingerprint>-<seq>.json.failed` with a warning and forgotten.
+    /// `alertmanager/<seq>-<fingerprint>.json.failed` with a warning and forgotten.
     fn reject(&mut self, fp: &str, why: &str, report: &mut DeliveryReport) -> Result<()> {
         let Some(active) = self.active.alerts.remove(fp) else {
             return Ok(());
@@ -572,7 +573,7 @@ impl Outbox {
         let path = self
             .dir
             .join(Target::Alertmanager.name())
-            .join(format!("{fp}-{seq:012}.json"));
+            .join(format!("{seq:012}-{fp}.json"));
         spool::write_json(&path, &active)
             .map_err(|e| self.err("cannot keep a refused alert", e))?;
         let id = &active.event.alert_id;
@@ -626,4 +627,31 @@ fn outbox_dir(dir: &Path) -> String {
 
 fn outbox_err(dir: &str, what: &str, e: impl std::fmt::Display) -> Error {
     Error::Outbox(format!("outbox {dir}: {what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_can_run_on_a_spawned_task() {
+        fn is_send<T: Send>(_: &T) {}
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(dir.path(), Targets::default()).unwrap();
+        is_send(&outbox.deliver(Utc::now()));
+    }
+
+    #[test]
+    fn without_receivers_nothing_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(dir.path(), Targets::default()).unwrap();
+        let event: AlertEvent = serde_json::from_value(serde_json::json!({
+            "alert_id": "a", "kind": "opened", "host": "h", "model": "m", "severity": "info",
+            "starts_at": "2024-01-01T00:00:00Z", "peak_score": null, "points": 1
+        }))
+        .unwrap();
+        assert!(event.peak_score.is_nan());
+        assert_eq!(outbox.enqueue(&[event]).unwrap(), 0);
+        assert_eq!(outbox.pending().unwrap(), Pending::default());
+    }
 }

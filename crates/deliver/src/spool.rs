@@ -48,43 +48,41 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// The `*.json` files in `dir` in name order, hidden (temporary) files left out; none when the
-/// directory does not exist.
-pub fn list_json(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+/// The names of the files in `dir`, sorted, hidden ones too; none when it does not exist.
+pub fn names(dir: &Path) -> std::io::Result<Vec<String>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
         Err(e) => return Err(e),
     };
-    let mut paths = Vec::new();
+    let mut names = Vec::new();
     for entry in entries {
-        let path = entry?.path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        if name.ends_with(".json") && !name.starts_with('.') {
-            paths.push(path);
-        }
+        names.push(entry?.file_name().to_string_lossy().into_owned());
     }
-    paths.sort();
-    Ok(paths)
+    names.sort();
+    Ok(names)
+}
+
+/// The `*.json` files in `dir` in name order, hidden (temporary) files left out; none when the
+/// directory does not exist.
+pub fn list_json(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    Ok(names(dir)?
+        .into_iter()
+        .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
+        .map(|n| dir.join(n))
+        .collect())
 }
 
 /// Removes the temporary files a crash left in `dir` (hidden `*.tmp`); returns how many.
 pub fn clean_temps(dir: &Path) -> std::io::Result<usize> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    let mut removed = 0;
-    for entry in entries {
-        let path = entry?.path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        if name.starts_with('.') && name.ends_with(".tmp") {
-            remove(&path)?;
-            removed += 1;
-        }
+    let temps: Vec<String> = names(dir)?
+        .into_iter()
+        .filter(|n| n.starts_with('.') && n.ends_with(".tmp"))
+        .collect();
+    for name in &temps {
+        remove(&dir.join(name))?;
     }
-    Ok(removed)
+    Ok(temps.len())
 }
 
 /// Renames `path` to `<path>.<suffix>` (kept for a look, no longer listed) and prints a warning
