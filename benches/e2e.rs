@@ -104,6 +104,7 @@ fn bench(c: &mut Criterion) {
             overwrite: true,
             break_lock: false,
             concurrency: 0,
+            memory: 0,
             config,
             run_id: None,
         };

@@ -565,9 +565,73 @@ fn readers_look_for_the_marker_up_the_tree_and_check_the_manifest_list() {
         assert_user_error(&run, "part-00000.parquet");
     }
     std::fs::rename(&aside, &part).unwrap();
+    // A Parquet file the manifest does not list is read, and said.
+    let extra = day.join("part-extra.parquet");
+    std::fs::copy(&part, &extra).unwrap();
+    for run in readers(&dir) {
+        assert_ok(&run);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            stderr.contains("1 Parquet file(s) below it are not in its manifest")
+                && stderr.contains("part-extra.parquet"),
+            "{stderr}"
+        );
+    }
+    std::fs::remove_file(&extra).unwrap();
     // A writer at work (or killed) at the dataset's root: its day folders are not finished.
     std::fs::write(dir.join(tads_store::IN_PROGRESS), "{}").unwrap();
     for run in readers(&day) {
         assert_user_error(&run, "is not a finished dataset");
+    }
+}
+
+/// Two `generate --overwrite` runs into one folder at once, with other seeds: never a mix. One
+/// may be refused (the folder is locked by the other); what is left is one run's whole dataset,
+/// and a reader sees exactly its rows.
+#[tokio::test]
+async fn two_generates_into_one_folder_never_mix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ds");
+    let with_seed = |seed: &'static str| -> Vec<&'static str> {
+        let mut args: Vec<&'static str> = SMALL.to_vec();
+        let at = args.iter().position(|a| *a == "--seed").unwrap();
+        args[at + 1] = seed;
+        args.push("--overwrite");
+        args
+    };
+    let spawn = |seed: &'static str| {
+        tads()
+            .arg("generate")
+            .arg("--out")
+            .arg(&dir)
+            .args(with_seed(seed))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    for round in 0..3 {
+        let (a, b) = (spawn("3"), spawn("4"));
+        let runs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+        assert!(
+            runs.iter().any(|r| r.status.success()),
+            "round {round}: neither run finished"
+        );
+        for run in runs.iter().filter(|r| !r.status.success()) {
+            assert_user_error(run, "is locked by tads generate run");
+        }
+        // What is left is one seed's complete dataset: its manifest lists exactly the files
+        // there, and every row is read.
+        let manifest: Manifest =
+            serde_json::from_slice(&std::fs::read(dir.join("_manifest.json")).unwrap()).unwrap();
+        let mut listed: Vec<String> = manifest.files.iter().map(|f| f.path.clone()).collect();
+        listed.push("_manifest.json".into());
+        listed.sort();
+        assert_eq!(files_below(&dir), listed, "round {round}");
+        let ctx = tads_sql::session();
+        let loc = Location::parse_data(dir.to_str().unwrap()).unwrap();
+        tads_sql::register_dataset(&ctx, "t", &loc).await.unwrap();
+        let rows = scalar(&ctx, "SELECT count(*) FROM t").await;
+        assert_eq!(rows, manifest.rows.to_string(), "round {round}");
     }
 }

@@ -166,6 +166,35 @@ pub(crate) fn parse_threads(text: &str) -> Result<usize, String> {
     Ok(n)
 }
 
+/// The least `--memory` accepted: below it a sort cannot hold even one batch per partition.
+const MIN_MEMORY: usize = 16 << 20;
+
+/// Parses a size such as `512M`, `4G`, `1GiB` or `1073741824` (bytes; K, M, G and T are powers
+/// of 1024), at least [`MIN_MEMORY`].
+pub(crate) fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size such as 512M or 4G"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(format!("`{text}`: unknown unit (use K, M, G or T)")),
+    };
+    let bytes = number
+        .checked_mul(1usize << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))?;
+    if bytes < MIN_MEMORY {
+        return Err(format!("`{text}` is too small: at least 16M"));
+    }
+    Ok(bytes)
+}
+
 /// clap's message on one line: the lines before its usage block, which name the flag and the
 /// problem (`error: the following required arguments were not provided: --out <DIR|URL>`).
 fn clap_error_line(text: &str) -> String {
@@ -249,6 +278,17 @@ mod tests {
         assert_eq!(si(5_020_000.0), "5.02M");
         assert_eq!(si(812.0), "812");
         assert_eq!(mib(3 * 1024 * 1024), "3.0 MiB");
+    }
+
+    #[test]
+    fn sizes_parse_in_powers_of_1024() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("4G"), Ok(4 << 30));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("16777216"), Ok(16 << 20));
+        for bad in ["", "G", "1.5G", "12Q", "-1G", "1M", "99999999999999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -23,8 +23,8 @@ over the model's SPE limit and mad_zmax over its cut, 1.0 at threshold) and aler
 row belongs to, or NULL) to <out>/scored/, in the input's partitioning (date=…/part-….parquet); the \
 alerts to <out>/alerts/alerts.parquet; then <out>/_manifest.json. Rows with a NULL or non-finite \
 metric keep NULL scores. Scoring streams: one DataFusion plan per input file, files scored \
-concurrently; the alert pass sorts each host's scores by time and spills to disk beyond 1 GiB, so \
-memory does not grow with the dataset.\n\n\
+concurrently; the alert pass sorts each host's scores by time and spills to disk beyond --memory \
+(1 GiB), so memory does not grow with the dataset.\n\n\
 Alerts: per host (alerts.key) in time order (alerts.time), an alert opens when the score is at or \
 above alerts.enter for alerts.min_points rows, stays open while it is at or above alerts.exit, and \
 no new one opens for alerts.cooldown after it closes. Its severity is info, warning or critical by \
@@ -70,6 +70,9 @@ pub(crate) struct ScoreArgs {
     /// Files scored at once (default: one per core)
     #[arg(long, default_value_t = 0, value_parser = crate::parse_threads)]
     threads: usize,
+    /// Memory the alert pass's sort may hold before it spills to disk, e.g. 512M or 4G
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = crate::parse_size)]
+    memory: usize,
     /// Replace an earlier TADS output at --out
     #[arg(long)]
     overwrite: bool,
@@ -179,6 +182,7 @@ pub(crate) async fn run(args: ScoreArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
         overwrite: args.overwrite,
         break_lock: args.break_lock,
         concurrency: args.threads,
+        memory: args.memory,
         config,
         run_id: None,
     };

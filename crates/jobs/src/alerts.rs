@@ -376,7 +376,36 @@ impl Series {
 /// key and time, spilling as needed. Every key's rows are then in one partition, in order, so
 /// the partitions are walked in parallel, one task each; their alerts are merged in key and
 /// time order.
+///
+/// When the sort runs out of memory it could not spill (DataFusion's merge of spilled runs
+/// cannot spill, and the partitions share the pool), the pass runs again in one partition,
+/// which then has the whole pool: the job never fails for lack of memory it could spill.
 pub(crate) async fn find(
+    ctx: &SessionContext,
+    q: &AlertQuery<'_>,
+    rules: &AlertRules,
+    severity: &Severity,
+    progress: Arc<dyn Progress>,
+) -> Result<Alerts> {
+    let partitions = ctx.copied_config().target_partitions();
+    match find_in(ctx, q, rules, severity, Arc::clone(&progress)).await {
+        Err(Error::DataFusion(e)) if partitions > 1 && e.contains("Resources exhausted") => {
+            eprintln!(
+                "note: the alert pass ran out of memory in {partitions} partitions ({e}); \
+                 running it again in one partition (or give --memory more)"
+            );
+            progress.phase("finding alerts (one partition)");
+            let mut state = ctx.state();
+            state.config_mut().options_mut().execution.target_partitions = 1;
+            let single = SessionContext::new_with_state(state);
+            find_in(&single, q, rules, severity, progress).await
+        }
+        other => other,
+    }
+}
+
+/// [`find`] in the partitions of `ctx`.
+async fn find_in(
     ctx: &SessionContext,
     q: &AlertQuery<'_>,
     rules: &AlertRules,

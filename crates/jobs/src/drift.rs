@@ -19,9 +19,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch, StructArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, Schema, TimeUnit};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Fields, Float64Type, Int64Type, Schema, TimeUnit,
+};
 use datafusion::common::{Result as DfResult, exec_err};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
@@ -120,23 +122,20 @@ pub struct Baselines {
 type Level = (i64, Vec<Option<f64>>);
 
 impl Baselines {
-    /// The shift of metric `j` of `key` in hour `hour` (hours since the epoch): the previous
-    /// day's level minus the training level, plus the model's cycle at that hour of the day.
-    fn shift(&self, key: &str, hour: i64, j: usize) -> f64 {
+    /// The shift of every metric of `key` in hour `hour` (hours since the epoch), into `out`:
+    /// the previous day's level minus the training level, plus the model's cycle at that hour
+    /// of the day; 0 where there is neither.
+    fn shifts_into(&self, key: &str, hour: i64, out: &mut [f64]) {
         let day = hour.div_euclid(24);
-        let level = self
-            .shifts
-            .get(key)
-            .and_then(|m| m.get(&day))
-            .and_then(|s| s.get(j).copied())
-            .unwrap_or(0.0);
+        let level = self.shifts.get(key).and_then(|m| m.get(&day));
         let cycle = self
             .profiles
             .get(key)
-            .and_then(|p| p.get(hour.rem_euclid(24) as usize))
-            .and_then(|h| h.get(j).copied())
-            .unwrap_or(0.0);
-        level + cycle
+            .and_then(|p| p.get(hour.rem_euclid(24) as usize));
+        for (j, v) in out.iter_mut().enumerate() {
+            *v = level.and_then(|s| s.get(j).copied()).unwrap_or(0.0)
+                + cycle.and_then(|h| h.get(j).copied()).unwrap_or(0.0);
+        }
     }
 
     /// Whether any row gets a shift.
@@ -157,10 +156,13 @@ pub(crate) struct BaselineQuery<'a> {
     pub(crate) model: &'a str,
     pub(crate) grouped: bool,
     pub(crate) registry: &'a ModelRegistry,
+    /// The run's memory pool in bytes: the medians of one statement hold every value they
+    /// cover, so the days are read in windows that fit.
+    pub(crate) memory: usize,
 }
 
-/// One statement: the exact median of each metric per key and UTC day, then each day's
-/// shift from the previous day.
+/// The exact median of each metric per key and UTC day, then each day's shift from the
+/// previous day.
 pub(crate) async fn baselines(q: &BaselineQuery<'_>, s: &DriftSettings) -> Result<Baselines> {
     // The medians only when the previous day's level is used (the daily cycle alone needs just
     // the keys).
@@ -169,51 +171,10 @@ pub(crate) async fn baselines(q: &BaselineQuery<'_>, s: &DriftSettings) -> Resul
     } else {
         q.features.len()
     };
-    let medians: String = q.features[..d]
-        .iter()
-        .map(|f| {
-            let x = format!("CAST({} AS DOUBLE)", ident(f));
-            format!(", median(CASE WHEN isnan({x}) THEN NULL ELSE {x} END)")
-        })
-        .collect();
-    let key = format!("CAST({} AS VARCHAR)", ident(q.key));
-    let day = format!(
-        "CAST(floor(to_unixtime({}) / 86400) AS BIGINT)",
-        ident(q.time)
-    );
-    let sql = format!(
-        "SELECT {key}, {day}, count(*){medians} FROM {} {} GROUP BY 1, 2",
-        q.table,
-        if q.filter.is_empty() {
-            format!("WHERE {key} IS NOT NULL")
-        } else {
-            format!("{} AND {key} IS NOT NULL", q.filter)
-        }
-    );
-    let batch = collect(q.ctx, &sql).await?;
-    let keys = cast(batch.column(0), &DataType::Utf8)?;
-    let keys = keys.as_string::<i32>();
-    let days = batch.column(1).as_primitive::<Int64Type>();
-    let counts = batch.column(2).as_primitive::<Int64Type>();
-    let medians: Vec<ArrayRef> = (0..d)
-        .map(|j| cast(batch.column(3 + j), &DataType::Float64))
-        .collect::<std::result::Result<_, _>>()?;
-    // Per key: day → (rows, medians).
+    let batches = day_medians(q, d).await?;
     let mut levels: HashMap<String, BTreeMap<i64, Level>> = HashMap::new();
-    for i in 0..batch.num_rows() {
-        if keys.is_null(i) || days.is_null(i) {
-            continue;
-        }
-        let m = (0..d)
-            .map(|j| {
-                let c = medians[j].as_primitive::<Float64Type>();
-                (c.is_valid(i) && c.value(i).is_finite()).then(|| c.value(i))
-            })
-            .collect();
-        levels
-            .entry(keys.value(i).to_string())
-            .or_default()
-            .insert(days.value(i), (counts.value(i), m));
+    for batch in &batches {
+        add_levels(batch, d, &mut levels)?;
     }
     let mut out = Baselines::default();
     for (key, by_day) in levels {
@@ -283,6 +244,127 @@ pub(crate) async fn baselines(q: &BaselineQuery<'_>, s: &DriftSettings) -> Resul
     Ok(out)
 }
 
+/// Adds one batch of `(key, day, rows, medians…)` to the levels per key and day.
+fn add_levels(
+    batch: &RecordBatch,
+    d: usize,
+    levels: &mut HashMap<String, BTreeMap<i64, Level>>,
+) -> Result<()> {
+    let keys = cast(batch.column(0), &DataType::Utf8)?;
+    let keys = keys.as_string::<i32>();
+    let days = batch.column(1).as_primitive::<Int64Type>();
+    let counts = batch.column(2).as_primitive::<Int64Type>();
+    let medians: Vec<ArrayRef> = (0..d)
+        .map(|j| cast(batch.column(3 + j), &DataType::Float64))
+        .collect::<std::result::Result<_, _>>()?;
+    for i in 0..batch.num_rows() {
+        if keys.is_null(i) || days.is_null(i) {
+            continue;
+        }
+        let m = (0..d)
+            .map(|j| {
+                let c = medians[j].as_primitive::<Float64Type>();
+                (c.is_valid(i) && c.value(i).is_finite()).then(|| c.value(i))
+            })
+            .collect();
+        levels
+            .entry(keys.value(i).to_string())
+            .or_default()
+            .insert(days.value(i), (counts.value(i), m));
+    }
+    Ok(())
+}
+
+/// Bytes the median of one value holds while it is computed (the value and its share of the
+/// growing buffer).
+const MEDIAN_BYTES_PER_VALUE: usize = 16;
+
+/// `(key, day, rows, median of each of the first d metrics)` per key and UTC day. DataFusion's
+/// exact median holds every value of its group and cannot spill, so the rows are read a window
+/// of days at a time, as many days as half the memory pool holds by the average day's rows (a
+/// time predicate the Parquet statistics prune by); a window that still runs out of memory is
+/// split in two days, or for one day in two halves of its keys (`shard_of`), and read again.
+async fn day_medians(q: &BaselineQuery<'_>, d: usize) -> Result<Vec<RecordBatch>> {
+    let key = format!("CAST({} AS VARCHAR)", ident(q.key));
+    let time = ident(q.time);
+    let day = format!("CAST(floor(to_unixtime({time}) / 86400) AS BIGINT)");
+    let mut base = vec![format!("{key} IS NOT NULL")];
+    if let Some(f) = q.filter.trim().strip_prefix("WHERE") {
+        base.push(format!("({f})"));
+    }
+    let span = collect(
+        q.ctx,
+        &format!(
+            "SELECT min({day}), max({day}), count(*) FROM {} WHERE {}",
+            q.table,
+            base.join(" AND ")
+        ),
+    )
+    .await?;
+    let first = span.column(0).as_primitive::<Int64Type>();
+    let last = span.column(1).as_primitive::<Int64Type>();
+    if first.is_null(0) || last.is_null(0) {
+        return Ok(Vec::new());
+    }
+    let (first, last) = (first.value(0), last.value(0));
+    let rows = span.column(2).as_primitive::<Int64Type>().value(0).max(1) as usize;
+    let days = (last - first + 1).max(1) as usize;
+    let fits = (q.memory / 2) / (MEDIAN_BYTES_PER_VALUE * d.max(1));
+    let per_window = (fits / (rows / days).max(1)).clamp(1, days) as i64;
+    let medians: String = q.features[..d]
+        .iter()
+        .map(|f| {
+            let x = format!("CAST({} AS DOUBLE)", ident(f));
+            format!(", median(CASE WHEN isnan({x}) THEN NULL ELSE {x} END)")
+        })
+        .collect();
+    // (first day, days, shards, shard): the key's shard_of(key, shards) is `shard`.
+    let mut windows: Vec<(i64, i64, u32, u32)> = (first..=last)
+        .step_by(per_window as usize)
+        .map(|from| (from, per_window.min(last - from + 1), 1, 1))
+        .collect();
+    windows.reverse();
+    let mut out = Vec::new();
+    while let Some((from, n, shards, shard)) = windows.pop() {
+        let mut conditions = base.clone();
+        if days > 1 {
+            // The day itself, and a margin of a day around it on the column, which the
+            // statistics of row groups prune by whatever the column's time zone.
+            let us = |day: i64| day * 86_400_000_000;
+            conditions.push(format!(
+                "{day} >= {from} AND {day} < {to} AND {time} >= to_timestamp_micros({lo}) \
+                 AND {time} < to_timestamp_micros({hi})",
+                to = from + n,
+                lo = us(from - 1),
+                hi = us(from + n + 1)
+            ));
+        }
+        if shards > 1 {
+            conditions.push(format!("shard_of({key}, {shards}) = {shard}"));
+        }
+        let sql = format!(
+            "SELECT {key}, {day}, count(*){medians} FROM {} WHERE {} GROUP BY 1, 2",
+            q.table,
+            conditions.join(" AND ")
+        );
+        match q.ctx.sql(&sql).await?.collect().await {
+            Ok(batches) => out.extend(batches),
+            Err(e) if e.to_string().contains("Resources exhausted") && shards < 1 << 12 => {
+                if n > 1 {
+                    let half = n / 2;
+                    windows.push((from + half, n - half, shards, shard));
+                    windows.push((from, half, shards, shard));
+                } else {
+                    windows.push((from, n, shards * 2, shard + shards));
+                    windows.push((from, n, shards * 2, shard));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
+}
+
 /// The model's metrics as the scoring plans read them: the columns, or with a drift baseline
 /// each column shifted by its key's previous-day level (`tads_drift_shift`), and the drift
 /// notices. Without the key and time columns there is no baseline.
@@ -322,22 +404,26 @@ pub(crate) async fn metrics(
         model: &model.name,
         grouped: model.group_by.is_some(),
         registry,
+        memory: job.memory_limit(),
     };
     let found = Arc::new(baselines(&query, settings).await?);
     let notices = found.notices.clone();
     if found.is_empty() {
         return Ok((plain(), notices));
     }
-    ctx.register_udf(ShiftFunction::udf(found));
-    let (key, time) = (ident(&rules.key), ident(&rules.time));
+    ctx.register_udf(ShiftFunction::udf(found, model.features.len()));
+    // One call per row gives every metric's shift as a struct; DataFusion computes the repeated
+    // call once per row (common subexpressions) and each field is taken without a copy.
+    let shift = format!("{FUNCTION}({}, {})", ident(&rules.key), ident(&rules.time));
     let metrics = model
         .features
         .iter()
         .enumerate()
         .map(|(j, f)| {
             format!(
-                "(CAST({} AS DOUBLE) - {FUNCTION}({key}, {time}, {j}))",
-                ident(f)
+                "(CAST({} AS DOUBLE) - get_field({shift}, '{}'))",
+                ident(f),
+                field_name(j)
             )
         })
         .collect::<Vec<_>>()
@@ -345,26 +431,37 @@ pub(crate) async fn metrics(
     Ok((metrics, notices))
 }
 
-/// `tads_drift_shift(key, time, j)`: how far the key's previous-day level of metric `j` (0-based,
-/// in the model's feature order) lies from the model's median; 0 where there is no baseline.
+/// The struct field of metric `j` in [`ShiftFunction`]'s result.
+fn field_name(j: usize) -> String {
+    format!("m{j}")
+}
+
+/// `tads_drift_shift(key, time)`: a struct with one field per metric (`m0`, `m1`, … in the
+/// model's feature order), how far the key's previous-day level of that metric lies from the
+/// model's median plus the model's daily cycle at the row's hour; 0 where there is neither.
 #[derive(Debug)]
 pub(crate) struct ShiftFunction {
     baselines: Arc<Baselines>,
+    fields: Fields,
     signature: Signature,
 }
 
 impl ShiftFunction {
-    pub(crate) fn udf(baselines: Arc<Baselines>) -> ScalarUDF {
+    pub(crate) fn udf(baselines: Arc<Baselines>, width: usize) -> ScalarUDF {
+        let fields: Fields = (0..width)
+            .map(|j| Field::new(field_name(j), DataType::Float64, false))
+            .collect();
         ScalarUDF::new_from_impl(Self {
             baselines,
-            signature: Signature::any(3, Volatility::Immutable),
+            fields,
+            signature: Signature::any(2, Volatility::Immutable),
         })
     }
 }
 
 impl PartialEq for ShiftFunction {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.baselines, &other.baselines)
+        Arc::ptr_eq(&self.baselines, &other.baselines) && self.fields == other.fields
     }
 }
 impl Eq for ShiftFunction {}
@@ -382,43 +479,48 @@ impl ScalarUDFImpl for ShiftFunction {
         &self.signature
     }
     fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
-        Ok(DataType::Float64)
+        Ok(DataType::Struct(self.fields.clone()))
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let n = args.number_rows;
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let [key, time, j] = arrays.as_slice() else {
-            return exec_err!("{FUNCTION}: expects (key, time, metric index)");
+        let [key, time] = arrays.as_slice() else {
+            return exec_err!("{FUNCTION}: expects (key, time)");
         };
-        let j = cast(j, &DataType::Int64)?;
-        let j = j.as_primitive::<Int64Type>();
-        if j.is_empty() || j.is_null(0) {
-            return exec_err!("{FUNCTION}: the metric index must be a number");
-        }
-        let j = j.value(0) as usize;
         let keys = cast(key, &DataType::Utf8)?;
         let keys = keys.as_string::<i32>();
         let times = cast(time, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
         let times = times.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
-        let mut out = Vec::with_capacity(n);
-        // Rows come in runs of one key, day and hour: look each run up once.
-        let mut last: Option<(usize, i64, f64)> = None;
+        let d = self.fields.len();
+        let mut columns: Vec<Vec<f64>> = (0..d).map(|_| Vec::with_capacity(n)).collect();
+        let mut row = vec![0.0; d];
+        // Rows come in runs of one key and hour: look each run up once.
+        let mut last: Option<(usize, i64)> = None;
         for i in 0..n {
             if keys.is_null(i) || times.is_null(i) {
-                out.push(0.0);
-                continue;
-            }
-            let hour = times.value(i).div_euclid(HOUR_US);
-            let shift = match last {
-                Some((r, h, v)) if h == hour && keys.value(r) == keys.value(i) => v,
-                _ => {
-                    let v = self.baselines.shift(keys.value(i), hour, j);
-                    last = Some((i, hour, v));
-                    v
+                row.fill(0.0);
+                last = None;
+            } else {
+                let hour = times.value(i).div_euclid(HOUR_US);
+                let same =
+                    matches!(last, Some((r, h)) if h == hour && keys.value(r) == keys.value(i));
+                if !same {
+                    self.baselines.shifts_into(keys.value(i), hour, &mut row);
+                    last = Some((i, hour));
                 }
-            };
-            out.push(shift);
+            }
+            for (c, v) in columns.iter_mut().zip(&row) {
+                c.push(*v);
+            }
         }
-        Ok(ColumnarValue::Array(Arc::new(Float64Array::from(out))))
+        let columns: Vec<ArrayRef> = columns
+            .into_iter()
+            .map(|c| Arc::new(Float64Array::from(c)) as ArrayRef)
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(StructArray::try_new(
+            self.fields.clone(),
+            columns,
+            None,
+        )?)))
     }
 }

@@ -102,7 +102,14 @@ pub async fn register_dataset(
         .filter_map(|o| location.relative(&o.location))
         .collect();
     // No writer at work here or above, and every file the manifest lists below here present.
-    tads_store::check_finished(location, &relative).await?;
+    let extra = tads_store::check_finished(location, &relative).await?;
+    if let Some(first) = extra.first() {
+        eprintln!(
+            "note: {location}: {} Parquet file(s) below it are not in its manifest and are read as well ({first}{})",
+            extra.len(),
+            if extra.len() > 1 { ", …" } else { "" }
+        );
+    }
     let first = match location.file() {
         // A single file: read as it is, no partitions.
         Some(name) => name.to_string(),

@@ -28,8 +28,10 @@ impl Location {
 /// Fails if this location, or a folder above it, holds the in-progress marker of a TADS writer,
 /// or if the nearest manifest at or above it lists a file below it that `present` (the paths
 /// below the location, relative to it) lacks. A manifest that lists no files (not a TADS
-/// output's) is not checked against.
-pub async fn check_finished(location: &Location, present: &[String]) -> Result<()> {
+/// output's) is not checked against. Returns the Parquet files of `present` that such a
+/// manifest does not list (outside hidden `_`/`.` folders): files someone else put there, which
+/// a reader should mention.
+pub async fn check_finished(location: &Location, present: &[String]) -> Result<Vec<String>> {
     let unfinished = |at: &Location| Error::Target {
         location: location.to_string(),
         message: format!(
@@ -58,7 +60,21 @@ pub async fn check_finished(location: &Location, present: &[String]) -> Result<(
                     ),
                 });
             }
-            return Ok(());
+            let hidden = |f: &str| {
+                f.split('/')
+                    .any(|p| p.starts_with('_') || p.starts_with('.'))
+            };
+            let extra = present
+                .iter()
+                .filter(|p| p.ends_with(".parquet") && !hidden(p))
+                .filter(|p| {
+                    !listed
+                        .iter()
+                        .any(|f| f.strip_prefix(below.as_str()) == Some(p))
+                })
+                .cloned()
+                .collect();
+            return Ok(extra);
         }
         let Some(name) = at
             .prefix
@@ -66,15 +82,15 @@ pub async fn check_finished(location: &Location, present: &[String]) -> Result<(
             .next_back()
             .map(|p| p.as_ref().to_string())
         else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         below = format!("{name}/{below}");
         match at.parent() {
             Some(up) => at = up,
-            None => return Ok(()),
+            None => return Ok(Vec::new()),
         }
     }
-    Ok(())
+    Ok(Vec::new())
 }
 
 #[cfg(test)]
@@ -91,7 +107,19 @@ mod tests {
         let scored = root.sub("scored");
         assert_eq!(scored.parent().unwrap().url(), root.url());
         let all = ["a/x.parquet".to_string(), "b/y.parquet".to_string()];
-        check_finished(&scored, &all).await.unwrap();
+        assert!(check_finished(&scored, &all).await.unwrap().is_empty());
+        // A Parquet file the manifest does not list is returned; hidden ones and others are not.
+        let more = [
+            all[0].clone(),
+            all[1].clone(),
+            "c/z.parquet".to_string(),
+            "_tmp/w.parquet".to_string(),
+            "notes.txt".to_string(),
+        ];
+        assert_eq!(
+            check_finished(&scored, &more).await.unwrap(),
+            ["c/z.parquet"]
+        );
         let err = check_finished(&scored, &all[..1])
             .await
             .unwrap_err()

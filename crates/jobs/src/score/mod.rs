@@ -1,0 +1,636 @@
+//! `tads score`: every row of a dataset with its anomaly scores, as Parquet in the input's
+//! partitioning.
+//!
+//! The job is one DataFusion plan per input file, written to
+//! `<out>/scored/<the input file's relative path>`. A file whose columns are the dataset's keeps
+//! its column chunks as they are: a one-partition plan `SELECT pca_scores(…) FROM <file>`
+//! decodes only the metrics, and each of the file's row groups is copied with its score columns
+//! added (module `passthrough`). Otherwise (a sharded run, or a file with other columns) the
+//! plan is `SELECT *, pca_scores(…) FROM <file> [WHERE shard_of(host_id, n) = i]` and every
+//! column is encoded again. Files run concurrently (one per core); an output file rolls over
+//! every [`ROWS_PER_FILE`] rows (at a row group boundary when chunks are kept), so memory is
+//! bounded by the file size and the concurrency, never by the dataset.
+//! `<out>/_manifest.json` is written last (see [`tads_store::output`]).
+
+mod input;
+mod write;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::prelude::SessionContext;
+use serde::{Deserialize, Serialize};
+use tads_sql::ModelRegistry;
+use tads_sql::functions::{ModelFunction, ModelScore};
+use tads_sql::registry::Loaded;
+use tads_store::{Location, Output, Progress};
+
+use crate::alerts::{AlertQuery, AlertSummary};
+use crate::config::ScoreConfig;
+use crate::{Error, Result, alerts, ident};
+pub(crate) use input::Unit;
+pub(crate) use write::Shared;
+pub(crate) use write::UnitResult;
+
+/// Output files roll over after this many rows.
+pub const ROWS_PER_FILE: usize = 1 << 20;
+
+/// The columns `tads score` adds to every row, in order: the fields of `pca_scores` (the fused
+/// score last) and the alert the row belongs to.
+pub const SCORE_COLUMNS: [&str; 6] = [
+    tads_sql::functions::ALL_FIELDS[0],
+    tads_sql::functions::ALL_FIELDS[1],
+    tads_sql::functions::ALL_FIELDS[2],
+    tads_sql::functions::ALL_FIELDS[3],
+    tads_sql::functions::ALL_FIELDS[4],
+    "alert_id",
+];
+
+/// The struct column of `pca_scores` in the scoring plan, split into columns before writing.
+const SCORES_STRUCT: &str = "__tads_scores";
+
+/// Where the alerts go, below the output root.
+pub const ALERTS_FILE: &str = "alerts/alerts.parquet";
+
+/// The memory DataFusion may hold for the alert pass's sort before it spills to disk.
+pub const SORT_MEMORY: usize = 1 << 30;
+
+/// `--shard i/n`: the rows whose key falls in shard `index` of `count` (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// This shard, 1 to `count`.
+    pub index: u32,
+    /// How many shards the data is split into.
+    pub count: u32,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("`{s}` is not a shard i/n with 1 <= i <= n (e.g. 2/4)");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (u32, u32) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if index == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Self { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// What to score.
+#[derive(Debug, Clone)]
+pub struct ScoreJob {
+    /// The input dataset.
+    pub data: Location,
+    /// Where models live.
+    pub models: Location,
+    /// The model's name.
+    pub model: String,
+    /// Where the output goes: `<out>/scored/…` and `<out>/_manifest.json`.
+    pub out: Location,
+    /// Score only this shard of the keys.
+    pub shard: Option<Shard>,
+    /// The column whose values are sharded (`host_id`).
+    pub shard_by: String,
+    /// Replace an existing TADS output at `out`.
+    pub overwrite: bool,
+    /// Remove a lock left at `out` first (its writer is known to be gone).
+    pub break_lock: bool,
+    /// Files scored at once, and the alert pass's partitions (0: one per core).
+    pub concurrency: usize,
+    /// Bytes the alert pass's sort may hold before it spills to disk (0: [`SORT_MEMORY`]).
+    pub memory: usize,
+    /// Fusion, alert and severity settings.
+    pub config: ScoreConfig,
+    /// The run's id (default: a fresh one, see [`new_run_id`]).
+    pub run_id: Option<String>,
+}
+
+impl ScoreJob {
+    /// The run's memory pool in bytes (`memory`, or [`SORT_MEMORY`] for 0).
+    pub fn memory_limit(&self) -> usize {
+        if self.memory == 0 {
+            SORT_MEMORY
+        } else {
+            self.memory
+        }
+    }
+}
+
+/// One scored output file, as listed in the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoredFile {
+    /// Path below the output root (`scored/date=…/part-….parquet`).
+    pub path: String,
+    /// The input file it came from, relative to the input.
+    pub source: String,
+    /// Rows in the file.
+    pub rows: u64,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// The model a run scored with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRef {
+    /// Its name.
+    pub name: String,
+    /// Its fingerprint.
+    pub fingerprint: String,
+    /// Its features, in order.
+    pub features: Vec<String>,
+    /// For a group of models: the column whose values pick a row's member.
+    pub group_by: Option<String>,
+}
+
+impl ModelRef {
+    /// The model (or group) `load_model` found.
+    fn of(loaded: &Loaded) -> Self {
+        match loaded {
+            Loaded::Single(m) => Self {
+                name: m.artifact.name.clone(),
+                fingerprint: m.artifact.fingerprint.clone(),
+                features: m.artifact.features.clone(),
+                group_by: None,
+            },
+            Loaded::Group(g) => Self {
+                name: g.name.clone(),
+                fingerprint: g.fingerprint.clone(),
+                features: g.features.clone(),
+                group_by: Some(g.group_by.clone()),
+            },
+        }
+    }
+
+    /// The SQL expression that names each row's model: the name, or for a group
+    /// `concat('<name>/', CAST("<group_by>" AS VARCHAR))`.
+    pub fn sql(&self) -> String {
+        let name = self.name.replace('\'', "''");
+        match &self.group_by {
+            None => format!("'{name}'"),
+            Some(col) => format!("concat('{name}/', CAST({} AS VARCHAR))", ident(col)),
+        }
+    }
+}
+
+/// `<out>/_manifest.json` of a score run. Written last; its presence means complete.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreManifest {
+    /// Always `tads-score`.
+    pub kind: String,
+    /// Version of this manifest format.
+    pub format_version: u32,
+    /// This run's id.
+    pub run_id: String,
+    /// TADS version that wrote it.
+    pub tads_version: String,
+    /// When the run started.
+    pub started_at: DateTime<Utc>,
+    /// When the manifest was written.
+    pub finished_at: DateTime<Utc>,
+    /// The input dataset's URL.
+    pub data: String,
+    /// The model.
+    pub model: ModelRef,
+    /// The shard scored, if only one.
+    pub shard: Option<Shard>,
+    /// The sharded column, when sharded.
+    pub shard_by: Option<String>,
+    /// Rows read.
+    pub rows_in: u64,
+    /// Rows written.
+    pub rows: u64,
+    /// Rows written without scores (a metric NULL or not finite).
+    pub rows_unscored: u64,
+    /// The columns added to each row.
+    pub columns: Vec<String>,
+    /// The effective fusion, alert and severity settings.
+    pub config: ScoreConfig,
+    /// The alerts written, when alerts were on.
+    pub alerts: Option<AlertSummary>,
+    /// Why there are no alerts although they were not turned off (the data lacks the default
+    /// key or time column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts_skipped: Option<String>,
+    /// Keys whose level moved away from the training level (with `drift.baseline =
+    /// "previous_day"`): each reported once, with the metric that moved most.
+    #[serde(default)]
+    pub drift: Vec<crate::drift::DriftNotice>,
+    /// The output files, sorted by path.
+    pub files: Vec<ScoredFile>,
+}
+
+impl ScoreManifest {
+    /// Reads the manifest of a score output; `None` if there is none.
+    pub async fn read(out: &Location) -> Result<Option<Self>> {
+        let Some(bytes) = out.get_opt(tads_store::MANIFEST).await? else {
+            return Ok(None);
+        };
+        // The kind first: another TADS output's manifest is named as such, not as a bad field.
+        let kind = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(String::from));
+        if let Some(kind) = kind.filter(|k| k != "tads-score") {
+            return Err(Error::Data(format!(
+                "{out}{}: kind is `{kind}`, not a score output",
+                tads_store::MANIFEST
+            )));
+        }
+        let manifest: Self = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Data(format!("{out}{}: {e}", tads_store::MANIFEST)))?;
+        Ok(Some(manifest))
+    }
+}
+
+/// What a finished score run reports.
+#[derive(Debug)]
+pub struct ScoreReport {
+    /// The manifest as written.
+    pub manifest: ScoreManifest,
+    /// The alerts written (empty without alerts).
+    pub alerts: Vec<crate::alerts::Alert>,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl ScoreReport {
+    /// Input rows per second.
+    pub fn rows_per_second(&self) -> f64 {
+        self.manifest.rows_in as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Bytes of Parquet written.
+    pub fn bytes(&self) -> u64 {
+        self.manifest.files.iter().map(|f| f.bytes).sum()
+    }
+}
+
+/// A fresh run id: time and a hash of the job, so concurrent shards differ.
+pub fn new_run_id(started: DateTime<Utc>, job: &ScoreJob) -> String {
+    let key = format!(
+        "{}|{}|{}|{:?}|{}",
+        started.timestamp_nanos_opt().unwrap_or_default(),
+        job.data.data_url(),
+        job.model,
+        job.shard,
+        std::process::id()
+    );
+    format!(
+        "run-{}-{:08x}",
+        started.format("%Y%m%dT%H%M%SZ"),
+        tads_sql::functions::fnv1a64(key.as_bytes()) as u32
+    )
+}
+
+/// The run's session: the alert pass's sort holds at most `--memory` before it spills, in
+/// `--threads` partitions (one per core by default). Each partition's sort keeps a reserve for
+/// merging what it spilled: DataFusion's 10 MB, or less where the pool is small, so the reserves
+/// leave the sorts most of the pool.
+fn session(job: &ScoreJob) -> Result<SessionContext> {
+    let memory = job.memory_limit();
+    let ctx = tads_sql::session_with_memory_limit(memory)?;
+    let mut state = ctx.state();
+    let execution = &mut state.config_mut().options_mut().execution;
+    if job.concurrency > 0 {
+        execution.target_partitions = job.concurrency;
+    }
+    let reserve = memory / (4 * execution.target_partitions.max(1));
+    execution.sort_spill_reservation_bytes = reserve.clamp(256 << 10, 10 << 20);
+    Ok(SessionContext::new_with_state(state))
+}
+
+/// Scores the dataset and writes the output.
+pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreReport> {
+    let clock = Instant::now();
+    let started_at = Utc::now();
+    let run = Prepared::new(job, progress.as_ref()).await?;
+    let run_id = job
+        .run_id
+        .clone()
+        .unwrap_or_else(|| new_run_id(started_at, job));
+    let output = Arc::new(
+        Output::begin(
+            &job.out,
+            job.overwrite,
+            job.break_lock,
+            "tads score",
+            &run_id,
+        )
+        .await?,
+    );
+    // Whatever fails from here leaves no output that a reader would take as complete.
+    match run.write(job, &output, progress, started_at, run_id).await {
+        Ok((manifest, alerts)) => Ok(ScoreReport {
+            manifest,
+            alerts,
+            elapsed: clock.elapsed(),
+        }),
+        Err(e) => {
+            output.abort().await;
+            Err(e)
+        }
+    }
+}
+
+/// A run checked and planned, before anything is written.
+struct Prepared {
+    ctx: SessionContext,
+    model: ModelRef,
+    /// The input's manifest and marker before reading ([`input::input_state`]).
+    input_manifest: Option<(Option<bytes::Bytes>, bool)>,
+    file_schema: SchemaRef,
+    units: Vec<Unit>,
+    rows_in: u64,
+    /// The alert pass's query, when alerts are on.
+    alerts: Option<AlertPlan>,
+    /// Why there are no alerts although they were not turned off.
+    alerts_skipped: Option<String>,
+    /// `SELECT *, pca_scores(…)` for files written again.
+    select: String,
+    /// The scores (and with alerts the key and time) alone, for files whose chunks are kept.
+    select_scores: String,
+    drift: Vec<crate::drift::DriftNotice>,
+}
+
+/// The parts of [`AlertQuery`] a run owns.
+struct AlertPlan {
+    model_sql: String,
+    metrics: String,
+    filter: String,
+    region: bool,
+    project: bool,
+}
+
+impl Prepared {
+    async fn new(job: &ScoreJob, progress: &dyn Progress) -> Result<Self> {
+        if job.data.overlaps(&job.out) {
+            return Err(Error::Input(format!(
+                "--out {}: overlaps the input {}; write the scores somewhere else",
+                job.out, job.data
+            )));
+        }
+        job.config.validate().map_err(Error::Input)?;
+        let registry = ModelRegistry::new();
+        let model = ModelRef::of(&registry.load_model(&job.models, &job.model).await?);
+        let ctx = session(job)?;
+        tads_sql::register_all(&ctx, &registry)?;
+        ctx.register_udf(ScalarUDF::new_from_impl(ModelFunction::fused(
+            registry.clone(),
+            job.config.fusion,
+        )));
+        ctx.register_udf(ScalarUDF::new_from_impl(
+            ModelFunction::new(ModelScore::All, registry.clone()).with_fusion(job.config.fusion),
+        ));
+        // The input's manifest as it was before reading: checked again before the output's
+        // manifest is written, so a dataset replaced while it was read is never scored silently.
+        let input_manifest = input::input_state(&job.data).await?;
+        let partitions = tads_sql::register_dataset(&ctx, "input", &job.data).await?;
+        let table_schema = ctx.table("input").await?.schema().as_arrow().clone();
+        // The files hold every column but the hive partition columns (those are in the paths).
+        let file_schema: SchemaRef = Arc::new(Schema::new(
+            table_schema
+                .fields()
+                .iter()
+                .filter(|f| !partitions.contains(f.name()))
+                .cloned()
+                .collect::<Vec<_>>(),
+        ));
+        input::check_columns(&table_schema, &model, job)?;
+        if job.shard.is_some() && partitions.contains(&job.shard_by) {
+            return Err(Error::Input(format!(
+                "--shard-by: `{}` is a partition column; shard by a column inside the files",
+                job.shard_by
+            )));
+        }
+        let (with_alerts, alerts_skipped) = alert_columns(job, &table_schema, &partitions)?;
+        if let Some(g) = model.group_by.as_ref().filter(|g| partitions.contains(g)) {
+            return Err(Error::Input(format!(
+                "model `{}` is grouped by `{g}`, a partition column of {}; score data whose files hold it",
+                model.name, job.data
+            )));
+        }
+        let units = input::units(&job.data).await?;
+        let rows_in: u64 = units.iter().map(|u| u.rows).sum();
+        progress.total(rows_in, units.len() as u64);
+
+        let m = model.sql();
+        let filter = match job.shard {
+            Some(s) => format!(
+                " WHERE shard_of({}, {}) = {}",
+                ident(&job.shard_by),
+                s.count,
+                s.index
+            ),
+            None => String::new(),
+        };
+        let (metrics, drift) = crate::drift::metrics(
+            job,
+            &ctx,
+            &registry,
+            &model,
+            &table_schema,
+            &partitions,
+            &filter,
+        )
+        .await?;
+        // One pca_scores() call: one standardization and projection per row for all five
+        // scores. Its struct is split into columns in Rust (`write_unit`), not by `s['field']`
+        // in SQL, which DataFusion would evaluate as one call per field.
+        let select = format!(
+            "SELECT *, pca_scores({m}, {metrics}) AS {SCORES_STRUCT} FROM {{table}}{filter}"
+        );
+        // The same without the input's columns, for files whose column chunks are kept as they
+        // are (`passthrough`); with alerts, the key and time that find each row's alert.
+        let rules = &job.config.alerts;
+        let key_time = if with_alerts {
+            format!(", {}, {}", ident(&rules.key), ident(&rules.time))
+        } else {
+            String::new()
+        };
+        let select_scores = format!(
+            "SELECT pca_scores({m}, {metrics}) AS {SCORES_STRUCT}{key_time} FROM {{table}}"
+        );
+        let alerts = with_alerts.then(|| AlertPlan {
+            model_sql: m,
+            metrics,
+            filter,
+            region: table_schema.field_with_name("region").is_ok(),
+            project: table_schema.field_with_name("project_id").is_ok(),
+        });
+        Ok(Self {
+            ctx,
+            model,
+            input_manifest,
+            file_schema,
+            units,
+            rows_in,
+            alerts,
+            alerts_skipped,
+            select,
+            select_scores,
+            drift,
+        })
+    }
+
+    /// Finds the alerts, writes every file and the alerts, then the manifest; returns the
+    /// manifest and the alerts.
+    async fn write(
+        self,
+        job: &ScoreJob,
+        output: &Arc<Output>,
+        progress: Arc<dyn Progress>,
+        started_at: DateTime<Utc>,
+        run_id: String,
+    ) -> Result<(ScoreManifest, Vec<crate::alerts::Alert>)> {
+        let rules = &job.config.alerts;
+        let found = match &self.alerts {
+            Some(plan) => {
+                progress.phase("finding alerts");
+                let query = AlertQuery {
+                    table: "input",
+                    model_sql: &plan.model_sql,
+                    model_name: &self.model.name,
+                    metrics: &plan.metrics,
+                    filter: &plan.filter,
+                    region: plan.region,
+                    project: plan.project,
+                };
+                let found = alerts::find(
+                    &self.ctx,
+                    &query,
+                    rules,
+                    &job.config.severity,
+                    Arc::clone(&progress),
+                )
+                .await?;
+                Some(Arc::new(found))
+            }
+            None => None,
+        };
+        progress.phase("scoring");
+        // A session whose plans have one partition, so that a file's rows come back in file
+        // order.
+        let mut state = self.ctx.state();
+        let options = state.config_mut().options_mut();
+        options.execution.target_partitions = 1;
+        options.optimizer.repartition_file_scans = false;
+        let ordered = SessionContext::new_with_state(state);
+        let shared = Arc::new(Shared {
+            ctx: self.ctx,
+            ordered,
+            select_scores: self.select_scores,
+            data: job.data.clone(),
+            file_schema: self.file_schema,
+            select: self.select,
+            output: Arc::clone(output),
+            progress,
+            sharded: job.shard.is_some(),
+            alerts: found
+                .clone()
+                .map(|a| (a, rules.key.clone(), rules.time.clone())),
+            next_table: AtomicU64::new(0),
+        });
+        let results = write::score_units(&shared, self.units, job.concurrency).await?;
+        let mut files: Vec<ScoredFile> = results.iter().flat_map(|r| r.files.clone()).collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let summary = match &found {
+            Some(a) => Some(write::write_alerts(output, a, &self.model, &run_id).await?),
+            None => None,
+        };
+        let manifest = ScoreManifest {
+            kind: "tads-score".into(),
+            format_version: 2,
+            run_id,
+            tads_version: env!("CARGO_PKG_VERSION").into(),
+            started_at,
+            finished_at: Utc::now(),
+            data: job.data.data_url().to_string(),
+            model: self.model,
+            shard: job.shard,
+            shard_by: job.shard.map(|_| job.shard_by.clone()),
+            rows_in: self.rows_in,
+            rows: files.iter().map(|f| f.rows).sum(),
+            rows_unscored: results.iter().map(|r| r.unscored).sum(),
+            columns: SCORE_COLUMNS.iter().map(|c| c.to_string()).collect(),
+            config: job.config.clone(),
+            alerts: summary,
+            alerts_skipped: self.alerts_skipped,
+            drift: self.drift,
+            files,
+        };
+        let json = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| Error::Data(format!("manifest: {e}")))?;
+        if input::input_state(&job.data).await? != self.input_manifest {
+            return Err(Error::Data(format!(
+                "{}: the input changed while it was being scored (its manifest was replaced or removed, or a writer is at work); score it again when it is finished",
+                job.data
+            )));
+        }
+        output.finish(json).await?;
+        drop(shared);
+        let alerts = found
+            .and_then(|a| Arc::try_unwrap(a).ok())
+            .map(|a| a.list)
+            .unwrap_or_default();
+        Ok((manifest, alerts))
+    }
+}
+
+/// Whether the run finds alerts, and if not although they are on, why: the default key and time
+/// columns are a guess about the data, so without them the run scores without alerts and says
+/// why; columns the user named must be there, and inside the files.
+fn alert_columns(
+    job: &ScoreJob,
+    table_schema: &Schema,
+    partitions: &[String],
+) -> Result<(bool, Option<String>)> {
+    let rules = &job.config.alerts;
+    if !rules.enabled {
+        return Ok((false, None));
+    }
+    let defaults = crate::config::AlertRules::default();
+    let guessed = rules.key == defaults.key && rules.time == defaults.time;
+    match alerts::check_columns(table_schema, rules, &job.data.to_string(), !guessed) {
+        Ok(()) => {}
+        Err(e) if guessed => return Ok((false, Some(format!("no alerts: {e}")))),
+        Err(e) => return Err(e),
+    }
+    for (what, col) in [("key", &rules.key), ("time", &rules.time)] {
+        if partitions.contains(col) {
+            return Err(Error::Input(format!(
+                "alerts.{what}: `{col}` is a partition column of {}; name a column inside the files",
+                job.data
+            )));
+        }
+    }
+    Ok((true, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_parse_and_refuse_nonsense() {
+        assert_eq!(
+            "2/4".parse::<Shard>().unwrap(),
+            Shard { index: 2, count: 4 }
+        );
+        for bad in ["0/4", "5/4", "x/2", "3", "1/0", ""] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+    }
+}
