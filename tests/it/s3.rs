@@ -124,3 +124,32 @@ fn a_missing_bucket_is_named() {
         .unwrap();
     assert_user_error(&out, "s3://no-such-bucket-tads/x");
 }
+
+/// One writer per output on S3 too: the lock is a create-only put (`If-None-Match: *`), so of
+/// eight writers starting at once on one prefix exactly one gets it, the others are refused
+/// naming its holder, and once it is done the next writer gets it.
+#[tokio::test]
+async fn an_s3_output_has_one_writer_even_when_eight_start_at_once() {
+    let s3 = s3();
+    let bucket = s3.bucket("tads-locks");
+    let out = s3.location(&format!("s3://{bucket}/out"));
+    let attempts = (0..8).map(|i| {
+        let out = out.clone();
+        async move {
+            tads_store::Output::begin(&out, true, false, "tads score", &format!("run-{i}")).await
+        }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let (won, lost): (Vec<_>, Vec<_>) = results.into_iter().partition(|r| r.is_ok());
+    assert_eq!(won.len(), 1, "writers that got the lock: {}", won.len());
+    for r in &lost {
+        let err = r.as_ref().err().unwrap().to_string();
+        assert!(err.contains("is locked by tads score run run-"), "{err}");
+    }
+    let winner = won.into_iter().next().unwrap().unwrap();
+    winner.finish(b"{}".to_vec()).await.unwrap();
+    let next = tads_store::Output::begin(&out, true, false, "tads score", "run-next")
+        .await
+        .unwrap();
+    next.abort().await;
+}
