@@ -113,7 +113,11 @@ fn default_outbox(out_url: &str) -> PathBuf {
 
 /// A run's alerts as delivery events, in order per alert: an alert still open at the end of
 /// the data is opened (firing); a closed one is opened, then resolved at its last row.
-pub(crate) fn events(alerts: &[Alert], model: &str, generator_url: Option<&str>) -> Vec<AlertEvent> {
+pub(crate) fn events(
+    alerts: &[Alert],
+    model: &str,
+    generator_url: Option<&str>,
+) -> Vec<AlertEvent> {
     let time = |us: i64| chrono::DateTime::from_timestamp_micros(us).unwrap_or_default();
     let mut out = Vec::with_capacity(alerts.len() * 2);
     for a in alerts {

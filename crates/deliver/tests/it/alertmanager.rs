@@ -108,5 +108,4 @@ async fn a_real_alertmanager_sees_a_tads_alert_fire_then_resolve() {
         a["endsAt"].as_str().map(|s| &s[..19]),
         Some(&rfc3339(resolved.ends_at.unwrap())[..19])
     );
-
 }
