@@ -15,30 +15,20 @@ use crate::UserError;
 /// Where a run's alerts are delivered, and the outbox where they wait until a receiver took
 /// them.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Alert delivery")]
 pub(crate) struct DeliverArgs {
     /// Deliver the alerts to this Alertmanager (API v2, POST <URL>/api/v2/alerts), e.g. http://127.0.0.1:9093
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "TADS_ALERTMANAGER_URL",
-        help_heading = "Alert delivery"
-    )]
+    #[arg(long, value_name = "URL", env = "TADS_ALERTMANAGER_URL")]
     alertmanager: Option<String>,
     /// Deliver the alerts as Alertmanager's webhook JSON ("version": "4") to this URL
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "TADS_WEBHOOK_URL",
-        help_heading = "Alert delivery"
-    )]
+    #[arg(long, value_name = "URL", env = "TADS_WEBHOOK_URL")]
     webhook: Option<String>,
     /// Post a message per opened and resolved alert to this Slack incoming webhook (about one a second)
     #[arg(
         long,
         value_name = "URL",
         env = "TADS_SLACK_URL",
-        hide_env_values = true,
-        help_heading = "Alert delivery"
+        hide_env_values = true
     )]
     slack: Option<String>,
     /// Trigger and resolve PagerDuty incidents (Events API v2) with this integration's routing key; dedup_key = alert id
@@ -46,25 +36,14 @@ pub(crate) struct DeliverArgs {
         long,
         value_name = "KEY",
         env = "TADS_PAGERDUTY_KEY",
-        hide_env_values = true,
-        help_heading = "Alert delivery"
+        hide_env_values = true
     )]
     pagerduty_key: Option<String>,
     /// PagerDuty's Events API v2 endpoint (for tests) [default: https://events.pagerduty.com/v2/enqueue]
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "TADS_PAGERDUTY_URL",
-        help_heading = "Alert delivery"
-    )]
+    #[arg(long, value_name = "URL", env = "TADS_PAGERDUTY_URL")]
     pagerduty_url: Option<String>,
     /// Where deliveries wait until their receiver took them [default: $XDG_STATE_HOME/tads/alert-outbox/<hash of --out>, else ~/.local/state/…]
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "TADS_ALERT_OUTBOX",
-        help_heading = "Alert delivery"
-    )]
+    #[arg(long, value_name = "DIR", env = "TADS_ALERT_OUTBOX")]
     outbox: Option<PathBuf>,
 }
 
@@ -211,11 +190,11 @@ pub(crate) struct AlertsDeliverArgs {
     /// The score run's output whose default outbox to deliver (or give --outbox)
     #[arg(long, value_name = "DIR|URL", required_unless_present = "outbox")]
     out: Option<String>,
-    #[command(flatten)]
-    deliver: DeliverArgs,
     /// Print nothing but errors
     #[arg(long, short)]
     quiet: bool,
+    #[command(flatten)]
+    deliver: DeliverArgs,
 }
 
 pub(crate) async fn run(cmd: AlertsCommand) -> anyhow::Result<()> {
