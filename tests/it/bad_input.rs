@@ -161,6 +161,22 @@ fn every_bad_input_gets_one_line_and_exit_2_as_the_readme_lists() {
             ],
         ),
         (
+            "a receiver URL that is not http",
+            vec![
+                "score",
+                "--data",
+                d,
+                "--model",
+                "m",
+                "--models",
+                m,
+                "--out",
+                o,
+                "--webhook",
+                "ftp://host/hook",
+            ],
+        ),
+        (
             "scores written inside the input",
             vec![
                 "score",

@@ -5,6 +5,7 @@
 
 mod alerts;
 mod bad_input;
+mod deliver;
 mod generate;
 mod golden;
 mod kill;

@@ -8,6 +8,7 @@
 //! 1 anything else (a bug: please report it).
 #![deny(missing_docs)]
 
+mod deliver;
 mod demo;
 mod eval;
 mod generate;
@@ -46,6 +47,9 @@ enum Command {
     Pg(pg::PgCommand),
     /// SQL over telemetry, scores, alerts and models with every TADS function: a REPL, or -c/-f
     Sql(sql::SqlArgs),
+    /// Alerts: deliver what waits in an alert outbox (after a receiver was down)
+    #[command(subcommand)]
+    Alerts(deliver::AlertsCommand),
     /// Generate, train, score and evaluate a small dataset in a local folder, and print the results
     Demo(demo::DemoArgs),
 }
@@ -144,6 +148,7 @@ async fn dispatch(command: Command, pg: &pg::PgArgs) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args, pg).await,
         Command::Pg(cmd) => pg::run(cmd, pg).await,
         Command::Sql(args) => sql::run(args).await,
+        Command::Alerts(cmd) => deliver::run(cmd).await,
         Command::Demo(_) => Err(anyhow::anyhow!("tads demo cannot run inside itself")),
     }
 }

@@ -91,6 +91,8 @@ pub(crate) struct ScoreArgs {
     /// Print nothing but errors
     #[arg(long, short)]
     quiet: bool,
+    #[command(flatten)]
+    deliver: crate::deliver::DeliverArgs,
 }
 
 /// Progress to the terminal and, when mirroring, to the run's row in PostgreSQL.
@@ -154,6 +156,7 @@ pub(crate) async fn run(args: ScoreArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
     let data = Location::parse_data(&args.data).map_err(|e| user(format!("--data {e}")))?;
     let models = Location::parse(&args.models).map_err(|e| user(format!("--models {e}")))?;
     let out = Location::parse(&args.out).map_err(|e| user(format!("--out {e}")))?;
+    let targets = args.deliver.targets()?;
     let text = match &args.config {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -256,6 +259,15 @@ pub(crate) async fn run(args: ScoreArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
             print!("{}", alert_table(a));
         }
         print!("{}", drift_lines(&m.drift));
+    }
+    if let Some(targets) = targets {
+        // The manifest is written: the output is complete, its alerts can go out.
+        let m = &report.manifest;
+        let alerts_url = m.alerts.as_ref().map(|_| job.out.url().join(ALERTS_FILE));
+        let alerts_url = alerts_url.and_then(Result::ok).map(String::from);
+        let events = crate::deliver::events(&report.alerts, &m.model.name, alerts_url.as_deref());
+        let dir = args.deliver.outbox_dir(&job.out);
+        crate::deliver::deliver(&dir, targets, &events, args.quiet).await?;
     }
     Ok(())
 }

@@ -3,120 +3,30 @@
 //! at a local receiver, shows both, and its message has the keys of TADS's webhook format.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use serde_json::Value;
 use tads_deliver::formats::{fingerprint, labels, rfc3339, webhook_message};
 use tads_deliver::{EventKind, Outbox, Targets};
 
-use crate::common::{Receiver, event};
-
-fn binary() -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("prometheus-alertmanager"))
-            .find(|p| p.is_file())
-    });
-    let bin = found.unwrap_or_else(|| PathBuf::from("/usr/bin/prometheus-alertmanager"));
-    assert!(
-        bin.is_file(),
-        "prometheus-alertmanager is not installed; run scripts/test.sh, which installs it \
-         (apt-get install -y prometheus-alertmanager)"
-    );
-    bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::common::{Alertmanager, Receiver, event};
 
 fn keys(v: &Value) -> BTreeSet<String> {
     v.as_object().unwrap().keys().cloned().collect()
 }
 
-async fn get(url: &str) -> (u16, String) {
-    match reqwest::get(url).await {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            (status, r.text().await.unwrap_or_default())
-        }
-        Err(e) => (0, e.to_string()),
-    }
-}
-
-/// TADS's alerts Alertmanager lists (it lists only those not resolved).
-async fn tads_alerts(base: &str) -> Vec<Value> {
-    let (status, body) = get(&format!("{base}/api/v2/alerts")).await;
-    assert_eq!(status, 200, "{body}");
-    let all: Vec<Value> = serde_json::from_str(&body).unwrap();
-    all.into_iter()
-        .filter(|a| a["labels"]["alertname"] == "TadsAnomaly")
-        .collect()
-}
-
-fn log_of(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("alertmanager.log")).unwrap_or_default()
-}
-
 #[tokio::test]
 async fn a_real_alertmanager_sees_a_tads_alert_fire_then_resolve() {
-    let bin = binary();
-    let dir = tempfile::tempdir().unwrap();
     let hook = Receiver::start().await;
-    let config = format!(
-        "route:\n  receiver: local\n  group_by: ['alert_id']\n  group_wait: 100ms\n  \
-         group_interval: 500ms\n  repeat_interval: 1h\n\
-         receivers:\n  - name: local\n    webhook_configs:\n      - url: '{}'\n        send_resolved: true\n",
-        hook.url("/am-hook")
-    );
-    std::fs::write(dir.path().join("alertmanager.yml"), config).unwrap();
-    let port = free_port();
-    let log = std::fs::File::create(dir.path().join("alertmanager.log")).unwrap();
-    let mut child = tokio::process::Command::new(&bin)
-        .arg(format!(
-            "--config.file={}",
-            dir.path().join("alertmanager.yml").display()
-        ))
-        .arg(format!(
-            "--storage.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--cluster.listen-address=")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    loop {
-        if get(&format!("{base}/-/ready")).await.0 == 200 {
-            break;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("alertmanager exited ({status}):\n{}", log_of(dir.path()));
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "alertmanager not ready after 30 s:\n{}",
-            log_of(dir.path())
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let am = Alertmanager::start(Some(&hook.url("/am-hook"))).await;
+    let base = am.base.clone();
 
     let targets = Targets {
         alertmanager: Some(base.clone()),
         ..Targets::default()
     };
-    let mut outbox = Outbox::open(dir.path().join("outbox"), targets).unwrap();
+    let mut outbox = Outbox::open(am.dir().join("outbox"), targets).unwrap();
     let mut opened = event("am-1", EventKind::Opened);
     opened.starts_at = Utc::now() - TimeDelta::minutes(10);
     outbox.enqueue(std::slice::from_ref(&opened)).unwrap();
@@ -124,7 +34,7 @@ async fn a_real_alertmanager_sees_a_tads_alert_fire_then_resolve() {
     assert_eq!((r.sent, r.waiting), (1, 0), "{r:#?}");
 
     // Firing, with TADS's labels and annotations and Alertmanager's own fingerprint.
-    let listed = tads_alerts(&base).await;
+    let listed = am.tads_alerts().await;
     assert_eq!(listed.len(), 1, "{listed:#?}");
     let alert = &listed[0];
     let want = labels(&opened);
@@ -158,7 +68,7 @@ async fn a_real_alertmanager_sees_a_tads_alert_fire_then_resolve() {
             b["status"] == "firing"
         })
         .await
-        .unwrap_or_else(|| panic!("no firing notification:\n{}", log_of(dir.path())));
+        .unwrap_or_else(|| panic!("no firing notification:\n{}", am.log()));
     let ours = webhook_message(&opened);
     assert_eq!(keys(&firing), keys(&ours), "{firing:#}");
     assert_eq!(
@@ -180,7 +90,7 @@ async fn a_real_alertmanager_sees_a_tads_alert_fire_then_resolve() {
     outbox.enqueue(std::slice::from_ref(&resolved)).unwrap();
     let r = outbox.deliver(Utc::now()).await.unwrap();
     assert_eq!((r.sent, r.waiting), (1, 0), "{r:#?}");
-    let listed = tads_alerts(&base).await;
+    let listed = am.tads_alerts().await;
     assert!(
         listed.is_empty(),
         "still listed after resolution: {listed:#?}"
@@ -190,7 +100,7 @@ async fn a_real_alertmanager_sees_a_tads_alert_fire_then_resolve() {
             b["status"] == "resolved"
         })
         .await
-        .unwrap_or_else(|| panic!("no resolved notification:\n{}", log_of(dir.path())));
+        .unwrap_or_else(|| panic!("no resolved notification:\n{}", am.log()));
     let a = &done["alerts"][0];
     assert_eq!(a["labels"]["alert_id"], "am-1");
     assert_eq!(a["status"], "resolved");
@@ -198,6 +108,4 @@ async fn a_real_alertmanager_sees_a_tads_alert_fire_then_resolve() {
         a["endsAt"].as_str().map(|s| &s[..19]),
         Some(&rfc3339(resolved.ends_at.unwrap())[..19])
     );
-
-    child.kill().await.unwrap();
 }

@@ -1,7 +1,12 @@
 //! A small HTTP/1.1 receiver on 127.0.0.1 that records what it is sent and answers as told,
-//! and sample events.
+//! a real Alertmanager started on 127.0.0.1, and sample events.
+//!
+//! TADS's own integration tests (`tests/it/deliver.rs` at the workspace's root) use this file
+//! too, through `#[path]`: it has no `crate::` paths.
 
 use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -277,4 +282,127 @@ pub fn files(dir: &std::path::Path) -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
+}
+
+/// A real Alertmanager (Debian's `prometheus-alertmanager`, which `scripts/test.sh` installs) on
+/// a free port of 127.0.0.1, with its config, data and log in a temporary directory; it stops
+/// when dropped.
+pub struct Alertmanager {
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    dir: tempfile::TempDir,
+    _child: tokio::process::Child,
+}
+
+impl Alertmanager {
+    /// Starts one and waits until it is ready. With `webhook`, it notifies that URL of every
+    /// alert, firing and resolved (grouped by `alert_id`, quickly).
+    pub async fn start(webhook: Option<&str>) -> Self {
+        let bin = alertmanager_binary();
+        let dir = tempfile::tempdir().unwrap();
+        let receiver = match webhook {
+            Some(url) => format!(
+                "  - name: local\n    webhook_configs:\n      - url: '{url}'\n        send_resolved: true\n"
+            ),
+            None => "  - name: local\n".to_string(),
+        };
+        let config = format!(
+            "route:\n  receiver: local\n  group_by: ['alert_id']\n  group_wait: 100ms\n  \
+             group_interval: 500ms\n  repeat_interval: 1h\nreceivers:\n{receiver}"
+        );
+        std::fs::write(dir.path().join("alertmanager.yml"), config).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::fs::File::create(dir.path().join("alertmanager.log")).unwrap();
+        let mut child = tokio::process::Command::new(&bin)
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("alertmanager.yml").display()
+            ))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        loop {
+            if get(&format!("{base}/-/ready")).await.0 == 200 {
+                break;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("alertmanager exited ({status}):\n{}", log_of(dir.path()));
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "alertmanager not ready after 30 s:\n{}",
+                log_of(dir.path())
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self {
+            base,
+            dir,
+            _child: child,
+        }
+    }
+
+    /// Its temporary directory (free for the test's own files too).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        log_of(self.dir.path())
+    }
+
+    /// TADS's alerts it lists (it lists only those not resolved).
+    pub async fn tads_alerts(&self) -> Vec<Value> {
+        let (status, body) = get(&format!("{}/api/v2/alerts", self.base)).await;
+        assert_eq!(status, 200, "{body}");
+        let all: Vec<Value> = serde_json::from_str(&body).unwrap();
+        all.into_iter()
+            .filter(|a| a["labels"]["alertname"] == "TadsAnomaly")
+            .collect()
+    }
+}
+
+fn alertmanager_binary() -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("prometheus-alertmanager"))
+            .find(|p| p.is_file())
+    });
+    let bin = found.unwrap_or_else(|| PathBuf::from("/usr/bin/prometheus-alertmanager"));
+    assert!(
+        bin.is_file(),
+        "prometheus-alertmanager is not installed; run scripts/test.sh, which installs it \
+         (apt-get install -y prometheus-alertmanager)"
+    );
+    bin
+}
+
+/// GET `url`: the status (0 when there is no answer) and the body.
+async fn get(url: &str) -> (u16, String) {
+    match reqwest::get(url).await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+fn log_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("alertmanager.log")).unwrap_or_default()
 }
