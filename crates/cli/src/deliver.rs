@@ -43,7 +43,13 @@ pub(crate) struct DeliverArgs {
     #[arg(long, value_name = "URL", env = "TADS_PAGERDUTY_URL")]
     pagerduty_url: Option<String>,
     /// Where deliveries wait until their receiver took them [default: $XDG_STATE_HOME/tads/alert-outbox/<hash of --out>, else ~/.local/state/…]
-    #[arg(long, value_name = "DIR", env = "TADS_ALERT_OUTBOX")]
+    // Its own id: `outbox` is the id of the global --pg-outbox, which this would hide.
+    #[arg(
+        id = "alert_outbox",
+        long = "outbox",
+        value_name = "DIR",
+        env = "TADS_ALERT_OUTBOX"
+    )]
     outbox: Option<PathBuf>,
 }
 
@@ -188,7 +194,7 @@ pub(crate) enum AlertsCommand {
 #[derive(Debug, Args)]
 pub(crate) struct AlertsDeliverArgs {
     /// The score run's output whose default outbox to deliver (or give --outbox)
-    #[arg(long, value_name = "DIR|URL", required_unless_present = "outbox")]
+    #[arg(long, value_name = "DIR|URL", required_unless_present = "alert_outbox")]
     out: Option<String>,
     /// Print nothing but errors
     #[arg(long, short)]

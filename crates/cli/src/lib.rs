@@ -286,6 +286,18 @@ mod tests {
     }
 
     #[test]
+    fn the_alert_outbox_does_not_hide_the_global_pg_outbox() {
+        for command in [
+            &["tads", "score", "--data", "d", "--model", "m", "--out", "o"][..],
+            &["tads", "alerts", "deliver", "--out", "o"][..],
+        ] {
+            let mut args = command.to_vec();
+            args.extend(["--outbox", "a", "--pg-outbox", "p"]);
+            Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+    }
+
+    #[test]
     fn sizes_parse_in_powers_of_1024() {
         assert_eq!(parse_size("512M"), Ok(512 << 20));
         assert_eq!(parse_size("4G"), Ok(4 << 30));
