@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use clap::Args;
 use tads_gen::{AnomalyConfig, AnomalyType, GenConfig, Plan, Span, SpanRange, WriteOptions};
 use tads_store::Location;
@@ -32,7 +32,7 @@ pub(crate) struct GenerateArgs {
     #[arg(long, default_value_t = GenConfig::default().hosts)]
     hosts: u32,
     /// First timestamp, RFC 3339 (2026-01-01T00:00:00Z) or a date (midnight UTC)
-    #[arg(long, value_parser = parse_start, default_value = "2026-01-01T00:00:00Z")]
+    #[arg(long, value_parser = tads_gen::config::parse_start, default_value = "2026-01-01T00:00:00Z")]
     start: DateTime<Utc>,
     /// Time span covered, e.g. 7d, 36h, 1w
     #[arg(long, default_value_t = GenConfig::default().duration)]
@@ -103,18 +103,6 @@ pub(crate) struct GenerateArgs {
     /// Quiet time between two events on one host
     #[arg(long, help_heading = "Anomalies", default_value_t = AnomalyConfig::default().min_gap)]
     min_gap: Span,
-}
-
-fn parse_start(text: &str) -> Result<DateTime<Utc>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
-    }
-    Err(format!(
-        "`{text}` is not a timestamp (write e.g. 2026-01-01T00:00:00Z or 2026-01-01)"
-    ))
 }
 
 fn parse_points(text: &str) -> Result<(u32, u32), String> {
@@ -235,23 +223,6 @@ pub(crate) async fn run(args: GenerateArgs, pg: &crate::pg::PgArgs) -> anyhow::R
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn start_accepts_rfc3339_and_dates() {
-        assert_eq!(
-            parse_start("2026-01-01").unwrap(),
-            parse_start("2026-01-01T00:00:00Z").unwrap()
-        );
-        assert_eq!(
-            parse_start("2026-01-01T02:00:00+02:00").unwrap(),
-            parse_start("2026-01-01T00:00:00Z").unwrap()
-        );
-        assert!(
-            parse_start("yesterday")
-                .unwrap_err()
-                .contains("not a timestamp")
-        );
-    }
 
     #[test]
     fn point_ranges() {

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{AnomalyType, Error, Result};
@@ -105,6 +105,20 @@ impl<'de> Deserialize<'de> for Span {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
     }
+}
+
+/// Parses the first timestamp of a dataset (`tads generate --start`): RFC 3339
+/// (`2026-01-01T00:00:00Z`, any offset, converted to UTC) or a date (`2026-01-01`, midnight UTC).
+pub fn parse_start(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
+    }
+    Err(format!(
+        "`{text}` is not a timestamp (write e.g. 2026-01-01T00:00:00Z or 2026-01-01)"
+    ))
 }
 
 /// An inclusive range of spans, written `5m..30m` (or a single span for a fixed length).
@@ -398,6 +412,23 @@ mod tests {
                 .parse::<Span>()
                 .unwrap_err()
                 .contains("too long")
+        );
+    }
+
+    #[test]
+    fn start_accepts_rfc3339_and_dates() {
+        assert_eq!(
+            parse_start("2026-01-01").unwrap(),
+            parse_start("2026-01-01T00:00:00Z").unwrap()
+        );
+        assert_eq!(
+            parse_start("2026-01-01T02:00:00+02:00").unwrap(),
+            parse_start("2026-01-01T00:00:00Z").unwrap()
+        );
+        assert!(
+            parse_start("yesterday")
+                .unwrap_err()
+                .contains("not a timestamp")
         );
     }
 

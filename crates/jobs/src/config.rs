@@ -212,9 +212,16 @@ fn parse_value(v: &str) -> toml::Value {
         .unwrap_or_else(|| toml::Value::String(v.to_string()))
 }
 
-/// Sets `a.b.c` in `table`, creating the tables on the way.
+/// Sets `a.b.c` in `table`, creating the tables on the way. A key of more than [`MAX_NESTING`]
+/// parts is refused: its tables would be as deep, and dropping them recurses.
 fn set(table: &mut toml::Table, key: &str, value: toml::Value) -> std::result::Result<(), String> {
     let mut parts: Vec<&str> = key.split('.').collect();
+    if parts.len() > MAX_NESTING {
+        return Err(format!(
+            "a key of {} parts, more than the {MAX_NESTING} a setting may have",
+            parts.len()
+        ));
+    }
     let last = parts.pop().filter(|k| !k.is_empty()).ok_or("empty key")?;
     let mut t = table;
     for p in parts {
@@ -312,5 +319,44 @@ mod tests {
         assert_eq!(parse_duration("0"), Some(0));
         assert_eq!(parse_duration("m"), None);
         assert_eq!(parse_duration("5 weeks"), None);
+    }
+
+    #[test]
+    fn settings_written_back_load_again() {
+        // Found by fuzzing (fuzz/corpus/settings/regression-multi-line-string): a value holding
+        // a quote, brackets and a line break, which TOML writes as a multi-line string, made the
+        // nesting guard count the brackets inside it and refuse the file.
+        let key = format!("a'''\"{}\nb", "{".repeat(40));
+        let c = ScoreConfig::load(None, &[format!("alerts.key={key}")]).unwrap();
+        assert_eq!(c.alerts.key, key);
+        let text = toml::to_string(&c).unwrap();
+        assert!(text.contains("\"\"\""), "{text}");
+        assert_eq!(ScoreConfig::load(Some(("t.toml", &text)), &[]).unwrap(), c);
+        // Brackets in a comment do not count either; real nesting still does.
+        let deep = "[".repeat(40);
+        let commented = format!("# {deep}\n[alerts]\nenter = 1.0\n");
+        assert_eq!(
+            ScoreConfig::load(Some(("t.toml", &commented)), &[])
+                .unwrap()
+                .alerts
+                .enter,
+            1.0
+        );
+        let nested = format!("x = {deep}{}\n", "]".repeat(40));
+        let err = ScoreConfig::load(Some(("t.toml", &nested)), &[]).unwrap_err();
+        assert!(err.to_string().contains("nested 40 deep"), "{err}");
+    }
+
+    #[test]
+    fn deep_keys_are_refused() {
+        // Found by fuzzing (fuzz/corpus/settings/regression-deep-set-key): `--set a.a.a…=1` with
+        // 50,000 parts built tables as deep, and dropping them overflowed the stack.
+        let key = vec!["a"; 50_000].join(".");
+        let err = ScoreConfig::load(None, &[format!("{key}=1")]).unwrap_err();
+        assert!(err.to_string().contains("a key of 50000 parts"), "{err}");
+        // The file's dotted keys are TOML's to limit; it refuses them without recursing.
+        assert!(ScoreConfig::load(Some(("t.toml", &format!("{key} = 1"))), &[]).is_err());
+        let c = ScoreConfig::load(None, &["alerts.enter=1.5".into()]).unwrap();
+        assert_eq!(c.alerts.enter, 1.5);
     }
 }

@@ -373,6 +373,31 @@ impl ModelArtifact {
                 );
             }
         }
+        // Scoring standardizes by `x / scale − (median / scale + pca.mean)` and weighs T² by
+        // `1 / λ`: each of these must be a number, or every row scores NaN (a value that is
+        // finite on its own, like a scale of 1e-320 or a median of 1e300 over a scale of 1e-10,
+        // can only come from an edited file).
+        for (j, ((m, s), c)) in self.median.iter().zip(&self.scale).zip(&p.mean).enumerate() {
+            let a = 1.0 / s;
+            if !(a.is_finite() && (m * a + c).is_finite()) {
+                return bad(
+                    "scale",
+                    format!(
+                        "{s} ({}) makes the standardized median {m} / {s} + {c} overflow",
+                        self.features[j]
+                    ),
+                );
+            }
+        }
+        if let Some(l) = p.eigenvalues[..p.k]
+            .iter()
+            .find(|l| **l > 0.0 && !(1.0 / **l).is_finite())
+        {
+            return bad(
+                "pca.eigenvalues",
+                format!("{l} is too small to divide by (a retained eigenvalue is 0 or normal)"),
+            );
+        }
         let t = &self.thresholds;
         for (field, v) in [
             ("thresholds.spe_jm_99", t.spe_jm_99),
@@ -428,5 +453,73 @@ impl ModelArtifact {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AllScores, Scorer, TrainOptions};
+
+    fn model() -> ModelArtifact {
+        let (d, n) = (3, 400);
+        let columns: Vec<Vec<f64>> = (0..d)
+            .map(|j| {
+                (0..n)
+                    .map(|i| (i as f64 * 0.05).sin() * (j + 1) as f64 + (i as f64 * 0.37).cos())
+                    .collect()
+            })
+            .collect();
+        let options = TrainOptions::default();
+        let fitted = crate::train::fit_in_memory(&columns, &options).unwrap();
+        let names: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        crate::train::artifact("m", &names, &fitted, &options, n as u64, "", None).unwrap()
+    }
+
+    /// The T² of one row at the model's median.
+    fn t2_at_median(model: &ModelArtifact) -> f64 {
+        let values: Vec<Vec<f64>> = model.median.iter().map(|m| vec![*m]).collect();
+        let columns: Vec<&[f64]> = values.iter().map(Vec::as_slice).collect();
+        let (mut spe, mut t2, mut zmax, mut top) = ([0.0], [0.0], [0.0], [None]);
+        Scorer::new(model).all(
+            &columns,
+            AllScores {
+                spe: &mut spe,
+                t2: &mut t2,
+                zmax: &mut zmax,
+                top: &mut top,
+            },
+        );
+        t2[0]
+    }
+
+    #[test]
+    fn a_model_that_loads_scores_numbers() {
+        // Found with the model_json fuzz target's scoring check (fuzz/corpus/model_json/
+        // regression-*): models with a scale of 5e-324, or a median of 1e300 over a scale of
+        // 1e-10, passed every check (resealed) and scored NaN.
+        let good = model();
+        assert!(t2_at_median(&good).is_finite());
+        let mut tiny_scale = good.clone();
+        tiny_scale.scale[0] = 5e-324;
+        let mut far_median = good.clone();
+        far_median.median[1] = 1e300;
+        far_median.scale[1] = 1e-10;
+        for edited in [tiny_scale, far_median] {
+            assert!(t2_at_median(&edited).is_nan());
+            let err = ModelArtifact::from_json(&edited.seal().to_json())
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("model.json: scale:"), "{err}");
+        }
+        let mut tiny_eigenvalue = good.clone();
+        tiny_eigenvalue.pca.eigenvalues[0] = 5e-324;
+        for l in &mut tiny_eigenvalue.pca.eigenvalues[1..] {
+            *l = 0.0;
+        }
+        let err = ModelArtifact::from_json(&tiny_eigenvalue.seal().to_json())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("model.json: pca.eigenvalues:"), "{err}");
     }
 }

@@ -111,32 +111,58 @@ pub fn check_sql_depth(what: &str, sql: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The deepest nesting of `[`/`{`/`(` in `text` outside quoted strings (for TOML and JSON
-/// values, whose parsers recurse).
+/// The deepest nesting of `[`/`{`/`(` in `text` outside strings and comments (for TOML and
+/// JSON values, whose parsers recurse). Strings are TOML's (JSON's are among them): `"…"` with
+/// `\` escapes, `'…'`, and the multi-line `"""…"""` and `'''…'''`, which may hold lone quotes; a
+/// one-line string ends with its line at the latest. A `#` outside a string comments out the
+/// rest of its line.
 pub fn bracket_depth(text: &str) -> usize {
-    let (mut depth, mut deepest, mut quote) = (0usize, 0usize, None::<char>);
-    let mut escaped = false;
-    for c in text.chars() {
-        match quote {
-            Some(q) => {
-                if escaped {
-                    escaped = false;
-                } else if c == '\\' && q == '"' {
-                    escaped = true;
-                } else if c == q {
-                    quote = None;
+    let b = text.as_bytes();
+    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
+    while i < b.len() {
+        match b[i] {
+            q @ (b'"' | b'\'') => {
+                let multi = b[i..].starts_with(&[q; 3]);
+                i += if multi { 3 } else { 1 };
+                while i < b.len() {
+                    let c = b[i];
+                    if !multi && c == b'\n' {
+                        break;
+                    } else if c == b'\\' && q == b'"' {
+                        // The escaped character, unless it ends a one-line string's line.
+                        i += if !multi && b.get(i + 1) == Some(&b'\n') {
+                            1
+                        } else {
+                            2
+                        };
+                    } else if multi && b[i..].starts_with(&[q; 3]) {
+                        // Up to two more quotes belong to the string (`"""a""""` is `a"`).
+                        i += 3;
+                        i += b[i..].iter().take(2).take_while(|&&x| x == q).count();
+                        break;
+                    } else {
+                        i += 1;
+                        if !multi && c == q {
+                            break;
+                        }
+                    }
                 }
+                continue;
             }
-            None => match c {
-                '"' | '\'' => quote = Some(c),
-                '[' | '{' | '(' => {
-                    depth += 1;
-                    deepest = deepest.max(depth);
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
                 }
-                ']' | '}' | ')' => depth = depth.saturating_sub(1),
-                _ => {}
-            },
+                continue;
+            }
+            b'[' | b'{' | b'(' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
         }
+        i += 1;
     }
     deepest
 }
@@ -169,5 +195,24 @@ mod tests {
         assert_eq!(bracket_depth("[[1], {a = 2}]"), 2);
         assert_eq!(bracket_depth(r#""[[[[" "#), 0);
         assert_eq!(bracket_depth(&"[".repeat(500)), 500);
+    }
+
+    #[test]
+    fn toml_multi_line_strings_and_comments_do_not_count() {
+        // Found by fuzzing (fuzz/corpus/settings/regression-multi-line-string): a `"` inside a
+        // multi-line string ended the string here, and the brackets after it counted.
+        let deep = "{".repeat(40);
+        assert_eq!(
+            bracket_depth(&format!("k = \"\"\"\nx\"{deep}\n\"\"\"\n")),
+            0
+        );
+        assert_eq!(bracket_depth(&format!("k = '''it's {deep}'''")), 0);
+        assert_eq!(bracket_depth(&format!("a = 1 # {deep}\nb = [[1]]")), 2);
+        // `"""a""""` is the string `a"`; what follows it counts.
+        assert_eq!(bracket_depth(r#"k = """a"""" [[1]]"#), 2);
+        // A one-line string ends with its line, escaped or not.
+        assert_eq!(bracket_depth("k = \"open\n[[[1]]]"), 3);
+        assert_eq!(bracket_depth("k = \"open\\\n[[[1]]]"), 3);
+        assert_eq!(bracket_depth(r#"k = "a\"[[" [1]"#), 1);
     }
 }

@@ -154,7 +154,11 @@ impl fmt::Debug for Location {
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.scheme {
-            Scheme::Local => write!(f, "{}", self.url.path()),
+            // The path itself, not its URL form: `my data`, not `my%20data`.
+            Scheme::Local => match self.url.to_file_path() {
+                Ok(path) => write!(f, "{}", path.display()),
+                Err(()) => write!(f, "{}", self.url.path()),
+            },
             Scheme::S3 => write!(f, "{}", self.url),
         }
     }
@@ -183,7 +187,10 @@ impl Location {
                     .ok()
                     .and_then(|u| u.to_file_path().ok())
                     .is_some_and(|p| p.is_file());
-        let is_s3_file = text.starts_with("s3://") && text.ends_with(".parquet");
+        // An S3 file has a key: `s3://x.parquet` is a bucket (and its `s3:/` no local folder).
+        let is_s3_file = text.split_once("://").is_some_and(|(scheme, rest)| {
+            matches!(scheme.to_ascii_lowercase().as_str(), "s3" | "s3a") && rest.contains('/')
+        }) && text.ends_with(".parquet");
         if !is_local_file && !is_s3_file {
             return Self::parse_with(text, s3_options);
         }
@@ -275,6 +282,32 @@ impl Location {
                 "an s3:// URL needs a bucket: s3://bucket/prefix".into(),
             ));
         }
+        // The key as a URL reads it, which is how DataFusion reads the location (its table URL):
+        // `%20` is a space, `a/../b` is `b`, `a//b` is `a/b`. The store prefix comes from the
+        // same URL, so that TADS lists, writes and checks for overlaps where DataFusion reads.
+        let key = key
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join("/");
+        let url = Url::parse(&format!(
+            "s3://{bucket}/{key}{}",
+            if key.is_empty() { "" } else { "/" }
+        ))
+        .map_err(|e| invalid(format!("not a valid URL: {e}")))?;
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid(
+                "`?` and `#` start a URL's query and fragment; write them in a key as %3F and %23"
+                    .into(),
+            ));
+        }
+        // The URL drops tabs and line breaks and reads `user@` and `:port`: the bucket must be
+        // the URL's host as written.
+        if rest.chars().any(char::is_control) || url.host_str() != Some(bucket) {
+            return Err(invalid(format!("`{bucket}` is not a bucket name")));
+        }
+        let prefix = Path::from_url_path(url.path())
+            .map_err(|e| invalid(format!("not a usable S3 key: {e}")))?;
         let has_credentials = [
             "AWS_ACCESS_KEY_ID",
             "AWS_WEB_IDENTITY_TOKEN_FILE",
@@ -324,16 +357,10 @@ impl Location {
             })
             .build()
             .map_err(|e| invalid(describe_store_error(&e)))?;
-        let key = key.trim_matches('/');
-        let url = Url::parse(&format!(
-            "s3://{bucket}/{key}{}",
-            if key.is_empty() { "" } else { "/" }
-        ))
-        .map_err(|e| invalid(format!("not a valid URL: {e}")))?;
         Ok(Self {
             scheme: Scheme::S3,
             url,
-            prefix: Path::from(key),
+            prefix,
             store: Arc::new(store),
             file: None,
         })
@@ -543,6 +570,66 @@ mod tests {
         let err = Location::parse("s3:///x").unwrap_err().to_string();
         assert!(err.contains("needs a bucket"), "{err}");
         assert!(Location::parse("").is_err());
+    }
+
+    #[test]
+    fn s3_keys_are_where_their_url_says() {
+        // Found by fuzzing (fuzz/corpus/location/): the store prefix TADS lists and writes under
+        // and the URL DataFusion reads were different keys for `a%20b`, `data/../scores`, `a//b`
+        // or `data~1`, and `s3://x.parquet` became a local folder `s3:`.
+        let opts = [("aws_skip_signature", "true"), ("aws_region", "us-east-1")];
+        let s3 = |t: &str| Location::parse_with(t, &opts).unwrap();
+        for (text, key) in [
+            ("s3://b/a b/c", "a b/c"),
+            ("s3://b/a%20b/c", "a b/c"),
+            ("s3://b/data/../scores", "scores"),
+            ("s3://b/./x//y/", "x/y"),
+            ("s3://b/data~1", "data~1"),
+            ("s3a://b/k", "k"),
+            ("s3://b", ""),
+        ] {
+            let loc = s3(text);
+            assert_eq!(loc.prefix().as_ref(), key, "{text}");
+            assert_eq!(
+                Path::from_url_path(loc.url().path()).unwrap(),
+                *loc.prefix(),
+                "{text}"
+            );
+            assert_eq!(s3(loc.url().as_str()).prefix(), loc.prefix(), "{text}");
+        }
+        // Scores at data/../scores are not written inside the data.
+        let (data, out) = (s3("s3://b/data"), s3("s3://b/data/../scores"));
+        assert_eq!(data.relative(&out.child("scored/part-0.parquet")), None);
+        assert!(!data.overlaps(&out));
+        for bad in [
+            "s3://b/x?y",
+            "s3://b/x#y",
+            "s3://b/a%00b",
+            "s3://\n",
+            "s3://b:9000/x",
+            "s3://me@b/x",
+            "s3://b/a\tb",
+        ] {
+            assert!(Location::parse_with(bad, &opts).is_err(), "{bad}");
+        }
+        let bucket = Location::parse_data_with("s3://x.parquet", &opts).unwrap();
+        assert_eq!((bucket.scheme(), bucket.file()), (Scheme::S3, None));
+        let file = Location::parse_data_with("S3://b/k/x.parquet", &opts).unwrap();
+        assert_eq!(
+            (file.scheme(), file.file()),
+            (Scheme::S3, Some("x.parquet"))
+        );
+        assert_eq!(file.prefix().as_ref(), "k");
+    }
+
+    #[test]
+    fn a_local_location_prints_as_its_path() {
+        // Found by fuzzing (fuzz/corpus/location/): it printed its URL's path, `my%20data`.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("my data/ünï %41");
+        let loc = Location::parse(path.to_str().unwrap()).unwrap();
+        assert_eq!(loc.to_string(), format!("{}/", path.display()));
+        assert_eq!(Location::parse(&loc.to_string()).unwrap().url(), loc.url());
     }
 
     #[test]
