@@ -101,6 +101,25 @@ fn unreachable_s3_and_missing_credentials_are_one_line_errors() {
         &dead,
     );
     assert_user_error(&out, "s3://nowhere/x");
+    // A variable that is not UTF-8 elsewhere in the environment: the same error, no panic.
+    let out = crate::support::tads()
+        .args([
+            "generate",
+            "--out",
+            "s3://nowhere/x",
+            "--hosts",
+            "1",
+            "--duration",
+            "1h",
+        ])
+        .envs(dead)
+        .env(
+            "TADS_TEST_NOT_UTF8",
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"\xff\xfe"),
+        )
+        .output()
+        .unwrap();
+    assert_user_error(&out, "s3://nowhere/x");
     let out = generate_with_env("s3://nowhere/x", &["--hosts", "1"], &[]);
     assert_user_error(&out, "no S3 credentials");
 }

@@ -335,7 +335,11 @@ impl Location {
         let mut builder = AmazonS3Builder::new()
             .with_config(client(ClientConfigKey::ConnectTimeout), "5s")
             .with_config(client(ClientConfigKey::Timeout), "300s");
-        for (key, value) in std::env::vars() {
+        // `vars_os`: `vars` panics on a variable that is not UTF-8, anywhere in the environment.
+        for (key, value) in std::env::vars_os() {
+            let (Some(key), Some(value)) = (key.to_str(), value.to_str()) else {
+                continue;
+            };
             if key.starts_with("AWS_")
                 && let Ok(key) = key.to_ascii_lowercase().parse()
             {
