@@ -292,6 +292,15 @@ async fn day_medians(q: &BaselineQuery<'_>, d: usize) -> Result<Vec<RecordBatch>
     if let Some(f) = q.filter.trim().strip_prefix("WHERE") {
         base.push(format!("({f})"));
     }
+    if d == 0 {
+        // Counts alone (the daily cycle's keys): they hold no values, so one statement.
+        let sql = format!(
+            "SELECT {key}, {day}, count(*) FROM {} WHERE {} GROUP BY 1, 2",
+            q.table,
+            base.join(" AND ")
+        );
+        return Ok(q.ctx.sql(&sql).await?.collect().await?);
+    }
     let span = collect(
         q.ctx,
         &format!(
@@ -309,7 +318,7 @@ async fn day_medians(q: &BaselineQuery<'_>, d: usize) -> Result<Vec<RecordBatch>
     let (first, last) = (first.value(0), last.value(0));
     let rows = span.column(2).as_primitive::<Int64Type>().value(0).max(1) as usize;
     let days = (last - first + 1).max(1) as usize;
-    let fits = (q.memory / 2) / (MEDIAN_BYTES_PER_VALUE * d.max(1));
+    let fits = (q.memory / 2) / (MEDIAN_BYTES_PER_VALUE * d);
     let per_window = (fits / (rows / days).max(1)).clamp(1, days) as i64;
     let medians: String = q.features[..d]
         .iter()
