@@ -107,6 +107,7 @@ fn bench(c: &mut Criterion) {
             memory: 0,
             config,
             run_id: None,
+            follow: None,
         };
         g.bench_function(name, |b| {
             b.iter(|| {

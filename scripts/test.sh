@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole TADS test suite, with everything it needs: installs the test tools (a Python virtual
-# environment with moto's S3 server, from PyPI; Debian's prometheus-alertmanager with apt if it is
-# missing, for tads-deliver's tests), starts an S3-compatible server on 127.0.0.1,
+# environment with moto's S3 server, from PyPI; Debian's prometheus-alertmanager, prometheus and
+# prometheus-node-exporter with apt if they are missing, for the delivery and import tests), starts an S3-compatible server on 127.0.0.1,
 # finds or starts PostgreSQL on 127.0.0.1:5432, then runs the checks and every test. Exits
 # non-zero if anything fails. Nothing is skipped.
 #
@@ -25,9 +25,13 @@ if [ ! -x "$venv/bin/moto_server" ] || [ "$(cat "$venv/.requirements" 2>/dev/nul
   echo "$req_hash" > "$venv/.requirements"
 fi
 
-if ! command -v prometheus-alertmanager >/dev/null; then
-  step "installing prometheus-alertmanager (apt; tads-deliver's tests start one on 127.0.0.1)"
-  apt-get update && apt-get install -y prometheus-alertmanager
+missing=()
+for tool in prometheus-alertmanager prometheus prometheus-node-exporter; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing ${missing[*]} (apt; the delivery and Prometheus tests start them on 127.0.0.1)"
+  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi
 
 step "starting an S3-compatible server (moto) on 127.0.0.1"

@@ -103,6 +103,17 @@ pub(crate) fn events(
     model: &str,
     generator_url: Option<&str>,
 ) -> Vec<AlertEvent> {
+    round_events(alerts, &Default::default(), model, generator_url)
+}
+
+/// [`events`] for a round of `tads watch`: an alert in `continued` was open before the round,
+/// so it is updated (still open) or resolved, not opened again.
+pub(crate) fn round_events(
+    alerts: &[Alert],
+    continued: &std::collections::BTreeSet<String>,
+    model: &str,
+    generator_url: Option<&str>,
+) -> Vec<AlertEvent> {
     let time = |us: i64| chrono::DateTime::from_timestamp_micros(us).unwrap_or_default();
     let mut out = Vec::with_capacity(alerts.len() * 2);
     for a in alerts {
@@ -122,16 +133,18 @@ pub(crate) fn events(
             expected: vec![],
             generator_url: generator_url.map(str::to_string),
         };
-        if !a.open {
-            let resolved = AlertEvent {
-                kind: EventKind::Resolved,
-                ends_at: Some(time(a.end_ts)),
-                ..opened.clone()
-            };
-            out.push(opened);
-            out.push(resolved);
-        } else {
-            out.push(opened);
+        let resolved = (!a.open).then(|| AlertEvent {
+            kind: EventKind::Resolved,
+            ends_at: Some(time(a.end_ts)),
+            ..opened.clone()
+        });
+        match (continued.contains(&a.alert_id), resolved) {
+            (false, resolved) => out.extend([Some(opened), resolved].into_iter().flatten()),
+            (true, Some(resolved)) => out.push(resolved),
+            (true, None) => out.push(AlertEvent {
+                kind: EventKind::Updated,
+                ..opened
+            }),
         }
     }
     out

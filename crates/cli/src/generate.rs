@@ -20,7 +20,7 @@ CPU, disk, network, latency and errors together. Spikes, bursts, trends, correla
 shifts are injected at --anomaly-rate events per host-day and labelled on every row they touch \
 (is_anomaly, anomaly_type, anomaly_id).\n\n\
 Output: <out>/date=YYYY-MM-DD/part-NNNNN.parquet (zstd, rows sorted by host_id, ts) and \
-<out>/_manifest.json, written last. The same arguments always give the same rows.",
+<out>/_manifest.json, written last. The same arguments always give the same rows.\n\nWith --follow it keeps writing: one file per --flush of data time (date=YYYY-MM-DD/part-HHMMSS.parquet), each once its time has passed since the start (or --speed times faster), until Ctrl-C or the end of --duration; then the manifest lists what was written. `tads watch` follows such a folder.",
     after_help = "Examples:\n  tads generate --out ./data/generated/telemetry --hosts 50 --duration 7d\n  \
 AWS_ENDPOINT_URL=http://127.0.0.1:9000 AWS_ALLOW_HTTP=true tads generate --out s3://bucket/telemetry"
 )]
@@ -64,6 +64,25 @@ pub(crate) struct GenerateArgs {
     /// No progress bar and no summary
     #[arg(long, short)]
     quiet: bool,
+    /// Keep writing: one file of --flush data time at a time, each when its time has passed (or --speed times faster), until Ctrl-C or the end of --duration; for `tads watch`
+    #[arg(long, help_heading = "Following")]
+    follow: bool,
+    /// Data time per file with --follow, e.g. 1m, 10m
+    #[arg(
+        long,
+        help_heading = "Following",
+        default_value = "1m",
+        requires = "follow"
+    )]
+    flush: Span,
+    /// With --follow, how many times faster than real time the data comes
+    #[arg(
+        long,
+        help_heading = "Following",
+        default_value_t = 1.0,
+        requires = "follow"
+    )]
+    speed: f64,
 
     /// Kinds to inject, comma-separated: spike, burst, trend, correlation_break, level_shift
     #[arg(
@@ -166,14 +185,31 @@ pub(crate) async fn run(args: GenerateArgs, pg: &crate::pg::PgArgs) -> anyhow::R
     let bar = Arc::new(RowBar::new(
         plan.total_rows(),
         plan.files.len() as u64,
-        args.quiet,
+        args.quiet || args.follow,
     ));
     let options = WriteOptions {
         overwrite: args.overwrite,
         threads: args.threads,
         break_lock: args.break_lock,
     };
-    let result = tads_gen::write_dataset(Arc::clone(&plan), &out, &options, bar.clone()).await;
+    let result = if args.follow {
+        let follow = tads_gen::FollowOptions {
+            flush_micros: args.flush.micros(),
+            speed: args.speed,
+        };
+        let stop = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        let quiet = args.quiet;
+        let announce = |f: &tads_gen::writer::FileEntry| {
+            if !quiet {
+                eprintln!("wrote {} ({} rows)", f.path, thousands(f.rows));
+            }
+        };
+        tads_gen::follow_dataset(Arc::clone(&plan), &out, &options, follow, stop, announce).await
+    } else {
+        tads_gen::write_dataset(Arc::clone(&plan), &out, &options, bar.clone()).await
+    };
     bar.finish();
     let record = match &result {
         Ok(s) => {

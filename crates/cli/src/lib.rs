@@ -12,11 +12,13 @@ mod deliver;
 mod demo;
 mod eval;
 mod generate;
+mod import;
 mod pg;
 mod progress;
 mod score;
 mod sql;
 mod train;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -47,6 +49,11 @@ enum Command {
     Pg(pg::PgCommand),
     /// SQL over telemetry, scores, alerts and models with every TADS function: a REPL, or -c/-f
     Sql(sql::SqlArgs),
+    /// Import telemetry: Prometheus range queries into hive-partitioned Parquet
+    #[command(subcommand)]
+    Import(import::ImportCommand),
+    /// Follow a dataset as files land: score each new file, carry alert state, deliver alerts
+    Watch(watch::WatchArgs),
     /// Alerts: deliver what waits in an alert outbox (after a receiver was down)
     #[command(subcommand)]
     Alerts(deliver::AlertsCommand),
@@ -149,6 +156,8 @@ async fn dispatch(command: Command, pg: &pg::PgArgs) -> anyhow::Result<()> {
         Command::Pg(cmd) => pg::run(cmd, pg).await,
         Command::Sql(args) => sql::run(args).await,
         Command::Alerts(cmd) => deliver::run(cmd).await,
+        Command::Watch(args) => watch::run(args).await,
+        Command::Import(cmd) => import::run(cmd).await,
         Command::Demo(_) => Err(anyhow::anyhow!("tads demo cannot run inside itself")),
     }
 }

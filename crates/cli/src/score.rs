@@ -157,20 +157,7 @@ pub(crate) async fn run(args: ScoreArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
     let models = Location::parse(&args.models).map_err(|e| user(format!("--models {e}")))?;
     let out = Location::parse(&args.out).map_err(|e| user(format!("--out {e}")))?;
     let targets = args.deliver.targets()?;
-    let text = match &args.config {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| user(format!("--config {}: {e}", path.display())))?,
-        ),
-        None => None,
-    };
-    let origin = args
-        .config
-        .as_ref()
-        .map(|p| format!("--config {}", p.display()))
-        .unwrap_or_default();
-    let mut config = ScoreConfig::load(text.as_deref().map(|t| (origin.as_str(), t)), &args.set)
-        .map_err(|e| user(e.to_string()))?;
+    let mut config = load_config(args.config.as_deref(), &args.set)?;
     if args.no_alerts {
         config.alerts.enabled = false;
     }
@@ -188,6 +175,7 @@ pub(crate) async fn run(args: ScoreArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
         memory: args.memory,
         config,
         run_id: None,
+        follow: None,
     };
     let run_id = tads_jobs::score::new_run_id(started_at, &job);
     job.run_id = Some(run_id.clone());
@@ -272,8 +260,27 @@ pub(crate) async fn run(args: ScoreArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
     Ok(())
 }
 
+/// The settings of `--config FILE` and `--set k=v …` over the defaults.
+pub(crate) fn load_config(
+    file: Option<&std::path::Path>,
+    set: &[String],
+) -> Result<ScoreConfig, UserError> {
+    let text = match file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| UserError(format!("--config {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    let origin = file
+        .map(|p| format!("--config {}", p.display()))
+        .unwrap_or_default();
+    ScoreConfig::load(text.as_deref().map(|t| (origin.as_str(), t)), set)
+        .map_err(|e| UserError(e.to_string()))
+}
+
 /// The drift notices, at most ten, with the advice to retrain.
-fn drift_lines(notices: &[tads_jobs::drift::DriftNotice]) -> String {
+pub(crate) fn drift_lines(notices: &[tads_jobs::drift::DriftNotice]) -> String {
     if notices.is_empty() {
         return String::new();
     }

@@ -13,6 +13,8 @@
 //!   on its own ([`plan`]).
 //! * [`write_dataset`] writes hive-partitioned (`date=YYYY-MM-DD/`) zstd Parquet into a local
 //!   directory or S3, in parallel, with a `_manifest.json` written last ([`writer`]).
+//! * [`follow_dataset`] writes the same telemetry as a stream of small files, one per flush
+//!   window as its time passes, for `tads watch` to follow ([`follow`]).
 //!
 //! ```no_run
 //! # async fn run() -> tads_gen::Result<()> {
@@ -28,12 +30,14 @@
 
 pub mod anomaly;
 pub mod config;
+pub mod follow;
 pub mod metrics;
 pub mod plan;
 pub mod writer;
 
 pub use anomaly::{AnomalyType, Event};
 pub use config::{AnomalyConfig, GenConfig, Span, SpanRange};
+pub use follow::{FollowOptions, follow_dataset};
 pub use metrics::Metric;
 pub use plan::{Plan, schema};
 pub use writer::{

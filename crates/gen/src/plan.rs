@@ -193,7 +193,15 @@ impl Plan {
         let start_us = c.start_micros();
         let interval = c.interval.micros();
         let day = (start_us + first as i64 * interval).div_euclid(MICROS_PER_DAY);
-        let mut rng = stream(c.seed, tag::NOISE, host as u64, day as u64);
+        // A day's rows come from the day's stream; rows that start inside a day (a window of
+        // `generate --follow`) from a stream of their own, so windows do not repeat its noise.
+        let day_first = ((day * MICROS_PER_DAY - start_us).max(0) + interval - 1) / interval;
+        let key = if first as i64 == day_first {
+            day as u64
+        } else {
+            (day as u64) ^ first.rotate_left(32)
+        };
+        let mut rng = stream(c.seed, tag::NOISE, host as u64, key);
         let mut series = HostSeries::new(&h.profile);
         let mut ts = Vec::with_capacity(n);
         let mut cols: [Vec<f64>; METRIC_COUNT] = std::array::from_fn(|_| Vec::with_capacity(n));

@@ -296,6 +296,7 @@ pub(crate) struct AlertQuery<'a> {
 }
 
 /// One row held while a run of high scores may still become an alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Held {
     ts: i64,
     score: Option<f64>,
@@ -303,13 +304,14 @@ struct Held {
 }
 
 /// An alert being built.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Building {
     start_ts: i64,
     opened_ts: i64,
     end_ts: i64,
     points: u64,
     peak: f64,
-    tops: HashMap<String, u64>,
+    tops: BTreeMap<String, u64>,
     region: Option<String>,
     project: Option<String>,
 }
@@ -350,21 +352,46 @@ impl Building {
     }
 }
 
-/// One key's walk through its rows.
-struct Series {
-    key: String,
+/// Where one key's walk through its rows stands between two rows: its alert machine, the rows
+/// of a run that may still open an alert, and the alert being built. `tads watch` carries it
+/// from one round of files to the next (in its checkpoint), so that an alert may open in one
+/// file and close in a later one exactly as if all the rows were walked at once.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeyState {
     machine: AlertMachine,
     held: Vec<Held>,
     open: Option<Building>,
 }
 
+impl KeyState {
+    /// Whether an alert is open.
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// The open alert's first row's time (microseconds), if one is open.
+    pub fn open_start(&self) -> Option<i64> {
+        self.open.as_ref().map(|b| b.start_ts)
+    }
+}
+
+/// Every key's [`KeyState`] after the rows walked so far.
+pub type Carried = BTreeMap<String, KeyState>;
+
+/// One key's walk through its rows.
+struct Series {
+    key: String,
+    state: KeyState,
+}
+
 impl Series {
-    fn new(key: &str) -> Self {
+    fn new(key: &str, carried: Option<&Carried>) -> Self {
         Self {
             key: key.to_string(),
-            machine: AlertMachine::new(),
-            held: Vec::new(),
-            open: None,
+            state: carried
+                .and_then(|c| c.get(key))
+                .cloned()
+                .unwrap_or_default(),
         }
     }
 }
@@ -380,15 +407,29 @@ impl Series {
 /// When the sort runs out of memory it could not spill (DataFusion's merge of spilled runs
 /// cannot spill, and the partitions share the pool), the pass runs again in one partition,
 /// which then has the whole pool: the job never fails for lack of memory it could spill.
+///
+/// With `carried` (a round of `tads watch`), each key's walk starts where the previous round
+/// left it, an alert still open at a key's last row is listed as open, and every key's state at
+/// the end is returned, also of keys without rows here.
 pub(crate) async fn find(
     ctx: &SessionContext,
     q: &AlertQuery<'_>,
     rules: &AlertRules,
     severity: &Severity,
+    carried: Option<Arc<Carried>>,
     progress: Arc<dyn Progress>,
-) -> Result<Alerts> {
+) -> Result<(Alerts, Option<Carried>)> {
     let partitions = ctx.copied_config().target_partitions();
-    match find_in(ctx, q, rules, severity, Arc::clone(&progress)).await {
+    match find_in(
+        ctx,
+        q,
+        rules,
+        severity,
+        carried.clone(),
+        Arc::clone(&progress),
+    )
+    .await
+    {
         Err(Error::DataFusion(e)) if partitions > 1 && e.contains("Resources exhausted") => {
             eprintln!(
                 "note: the alert pass ran out of memory in {partitions} partitions ({e}); \
@@ -398,7 +439,7 @@ pub(crate) async fn find(
             let mut state = ctx.state();
             state.config_mut().options_mut().execution.target_partitions = 1;
             let single = SessionContext::new_with_state(state);
-            find_in(&single, q, rules, severity, progress).await
+            find_in(&single, q, rules, severity, carried, progress).await
         }
         other => other,
     }
@@ -410,8 +451,9 @@ async fn find_in(
     q: &AlertQuery<'_>,
     rules: &AlertRules,
     severity: &Severity,
+    carried: Option<Arc<Carried>>,
     progress: Arc<dyn Progress>,
-) -> Result<Alerts> {
+) -> Result<(Alerts, Option<Carried>)> {
     let (m, x) = (q.model_sql, q.metrics);
     let score = format!("anomaly_score({m}, {x})");
     // The top metric, region and project are read only at rows that can be inside an alert
@@ -451,6 +493,7 @@ async fn find_in(
         cooldown: rules.cooldown.resolve().map_err(Error::Input)?,
         region: q.region,
         project: q.project,
+        carried: carried.clone(),
     });
     // A JoinSet aborts the other walks when one fails and this returns early.
     let mut tasks = tokio::task::JoinSet::new();
@@ -459,8 +502,15 @@ async fn find_in(
         tasks.spawn(async move { walk.run(stream, progress.as_ref()).await });
     }
     let mut list = Vec::new();
+    // Keys without rows here keep their state.
+    let mut ends = carried.map(|c| c.as_ref().clone());
     while let Some(done) = tasks.join_next().await {
-        list.extend(done.map_err(|e| Error::Data(format!("an alert task failed: {e}")))??);
+        let (found, states) =
+            done.map_err(|e| Error::Data(format!("an alert task failed: {e}")))??;
+        list.extend(found);
+        if let Some(ends) = ends.as_mut() {
+            ends.extend(states);
+        }
     }
     // Each partition's alerts are in key and time order; so is the whole list once merged.
     list.sort_by(|a: &Alert, b: &Alert| {
@@ -470,7 +520,7 @@ async fn find_in(
     for alert in list {
         alerts.push(alert);
     }
-    Ok(alerts)
+    Ok((alerts, ends))
 }
 
 /// What walking one partition of the alert pass needs.
@@ -481,23 +531,40 @@ struct Walk {
     cooldown: Cooldown,
     region: bool,
     project: bool,
+    /// Each key's state from the previous round (`tads watch`).
+    carried: Option<Arc<Carried>>,
 }
 
 impl Walk {
     /// Runs one partition's rows, sorted by key and time with every key's rows in it, through
-    /// one [`AlertMachine`] per key.
+    /// one [`AlertMachine`] per key. Returns the alerts and, when carrying state, each key's
+    /// state after its last row.
     async fn run(
         &self,
         mut stream: datafusion::execution::SendableRecordBatchStream,
         progress: &dyn Progress,
-    ) -> Result<Vec<Alert>> {
+    ) -> Result<(Vec<Alert>, Carried)> {
         let (rules, severity, cooldown) = (&self.rules, &self.severity, self.cooldown);
         let mut alerts: Vec<Alert> = Vec::new();
+        let mut ends = Carried::new();
         let mut series: Option<Series> = None;
-        // `open`: the series ended inside the alert.
-        let close = |s: &mut Series, alerts: &mut Vec<Alert>, open: bool| {
-            if let Some(b) = s.open.take() {
-                alerts.push(b.finish(&s.key, &self.model_name, severity, open));
+        let closed = |s: &mut Series, alerts: &mut Vec<Alert>| {
+            if let Some(b) = s.state.open.take() {
+                alerts.push(b.finish(&s.key, &self.model_name, severity, false));
+            }
+        };
+        // A key's last row: an alert still open is listed as open; carried, it goes on.
+        let end = |mut s: Series, alerts: &mut Vec<Alert>, ends: &mut Carried| {
+            let open = if self.carried.is_some() {
+                s.state.open.clone()
+            } else {
+                s.state.open.take()
+            };
+            if let Some(b) = open {
+                alerts.push(b.finish(&s.key, &self.model_name, severity, true));
+            }
+            if self.carried.is_some() {
+                ends.insert(s.key, s.state);
             }
         };
         while let Some(batch) = stream.next().await {
@@ -523,12 +590,14 @@ impl Walk {
                 }
                 let key = keys.value(i);
                 if series.as_ref().is_none_or(|s| s.key != key) {
-                    if let Some(s) = series.as_mut() {
-                        close(s, &mut alerts, true);
+                    if let Some(s) = series.take() {
+                        end(s, &mut alerts, &mut ends);
                     }
-                    series = Some(Series::new(key));
+                    series = Some(Series::new(key, self.carried.as_deref()));
                 }
-                let Some(s) = series.as_mut() else { continue };
+                let Some(Series { state: s, .. }) = series.as_mut() else {
+                    continue;
+                };
                 let ts = times.value(i);
                 let score = scores.is_valid(i).then(|| scores.value(i));
                 let top = tops.is_valid(i).then(|| tops.value(i));
@@ -557,7 +626,7 @@ impl Walk {
                             end_ts: ts,
                             points: 0,
                             peak: f64::NEG_INFINITY,
-                            tops: HashMap::new(),
+                            tops: BTreeMap::new(),
                             region: text(&region, i),
                             project: text(&project, i),
                         };
@@ -572,8 +641,10 @@ impl Walk {
                         }
                     }
                     Event::Closed { .. } => {
-                        close(s, &mut alerts, false);
-                        s.held.clear();
+                        if let Some(series) = series.as_mut() {
+                            closed(series, &mut alerts);
+                            series.state.held.clear();
+                        }
                     }
                     Event::Outside => {
                         let keep = s.machine.pending_rows() as usize;
@@ -584,10 +655,10 @@ impl Walk {
             }
             progress.rows(n as u64);
         }
-        if let Some(s) = series.as_mut() {
-            close(s, &mut alerts, true);
+        if let Some(s) = series.take() {
+            end(s, &mut alerts, &mut ends);
         }
-        Ok(alerts)
+        Ok((alerts, ends))
     }
 }
 

@@ -374,6 +374,10 @@ async fn day_medians(q: &BaselineQuery<'_>, d: usize) -> Result<Vec<RecordBatch>
     Ok(out)
 }
 
+/// The table a round of `tads watch` registers for the baseline's medians: its files and the
+/// files before them that may hold the previous day's rows.
+pub(crate) const CONTEXT: &str = "__tads_context";
+
 /// The model's metrics as the scoring plans read them: the columns, or with a drift baseline
 /// each column shifted by its key's previous-day level (`tads_drift_shift`), and the drift
 /// notices. Without the key and time columns there is no baseline.
@@ -405,7 +409,11 @@ pub(crate) async fn metrics(
     }
     let query = BaselineQuery {
         ctx,
-        table: "input",
+        table: if job.follow.is_some() {
+            CONTEXT
+        } else {
+            "input"
+        },
         key: &rules.key,
         time: &rules.time,
         features: &model.features,

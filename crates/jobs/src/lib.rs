@@ -9,6 +9,8 @@
 //!   With `group_by`, one model per value of a column (`group.json`).
 //! * [`score`]: every row with its scores, one streamed plan per input file, and its alerts
 //!   ([`alerts`], configured by [`config`]).
+//! * [`watch`]: follows a dataset being written, scoring each round of new files with the
+//!   score job and carrying the alert state, with exactly-once checkpoints.
 #![deny(missing_docs)]
 
 pub mod alerts;
@@ -22,6 +24,7 @@ mod seasonal;
 mod tail;
 pub mod train;
 mod train_groups;
+pub mod watch;
 
 pub use tail::DEFAULT_QUANTILE as DEFAULT_TAIL_QUANTILE;
 pub use train_groups::min_rows;

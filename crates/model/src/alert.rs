@@ -73,7 +73,8 @@ pub enum Event {
 }
 
 /// The state of one partition (one host) between rows. Feed rows with [`AlertMachine::push`].
-#[derive(Debug, Clone, Default)]
+/// It serializes, so a follower (`tads watch`) carries it from one file to the next.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AlertMachine {
     row: u64,
     seq: u64,

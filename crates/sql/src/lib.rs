@@ -139,14 +139,21 @@ pub async fn register_dataset(
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")
         .with_table_partition_cols(partitions);
-    let config = ListingTableConfig::new(url)
-        .with_listing_options(options)
-        .infer_schema(&ctx.state())
-        .await
-        .map_err(|e| bad(format!("cannot read the schema of its Parquet files ({e})")))?;
-    // Every column nullable: a file that lacks a column the others have reads it as NULL (a
-    // non-nullable column would fail on those NULLs).
-    let config = match config.file_schema.clone() {
+    let config = nullable_schema(
+        ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .infer_schema(&ctx.state())
+            .await
+            .map_err(|e| bad(format!("cannot read the schema of its Parquet files ({e})")))?,
+    );
+    ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
+    Ok(partition_names)
+}
+
+/// Every column nullable: a file that lacks a column the others have reads it as NULL (a
+/// non-nullable column would fail on those NULLs).
+fn nullable_schema(config: ListingTableConfig) -> ListingTableConfig {
+    match config.file_schema.clone() {
         Some(schema) => {
             let fields: Vec<_> = schema
                 .fields()
@@ -161,9 +168,90 @@ pub async fn register_dataset(
             ))
         }
         None => config,
+    }
+}
+
+/// Registers some Parquet files below `location` (paths relative to it, at least one) as table
+/// `name`, with the hive partition columns of their directory names (as strings), and returns
+/// those columns. Unlike [`register_dataset`] it neither lists the location nor asks whether a
+/// writer is at work there: `tads watch` picks files of a dataset that is still being written.
+/// Each file is read with the first file's columns (what another file lacks reads as NULL).
+pub async fn register_files(
+    ctx: &SessionContext,
+    name: &str,
+    location: &Location,
+    files: &[String],
+) -> Result<Vec<String>> {
+    let Some(first) = files.first() else {
+        return Err(Error::Dataset {
+            location: location.to_string(),
+            message: "no files to read".into(),
+        });
     };
-    ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
-    Ok(partition_names)
+    let partitions = partition_columns(first);
+    ctx.register_object_store(&location.store_url(), Arc::clone(location.store()));
+    let options =
+        || ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let url = |file: &str| -> Result<ListingTableUrl> {
+        let url = location
+            .store_url()
+            .join(location.child(file).as_ref())
+            .map_err(|e| Error::Dataset {
+                location: format!("{location}{file}"),
+                message: e.to_string(),
+            })?;
+        Ok(ListingTableUrl::parse(url.as_str())?)
+    };
+    let schema = nullable_schema(
+        ListingTableConfig::new(url(first)?)
+            .with_listing_options(options())
+            .infer_schema(&ctx.state())
+            .await
+            .map_err(|e| Error::Dataset {
+                location: format!("{location}{first}"),
+                message: format!("cannot read its schema ({e})"),
+            })?,
+    )
+    .file_schema
+    .ok_or_else(|| Error::Dataset {
+        location: format!("{location}{first}"),
+        message: "no schema".into(),
+    })?;
+    let mut selects = Vec::with_capacity(files.len());
+    for (i, file) in files.iter().enumerate() {
+        let values: Vec<(String, String)> = file
+            .split('/')
+            .rev()
+            .skip(1)
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut select = "SELECT *".to_string();
+        for p in &partitions {
+            let Some((_, v)) = values.iter().find(|(k, _)| k == p) else {
+                return Err(Error::Dataset {
+                    location: format!("{location}{file}"),
+                    message: format!(
+                        "has no partition `{p}` in its path, as {first} has; its partitions differ from the other files'"
+                    ),
+                });
+            };
+            select.push_str(&format!(
+                ", CAST('{}' AS VARCHAR) AS \"{}\"",
+                v.replace('\'', "''"),
+                p.replace('"', "\"\"")
+            ));
+        }
+        let table = format!("{name}__file_{i}");
+        let config = ListingTableConfig::new(url(file)?)
+            .with_listing_options(options())
+            .with_schema(Arc::clone(&schema));
+        ctx.register_table(&table, Arc::new(ListingTable::try_new(config)?))?;
+        selects.push(format!("{select} FROM \"{table}\""));
+    }
+    let view = ctx.sql(&selects.join(" UNION ALL ")).await?.into_view();
+    ctx.register_table(name, view)?;
+    Ok(partitions)
 }
 
 #[cfg(test)]

@@ -114,8 +114,32 @@ pub(crate) async fn units(data: &Location) -> Result<Vec<Unit>> {
         .await
 }
 
+/// Some files of the input (relative paths), with their footers, in the order given.
+pub(crate) async fn units_of(data: &Location, files: &[String]) -> Result<Vec<Unit>> {
+    futures::stream::iter(files)
+        .map(|relative| async move {
+            let path = data.child(relative);
+            let meta = data.store().head(&path).await.map_err(|e| {
+                Error::Data(format!(
+                    "{data}{relative}: {}",
+                    tads_store::describe_store_error(&e)
+                ))
+            })?;
+            let footer = footer(data, &meta).await?;
+            Ok::<_, Error>(Unit {
+                meta,
+                relative: relative.clone(),
+                rows: footer.file_metadata().num_rows().max(0) as u64,
+                footer: Arc::new(footer),
+            })
+        })
+        .buffered(16)
+        .try_collect()
+        .await
+}
+
 /// A Parquet file's footer (two small reads).
-async fn footer(data: &Location, meta: &ObjectMeta) -> Result<ParquetMetaData> {
+pub(crate) async fn footer(data: &Location, meta: &ObjectMeta) -> Result<ParquetMetaData> {
     let bad = |m: String| {
         Error::Data(format!(
             "{}: not a readable Parquet file ({m})",

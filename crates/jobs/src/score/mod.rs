@@ -12,7 +12,7 @@
 //! bounded by the file size and the concurrency, never by the dataset.
 //! `<out>/_manifest.json` is written last (see [`tads_store::output`]).
 
-mod input;
+pub(crate) mod input;
 mod write;
 
 use std::sync::Arc;
@@ -117,6 +117,22 @@ pub struct ScoreJob {
     pub config: ScoreConfig,
     /// The run's id (default: a fresh one, see [`new_run_id`]).
     pub run_id: Option<String>,
+    /// A round of `tads watch`: only these files, with alert state carried in and out.
+    pub follow: Option<Follow>,
+}
+
+/// What a round of `tads watch` scores: some files of a dataset that is still being written
+/// (they are read as they are: no finished-dataset check), each key's alert walk going on
+/// from where the previous round left it.
+#[derive(Debug, Clone, Default)]
+pub struct Follow {
+    /// The files to score, relative to the data location, in the order to walk them.
+    pub files: Vec<String>,
+    /// Files scored before whose rows may be the previous day of these (for the drift
+    /// baseline's medians; see [`crate::watch`]).
+    pub context: Vec<String>,
+    /// Every key's alert state after the files scored before.
+    pub carried: Arc<crate::alerts::Carried>,
 }
 
 impl ScoreJob {
@@ -158,7 +174,7 @@ pub struct ModelRef {
 
 impl ModelRef {
     /// The model (or group) `load_model` found.
-    fn of(loaded: &Loaded) -> Self {
+    pub(crate) fn of(loaded: &Loaded) -> Self {
         match loaded {
             Loaded::Single(m) => Self {
                 name: m.artifact.name.clone(),
@@ -264,6 +280,8 @@ pub struct ScoreReport {
     pub alerts: Vec<crate::alerts::Alert>,
     /// Wall time.
     pub elapsed: Duration,
+    /// With [`ScoreJob::follow`]: every key's alert state after these files.
+    pub carried: Option<crate::alerts::Carried>,
 }
 
 impl ScoreReport {
@@ -333,10 +351,11 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
     );
     // Whatever fails from here leaves no output that a reader would take as complete.
     match run.write(job, &output, progress, started_at, run_id).await {
-        Ok((manifest, alerts)) => Ok(ScoreReport {
+        Ok((manifest, alerts, carried)) => Ok(ScoreReport {
             manifest,
             alerts,
             elapsed: clock.elapsed(),
+            carried,
         }),
         Err(e) => {
             output.abort().await;
@@ -396,8 +415,22 @@ impl Prepared {
         ));
         // The input's manifest as it was before reading: checked again before the output's
         // manifest is written, so a dataset replaced while it was read is never scored silently.
-        let input_manifest = input::input_state(&job.data).await?;
-        let partitions = tads_sql::register_dataset(&ctx, "input", &job.data).await?;
+        let (input_manifest, partitions) = match &job.follow {
+            None => (
+                input::input_state(&job.data).await?,
+                tads_sql::register_dataset(&ctx, "input", &job.data).await?,
+            ),
+            // Files of a dataset still being written, chosen by the follower.
+            Some(f) => {
+                let partitions =
+                    tads_sql::register_files(&ctx, "input", &job.data, &f.files).await?;
+                // The drift baseline's medians also see the rows of the day before.
+                let mut all = f.context.clone();
+                all.extend(f.files.iter().cloned());
+                tads_sql::register_files(&ctx, crate::drift::CONTEXT, &job.data, &all).await?;
+                (None, partitions)
+            }
+        };
         let table_schema = ctx.table("input").await?.schema().as_arrow().clone();
         // The files hold every column but the hive partition columns (those are in the paths).
         let file_schema: SchemaRef = Arc::new(Schema::new(
@@ -422,7 +455,10 @@ impl Prepared {
                 model.name, job.data
             )));
         }
-        let units = input::units(&job.data).await?;
+        let units = match &job.follow {
+            None => input::units(&job.data).await?,
+            Some(f) => input::units_of(&job.data, &f.files).await?,
+        };
         let rows_in: u64 = units.iter().map(|u| u.rows).sum();
         progress.total(rows_in, units.len() as u64);
 
@@ -494,8 +530,14 @@ impl Prepared {
         progress: Arc<dyn Progress>,
         started_at: DateTime<Utc>,
         run_id: String,
-    ) -> Result<(ScoreManifest, Vec<crate::alerts::Alert>)> {
+    ) -> Result<(
+        ScoreManifest,
+        Vec<crate::alerts::Alert>,
+        Option<crate::alerts::Carried>,
+    )> {
         let rules = &job.config.alerts;
+        let carried_in = job.follow.as_ref().map(|f| Arc::clone(&f.carried));
+        let mut carried = None;
         let found = match &self.alerts {
             Some(plan) => {
                 progress.phase("finding alerts");
@@ -508,14 +550,16 @@ impl Prepared {
                     region: plan.region,
                     project: plan.project,
                 };
-                let found = alerts::find(
+                let (found, ends) = alerts::find(
                     &self.ctx,
                     &query,
                     rules,
                     &job.config.severity,
+                    carried_in.clone(),
                     Arc::clone(&progress),
                 )
                 .await?;
+                carried = ends;
                 Some(Arc::new(found))
             }
             None => None,
@@ -573,7 +617,8 @@ impl Prepared {
         };
         let json = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| Error::Data(format!("manifest: {e}")))?;
-        if input::input_state(&job.data).await? != self.input_manifest {
+        // A followed dataset is still being written: its files were picked one by one.
+        if job.follow.is_none() && input::input_state(&job.data).await? != self.input_manifest {
             return Err(Error::Data(format!(
                 "{}: the input changed while it was being scored (its manifest was replaced or removed, or a writer is at work); score it again when it is finished",
                 job.data
@@ -585,7 +630,9 @@ impl Prepared {
             .and_then(|a| Arc::try_unwrap(a).ok())
             .map(|a| a.list)
             .unwrap_or_default();
-        Ok((manifest, alerts))
+        // Without alerts (or without their columns), the state passes through unchanged.
+        let carried = carried.or_else(|| carried_in.map(|c| c.as_ref().clone()));
+        Ok((manifest, alerts, carried))
     }
 }
 

@@ -1,0 +1,483 @@
+//! `tads watch`: follows a dataset that is still being written, scoring each round of newly
+//! landed files with the plan and outputs of `tads score`, and carrying every key's alert state
+//! from one round to the next, with a checkpoint that makes a restart exactly-once.
+//!
+//! * **Finding files.** A round lists the data and takes the Parquet files not done yet (in
+//!   path order, at most [`WatchJob::max_files`]). A file is read only once it is stable: its
+//!   size and time unchanged between two listings [`WatchJob::settle`] apart (or since the
+//!   previous round's listing). Names a writer stages under (hidden `_`/`.` names, no
+//!   `.parquet` suffix) are never taken. Each round lists afresh in a new session, so
+//!   DataFusion's listing cache never hides a new file.
+//! * **Scoring.** A round is a `tads score` run over its files alone
+//!   ([`crate::score::Follow`]), written as a complete output of its own to
+//!   `<out>/rounds/<round>/` (scored files in the input's partitioning, `alerts/alerts.parquet`
+//!   with the round's alerts, `_manifest.json`). Each key's alert walk starts where the
+//!   previous round left it, so an alert may open in one file and close in a later one; an
+//!   alert still open at the round's end is written as open and goes on in the next round. The
+//!   drift baseline's medians also read the files done before whose rows may be the previous
+//!   day's.
+//! * **Exactly once.** When a round's output is complete, one checkpoint,
+//!   `<out>/_watch/checkpoint.json` (every file done, each key's alert state), replaces the
+//!   previous one in a single put (a rename on a local disk). A watcher killed at any moment
+//!   restarts from the last checkpoint: the round it was in is scored again into the same
+//!   folder, which is replaced. So every file is scored once into the output, and the alerts
+//!   are those of one `tads score` over all the files.
+//! * **One watcher per output**: `<out>/_watch/lock.json` names the holder; one whose process is
+//!   gone (same host) is taken over.
+//! * **A corrupt file** is reported once and recorded in the checkpoint with its error; the
+//!   others go on.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::Int64Type;
+use serde::{Deserialize, Serialize};
+use tads_sql::ModelRegistry;
+use tads_store::{Location, Lock, Progress};
+
+use crate::alerts::{Alert, Carried};
+use crate::config::ScoreConfig;
+use crate::score::{Follow, ModelRef, ScoreJob, ScoreReport};
+use crate::{Error, Result, ident};
+
+/// The checkpoint, below the output root.
+pub const CHECKPOINT: &str = "_watch/checkpoint.json";
+
+/// The watcher's lock, below the output root.
+pub const LOCK: &str = "_watch/lock.json";
+
+/// Where the rounds go, below the output root: `rounds/000001/`, …
+pub const ROUNDS: &str = "rounds";
+
+/// What to follow.
+#[derive(Debug, Clone)]
+pub struct WatchJob {
+    /// The dataset being written.
+    pub data: Location,
+    /// Where models live.
+    pub models: Location,
+    /// The model's name.
+    pub model: String,
+    /// Where the rounds and the checkpoint go.
+    pub out: Location,
+    /// Fusion, alert, severity and drift settings.
+    pub config: ScoreConfig,
+    /// Files scored at once and the alert pass's partitions (0: one per core).
+    pub concurrency: usize,
+    /// The memory pool of a round, in bytes (0: the score job's default).
+    pub memory: usize,
+    /// At most this many files per round (the first rounds of a long backlog stay small).
+    pub max_files: usize,
+    /// How long a new file's size must hold still before it is read.
+    pub settle: Duration,
+    /// Remove a watcher's lock left at `out` first (its process is known to be gone).
+    pub break_lock: bool,
+}
+
+/// A file the watcher is done with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileDone {
+    /// The round that took it.
+    pub round: u64,
+    /// Its size when read.
+    pub bytes: u64,
+    /// Its rows (0 for a file that could not be read).
+    pub rows: u64,
+    /// Its first and last time (seconds since the epoch), when it has the alerts' time column.
+    pub first_ts: Option<i64>,
+    /// See `first_ts`.
+    pub last_ts: Option<i64>,
+    /// Why it was skipped, for a file that could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `<out>/_watch/checkpoint.json`: what the watcher has done, committed after each round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Always `tads-watch`.
+    pub kind: String,
+    /// Version of this format.
+    pub format_version: u32,
+    /// The followed dataset's URL.
+    pub data: String,
+    /// The model's name.
+    pub model: String,
+    /// The model's fingerprint: a checkpoint of another model is refused.
+    pub model_fingerprint: String,
+    /// Rounds committed.
+    pub rounds: u64,
+    /// When the last round was committed.
+    pub updated_at: DateTime<Utc>,
+    /// Every file done, by path relative to the data.
+    pub files: BTreeMap<String, FileDone>,
+    /// Every key's alert state after the files done.
+    pub carried: Carried,
+}
+
+/// One round's outcome, before it is committed.
+#[derive(Debug)]
+pub struct Round {
+    /// Its number (1, 2, …).
+    pub number: u64,
+    /// Where its output went.
+    pub out: Location,
+    /// The files it scored.
+    pub files: Vec<String>,
+    /// The files it skipped, with why.
+    pub skipped: Vec<(String, String)>,
+    /// The score run (none when every file was skipped).
+    pub report: Option<ScoreReport>,
+    /// Ids of this round's alerts that were already open before it (their events are updates
+    /// or resolutions, not openings).
+    pub continued: BTreeSet<String>,
+    checkpoint: Checkpoint,
+}
+
+impl Round {
+    /// The round's alerts: every alert that opened, went on or closed in its files.
+    pub fn alerts(&self) -> &[Alert] {
+        self.report.as_ref().map_or(&[], |r| r.alerts.as_slice())
+    }
+
+    /// Rows scored.
+    pub fn rows(&self) -> u64 {
+        self.report.as_ref().map_or(0, |r| r.manifest.rows_in)
+    }
+}
+
+/// A watcher holding its output's lock.
+pub struct Watcher {
+    job: WatchJob,
+    lock: Lock,
+    checkpoint: Checkpoint,
+    /// Each candidate file's size and time at the last listing.
+    seen: HashMap<String, (u64, DateTime<Utc>)>,
+}
+
+impl Watcher {
+    /// Takes the output's lock and reads its checkpoint, refusing one of another dataset or
+    /// model.
+    pub async fn open(job: WatchJob) -> Result<Self> {
+        if job.data.overlaps(&job.out) {
+            return Err(Error::Input(format!(
+                "--out {}: overlaps the input {}; write the scores somewhere else",
+                job.out, job.data
+            )));
+        }
+        if job.data.file().is_some() {
+            return Err(Error::Input(format!(
+                "--data {}: is one file; tads watch follows a folder (or an s3:// prefix) where files land",
+                job.data
+            )));
+        }
+        job.config.validate().map_err(Error::Input)?;
+        let registry = ModelRegistry::new();
+        let model = ModelRef::of(&registry.load_model(&job.models, &job.model).await?);
+        let id = format!(
+            "watch-{}-{}",
+            Utc::now().format("%Y%m%dT%H%M%SZ"),
+            std::process::id()
+        );
+        let lock = Lock::acquire(&job.out, LOCK, "tads watch", &id, job.break_lock).await?;
+        match read_checkpoint(&job, &model).await {
+            Ok(checkpoint) => Ok(Self {
+                job,
+                lock,
+                checkpoint,
+                seen: HashMap::new(),
+            }),
+            Err(e) => {
+                let _ = lock.release().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The checkpoint as last committed (or a fresh one).
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.checkpoint
+    }
+
+    /// The keys with an alert open after the last committed round.
+    pub fn open_alerts(&self) -> usize {
+        self.checkpoint
+            .carried
+            .values()
+            .filter(|s| s.is_open())
+            .count()
+    }
+
+    /// Lists the data: the Parquet files not done yet, by path, with size and time.
+    async fn candidates(&self) -> Result<BTreeMap<String, (u64, DateTime<Utc>)>> {
+        let data = &self.job.data;
+        let hidden = |rel: &str| {
+            rel.split('/')
+                .any(|p| p.starts_with('_') || p.starts_with('.'))
+        };
+        Ok(data
+            .list_all()
+            .await?
+            .into_iter()
+            .filter_map(|o| {
+                let rel = data.relative(&o.location)?;
+                (rel.ends_with(".parquet")
+                    && !hidden(&rel)
+                    && !self.checkpoint.files.contains_key(&rel))
+                .then_some((rel, (o.size, o.last_modified)))
+            })
+            .collect())
+    }
+
+    /// The new files that are ready to read: stable since the last listing, or over a wait of
+    /// `settle`. At most `max_files`, in path order.
+    pub async fn ready(&mut self) -> Result<Vec<String>> {
+        let first = self.candidates().await?;
+        let moving = first
+            .iter()
+            .any(|(rel, stat)| self.seen.get(rel) != Some(stat));
+        let ready: Vec<String> = if moving {
+            tokio::time::sleep(self.job.settle).await;
+            let second = self.candidates().await?;
+            let ready = second
+                .iter()
+                .filter(|(rel, stat)| first.get(*rel) == Some(stat))
+                .map(|(rel, _)| rel.clone())
+                .collect();
+            self.seen = second.into_iter().collect();
+            ready
+        } else {
+            self.seen = first.clone().into_iter().collect();
+            first.into_keys().collect()
+        };
+        Ok(ready.into_iter().take(self.job.max_files.max(1)).collect())
+    }
+
+    /// Scores the next round of ready files, writing its output; `None` when no file is
+    /// ready. Nothing is committed: see [`Watcher::commit`].
+    pub async fn round(&mut self, progress: Arc<dyn Progress>) -> Result<Option<Round>> {
+        let files = self.ready().await?;
+        if files.is_empty() {
+            return Ok(None);
+        }
+        let number = self.checkpoint.rounds + 1;
+        let mut checkpoint = self.checkpoint.clone();
+        checkpoint.rounds = number;
+        let mut good = Vec::new();
+        let mut skipped = Vec::new();
+        for file in files {
+            match self.inspect(&file).await {
+                Ok(done) => {
+                    checkpoint
+                        .files
+                        .insert(file.clone(), done.with_round(number));
+                    good.push(file);
+                }
+                Err(e) => {
+                    let error = e.to_string();
+                    let bytes = self.seen.get(&file).map_or(0, |s| s.0);
+                    checkpoint.files.insert(
+                        file.clone(),
+                        FileDone {
+                            round: number,
+                            bytes,
+                            rows: 0,
+                            first_ts: None,
+                            last_ts: None,
+                            error: Some(error.clone()),
+                        },
+                    );
+                    skipped.push((file, error));
+                }
+            }
+        }
+        let out = self.job.out.sub(&format!("{ROUNDS}/{number:06}"));
+        let mut round = Round {
+            number,
+            out: out.clone(),
+            files: good.clone(),
+            skipped,
+            report: None,
+            continued: BTreeSet::new(),
+            checkpoint,
+        };
+        if good.is_empty() {
+            return Ok(Some(round));
+        }
+        let context = self.context(&round.checkpoint, &good);
+        let carried = Arc::new(self.checkpoint.carried.clone());
+        let job = ScoreJob {
+            data: self.job.data.clone(),
+            models: self.job.models.clone(),
+            model: self.job.model.clone(),
+            out,
+            shard: None,
+            shard_by: "host_id".into(),
+            // A round folder left by a killed watcher is this round's own: replace it.
+            overwrite: true,
+            break_lock: true,
+            concurrency: self.job.concurrency,
+            memory: self.job.memory,
+            config: self.job.config.clone(),
+            run_id: Some(format!("watch-round-{number:06}")),
+            follow: Some(Follow {
+                files: good,
+                context,
+                carried: Arc::clone(&carried),
+            }),
+        };
+        let report = crate::score::score(&job, progress).await?;
+        round.continued = report
+            .alerts
+            .iter()
+            .filter(|a| {
+                carried
+                    .get(&a.host_id)
+                    .and_then(|s| s.open_start())
+                    .is_some_and(|start| start == a.start_ts)
+            })
+            .map(|a| a.alert_id.clone())
+            .collect();
+        if let Some(ends) = &report.carried {
+            round.checkpoint.carried = ends.clone();
+        }
+        round.report = Some(report);
+        Ok(Some(round))
+    }
+
+    /// Commits a round whose output is complete: the checkpoint is replaced in one put.
+    pub async fn commit(&mut self, round: &Round) -> Result<()> {
+        self.lock.check().await?;
+        let mut checkpoint = round.checkpoint.clone();
+        checkpoint.updated_at = Utc::now();
+        let json = serde_json::to_vec_pretty(&checkpoint)
+            .map_err(|e| Error::Data(format!("checkpoint: {e}")))?;
+        self.job.out.put(CHECKPOINT, json).await?;
+        self.checkpoint = checkpoint;
+        Ok(())
+    }
+
+    /// Releases the lock.
+    pub async fn close(self) -> Result<()> {
+        Ok(self.lock.release().await?)
+    }
+
+    /// A new file's rows and time span (from its footer and a query DataFusion answers from
+    /// the statistics); an error for a file that cannot be read.
+    async fn inspect(&self, file: &str) -> Result<FileDone> {
+        let data = &self.job.data;
+        let units = crate::score::input::units_of(data, &[file.to_string()]).await?;
+        let unit = units
+            .first()
+            .ok_or_else(|| Error::Data(format!("{data}{file}: not found")))?;
+        let mut done = FileDone {
+            round: 0,
+            bytes: unit.meta.size,
+            rows: unit.rows,
+            first_ts: None,
+            last_ts: None,
+            error: None,
+        };
+        let time = &self.job.config.alerts.time;
+        let ctx = tads_sql::session();
+        tads_sql::register_files(&ctx, "f", data, &[file.to_string()]).await?;
+        let has_time = ctx
+            .table("f")
+            .await?
+            .schema()
+            .field_with_unqualified_name(time)
+            .is_ok_and(|f| {
+                matches!(
+                    f.data_type(),
+                    datafusion::arrow::datatypes::DataType::Timestamp(..)
+                )
+            });
+        if has_time && unit.rows > 0 {
+            let t = ident(time);
+            let batches = ctx
+                .sql(&format!(
+                    "SELECT CAST(to_unixtime(min({t})) AS BIGINT), CAST(to_unixtime(max({t})) AS BIGINT) FROM f"
+                ))
+                .await?
+                .collect()
+                .await?;
+            if let Some(b) = batches.iter().find(|b| b.num_rows() > 0) {
+                let first = b.column(0).as_primitive::<Int64Type>();
+                let last = b.column(1).as_primitive::<Int64Type>();
+                done.first_ts = first.is_valid(0).then(|| first.value(0));
+                done.last_ts = last.is_valid(0).then(|| last.value(0));
+            }
+        }
+        Ok(done)
+    }
+
+    /// The files done before whose rows may be the previous UTC day of `files`' first rows (for
+    /// the drift baseline's medians), by the time spans recorded in the checkpoints (`next`:
+    /// the round's own, with `files`).
+    fn context(&self, next: &Checkpoint, files: &[String]) -> Vec<String> {
+        let first = files
+            .iter()
+            .filter_map(|f| next.files.get(f)?.first_ts)
+            .min();
+        let Some(first) = first else {
+            return Vec::new();
+        };
+        let from = first.div_euclid(86_400) * 86_400 - 86_400;
+        self.checkpoint
+            .files
+            .iter()
+            .filter(|(_, d)| d.error.is_none() && d.last_ts.is_some_and(|t| t >= from))
+            .map(|(f, _)| f.clone())
+            .collect()
+    }
+}
+
+impl FileDone {
+    fn with_round(mut self, round: u64) -> Self {
+        self.round = round;
+        self
+    }
+}
+
+/// The checkpoint at `job.out`, or a fresh one; one of another dataset or model is refused.
+async fn read_checkpoint(job: &WatchJob, model: &ModelRef) -> Result<Checkpoint> {
+    let data = job.data.data_url().to_string();
+    let Some(bytes) = job.out.get_opt(CHECKPOINT).await? else {
+        return Ok(Checkpoint {
+            kind: "tads-watch".into(),
+            format_version: 1,
+            data,
+            model: model.name.clone(),
+            model_fingerprint: model.fingerprint.clone(),
+            rounds: 0,
+            updated_at: Utc::now(),
+            files: BTreeMap::new(),
+            carried: Carried::new(),
+        });
+    };
+    let at = format!("{}{CHECKPOINT}", job.out);
+    let c: Checkpoint = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Data(format!("{at}: not a tads watch checkpoint ({e})")))?;
+    if c.kind != "tads-watch" {
+        return Err(Error::Data(format!(
+            "{at}: kind is `{}`, not tads-watch",
+            c.kind
+        )));
+    }
+    if c.data != data {
+        return Err(Error::Input(format!(
+            "{at}: follows {}, not --data {data}; give that --data, or another --out",
+            c.data
+        )));
+    }
+    if c.model != model.name || c.model_fingerprint != model.fingerprint {
+        return Err(Error::Input(format!(
+            "{at}: was scored with model `{}` ({}), not `{}` ({}); give another --out to watch with this model",
+            c.model, c.model_fingerprint, model.name, model.fingerprint
+        )));
+    }
+    Ok(c)
+}
