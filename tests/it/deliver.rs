@@ -240,3 +240,57 @@ async fn a_webhook_that_is_down_leaves_the_alerts_in_the_outbox_until_it_is_up()
         .collect();
     assert_eq!(resolved, want);
 }
+
+/// `tads watch` tells a real Alertmanager of an alert that opens in one file and closes in the
+/// next: firing after the first round, resolved (no longer listed) after the second, under the
+/// same alert id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_fires_an_alert_in_one_round_and_resolves_it_in_the_next() {
+    let t = trained();
+    let am = Alertmanager::start(None).await;
+    let (data, out, outbox) = (
+        am.dir().join("watched"),
+        am.dir().join("watch"),
+        am.dir().join("outbox"),
+    );
+    let watch_once = || {
+        tads()
+            .args([
+                "watch", "--once", "--settle", "50ms", "--model", "fleet", "--data",
+            ])
+            .arg(&data)
+            .arg("--models")
+            .arg(t.dir.join("models"))
+            .arg("--out")
+            .arg(&out)
+            .args(["--alertmanager", &am.base, "--outbox"])
+            .arg(&outbox)
+            .output()
+            .unwrap()
+    };
+    let land = |day: &str| {
+        let rel = format!("date={day}/part-00000.parquet");
+        std::fs::create_dir_all(data.join(format!("date={day}"))).unwrap();
+        std::fs::copy(t.dir.join("data").join(&rel), data.join(&rel)).unwrap();
+    };
+    // The first day ends inside host-0004's alert from 23:05.
+    land("2026-01-01");
+    assert_ok(&watch_once());
+    let carried = "fleet/host-0004/2026-01-01T23:05:00Z";
+    let firing = am.tads_alerts().await;
+    assert!(
+        firing.iter().any(|a| a["labels"]["alert_id"] == carried),
+        "{firing:#?}\n{}",
+        am.log()
+    );
+    // The second day closes it: the next round resolves it.
+    land("2026-01-02");
+    assert_ok(&watch_once());
+    let after = am.tads_alerts().await;
+    assert!(
+        !after.iter().any(|a| a["labels"]["alert_id"] == carried),
+        "{after:#?}"
+    );
+    let round2 = alerts_of(&out.join("rounds/000002"));
+    assert!(!round2[carried].open, "{round2:#?}");
+}

@@ -264,6 +264,8 @@ async fn watching_files_land_round_by_round_gives_the_scores_and_alerts_of_one_s
         serde_json::from_slice(&std::fs::read(out.join("_watch/checkpoint.json")).unwrap())
             .unwrap();
     assert_eq!(checkpoint["files"].as_object().unwrap().len(), files.len());
+    // The previous days' levels are kept (the rounds of the last day did not read them again).
+    assert_eq!(checkpoint["levels_through"], 20_455, "{checkpoint}");
     assert!(
         !out.join("_watch/lock.json").exists(),
         "the lock is released"

@@ -84,10 +84,20 @@ pub(crate) struct PrometheusArgs {
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_micros)]
     step: i64,
     /// First time: RFC 3339, or relative to now like -6h
-    #[arg(long, value_name = "TIME", default_value = "-1h", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "TIME",
+        default_value = "-1h",
+        allow_hyphen_values = true
+    )]
     start: String,
     /// Last time: RFC 3339, relative like -5m, or now (ignored with --follow)
-    #[arg(long, value_name = "TIME", default_value = "now", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "TIME",
+        default_value = "now",
+        allow_hyphen_values = true
+    )]
     end: String,
     /// Where to write: a directory or s3://bucket/prefix
     #[arg(long, value_name = "DIR|URL")]
@@ -415,6 +425,7 @@ pub(crate) async fn run(cmd: ImportCommand) -> anyhow::Result<()> {
     .map_err(|e| UserError(e.to_string()))?;
     let mut files = Vec::new();
     let mut from = align(start);
+    let mut stop = crate::interrupted();
     let result: anyhow::Result<()> = async {
         loop {
             let until = if args.follow {
@@ -432,12 +443,11 @@ pub(crate) async fn run(cmd: ImportCommand) -> anyhow::Result<()> {
                 files.extend(written);
                 from = until + step;
             }
-            if !args.follow {
+            if !args.follow
+                || crate::sleep_or_interrupted(Duration::from_micros(args.every as u64), &mut stop)
+                    .await
+            {
                 return Ok(());
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_micros(args.every as u64)) => {}
-                _ = tokio::signal::ctrl_c() => return Ok(()),
             }
         }
     }

@@ -61,6 +61,32 @@ enum Command {
     Demo(demo::DemoArgs),
 }
 
+/// Ctrl-C (SIGINT), as a flag that turns true once it comes: one listener for the whole run, so
+/// a signal that arrives between two waits is not lost.
+pub(crate) fn interrupted() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = tx.send(true);
+        }
+    });
+    rx
+}
+
+/// Waits for `duration`; `true` if Ctrl-C came first (or had come before).
+pub(crate) async fn sleep_or_interrupted(
+    duration: std::time::Duration,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => *stop.borrow(),
+        _ = stop.changed() => true,
+    }
+}
+
 /// An error the user can fix (exit code 2), as opposed to a failure of TADS itself (exit 1).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

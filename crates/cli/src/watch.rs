@@ -138,11 +138,15 @@ async fn follow(
     outbox: &std::path::Path,
 ) -> anyhow::Result<()> {
     let user = |e: String| UserError(e);
+    let mut stop = crate::interrupted();
     loop {
         let started = Instant::now();
+        if *stop.borrow() {
+            return Ok(());
+        }
         let round = tokio::select! {
             r = watcher.round(Arc::new(NoProgress)) => r.map_err(|e| user(e.to_string()))?,
-            _ = tokio::signal::ctrl_c() => {
+            _ = stop.changed() => {
                 // The round's output may be half-written: it is not committed, and the next
                 // watcher replaces it.
                 eprintln!("stopped: the round in progress is scored again by the next tads watch");
@@ -190,9 +194,10 @@ async fn follow(
         if round.is_some() && args.once {
             continue;
         }
-        tokio::select! {
-            _ = tokio::time::sleep(args.every.saturating_sub(started.elapsed())) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+        if crate::sleep_or_interrupted(args.every.saturating_sub(started.elapsed()), &mut stop)
+            .await
+        {
+            return Ok(());
         }
     }
 }

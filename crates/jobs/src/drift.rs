@@ -116,10 +116,15 @@ pub struct Baselines {
     profiles: HashMap<String, Arc<Vec<Vec<f64>>>>,
     /// Keys that drifted, by key.
     pub notices: Vec<DriftNotice>,
+    /// Every key's levels per day that the shifts came from (computed, or given as known).
+    pub levels: DayLevels,
 }
 
 /// A key's rows and per-metric medians of one day.
-type Level = (i64, Vec<Option<f64>>);
+pub type Level = (i64, Vec<Option<f64>>);
+
+/// Each key's [`Level`] per UTC day (days since the epoch).
+pub type DayLevels = HashMap<String, BTreeMap<i64, Level>>;
 
 impl Baselines {
     /// The shift of every metric of `key` in hour `hour` (hours since the epoch), into `out`:
@@ -159,6 +164,9 @@ pub(crate) struct BaselineQuery<'a> {
     /// The run's memory pool in bytes: the medians of one statement hold every value they
     /// cover, so the days are read in windows that fit.
     pub(crate) memory: usize,
+    /// Levels already known (`tads watch` keeps those of complete days): the days before the
+    /// second field are taken from them, not computed from the table.
+    pub(crate) known: Option<(&'a DayLevels, i64)>,
 }
 
 /// The exact median of each metric per key and UTC day, then each day's shift from the
@@ -172,12 +180,20 @@ pub(crate) async fn baselines(q: &BaselineQuery<'_>, s: &DriftSettings) -> Resul
         q.features.len()
     };
     let batches = day_medians(q, d).await?;
-    let mut levels: HashMap<String, BTreeMap<i64, Level>> = HashMap::new();
+    let mut levels = DayLevels::new();
     for batch in &batches {
         add_levels(batch, d, &mut levels)?;
     }
+    if let Some((known, until)) = q.known.filter(|_| d > 0) {
+        for (key, days) in known {
+            let mine = levels.entry(key.clone()).or_default();
+            for (day, level) in days.range(..until) {
+                mine.entry(*day).or_insert_with(|| level.clone());
+            }
+        }
+    }
     let mut out = Baselines::default();
-    for (key, by_day) in levels {
+    for (key, by_day) in &levels {
         let name = if q.grouped {
             format!("{}/{key}", q.model)
         } else {
@@ -186,6 +202,7 @@ pub(crate) async fn baselines(q: &BaselineQuery<'_>, s: &DriftSettings) -> Resul
         let Some(model) = q.registry.get(&name) else {
             continue;
         };
+        let key = key.clone();
         let (median, scale) = (&model.artifact.median, &model.artifact.scale);
         if s.seasonal
             && let Some(c) = &model.artifact.seasonal
@@ -200,7 +217,7 @@ pub(crate) async fn baselines(q: &BaselineQuery<'_>, s: &DriftSettings) -> Resul
         let mut worst: Option<(usize, f64)> = None;
         let (mut moved_days, mut since) = (0u64, None);
         let mut previous: Option<(i64, &Level)> = None;
-        for (&day, level) in &by_day {
+        for (&day, level) in by_day {
             if let Some((p, (rows, m))) = previous
                 && day - p == 1
                 && *rows as u64 >= s.min_rows
@@ -241,15 +258,12 @@ pub(crate) async fn baselines(q: &BaselineQuery<'_>, s: &DriftSettings) -> Resul
         out.shifts.insert(key, shifts);
     }
     out.notices.sort_by(|a, b| a.key.cmp(&b.key));
+    out.levels = levels;
     Ok(out)
 }
 
 /// Adds one batch of `(key, day, rows, medians…)` to the levels per key and day.
-fn add_levels(
-    batch: &RecordBatch,
-    d: usize,
-    levels: &mut HashMap<String, BTreeMap<i64, Level>>,
-) -> Result<()> {
+fn add_levels(batch: &RecordBatch, d: usize, levels: &mut DayLevels) -> Result<()> {
     let keys = cast(batch.column(0), &DataType::Utf8)?;
     let keys = keys.as_string::<i32>();
     let days = batch.column(1).as_primitive::<Int64Type>();
@@ -291,6 +305,12 @@ async fn day_medians(q: &BaselineQuery<'_>, d: usize) -> Result<Vec<RecordBatch>
     let mut base = vec![format!("{key} IS NOT NULL")];
     if let Some(f) = q.filter.trim().strip_prefix("WHERE") {
         base.push(format!("({f})"));
+    }
+    if let Some((_, until)) = q.known.filter(|_| d > 0) {
+        base.push(format!(
+            "{day} >= {until} AND {time} >= to_timestamp_micros({})",
+            (until - 1) * 86_400_000_000
+        ));
     }
     if d == 0 {
         // Counts alone (the daily cycle's keys): they hold no values, so one statement.
@@ -389,7 +409,7 @@ pub(crate) async fn metrics(
     schema: &Schema,
     partitions: &[String],
     filter: &str,
-) -> Result<(String, Vec<crate::drift::DriftNotice>)> {
+) -> Result<(String, Vec<DriftNotice>, Option<DayLevels>)> {
     let plain = || {
         model
             .features
@@ -405,7 +425,7 @@ pub(crate) async fn metrics(
         && !partitions.contains(&rules.key)
         && !partitions.contains(&rules.time);
     if !usable {
-        return Ok((plain(), Vec::new()));
+        return Ok((plain(), Vec::new(), None));
     }
     let query = BaselineQuery {
         ctx,
@@ -422,11 +442,18 @@ pub(crate) async fn metrics(
         grouped: model.group_by.is_some(),
         registry,
         memory: job.memory_limit(),
+        known: job
+            .follow
+            .as_ref()
+            .and_then(|f| f.levels.as_ref())
+            .map(|(levels, until)| (levels.as_ref(), *until)),
     };
-    let found = Arc::new(baselines(&query, settings).await?);
+    let mut found = baselines(&query, settings).await?;
+    let levels = std::mem::take(&mut found.levels);
+    let found = Arc::new(found);
     let notices = found.notices.clone();
     if found.is_empty() {
-        return Ok((plain(), notices));
+        return Ok((plain(), notices, Some(levels)));
     }
     ctx.register_udf(ShiftFunction::udf(found, model.features.len()));
     // One call per row gives every metric's shift as a struct; DataFusion computes the repeated
@@ -445,7 +472,7 @@ pub(crate) async fn metrics(
         })
         .collect::<Vec<_>>()
         .join(", ");
-    Ok((metrics, notices))
+    Ok((metrics, notices, Some(levels)))
 }
 
 /// The struct field of metric `j` in [`ShiftFunction`]'s result.

@@ -40,6 +40,7 @@ use tads_store::{Location, Lock, Progress};
 
 use crate::alerts::{Alert, Carried};
 use crate::config::ScoreConfig;
+use crate::drift::DayLevels;
 use crate::score::{Follow, ModelRef, ScoreJob, ScoreReport};
 use crate::{Error, Result, ident};
 
@@ -116,6 +117,64 @@ pub struct Checkpoint {
     pub files: BTreeMap<String, FileDone>,
     /// Every key's alert state after the files done.
     pub carried: Carried,
+    /// The drift baseline's levels of the last complete days (the rows of each day and the
+    /// bits of its per-metric medians, per key and day), so that a round does not read a whole
+    /// day again to find the level it is compared with.
+    #[serde(default)]
+    pub levels: BTreeMap<String, BTreeMap<i64, KeptLevel>>,
+    /// The last day (days since the epoch) whose levels are complete in `levels`.
+    #[serde(default)]
+    pub levels_through: Option<i64>,
+}
+
+/// One key's level of one day as the checkpoint keeps it: the day's rows and the bits of each
+/// metric's median (bits, so that a level read back is the very number computed).
+pub type KeptLevel = (i64, Vec<Option<u64>>);
+
+/// How many complete days of levels the checkpoint keeps.
+const LEVEL_DAYS: i64 = 2;
+
+impl Checkpoint {
+    /// The levels kept, as the drift baseline takes them.
+    fn day_levels(&self) -> DayLevels {
+        self.levels
+            .iter()
+            .map(|(key, days)| {
+                let days = days
+                    .iter()
+                    .map(|(day, (rows, bits))| {
+                        (
+                            *day,
+                            (*rows, bits.iter().map(|b| b.map(f64::from_bits)).collect()),
+                        )
+                    })
+                    .collect();
+                (key.clone(), days)
+            })
+            .collect()
+    }
+
+    /// Keeps the levels of the complete days up to `through` (the last `LEVEL_DAYS` of them).
+    fn keep_levels(&mut self, levels: &DayLevels, through: i64) {
+        let from = through - LEVEL_DAYS + 1;
+        self.levels = levels
+            .iter()
+            .map(|(key, days)| {
+                let days: BTreeMap<i64, KeptLevel> = days
+                    .range(from..=through)
+                    .map(|(day, (rows, m))| {
+                        (
+                            *day,
+                            (*rows, m.iter().map(|v| v.map(f64::to_bits)).collect()),
+                        )
+                    })
+                    .collect();
+                (key.clone(), days)
+            })
+            .filter(|(_, days)| !days.is_empty())
+            .collect();
+        self.levels_through = Some(through);
+    }
 }
 
 /// One round's outcome, before it is committed.
@@ -307,7 +366,15 @@ impl Watcher {
         if good.is_empty() {
             return Ok(Some(round));
         }
-        let context = self.context(&round.checkpoint, &good);
+        let (first_day, last_day) = days(&round.checkpoint, &good);
+        // The previous day's levels are known when the checkpoint kept them.
+        let known = first_day.filter(|d| {
+            self.checkpoint
+                .levels_through
+                .is_some_and(|through| through >= d - 1)
+        });
+        let context = self.context(first_day, last_day, known.is_some());
+        let levels = known.map(|d| (Arc::new(self.checkpoint.day_levels()), d));
         let carried = Arc::new(self.checkpoint.carried.clone());
         let job = ScoreJob {
             data: self.job.data.clone(),
@@ -327,6 +394,7 @@ impl Watcher {
                 files: good,
                 context,
                 carried: Arc::clone(&carried),
+                levels,
             }),
         };
         let report = crate::score::score(&job, progress).await?;
@@ -343,6 +411,12 @@ impl Watcher {
             .collect();
         if let Some(ends) = &report.carried {
             round.checkpoint.carried = ends.clone();
+        }
+        // Days before the last one are complete (files land in time order): keep their levels.
+        if let (Some(levels), Some(last)) = (&report.levels, last_day)
+            && round.checkpoint.levels_through.is_none_or(|t| t < last - 1)
+        {
+            round.checkpoint.keep_levels(levels, last - 1);
         }
         round.report = Some(report);
         Ok(Some(round))
@@ -414,25 +488,43 @@ impl Watcher {
         Ok(done)
     }
 
-    /// The files done before whose rows may be the previous UTC day of `files`' first rows (for
-    /// the drift baseline's medians), by the time spans recorded in the checkpoints (`next`:
-    /// the round's own, with `files`).
-    fn context(&self, next: &Checkpoint, files: &[String]) -> Vec<String> {
-        let first = files
-            .iter()
-            .filter_map(|f| next.files.get(f)?.first_ts)
-            .min();
-        let Some(first) = first else {
+    /// The files done before that hold rows of the days whose levels the round's rows are
+    /// compared with (for the drift baseline's medians): from the day before the first row's
+    /// day (from that day itself when the levels before it are `known`) to the day before the
+    /// last row's, by the time spans the checkpoint records. A round within one day whose
+    /// previous day is known needs none; one after a restart reads the previous day once.
+    fn context(&self, first_day: Option<i64>, last_day: Option<i64>, known: bool) -> Vec<String> {
+        let (Some(first), Some(last)) = (first_day, last_day) else {
             return Vec::new();
         };
-        let from = first.div_euclid(86_400) * 86_400 - 86_400;
+        let from = (first - i64::from(!known)) * 86_400;
+        let until = last * 86_400;
+        if from >= until {
+            return Vec::new();
+        }
         self.checkpoint
             .files
             .iter()
-            .filter(|(_, d)| d.error.is_none() && d.last_ts.is_some_and(|t| t >= from))
+            .filter(|(_, d)| {
+                d.error.is_none()
+                    && d.last_ts.is_some_and(|t| t >= from)
+                    && d.first_ts.is_some_and(|t| t < until)
+            })
             .map(|(f, _)| f.clone())
             .collect()
     }
+}
+
+/// The first and last UTC day (days since the epoch) of the rows of `files`, by the time spans
+/// `checkpoint` records for them.
+fn days(checkpoint: &Checkpoint, files: &[String]) -> (Option<i64>, Option<i64>) {
+    let spans = files.iter().filter_map(|f| checkpoint.files.get(f));
+    let first = spans.clone().filter_map(|d| d.first_ts).min();
+    let last = spans.filter_map(|d| d.last_ts).max();
+    (
+        first.map(|t| t.div_euclid(86_400)),
+        last.map(|t| t.div_euclid(86_400)),
+    )
 }
 
 impl FileDone {
@@ -456,6 +548,8 @@ async fn read_checkpoint(job: &WatchJob, model: &ModelRef) -> Result<Checkpoint>
             updated_at: Utc::now(),
             files: BTreeMap::new(),
             carried: Carried::new(),
+            levels: BTreeMap::new(),
+            levels_through: None,
         });
     };
     let at = format!("{}{CHECKPOINT}", job.out);

@@ -171,6 +171,62 @@ fn nullable_schema(config: ListingTableConfig) -> ListingTableConfig {
     }
 }
 
+/// Registers some Parquet files below `location` (paths relative to it, at least one) as one
+/// table `name` of their columns, without partition columns: one scan over a list of files,
+/// for a table that may list many (the drift baseline's rows in `tads watch`).
+pub async fn register_file_list(
+    ctx: &SessionContext,
+    name: &str,
+    location: &Location,
+    files: &[String],
+) -> Result<()> {
+    let Some(first) = files.first() else {
+        return Err(Error::Dataset {
+            location: location.to_string(),
+            message: "no files to read".into(),
+        });
+    };
+    ctx.register_object_store(&location.store_url(), Arc::clone(location.store()));
+    let urls = files
+        .iter()
+        .map(|f| file_url(location, f))
+        .collect::<Result<Vec<_>>>()?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let schema = nullable_schema(
+        ListingTableConfig::new(file_url(location, first)?)
+            .with_listing_options(options.clone())
+            .infer_schema(&ctx.state())
+            .await
+            .map_err(|e| Error::Dataset {
+                location: format!("{location}{first}"),
+                message: format!("cannot read its schema ({e})"),
+            })?,
+    )
+    .file_schema
+    .ok_or_else(|| Error::Dataset {
+        location: format!("{location}{first}"),
+        message: "no schema".into(),
+    })?;
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(schema);
+    ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
+    Ok(())
+}
+
+/// The URL of `file` below `location`, as a table path.
+fn file_url(location: &Location, file: &str) -> Result<ListingTableUrl> {
+    let url = location
+        .store_url()
+        .join(location.child(file).as_ref())
+        .map_err(|e| Error::Dataset {
+            location: format!("{location}{file}"),
+            message: e.to_string(),
+        })?;
+    Ok(ListingTableUrl::parse(url.as_str())?)
+}
+
 /// Registers some Parquet files below `location` (paths relative to it, at least one) as table
 /// `name`, with the hive partition columns of their directory names (as strings), and returns
 /// those columns. Unlike [`register_dataset`] it neither lists the location nor asks whether a
@@ -192,16 +248,7 @@ pub async fn register_files(
     ctx.register_object_store(&location.store_url(), Arc::clone(location.store()));
     let options =
         || ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let url = |file: &str| -> Result<ListingTableUrl> {
-        let url = location
-            .store_url()
-            .join(location.child(file).as_ref())
-            .map_err(|e| Error::Dataset {
-                location: format!("{location}{file}"),
-                message: e.to_string(),
-            })?;
-        Ok(ListingTableUrl::parse(url.as_str())?)
-    };
+    let url = |file: &str| file_url(location, file);
     let schema = nullable_schema(
         ListingTableConfig::new(url(first)?)
             .with_listing_options(options())

@@ -133,6 +133,9 @@ pub struct Follow {
     pub context: Vec<String>,
     /// Every key's alert state after the files scored before.
     pub carried: Arc<crate::alerts::Carried>,
+    /// The drift baseline's levels of complete days, known from earlier rounds: the days
+    /// before the second field are taken from them rather than computed again.
+    pub levels: Option<(Arc<crate::drift::DayLevels>, i64)>,
 }
 
 impl ScoreJob {
@@ -282,6 +285,8 @@ pub struct ScoreReport {
     pub elapsed: Duration,
     /// With [`ScoreJob::follow`]: every key's alert state after these files.
     pub carried: Option<crate::alerts::Carried>,
+    /// The drift baseline's levels per key and day, when it ran.
+    pub levels: Option<crate::drift::DayLevels>,
 }
 
 impl ScoreReport {
@@ -334,7 +339,8 @@ fn session(job: &ScoreJob) -> Result<SessionContext> {
 pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreReport> {
     let clock = Instant::now();
     let started_at = Utc::now();
-    let run = Prepared::new(job, progress.as_ref()).await?;
+    let mut run = Prepared::new(job, progress.as_ref()).await?;
+    let levels = run.levels.take();
     let run_id = job
         .run_id
         .clone()
@@ -356,6 +362,7 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
             alerts,
             elapsed: clock.elapsed(),
             carried,
+            levels,
         }),
         Err(e) => {
             output.abort().await;
@@ -382,6 +389,8 @@ struct Prepared {
     /// The scores (and with alerts the key and time) alone, for files whose chunks are kept.
     select_scores: String,
     drift: Vec<crate::drift::DriftNotice>,
+    /// The drift baseline's levels, when it ran.
+    levels: Option<crate::drift::DayLevels>,
 }
 
 /// The parts of [`AlertQuery`] a run owns.
@@ -427,7 +436,7 @@ impl Prepared {
                 // The drift baseline's medians also see the rows of the day before.
                 let mut all = f.context.clone();
                 all.extend(f.files.iter().cloned());
-                tads_sql::register_files(&ctx, crate::drift::CONTEXT, &job.data, &all).await?;
+                tads_sql::register_file_list(&ctx, crate::drift::CONTEXT, &job.data, &all).await?;
                 (None, partitions)
             }
         };
@@ -472,7 +481,7 @@ impl Prepared {
             ),
             None => String::new(),
         };
-        let (metrics, drift) = crate::drift::metrics(
+        let (metrics, drift, levels) = crate::drift::metrics(
             job,
             &ctx,
             &registry,
@@ -518,6 +527,7 @@ impl Prepared {
             select,
             select_scores,
             drift,
+            levels,
         })
     }
 
