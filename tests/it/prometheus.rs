@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{assert_ok, assert_user_error, tads, train_cmd};
+use crate::support::{assert_ok, assert_user_error, interrupt, tads, train_cmd};
 
 /// A child process killed when dropped.
 struct Service(Child);
@@ -177,14 +177,7 @@ async fn this_machine_imported_from_prometheus_is_trained_on_and_watched() {
         .unwrap();
     std::thread::sleep(Duration::from_secs(6));
     for child in [&mut follower, &mut watcher] {
-        let pid = child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-INT", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        interrupt(child.id());
         assert!(child.wait().unwrap().success());
     }
     assert_ok(&watch(&["--once"]).output().unwrap());

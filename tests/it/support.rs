@@ -210,3 +210,12 @@ pub async fn tads_session(models: &Path) -> SessionContext {
     tads_sql::register_all(&ctx, &registry).unwrap();
     ctx
 }
+
+/// Sends SIGINT (Ctrl-C) to the process `pid`.
+pub fn interrupt(pid: u32) {
+    let sent = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -INT {pid}");
+}

@@ -13,7 +13,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
 use tads_store::Location;
 
-use crate::support::{SMALL, assert_ok, generate, query, score_cmd, tads, train_cmd};
+use crate::support::{SMALL, assert_ok, generate, interrupt, query, score_cmd, tads, train_cmd};
 
 /// Any string column as `Utf8` (DataFusion reads Parquet strings as views).
 fn text(column: &ArrayRef) -> StringArray {
@@ -454,14 +454,7 @@ async fn a_watcher_follows_generate_follow_as_it_writes() {
     assert!(stderr.contains("wrote date=2026-02-02/part-000000.parquet"));
     std::thread::sleep(Duration::from_millis(1500));
     // Ctrl-C: the watcher stops between rounds.
-    let pid = watcher.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    interrupt(watcher.id());
     let watched = watcher.wait_with_output().unwrap();
     assert!(watched.status.success());
     let stdout = String::from_utf8_lossy(&watched.stdout);

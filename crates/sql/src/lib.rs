@@ -193,26 +193,35 @@ pub async fn register_file_list(
         .collect::<Result<Vec<_>>>()?;
     let options =
         ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let schema = nullable_schema(
-        ListingTableConfig::new(file_url(location, first)?)
-            .with_listing_options(options.clone())
-            .infer_schema(&ctx.state())
-            .await
-            .map_err(|e| Error::Dataset {
-                location: format!("{location}{first}"),
-                message: format!("cannot read its schema ({e})"),
-            })?,
-    )
-    .file_schema
-    .ok_or_else(|| Error::Dataset {
-        location: format!("{location}{first}"),
-        message: "no schema".into(),
-    })?;
+    let schema = file_schema(ctx, location, first).await?;
     let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(options)
         .with_schema(schema);
     ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
     Ok(())
+}
+
+/// The columns of the Parquet file `file` below `location`, every one nullable.
+async fn file_schema(
+    ctx: &SessionContext,
+    location: &Location,
+    file: &str,
+) -> Result<datafusion::arrow::datatypes::SchemaRef> {
+    let bad = |message: String| Error::Dataset {
+        location: format!("{location}{file}"),
+        message,
+    };
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    nullable_schema(
+        ListingTableConfig::new(file_url(location, file)?)
+            .with_listing_options(options)
+            .infer_schema(&ctx.state())
+            .await
+            .map_err(|e| bad(format!("cannot read its schema ({e})")))?,
+    )
+    .file_schema
+    .ok_or_else(|| bad("no schema".into()))
 }
 
 /// The URL of `file` below `location`, as a table path.
@@ -249,21 +258,7 @@ pub async fn register_files(
     let options =
         || ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let url = |file: &str| file_url(location, file);
-    let schema = nullable_schema(
-        ListingTableConfig::new(url(first)?)
-            .with_listing_options(options())
-            .infer_schema(&ctx.state())
-            .await
-            .map_err(|e| Error::Dataset {
-                location: format!("{location}{first}"),
-                message: format!("cannot read its schema ({e})"),
-            })?,
-    )
-    .file_schema
-    .ok_or_else(|| Error::Dataset {
-        location: format!("{location}{first}"),
-        message: "no schema".into(),
-    })?;
+    let schema = file_schema(ctx, location, first).await?;
     let mut selects = Vec::with_capacity(files.len());
     for (i, file) in files.iter().enumerate() {
         let values: Vec<(String, String)> = file
