@@ -431,3 +431,61 @@ fn bad_urls_and_servers_are_one_line_without_the_password() {
         .unwrap();
     assert_user_error(&o, "--pg-schema");
 }
+
+/// `tads watch --pg`: each round is a run, and each alert one row that is replaced as it goes on
+/// and closes: an alert open after the first day's round is closed in the table after the
+/// second's.
+#[tokio::test]
+async fn watch_mirrors_each_round_and_replaces_an_alert_as_it_closes() {
+    let s = Schema::new("watch");
+    let tmp = tempfile::tempdir().unwrap();
+    let outbox = tmp.path().join("outbox");
+    let (all, models, data, out) = (
+        tmp.path().join("all"),
+        tmp.path().join("models"),
+        tmp.path().join("watched"),
+        tmp.path().join("watch"),
+    );
+    assert_ok(&generate(all.to_str().unwrap(), SMALL));
+    assert_ok(
+        &tads()
+            .args(["train", "--quiet", "--model", "fleet", "--data"])
+            .arg(&all)
+            .arg("--models")
+            .arg(&models)
+            .output()
+            .unwrap(),
+    );
+    let (pg, schema) = (s.pg(), s.name.clone());
+    let open_of = async |id: &str| -> bool {
+        let client = pg.connect().await.unwrap();
+        let sql = format!("SELECT open FROM {schema}.alerts WHERE alert_id = $1");
+        client.query_one(&sql, &[&id]).await.unwrap().get(0)
+    };
+    let carried = "fleet/host-0004/2026-01-01T23:05:00Z";
+    for (day, open) in [("2026-01-01", true), ("2026-01-02", false)] {
+        let rel = format!("date={day}/part-00000.parquet");
+        std::fs::create_dir_all(data.join(format!("date={day}"))).unwrap();
+        std::fs::copy(all.join(&rel), data.join(&rel)).unwrap();
+        let run = s.tads(
+            &outbox,
+            &[
+                "watch",
+                "--once",
+                "--settle",
+                "50ms",
+                "--model",
+                "fleet",
+                "--models",
+                models.to_str().unwrap(),
+                "--data",
+                data.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert_ok(&run);
+        assert_eq!(open_of(carried).await, open, "{day}");
+    }
+    assert_eq!(s.count("runs").await, 2);
+}

@@ -476,3 +476,44 @@ async fn a_watcher_follows_generate_follow_as_it_writes() {
     reference.add(&reference_out).await;
     Outcome::of_watch(&out).await.assert_same_as(&reference);
 }
+
+/// Every object below `from` copied into the local folder `to`.
+async fn download(from: &Location, to: &Path) {
+    for object in from.list_all().await.unwrap() {
+        let rel = from.relative(&object.location).unwrap();
+        let bytes = from.get_opt(&rel).await.unwrap().unwrap();
+        let path = to.join(&rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_watcher_follows_an_s3_prefix_into_s3() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (all, models, files, reference) = setup(tmp.path()).await;
+    let s3 = crate::support::s3();
+    let bucket = s3.bucket(&format!("watch-{}", std::process::id()));
+    let (data_url, out_url) = (format!("s3://{bucket}/in/"), format!("s3://{bucket}/out/"));
+    let data = s3.location(&data_url);
+    for chunk in files.chunks(5) {
+        for rel in chunk {
+            data.put(rel, std::fs::read(all.join(rel)).unwrap())
+                .await
+                .unwrap();
+        }
+        let run = tads()
+            .args([
+                "watch", "--once", "--settle", "50ms", "--model", "m", "--models",
+            ])
+            .arg(&models)
+            .args(["--data", &data_url, "--out", &out_url])
+            .envs(s3.env())
+            .output()
+            .unwrap();
+        assert_ok(&run);
+    }
+    let local = tmp.path().join("out-from-s3");
+    download(&s3.location(&out_url), &local).await;
+    Outcome::of_watch(&local).await.assert_same_as(&reference);
+}

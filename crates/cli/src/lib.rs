@@ -182,7 +182,7 @@ async fn dispatch(command: Command, pg: &pg::PgArgs) -> anyhow::Result<()> {
         Command::Pg(cmd) => pg::run(cmd, pg).await,
         Command::Sql(args) => sql::run(args).await,
         Command::Alerts(cmd) => deliver::run(cmd).await,
-        Command::Watch(args) => watch::run(args).await,
+        Command::Watch(args) => watch::run(args, pg).await,
         Command::Import(cmd) => import::run(cmd).await,
         Command::Demo(_) => Err(anyhow::anyhow!("tads demo cannot run inside itself")),
     }

@@ -126,7 +126,7 @@ impl tads_store::Progress for Both {
 }
 
 /// An alert of the run as a row of the `alerts` table.
-fn alert_row(
+pub(crate) fn alert_row(
     a: &tads_jobs::alerts::Alert,
     m: &tads_jobs::score::ScoreManifest,
 ) -> tads_pg::AlertRow {

@@ -83,8 +83,9 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
     }
 }
 
-pub(crate) async fn run(args: WatchArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: WatchArgs, pg: &crate::pg::PgArgs) -> anyhow::Result<()> {
     let user = |e: String| UserError(e);
+    pg.target()?;
     let data = Location::parse_data(&args.data).map_err(|e| user(format!("--data {e}")))?;
     let models = Location::parse(&args.models).map_err(|e| user(format!("--models {e}")))?;
     let out = Location::parse(&args.out).map_err(|e| user(format!("--out {e}")))?;
@@ -123,7 +124,7 @@ pub(crate) async fn run(args: WatchArgs) -> anyhow::Result<()> {
         );
     }
     let outbox = args.deliver.outbox_dir(&out);
-    let result = follow(&mut watcher, &args, targets.as_ref(), &outbox).await;
+    let result = follow(&mut watcher, &args, targets.as_ref(), &outbox, pg).await;
     let closed = watcher.close().await;
     result?;
     closed.map_err(|e| user(e.to_string()))?;
@@ -136,6 +137,7 @@ async fn follow(
     args: &WatchArgs,
     targets: Option<&tads_deliver::Targets>,
     outbox: &std::path::Path,
+    pg: &crate::pg::PgArgs,
 ) -> anyhow::Result<()> {
     let user = |e: String| UserError(e);
     let mut stop = crate::interrupted();
@@ -180,6 +182,7 @@ async fn follow(
                         describe(round, started.elapsed(), watcher.open_alerts())
                     );
                 }
+                mirror(round, args, pg, started).await?;
             }
             None => {
                 if let Some(targets) = targets {
@@ -200,6 +203,40 @@ async fn follow(
             return Ok(());
         }
     }
+}
+
+/// With --pg: the round as a run, and its alerts (an alert's row is replaced as it goes on and
+/// closes), after the checkpoint (a round mirrored twice replaces its rows).
+async fn mirror(
+    round: &Round,
+    args: &WatchArgs,
+    pg: &crate::pg::PgArgs,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let Some(report) = &round.report else {
+        return Ok(());
+    };
+    let m = &report.manifest;
+    let run = crate::pg::Run {
+        id: m.run_id.clone(),
+        kind: "watch",
+        model: Some(args.model.clone()),
+        dataset: Some(args.data.clone()),
+        output: Some(round.out.to_string()),
+        started_at: chrono::Utc::now()
+            - chrono::Duration::from_std(started.elapsed()).unwrap_or_default(),
+    };
+    let records = vec![
+        run.finished(Ok(()), m.rows_in, m.files.len() as u64),
+        tads_pg::Record::Alerts(
+            round
+                .alerts()
+                .iter()
+                .map(|a| crate::score::alert_row(a, m))
+                .collect(),
+        ),
+    ];
+    crate::pg::mirror(pg, tads_pg::Batch::new(records), true).await
 }
 
 /// One line per round: files, rows, rate, alerts opened and resolved.

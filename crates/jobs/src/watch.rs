@@ -389,7 +389,11 @@ impl Watcher {
             concurrency: self.job.concurrency,
             memory: self.job.memory,
             config: self.job.config.clone(),
-            run_id: Some(format!("watch-round-{number:06}")),
+            // Unique across outputs (the PostgreSQL mirror keys runs by id).
+            run_id: Some(format!(
+                "watch-{:08x}-round-{number:06}",
+                tads_sql::functions::fnv1a64(self.job.out.url().as_str().as_bytes()) as u32
+            )),
             follow: Some(Follow {
                 files: good,
                 context,
