@@ -46,7 +46,6 @@ def run(setname, mode, q=0.99):
         elif t.schema.field('ts').type.unit=='s': ts=ts*10**6
         s=np.array([np.nan if v is None else v for v in t['score'].to_pylist()],float)
         lab=np.array([bool(v) for v in t['label'].to_pylist()])
-        ids=np.array([v is not None for v in t['alert_id'].to_pylist()])
         enter=np.full(len(s),0.8); exit_=np.full(len(s),0.5)
         if mode!='base':
             day=ts//(86400*10**6)
