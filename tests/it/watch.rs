@@ -382,14 +382,23 @@ async fn a_second_watcher_another_dataset_and_a_corrupt_file_are_handled() {
     while !lock.exists() && start.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(20));
     }
+    // It beats: the lock says when, and how long it may be silent.
+    let start = Instant::now();
+    while !std::fs::read_to_string(&lock).is_ok_and(|l| l.contains("heartbeat_at"))
+        && start.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let held = std::fs::read_to_string(&lock).unwrap();
+    assert!(held.contains("\"stale_after_secs\": 60"), "{held}");
     let second = watch(&data, &models, &out, &["--once"]).output().unwrap();
     first.kill().unwrap();
     first.wait().unwrap();
     assert_eq!(second.status.code(), Some(2));
+    let refused = String::from_utf8_lossy(&second.stderr);
     assert!(
-        String::from_utf8_lossy(&second.stderr).contains("tads watch"),
-        "{}",
-        String::from_utf8_lossy(&second.stderr)
+        refused.contains("tads watch") && refused.contains("last heartbeat"),
+        "{refused}"
     );
 
     // The checkpoint belongs to `watched`: another --data on the same output is refused.

@@ -141,11 +141,17 @@ async fn follow(
 ) -> anyhow::Result<()> {
     let user = |e: String| UserError(e);
     let mut stop = crate::interrupted();
+    // A watcher that has not beaten for ten rounds (at least a minute) counts as gone.
+    let stale_after = (args.every * 10).max(Duration::from_secs(60));
     loop {
         let started = Instant::now();
         if *stop.borrow() {
             return Ok(());
         }
+        watcher
+            .heartbeat(stale_after)
+            .await
+            .map_err(|e| user(e.to_string()))?;
         let round = tokio::select! {
             r = watcher.round(Arc::new(NoProgress)) => r.map_err(|e| user(e.to_string()))?,
             _ = stop.changed() => {

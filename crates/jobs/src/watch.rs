@@ -438,6 +438,12 @@ impl Watcher {
         Ok(())
     }
 
+    /// Says this watcher is alive: its lock gets the time now, and counts as gone after
+    /// `stale_after` without another beat (see [`tads_store::Lock::heartbeat`]).
+    pub async fn heartbeat(&mut self, stale_after: Duration) -> Result<()> {
+        Ok(self.lock.heartbeat(stale_after).await?)
+    }
+
     /// Releases the lock.
     pub async fn close(self) -> Result<()> {
         Ok(self.lock.release().await?)

@@ -24,15 +24,49 @@ pub struct LockInfo {
     pub host: String,
     /// When it was taken (RFC 3339).
     pub started_at: String,
+    /// For a holder that beats (`tads watch`): when it last said it is alive (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_at: Option<String>,
+    /// For a holder that beats: after how many seconds without a beat it counts as gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_after_secs: Option<u64>,
 }
 
 impl LockInfo {
-    /// Whether the holder is known to be gone: it ran on this host and its process is not alive.
-    /// (On a system without `/proc`, or for another host, this cannot be told: `false`.)
+    /// Whether the holder is known to be gone: it ran on this host and its process is not
+    /// alive, or it beats and has not for longer than it said it would. (Without `/proc`, or
+    /// for another host without a heartbeat, this cannot be told: `false`.)
     pub fn is_stale(&self) -> bool {
-        self.host == host_name()
+        let dead = self.host == host_name()
             && std::path::Path::new("/proc/self").exists()
-            && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+            && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists();
+        dead || self
+            .silent_for()
+            .is_some_and(|(silent, limit)| silent > limit)
+    }
+
+    /// Seconds since the last heartbeat, and the holder's limit, for a holder that beats.
+    fn silent_for(&self) -> Option<(i64, i64)> {
+        let beat = chrono::DateTime::parse_from_rfc3339(self.heartbeat_at.as_deref()?).ok()?;
+        let limit = i64::try_from(self.stale_after_secs?).ok()?;
+        Some(((chrono::Utc::now() - beat.to_utc()).num_seconds(), limit))
+    }
+
+    /// The same holder (a heartbeat changes nothing of who holds the lock).
+    fn same_holder(&self, other: &Self) -> bool {
+        (
+            &self.writer,
+            &self.run_id,
+            self.pid,
+            &self.host,
+            &self.started_at,
+        ) == (
+            &other.writer,
+            &other.run_id,
+            other.pid,
+            &other.host,
+            &other.started_at,
+        )
     }
 }
 
@@ -61,6 +95,8 @@ impl Lock {
             pid: std::process::id(),
             host: host_name(),
             started_at: chrono::Utc::now().to_rfc3339(),
+            heartbeat_at: None,
+            stale_after_secs: None,
         };
         let bytes = serde_json::to_vec_pretty(&info).unwrap_or_default();
         if break_lock {
@@ -100,7 +136,7 @@ impl Lock {
     /// Fails unless this run still holds the lock (nobody broke it and took it over).
     pub async fn check(&self) -> Result<()> {
         let now = read(&self.location, &self.relative).await?;
-        if now.as_ref() == Some(&self.info) {
+        if now.as_ref().is_some_and(|n| n.same_holder(&self.info)) {
             return Ok(());
         }
         Err(Error::Target {
@@ -115,6 +151,17 @@ impl Lock {
                 }
             ),
         })
+    }
+
+    /// Says the holder is alive: rewrites the lock with the time now, and that the holder counts
+    /// as gone after `stale_after` without another beat (then another run may take it over,
+    /// from any host, as when its process is gone). Fails if this run no longer holds it.
+    pub async fn heartbeat(&mut self, stale_after: std::time::Duration) -> Result<()> {
+        self.check().await?;
+        self.info.heartbeat_at = Some(chrono::Utc::now().to_rfc3339());
+        self.info.stale_after_secs = Some(stale_after.as_secs().max(1));
+        let bytes = serde_json::to_vec_pretty(&self.info).unwrap_or_default();
+        self.location.put(&self.relative, bytes).await
     }
 
     /// Removes the lock, if it is still this run's.
@@ -179,20 +226,37 @@ async fn read(location: &Location, relative: &str) -> Result<Option<LockInfo>> {
 fn describe_holder(relative: &str, holder: Option<&LockInfo>) -> String {
     match holder {
         Some(h) if h.is_stale() => format!(
-            "is locked by {} run {} (pid {} on {}, since {}), which is no longer running; \
+            "is locked by {} run {} (pid {} on {}, since {}{}), which is no longer running; \
              pass --break-lock to remove the stale {relative}",
-            h.writer, h.run_id, h.pid, h.host, h.started_at
+            h.writer,
+            h.run_id,
+            h.pid,
+            h.host,
+            h.started_at,
+            beat(h)
         ),
         Some(h) => format!(
-            "is locked by {} run {} (pid {} on {}, since {}); wait for it to finish, or pass \
+            "is locked by {} run {} (pid {} on {}, since {}{}); wait for it to finish, or pass \
              --break-lock if you know it is gone",
-            h.writer, h.run_id, h.pid, h.host, h.started_at
+            h.writer,
+            h.run_id,
+            h.pid,
+            h.host,
+            h.started_at,
+            beat(h)
         ),
         None => format!(
             "is locked by another run ({relative}); wait for it to finish, or pass --break-lock \
              if you know it is gone"
         ),
     }
+}
+
+/// `, last heartbeat N s ago` for a holder that beats.
+fn beat(h: &LockInfo) -> String {
+    h.silent_for().map_or(String::new(), |(s, _)| {
+        format!(", last heartbeat {s} s ago")
+    })
 }
 
 /// This machine's host name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`, else `localhost`).
@@ -270,5 +334,33 @@ mod tests {
         assert!(second.check().await.is_err());
         third.release().await.unwrap();
         assert!(loc.get_opt("m/_tads_lock.json").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_holder_that_stopped_beating_is_stale_even_on_another_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::parse(dir.path().to_str().unwrap()).unwrap();
+        let mut held = Lock::acquire(&loc, "m/_tads_lock.json", "tads watch", "w-1", false)
+            .await
+            .unwrap();
+        held.heartbeat(std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        // Beating changes nothing of who holds it, and a live holder is not stale.
+        held.check().await.unwrap();
+        let err = err_of(&loc).await.unwrap();
+        assert!(err.contains("last heartbeat 0 s ago"), "{err}");
+        // The same lock from another host whose last beat is ten minutes old: stale.
+        let silent = LockInfo {
+            host: "elsewhere".into(),
+            heartbeat_at: Some((chrono::Utc::now() - chrono::Duration::minutes(10)).to_rfc3339()),
+            ..held.info.clone()
+        };
+        assert!(silent.is_stale());
+        loc.put("m/_tads_lock.json", serde_json::to_vec(&silent).unwrap())
+            .await
+            .unwrap();
+        assert!(err_of(&loc).await.is_none(), "taken over");
+        assert!(held.check().await.is_err());
     }
 }
