@@ -526,3 +526,45 @@ async fn a_watcher_follows_an_s3_prefix_into_s3() {
     download(&s3.location(&out_url), &local).await;
     Outcome::of_watch(&local).await.assert_same_as(&reference);
 }
+
+/// The files done, by the checkpoint at `out` (0 before the first).
+fn files_done(out: &Path) -> usize {
+    std::fs::read(out.join("_watch/checkpoint.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|c| c["files"].as_object().map(|f| f.len()))
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_file_landing_late_under_an_earlier_name_is_still_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (all, models) = (tmp.path().join("all"), tmp.path().join("models"));
+    let files = sliced(tmp.path(), &all, 12).await;
+    assert_ok(&train_cmd("m", &all, &models, &[]));
+    let (data, out) = (tmp.path().join("watched"), tmp.path().join("out"));
+    for rel in &files[2..4] {
+        land(&all, &data, rel);
+    }
+    let mut watcher = watch(&data, &models, &out, &["--every", "100ms", "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait_for = |n: usize| {
+        let start = Instant::now();
+        while files_done(&out) < n && start.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        files_done(&out)
+    };
+    assert_eq!(wait_for(2), 2);
+    // Most listings start after the last file done; the periodic full one finds these.
+    for rel in &files[..2] {
+        land(&all, &data, rel);
+    }
+    let found = wait_for(4);
+    interrupt(watcher.id());
+    watcher.wait().unwrap();
+    assert_eq!(found, 4);
+}

@@ -215,7 +215,12 @@ pub struct Watcher {
     checkpoint: Checkpoint,
     /// Each candidate file's size and time at the last listing.
     seen: HashMap<String, (u64, DateTime<Utc>)>,
+    /// Listings made.
+    listings: u64,
 }
+
+/// Every this many listings, the whole prefix is listed (see [`Watcher::candidates`]).
+const FULL_LISTING: u64 = 10;
 
 impl Watcher {
     /// Takes the output's lock and reads its checkpoint, refusing one of another dataset or
@@ -248,6 +253,7 @@ impl Watcher {
                 lock,
                 checkpoint,
                 seen: HashMap::new(),
+                listings: 0,
             }),
             Err(e) => {
                 let _ = lock.release().await;
@@ -270,16 +276,22 @@ impl Watcher {
             .count()
     }
 
-    /// Lists the data: the Parquet files not done yet, by path, with size and time.
-    async fn candidates(&self) -> Result<BTreeMap<String, (u64, DateTime<Utc>)>> {
+    /// Lists the data: the Parquet files not done yet, by path, with size and time. Most
+    /// listings start after the last file done in path order (`start-after` on S3, so a prefix
+    /// that grows is not listed whole every round); the first and every [`FULL_LISTING`]-th
+    /// list the whole prefix, which finds files that land late under a name before that one.
+    async fn candidates(&self, full: bool) -> Result<BTreeMap<String, (u64, DateTime<Utc>)>> {
         let data = &self.job.data;
         let hidden = |rel: &str| {
             rel.split('/')
                 .any(|p| p.starts_with('_') || p.starts_with('.'))
         };
-        Ok(data
-            .list_all()
-            .await?
+        let last_done = self.checkpoint.files.keys().next_back();
+        let objects = match last_done {
+            Some(after) if !full => data.list_after(after).await?,
+            _ => data.list_all().await?,
+        };
+        Ok(objects
             .into_iter()
             .filter_map(|o| {
                 let rel = data.relative(&o.location)?;
@@ -294,13 +306,17 @@ impl Watcher {
     /// The new files that are ready to read: stable since the last listing, or over a wait of
     /// `settle`. At most `max_files`, in path order.
     pub async fn ready(&mut self) -> Result<Vec<String>> {
-        let first = self.candidates().await?;
+        // Both listings of a round of the same kind (a file found by a full listing is still
+        // there in the second).
+        let full = self.listings % FULL_LISTING == 0;
+        self.listings += 1;
+        let first = self.candidates(full).await?;
         let moving = first
             .iter()
             .any(|(rel, stat)| self.seen.get(rel) != Some(stat));
         let ready: Vec<String> = if moving {
             tokio::time::sleep(self.job.settle).await;
-            let second = self.candidates().await?;
+            let second = self.candidates(full).await?;
             let ready = second
                 .iter()
                 .filter(|(rel, stat)| first.get(*rel) == Some(stat))

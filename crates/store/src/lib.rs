@@ -449,6 +449,23 @@ impl Location {
         }
     }
 
+    /// Lists the objects below this location whose path sorts after `relative` (S3 lists from
+    /// there with `start-after`, so a prefix that grows is not listed whole again).
+    pub async fn list_after(&self, relative: &str) -> Result<Vec<ObjectMeta>> {
+        let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
+        let offset = self.child(relative);
+        match self
+            .store
+            .list_with_offset(prefix, &offset)
+            .try_collect::<Vec<_>>()
+            .await
+        {
+            Ok(list) => Ok(list),
+            Err(object_store::Error::NotFound { .. }) if self.scheme == Scheme::Local => Ok(vec![]),
+            Err(e) => Err(self.store_err(e)),
+        }
+    }
+
     /// Writes `bytes` at `relative` below this location as one whole object: a reader sees the
     /// old object or the complete new one, never a part (local files are staged and renamed).
     pub async fn put(&self, relative: &str, bytes: impl Into<PutPayload>) -> Result<()> {
