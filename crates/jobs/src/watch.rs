@@ -308,7 +308,7 @@ impl Watcher {
     pub async fn ready(&mut self) -> Result<Vec<String>> {
         // Both listings of a round of the same kind (a file found by a full listing is still
         // there in the second).
-        let full = self.listings % FULL_LISTING == 0;
+        let full = self.listings.is_multiple_of(FULL_LISTING);
         self.listings += 1;
         let first = self.candidates(full).await?;
         let moving = first
