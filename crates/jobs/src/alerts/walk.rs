@@ -276,7 +276,123 @@ struct Walk {
     carried: Option<Arc<Carried>>,
 }
 
+/// The columns of one batch of the alert pass's plan.
+struct Cols {
+    keys: StringArray,
+    times: datafusion::arrow::array::TimestampMicrosecondArray,
+    scores: datafusion::arrow::array::Float64Array,
+    tops: StringArray,
+    region: Option<StringArray>,
+    project: Option<StringArray>,
+}
+
+impl Cols {
+    fn of(
+        batch: &datafusion::arrow::array::RecordBatch,
+        region: bool,
+        project: bool,
+    ) -> Result<Self> {
+        Ok(Self {
+            keys: strings(batch.column(0))?,
+            times: micros(batch.column(1))?,
+            scores: batch.column(2).as_primitive::<Float64Type>().clone(),
+            tops: strings(batch.column(3))?,
+            region: region.then(|| strings(batch.column(4))).transpose()?,
+            project: project
+                .then(|| strings(batch.column(4 + usize::from(region))))
+                .transpose()?,
+        })
+    }
+
+    /// Row `i`'s key, if it has a key and a time.
+    fn key(&self, i: usize) -> Option<&str> {
+        (self.keys.is_valid(i) && self.times.is_valid(i)).then(|| self.keys.value(i))
+    }
+
+    fn text(a: &Option<StringArray>, i: usize) -> Option<String> {
+        a.as_ref()
+            .filter(|a| a.is_valid(i))
+            .map(|a| a.value(i).to_string())
+    }
+}
+
 impl Walk {
+    /// Feeds row `i` of `c` to the walk of `key`, whose state is `s`; an alert it closes goes
+    /// to `alerts`.
+    fn step(&self, key: &str, s: &mut KeyState, c: &Cols, i: usize, alerts: &mut Vec<Alert>) {
+        let rules = &self.rules;
+        let ts = c.times.value(i);
+        let score = c.scores.is_valid(i).then(|| c.scores.value(i));
+        let top = c.tops.is_valid(i).then(|| c.tops.value(i));
+        if !s.machine.is_open() {
+            s.held.push(Held {
+                ts,
+                score,
+                top: top.map(str::to_string),
+            });
+        }
+        let event = s.machine.push(Step {
+            score,
+            enter: Some(rules.enter),
+            exit: Some(rules.exit),
+            min_points: rules.min_points,
+            instant: Some(rules.instant),
+            cooldown: Some(self.cooldown),
+            ts: Some(ts),
+        });
+        match event {
+            Event::Opened { back, .. } => {
+                let from = s.held.len() - 1 - back as usize;
+                let mut b = Building {
+                    start_ts: s.held[from].ts,
+                    opened_ts: ts,
+                    end_ts: ts,
+                    points: 0,
+                    peak: f64::NEG_INFINITY,
+                    tops: BTreeMap::new(),
+                    region: Cols::text(&c.region, i),
+                    project: Cols::text(&c.project, i),
+                };
+                for h in s.held.drain(..).skip(from) {
+                    b.add(h.ts, h.score, h.top.as_deref());
+                }
+                s.open = Some(b);
+            }
+            Event::Inside { .. } => {
+                if let Some(b) = s.open.as_mut() {
+                    b.add(ts, score, top);
+                }
+            }
+            Event::Closed { .. } => {
+                if let Some(b) = s.open.take() {
+                    alerts.push(b.finish(key, &self.model_name, &self.severity, false));
+                }
+                s.held.clear();
+            }
+            Event::Outside => {
+                let keep = s.machine.pending_rows() as usize;
+                let drop = s.held.len().saturating_sub(keep);
+                s.held.drain(..drop);
+            }
+        }
+    }
+
+    /// A key's last row: an alert still open is listed as open; when carrying state, it goes
+    /// on (and the state is kept in `ends`).
+    fn end(&self, key: String, mut s: KeyState, alerts: &mut Vec<Alert>, ends: &mut Carried) {
+        let open = if self.carried.is_some() {
+            s.open.clone()
+        } else {
+            s.open.take()
+        };
+        if let Some(b) = open {
+            alerts.push(b.finish(&key, &self.model_name, &self.severity, true));
+        }
+        if self.carried.is_some() {
+            ends.insert(key, s);
+        }
+    }
+
     /// Runs one partition's rows, sorted by key and time with every key's rows in it, through
     /// one [`AlertMachine`] per key. Returns the alerts and, when carrying state, each key's
     /// state after its last row.
@@ -285,119 +401,28 @@ impl Walk {
         mut stream: datafusion::execution::SendableRecordBatchStream,
         progress: &dyn Progress,
     ) -> Result<(Vec<Alert>, Carried)> {
-        let (rules, severity, cooldown) = (&self.rules, &self.severity, self.cooldown);
         let mut alerts: Vec<Alert> = Vec::new();
         let mut ends = Carried::new();
         let mut series: Option<Series> = None;
-        let closed = |s: &mut Series, alerts: &mut Vec<Alert>| {
-            if let Some(b) = s.state.open.take() {
-                alerts.push(b.finish(&s.key, &self.model_name, severity, false));
-            }
-        };
-        // A key's last row: an alert still open is listed as open; carried, it goes on.
-        let end = |mut s: Series, alerts: &mut Vec<Alert>, ends: &mut Carried| {
-            let open = if self.carried.is_some() {
-                s.state.open.clone()
-            } else {
-                s.state.open.take()
-            };
-            if let Some(b) = open {
-                alerts.push(b.finish(&s.key, &self.model_name, severity, true));
-            }
-            if self.carried.is_some() {
-                ends.insert(s.key, s.state);
-            }
-        };
         while let Some(batch) = stream.next().await {
             let batch = batch?;
-            let n = batch.num_rows();
-            let keys = strings(batch.column(0))?;
-            let times = micros(batch.column(1))?;
-            let scores = batch.column(2).as_primitive::<Float64Type>().clone();
-            let tops = strings(batch.column(3))?;
-            let region = self.region.then(|| strings(batch.column(4))).transpose()?;
-            let project = self
-                .project
-                .then(|| strings(batch.column(4 + usize::from(self.region))))
-                .transpose()?;
-            let text = |a: &Option<StringArray>, i: usize| {
-                a.as_ref()
-                    .filter(|a| a.is_valid(i))
-                    .map(|a| a.value(i).to_string())
-            };
-            for i in 0..n {
-                if keys.is_null(i) || times.is_null(i) {
-                    continue;
-                }
-                let key = keys.value(i);
+            let c = Cols::of(&batch, self.region, self.project)?;
+            for i in 0..batch.num_rows() {
+                let Some(key) = c.key(i) else { continue };
                 if series.as_ref().is_none_or(|s| s.key != key) {
                     if let Some(s) = series.take() {
-                        end(s, &mut alerts, &mut ends);
+                        self.end(s.key, s.state, &mut alerts, &mut ends);
                     }
                     series = Some(Series::new(key, self.carried.as_deref()));
                 }
-                let Some(Series { state: s, .. }) = series.as_mut() else {
-                    continue;
-                };
-                let ts = times.value(i);
-                let score = scores.is_valid(i).then(|| scores.value(i));
-                let top = tops.is_valid(i).then(|| tops.value(i));
-                if !s.machine.is_open() {
-                    s.held.push(Held {
-                        ts,
-                        score,
-                        top: top.map(str::to_string),
-                    });
-                }
-                let event = s.machine.push(Step {
-                    score,
-                    enter: Some(rules.enter),
-                    exit: Some(rules.exit),
-                    min_points: rules.min_points,
-                    instant: Some(rules.instant),
-                    cooldown: Some(cooldown),
-                    ts: Some(ts),
-                });
-                match event {
-                    Event::Opened { back, .. } => {
-                        let from = s.held.len() - 1 - back as usize;
-                        let mut b = Building {
-                            start_ts: s.held[from].ts,
-                            opened_ts: ts,
-                            end_ts: ts,
-                            points: 0,
-                            peak: f64::NEG_INFINITY,
-                            tops: BTreeMap::new(),
-                            region: text(&region, i),
-                            project: text(&project, i),
-                        };
-                        for h in s.held.drain(..).skip(from) {
-                            b.add(h.ts, h.score, h.top.as_deref());
-                        }
-                        s.open = Some(b);
-                    }
-                    Event::Inside { .. } => {
-                        if let Some(b) = s.open.as_mut() {
-                            b.add(ts, score, top);
-                        }
-                    }
-                    Event::Closed { .. } => {
-                        if let Some(series) = series.as_mut() {
-                            closed(series, &mut alerts);
-                            series.state.held.clear();
-                        }
-                    }
-                    Event::Outside => {
-                        let keep = s.machine.pending_rows() as usize;
-                        let drop = s.held.len().saturating_sub(keep);
-                        s.held.drain(..drop);
-                    }
+                if let Some(s) = series.as_mut() {
+                    self.step(key, &mut s.state, &c, i, &mut alerts);
                 }
             }
-            progress.rows(n as u64);
+            progress.rows(batch.num_rows() as u64);
         }
         if let Some(s) = series.take() {
-            end(s, &mut alerts, &mut ends);
+            self.end(s.key, s.state, &mut alerts, &mut ends);
         }
         Ok((alerts, ends))
     }
