@@ -265,12 +265,25 @@ async fn alerts_agree_with_alert_state_in_sql_and_with_the_scored_rows() {
 /// shared by 4 partitions a core) runs out of memory it cannot spill; the job says so, runs the
 /// pass again in one partition, and finds exactly the alerts and scores of the default run. The
 /// drift baseline's medians, which cannot spill either, are read in windows that fit.
+///
+/// The default run walks the generated files one after another (they are in time order per
+/// key), the small one sorts (`alerts.walk = "sort"`): the two ways find the same alerts.
 #[tokio::test]
 async fn a_small_memory_pool_in_many_partitions_still_finds_every_alert() {
     let q = quality();
     let out = q.dir.join("small-pool");
     let most = (4 * std::thread::available_parallelism().unwrap().get()).to_string();
-    let run = q.score(&out, &["--threads", &most, "--memory", "16M"]);
+    let run = q.score(
+        &out,
+        &[
+            "--threads",
+            &most,
+            "--memory",
+            "16M",
+            "--set",
+            "alerts.walk=sort",
+        ],
+    );
     assert_ok(&run);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(
@@ -300,6 +313,13 @@ async fn a_small_memory_pool_in_many_partitions_still_finds_every_alert() {
         assert_eq!(scalar(&ctx, &sql).await, "0", "{sql}");
     }
     assert_ne!(scalar(&ctx, "SELECT count(*) FROM a_small").await, "0");
+    let pass = |dir: &Path| {
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("_manifest.json")).unwrap()).unwrap();
+        m["alert_pass"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(pass(&q.scores()), "files in time order");
+    assert_eq!(pass(&out), "sorted");
 }
 
 #[test]
@@ -499,4 +519,103 @@ fn eval_refuses_what_is_not_a_finished_score_run() {
         .output()
         .unwrap();
     assert_user_error(&run, "not the output of a finished `tads score` run");
+}
+
+/// Files that are not in time order per key are sorted for the alert pass, with the same
+/// alerts as the walk over generated files in time order: one file whose rows run backwards in
+/// time (the statistics cannot tell; the walk notices and sorts instead, saying so), and two
+/// files that overlap in keys and time (the statistics tell: sorted at once).
+#[tokio::test]
+async fn files_out_of_time_order_are_sorted_and_give_the_same_alerts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, models) = (tmp.path().join("data"), tmp.path().join("models"));
+    assert_ok(&generate(data.to_str().unwrap(), SMALL));
+    assert_ok(&train_cmd("m", &data, &models, &[]));
+    let ctx = tads_sql::session();
+    let loc = Location::parse(data.to_str().unwrap()).unwrap();
+    tads_sql::register_dataset(&ctx, "t", &loc).await.unwrap();
+    let columns: Vec<String> = ctx
+        .table("t")
+        .await
+        .unwrap()
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| format!("\"{}\"", f.name()))
+        .filter(|n| n != "\"date\"")
+        .collect();
+    let columns = columns.join(", ");
+    let write = |dir: &str, file: &str, filter: &str, order: &str| {
+        let path = tmp.path().join(dir).join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        format!(
+            "COPY (SELECT {columns} FROM t {filter} ORDER BY {order}) TO '{}' STORED AS PARQUET",
+            path.display()
+        )
+    };
+    for sql in [
+        write("backwards", "all.parquet", "", "ts DESC, host_id"),
+        write(
+            "overlap",
+            "even.parquet",
+            "WHERE CAST(right(CAST(host_id AS VARCHAR), 1) AS INT) % 2 = 0",
+            "host_id, ts",
+        ),
+        write(
+            "overlap",
+            "odd.parquet",
+            "WHERE CAST(right(CAST(host_id AS VARCHAR), 1) AS INT) % 2 = 1",
+            "host_id, ts",
+        ),
+    ] {
+        crate::support::query(&ctx, &sql).await;
+    }
+    let alerts_of = |out: &Path| -> (String, Vec<String>) {
+        let m: ScoreManifest =
+            serde_json::from_slice(&std::fs::read(out.join("_manifest.json")).unwrap()).unwrap();
+        let file = std::fs::File::open(out.join("alerts/alerts.parquet")).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut rows = Vec::new();
+        for batch in reader {
+            let b = batch.unwrap();
+            for i in 0..b.num_rows() {
+                let cell = |c: &str| {
+                    datafusion::arrow::util::display::array_value_to_string(
+                        b.column_by_name(c).unwrap(),
+                        i,
+                    )
+                    .unwrap()
+                };
+                rows.push(
+                    ["alert_id", "end_ts", "points", "peak_score", "open"]
+                        .map(cell)
+                        .join(" "),
+                );
+            }
+        }
+        rows.sort();
+        (m.alert_pass.unwrap_or_default(), rows)
+    };
+    let reference = tmp.path().join("reference");
+    assert_ok(&score_cmd("m", &data, &models, &reference, &["--quiet"]));
+    let (pass, expected) = alerts_of(&reference);
+    assert_eq!(pass, "files in time order");
+    assert!(!expected.is_empty());
+    for (dir, note) in [("backwards", true), ("overlap", false)] {
+        let out = tmp.path().join(format!("{dir}-out"));
+        let run = score_cmd("m", &tmp.path().join(dir), &models, &out, &["--quiet"]);
+        assert_ok(&run);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(
+            stderr.contains("not in time order inside a file"),
+            note,
+            "{dir}: {stderr}"
+        );
+        let (pass, found) = alerts_of(&out);
+        assert_eq!(pass, "sorted", "{dir}");
+        assert_eq!(found, expected, "{dir}");
+    }
 }

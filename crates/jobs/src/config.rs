@@ -96,6 +96,21 @@ pub struct AlertRules {
     pub key: String,
     /// The time column that orders each series.
     pub time: String,
+    /// How the rows get into time order per key: `auto` walks the files one after another when
+    /// their Parquet statistics say each key's rows are in time order across them (and falls
+    /// back to sorting when a file turns out not to be), `sort` always sorts.
+    pub walk: WalkOrder,
+}
+
+/// See [`AlertRules::walk`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WalkOrder {
+    /// Files in time order are walked in order; anything else is sorted.
+    #[default]
+    Auto,
+    /// Always hash-partition and sort.
+    Sort,
 }
 
 impl Default for AlertRules {
@@ -109,6 +124,7 @@ impl Default for AlertRules {
             cooldown: CooldownSpec::Span("30m".into()),
             key: "host_id".into(),
             time: "ts".into(),
+            walk: WalkOrder::Auto,
         }
     }
 }

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::AlertRules;
 use crate::{Error, Result};
 
+pub(crate) mod ordered;
 mod walk;
 
 pub(crate) use walk::{AlertQuery, find};

@@ -195,47 +195,15 @@ async fn find_in(
     carried: Option<Arc<Carried>>,
     progress: Arc<dyn Progress>,
 ) -> Result<(Alerts, Option<Carried>)> {
-    let (m, x) = (q.model_sql, q.metrics);
-    let score = format!("anomaly_score({m}, {x})");
-    // The top metric, region and project are read only at rows that can be inside an alert
-    // (region and project at the row that opens one, whose score is at or above enter, so above
-    // exit): carrying them only on such rows keeps the sort's rows small. DataFusion evaluates
-    // the repeated condition once per row.
-    let hot = |value: &str, alias: &str| {
-        format!(
-            ", CASE WHEN {score} >= {exit} THEN {value} END AS {alias}",
-            exit = rules.exit
-        )
-    };
-    let mut select = format!(
-        "SELECT CAST({key} AS VARCHAR) AS __k, {time} AS __t, {score} AS __s",
-        key = ident(&rules.key),
-        time = ident(&rules.time),
-    );
-    select.push_str(&hot(&format!("pca_top_metric({m}, {x})"), "__top"));
-    for (wanted, column, alias) in [
-        (q.region, "region", "__region"),
-        (q.project, "project_id", "__project"),
-    ] {
-        if wanted {
-            select.push_str(&hot(&format!("CAST({column} AS VARCHAR)"), alias));
-        }
-    }
     let sql = format!(
         "SELECT *, row_number() OVER (PARTITION BY __k ORDER BY __t) AS __n \
-         FROM ({select} FROM {}{})",
-        q.table, q.filter
+         FROM ({} FROM {}{})",
+        select(q, rules),
+        q.table,
+        q.filter
     );
     let streams = ctx.sql(&sql).await?.execute_stream_partitioned().await?;
-    let walk = Arc::new(Walk {
-        model_name: q.model_name.to_string(),
-        rules: rules.clone(),
-        severity: *severity,
-        cooldown: rules.cooldown.resolve().map_err(Error::Input)?,
-        region: q.region,
-        project: q.project,
-        carried: carried.clone(),
-    });
+    let walk = Arc::new(Walk::new(q, rules, severity, carried.clone())?);
     // A JoinSet aborts the other walks when one fails and this returns early.
     let mut tasks = tokio::task::JoinSet::new();
     for stream in streams {
@@ -264,8 +232,40 @@ async fn find_in(
     Ok((alerts, ends))
 }
 
+/// The columns the walk reads, without `FROM`: the key, the time, the fused score, and at rows
+/// that can be inside an alert the top metric, region and project.
+pub(super) fn select(q: &AlertQuery<'_>, rules: &AlertRules) -> String {
+    let (m, x) = (q.model_sql, q.metrics);
+    let score = format!("anomaly_score({m}, {x})");
+    // The top metric, region and project are read only at rows that can be inside an alert
+    // (region and project at the row that opens one, whose score is at or above enter, so above
+    // exit): carrying them only on such rows keeps the sort's rows small. DataFusion evaluates
+    // the repeated condition once per row.
+    let hot = |value: &str, alias: &str| {
+        format!(
+            ", CASE WHEN {score} >= {exit} THEN {value} END AS {alias}",
+            exit = rules.exit
+        )
+    };
+    let mut select = format!(
+        "SELECT CAST({key} AS VARCHAR) AS __k, {time} AS __t, {score} AS __s",
+        key = ident(&rules.key),
+        time = ident(&rules.time),
+    );
+    select.push_str(&hot(&format!("pca_top_metric({m}, {x})"), "__top"));
+    for (wanted, column, alias) in [
+        (q.region, "region", "__region"),
+        (q.project, "project_id", "__project"),
+    ] {
+        if wanted {
+            select.push_str(&hot(&format!("CAST({column} AS VARCHAR)"), alias));
+        }
+    }
+    select
+}
+
 /// What walking one partition of the alert pass needs.
-struct Walk {
+pub(super) struct Walk {
     model_name: String,
     rules: AlertRules,
     severity: Severity,
@@ -277,9 +277,9 @@ struct Walk {
 }
 
 /// The columns of one batch of the alert pass's plan.
-struct Cols {
+pub(super) struct Cols {
     keys: StringArray,
-    times: datafusion::arrow::array::TimestampMicrosecondArray,
+    pub(super) times: datafusion::arrow::array::TimestampMicrosecondArray,
     scores: datafusion::arrow::array::Float64Array,
     tops: StringArray,
     region: Option<StringArray>,
@@ -287,7 +287,7 @@ struct Cols {
 }
 
 impl Cols {
-    fn of(
+    pub(super) fn of(
         batch: &datafusion::arrow::array::RecordBatch,
         region: bool,
         project: bool,
@@ -305,7 +305,7 @@ impl Cols {
     }
 
     /// Row `i`'s key, if it has a key and a time.
-    fn key(&self, i: usize) -> Option<&str> {
+    pub(super) fn key(&self, i: usize) -> Option<&str> {
         (self.keys.is_valid(i) && self.times.is_valid(i)).then(|| self.keys.value(i))
     }
 
@@ -317,9 +317,33 @@ impl Cols {
 }
 
 impl Walk {
+    pub(super) fn new(
+        q: &AlertQuery<'_>,
+        rules: &AlertRules,
+        severity: &Severity,
+        carried: Option<Arc<Carried>>,
+    ) -> Result<Self> {
+        Ok(Self {
+            model_name: q.model_name.to_string(),
+            rules: rules.clone(),
+            severity: *severity,
+            cooldown: rules.cooldown.resolve().map_err(Error::Input)?,
+            region: q.region,
+            project: q.project,
+            carried,
+        })
+    }
+
     /// Feeds row `i` of `c` to the walk of `key`, whose state is `s`; an alert it closes goes
     /// to `alerts`.
-    fn step(&self, key: &str, s: &mut KeyState, c: &Cols, i: usize, alerts: &mut Vec<Alert>) {
+    pub(super) fn step(
+        &self,
+        key: &str,
+        s: &mut KeyState,
+        c: &Cols,
+        i: usize,
+        alerts: &mut Vec<Alert>,
+    ) {
         let rules = &self.rules;
         let ts = c.times.value(i);
         let score = c.scores.is_valid(i).then(|| c.scores.value(i));
@@ -379,7 +403,13 @@ impl Walk {
 
     /// A key's last row: an alert still open is listed as open; when carrying state, it goes
     /// on (and the state is kept in `ends`).
-    fn end(&self, key: String, mut s: KeyState, alerts: &mut Vec<Alert>, ends: &mut Carried) {
+    pub(super) fn end(
+        &self,
+        key: String,
+        mut s: KeyState,
+        alerts: &mut Vec<Alert>,
+        ends: &mut Carried,
+    ) {
         let open = if self.carried.is_some() {
             s.open.clone()
         } else {

@@ -106,6 +106,10 @@ pub struct ScoreManifest {
     /// key or time column).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts_skipped: Option<String>,
+    /// How the alert pass put each key's rows in time order: `files in time order` (the files
+    /// walked one after another) or `sorted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_pass: Option<String>,
     /// Keys whose level moved away from the training level (with `drift.baseline =
     /// "previous_day"`): each reported once, with the metric that moved most.
     #[serde(default)]

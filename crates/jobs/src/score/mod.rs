@@ -277,6 +277,9 @@ struct AlertPlan {
     filter: String,
     region: bool,
     project: bool,
+    /// Every column the pass reads is inside the files (none is a partition column), so the
+    /// files can be walked one by one ([`alerts::ordered`]).
+    in_files: bool,
 }
 
 impl Prepared {
@@ -391,6 +394,10 @@ impl Prepared {
             filter,
             region: table_schema.field_with_name("region").is_ok(),
             project: table_schema.field_with_name("project_id").is_ok(),
+            in_files: !["region", "project_id"]
+                .into_iter()
+                .chain(model.features.iter().map(String::as_str))
+                .any(|c| partitions.iter().any(|p| p == c)),
         });
         Ok(Self {
             ctx,
@@ -406,6 +413,53 @@ impl Prepared {
             drift,
             levels,
         })
+    }
+
+    /// The alert pass over the files one after another, when their statistics say each key's
+    /// rows are in time order across them ([`alerts::ordered`]); `None` when they are not (or a
+    /// file turns out not to be), and the pass sorts instead.
+    async fn walk_files(
+        &self,
+        job: &ScoreJob,
+        query: &AlertQuery<'_>,
+        progress: &Arc<dyn Progress>,
+    ) -> Result<Option<alerts::Alerts>> {
+        let rules = &job.config.alerts;
+        let Some(chains) = alerts::ordered::chains(&self.units, &rules.key, &rules.time) else {
+            return Ok(None);
+        };
+        let mut tables = Vec::with_capacity(chains.len());
+        for (c, chain) in chains.iter().enumerate() {
+            let mut names = Vec::with_capacity(chain.len());
+            for (f, &unit) in chain.iter().enumerate() {
+                let name = format!("__tads_walk_{c}_{f}");
+                let table = write::unit_table(&job.data, &self.units[unit], &self.file_schema)?;
+                self.ctx.register_table(&name, Arc::new(table))?;
+                names.push(name);
+            }
+            tables.push(names);
+        }
+        let found = alerts::ordered::find_ordered(
+            &self.ctx,
+            query,
+            rules,
+            &job.config.severity,
+            &tables,
+            Arc::clone(progress),
+        )
+        .await;
+        for name in tables.iter().flatten() {
+            let _ = self.ctx.deregister_table(name);
+        }
+        let found = found?;
+        if found.is_none() {
+            eprintln!(
+                "note: {}: a key's rows are not in time order inside a file; sorting them for the alerts instead",
+                job.data
+            );
+            progress.phase("finding alerts (sorting)");
+        }
+        Ok(found)
     }
 
     /// Finds the alerts, writes every file and the alerts, then the manifest; returns the
@@ -425,6 +479,7 @@ impl Prepared {
         let rules = &job.config.alerts;
         let carried_in = job.follow.as_ref().map(|f| Arc::clone(&f.carried));
         let mut carried = None;
+        let mut alert_pass = None;
         let found = match &self.alerts {
             Some(plan) => {
                 progress.phase("finding alerts");
@@ -437,16 +492,33 @@ impl Prepared {
                     region: plan.region,
                     project: plan.project,
                 };
-                let (found, ends) = alerts::find(
-                    &self.ctx,
-                    &query,
-                    rules,
-                    &job.config.severity,
-                    carried_in.clone(),
-                    Arc::clone(&progress),
-                )
-                .await?;
-                carried = ends;
+                let walked = match job.follow.is_none()
+                    && rules.walk == crate::config::WalkOrder::Auto
+                    && plan.in_files
+                {
+                    true => self.walk_files(job, &query, &progress).await?,
+                    false => None,
+                };
+                let found = match walked {
+                    Some(found) => {
+                        alert_pass = Some("files in time order".to_string());
+                        found
+                    }
+                    None => {
+                        let (found, ends) = alerts::find(
+                            &self.ctx,
+                            &query,
+                            rules,
+                            &job.config.severity,
+                            carried_in.clone(),
+                            Arc::clone(&progress),
+                        )
+                        .await?;
+                        carried = ends;
+                        alert_pass = Some("sorted".to_string());
+                        found
+                    }
+                };
                 Some(Arc::new(found))
             }
             None => None,
@@ -499,6 +571,7 @@ impl Prepared {
             config: job.config.clone(),
             alerts: summary,
             alerts_skipped: self.alerts_skipped,
+            alert_pass,
             drift: self.drift,
             files,
         };

@@ -79,9 +79,13 @@ pub(super) fn chunk_path(relative: &str, chunk: usize) -> String {
     }
 }
 
-async fn score_unit(shared: &Shared, unit: &Unit) -> Result<UnitResult> {
-    let url = shared
-        .data
+/// One input file as a table of the dataset's file columns.
+pub(super) fn unit_table(
+    data: &Location,
+    unit: &Unit,
+    file_schema: &SchemaRef,
+) -> Result<ListingTable> {
+    let url = data
         .store_url()
         .join(unit.meta.location.as_ref())
         .map_err(|e| Error::Data(format!("{}: {e}", unit.meta.location)))?;
@@ -90,7 +94,12 @@ async fn score_unit(shared: &Shared, unit: &Unit) -> Result<UnitResult> {
         ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
-        .with_schema(Arc::clone(&shared.file_schema));
+        .with_schema(Arc::clone(file_schema));
+    Ok(ListingTable::try_new(config)?)
+}
+
+async fn score_unit(shared: &Shared, unit: &Unit) -> Result<UnitResult> {
+    let listing = unit_table(&shared.data, unit, &shared.file_schema)?;
     let table = format!(
         "__tads_unit_{}",
         shared.next_table.fetch_add(1, Ordering::Relaxed)
@@ -98,7 +107,7 @@ async fn score_unit(shared: &Shared, unit: &Unit) -> Result<UnitResult> {
     // Every row of a file whose columns are the dataset's: keep its column chunks.
     let keep = !shared.sharded && passthrough::fits(&shared.file_schema, unit);
     let ctx = if keep { &shared.ordered } else { &shared.ctx };
-    ctx.register_table(&table, Arc::new(ListingTable::try_new(config)?))?;
+    ctx.register_table(&table, Arc::new(listing))?;
     let result = if keep {
         passthrough::write_unit(shared, unit, &table).await
     } else {

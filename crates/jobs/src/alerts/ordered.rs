@@ -1,0 +1,195 @@
+//! The alert pass without a sort, for data whose files are in time order per key.
+//!
+//! Generated data, what `tads watch` and `import prometheus` read, and most exporters' output
+//! come as files that each hold a span of time, one after another. The Parquet statistics of
+//! each file's key and time columns tell ([`chains`]): files whose key ranges overlap must not
+//! overlap in time. Then the files of each such chain are walked one after another, each key
+//! carrying its state from one file to the next, as `tads watch` carries it from one round to
+//! the next: no hash partitioning and no sort, and memory bounded by one file's scores. Each
+//! file's plan still runs on every core (its byte ranges in parallel, walked in order). A key
+//! whose time goes backwards inside a file (the statistics cannot see that) stops the walk, and
+//! the pass sorts instead ([`find_ordered`] returns `None`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+use parquet::basic::LogicalType;
+use parquet::file::statistics::Statistics;
+use tads_model::Severity;
+use tads_store::Progress;
+
+use super::walk::{Cols, Walk, select};
+use super::{Alert, AlertQuery, Alerts, Carried, KeyState};
+use crate::config::AlertRules;
+use crate::score::Unit;
+use crate::{Error, Result};
+
+/// One file's range of keys (as bytes that sort as the keys do) and of raw times.
+struct Span {
+    index: usize,
+    keys: (Vec<u8>, Vec<u8>),
+    times: (i64, i64),
+}
+
+/// A key statistic as bytes in the key's order: strings as they are, integers big-endian with
+/// the sign bit flipped.
+fn key_bytes(s: &Statistics) -> Option<(Vec<u8>, Vec<u8>)> {
+    let int = |v: i64| ((v as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+    match s {
+        Statistics::ByteArray(v) => {
+            Some((v.min_opt()?.data().to_vec(), v.max_opt()?.data().to_vec()))
+        }
+        Statistics::Int64(v) => Some((int(*v.min_opt()?), int(*v.max_opt()?))),
+        Statistics::Int32(v) => {
+            Some((int(i64::from(*v.min_opt()?)), int(i64::from(*v.max_opt()?))))
+        }
+        _ => None,
+    }
+}
+
+/// The key and time ranges of `unit` from its row groups' statistics; `None` when a statistic
+/// is missing or the time column is not an INT64 of the same logical type as `time_type`'s.
+fn span(
+    index: usize,
+    unit: &Unit,
+    key: &str,
+    time: &str,
+    time_type: &mut Option<Option<LogicalType>>,
+) -> Option<Span> {
+    let descr = unit.footer.file_metadata().schema_descr();
+    let column = |name: &str| {
+        descr
+            .columns()
+            .iter()
+            .position(|c| c.path().parts() == [name.to_string()])
+    };
+    let (k, t) = (column(key)?, column(time)?);
+    let logical = descr.column(t).logical_type_ref().cloned();
+    if *time_type.get_or_insert_with(|| logical.clone()) != logical {
+        return None;
+    }
+    let mut out: Option<Span> = None;
+    for rg in unit.footer.row_groups() {
+        if rg.num_rows() == 0 {
+            continue;
+        }
+        let (kmin, kmax) = key_bytes(rg.column(k).statistics()?)?;
+        let (tmin, tmax) = match rg.column(t).statistics()? {
+            Statistics::Int64(v) => (*v.min_opt()?, *v.max_opt()?),
+            _ => return None,
+        };
+        out = Some(match out {
+            None => Span {
+                index,
+                keys: (kmin, kmax),
+                times: (tmin, tmax),
+            },
+            Some(s) => Span {
+                index,
+                keys: (s.keys.0.min(kmin), s.keys.1.max(kmax)),
+                times: (s.times.0.min(tmin), s.times.1.max(tmax)),
+            },
+        });
+    }
+    out
+}
+
+/// The files (indices into `units`) as chains to walk one after another, when the statistics
+/// say each key's rows are in time order across files: files whose key ranges overlap are one
+/// chain, and a chain's files must not overlap in time. `None` otherwise. Empty files are left
+/// out.
+pub(crate) fn chains(units: &[Unit], key: &str, time: &str) -> Option<Vec<Vec<usize>>> {
+    let mut time_type = None;
+    let mut spans = Vec::new();
+    for (i, unit) in units.iter().enumerate() {
+        if unit.rows > 0 {
+            spans.push(span(i, unit, key, time, &mut time_type)?);
+        }
+    }
+    spans.sort_by(|a, b| a.keys.0.cmp(&b.keys.0));
+    let mut groups: Vec<(Vec<u8>, Vec<Span>)> = Vec::new();
+    for s in spans {
+        match groups.last_mut() {
+            Some((max, group)) if s.keys.0 <= *max => {
+                if s.keys.1 > *max {
+                    max.clone_from(&s.keys.1);
+                }
+                group.push(s);
+            }
+            _ => groups.push((s.keys.1.clone(), vec![s])),
+        }
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    for (_, mut group) in groups {
+        group.sort_by_key(|s| s.times);
+        if group.windows(2).any(|w| w[0].times.1 >= w[1].times.0) {
+            return None;
+        }
+        out.push(group.into_iter().map(|s| s.index).collect());
+    }
+    Some(out)
+}
+
+/// Walks the chains of registered per-file tables (`tables`, each chain in time order) through
+/// the alert machine, each key's state carried from file to file. `None` when a key's time goes
+/// backwards: the data is not in time order after all, and the caller sorts instead.
+pub(crate) async fn find_ordered(
+    ctx: &SessionContext,
+    q: &AlertQuery<'_>,
+    rules: &AlertRules,
+    severity: &Severity,
+    tables: &[Vec<String>],
+    progress: Arc<dyn Progress>,
+) -> Result<Option<Alerts>> {
+    let walk = Walk::new(q, rules, severity, None)?;
+    let columns = select(q, rules);
+    let mut list: Vec<Alert> = Vec::new();
+    for chain in tables {
+        let mut states: HashMap<String, (KeyState, i64)> = HashMap::new();
+        for table in chain {
+            let sql = format!("{columns} FROM {table}{}", q.filter);
+            let streams = ctx.sql(&sql).await?.execute_stream_partitioned().await?;
+            // A file's byte ranges are scored in parallel and walked in order.
+            let mut parts = Vec::with_capacity(streams.len());
+            for stream in streams {
+                parts.push(tokio::spawn(stream.try_collect::<Vec<_>>()));
+            }
+            for part in parts {
+                let batches = part
+                    .await
+                    .map_err(|e| Error::Data(format!("an alert task failed: {e}")))??;
+                for batch in batches {
+                    let c = Cols::of(&batch, q.region, q.project)?;
+                    for i in 0..batch.num_rows() {
+                        let Some(key) = c.key(i) else { continue };
+                        let ts = c.times.value(i);
+                        if !states.contains_key(key) {
+                            states.insert(key.to_string(), (KeyState::default(), i64::MIN));
+                        }
+                        let Some((state, last)) = states.get_mut(key) else {
+                            continue;
+                        };
+                        if ts < *last {
+                            return Ok(None);
+                        }
+                        *last = ts;
+                        walk.step(key, state, &c, i, &mut list);
+                    }
+                    progress.rows(batch.num_rows() as u64);
+                }
+            }
+        }
+        let mut ends = Carried::new();
+        for (key, (state, _)) in states {
+            walk.end(key, state, &mut list, &mut ends);
+        }
+    }
+    list.sort_by(|a, b| (a.host_id.as_str(), a.start_ts).cmp(&(b.host_id.as_str(), b.start_ts)));
+    let mut alerts = Alerts::default();
+    for alert in list {
+        alerts.push(alert);
+    }
+    Ok(Some(alerts))
+}
