@@ -213,7 +213,9 @@ def main():
     tasks = {
         "score to Parquet": [
             ("tads score --no-alerts (5 scores)", lambda: tads_score("--no-alerts")),
-            ("tads score with the alert pass", tads_score),
+            ("tads score with the alert pass (files walked in time order)", tads_score),
+            ("tads score with the alert pass, sorted (alerts.walk = sort)",
+             lambda: tads_score("--set", "alerts.walk=sort")),
             ("DataFusion COPY with the writer settings of tads score, no scoring (floor)", lambda: df_copy("copy-tads")),
             ("DataFusion COPY with its default writer, no scoring", df_copy),
             ("DuckDB COPY with SPE", duck_copy),
