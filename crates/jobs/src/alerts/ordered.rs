@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use parquet::basic::LogicalType;
@@ -133,8 +134,9 @@ pub(crate) fn chains(units: &[Unit], key: &str, time: &str) -> Option<Vec<Vec<us
 }
 
 /// Walks the chains of registered per-file tables (`tables`, each chain in time order) through
-/// the alert machine, each key's state carried from file to file. `None` when a key's time goes
-/// backwards: the data is not in time order after all, and the caller sorts instead.
+/// the alert machine, each key's state carried from file to file. Chains run concurrently, and
+/// within a chain the next file is scored while the current one is walked. `None` when a key's
+/// time goes backwards: the data is not in time order after all, and the caller sorts instead.
 pub(crate) async fn find_ordered(
     ctx: &SessionContext,
     q: &AlertQuery<'_>,
@@ -143,47 +145,26 @@ pub(crate) async fn find_ordered(
     tables: &[Vec<String>],
     progress: Arc<dyn Progress>,
 ) -> Result<Option<Alerts>> {
-    let walk = Walk::new(q, rules, severity, None)?;
+    let walk = Arc::new(Walk::new(q, rules, severity, None)?);
     let columns = select(q, rules);
-    let mut list: Vec<Alert> = Vec::new();
+    // A JoinSet aborts the other chains when one fails and this returns early.
+    let mut chains = tokio::task::JoinSet::new();
     for chain in tables {
-        let mut states: HashMap<String, (KeyState, i64)> = HashMap::new();
-        for table in chain {
-            let sql = format!("{columns} FROM {table}{}", q.filter);
-            let streams = ctx.sql(&sql).await?.execute_stream_partitioned().await?;
-            // A file's byte ranges are scored in parallel and walked in order.
-            let mut parts = Vec::with_capacity(streams.len());
-            for stream in streams {
-                parts.push(tokio::spawn(stream.try_collect::<Vec<_>>()));
-            }
-            for part in parts {
-                let batches = part
-                    .await
-                    .map_err(|e| Error::Data(format!("an alert task failed: {e}")))??;
-                for batch in batches {
-                    let c = Cols::of(&batch, q.region, q.project)?;
-                    for i in 0..batch.num_rows() {
-                        let Some(key) = c.key(i) else { continue };
-                        let ts = c.times.value(i);
-                        if !states.contains_key(key) {
-                            states.insert(key.to_string(), (KeyState::default(), i64::MIN));
-                        }
-                        let Some((state, last)) = states.get_mut(key) else {
-                            continue;
-                        };
-                        if ts < *last {
-                            return Ok(None);
-                        }
-                        *last = ts;
-                        walk.step(key, state, &c, i, &mut list);
-                    }
-                    progress.rows(batch.num_rows() as u64);
-                }
-            }
-        }
-        let mut ends = Carried::new();
-        for (key, (state, _)) in states {
-            walk.end(key, state, &mut list, &mut ends);
+        let sqls: Vec<String> = chain
+            .iter()
+            .map(|table| format!("{columns} FROM {table}{}", q.filter))
+            .collect();
+        let (ctx, walk, progress) = (ctx.clone(), Arc::clone(&walk), Arc::clone(&progress));
+        let (region, project) = (q.region, q.project);
+        chains.spawn(async move {
+            walk_chain(&ctx, &walk, sqls, (region, project), progress.as_ref()).await
+        });
+    }
+    let mut list: Vec<Alert> = Vec::new();
+    while let Some(done) = chains.join_next().await {
+        match done.map_err(|e| Error::Data(format!("an alert task failed: {e}")))?? {
+            Some(found) => list.extend(found),
+            None => return Ok(None),
         }
     }
     list.sort_by(|a, b| (a.host_id.as_str(), a.start_ts).cmp(&(b.host_id.as_str(), b.start_ts)));
@@ -192,4 +173,73 @@ pub(crate) async fn find_ordered(
         alerts.push(alert);
     }
     Ok(Some(alerts))
+}
+
+/// One file's rows for the walk, its byte ranges scored in parallel, in file order.
+async fn scored(ctx: SessionContext, sql: String) -> Result<Vec<RecordBatch>> {
+    let streams = ctx.sql(&sql).await?.execute_stream_partitioned().await?;
+    let parts: Vec<_> = streams
+        .into_iter()
+        .map(|stream| tokio::spawn(stream.try_collect::<Vec<_>>()))
+        .collect();
+    let mut out = Vec::new();
+    for part in parts {
+        out.extend(
+            part.await
+                .map_err(|e| Error::Data(format!("an alert task failed: {e}")))??,
+        );
+    }
+    Ok(out)
+}
+
+/// Walks one chain's files (their statements `sqls`, in time order); `None` when a key's time
+/// goes backwards.
+async fn walk_chain(
+    ctx: &SessionContext,
+    walk: &Walk,
+    sqls: Vec<String>,
+    (region, project): (bool, bool),
+    progress: &dyn Progress,
+) -> Result<Option<Vec<Alert>>> {
+    let mut list = Vec::new();
+    let mut states: HashMap<String, (KeyState, i64)> = HashMap::new();
+    let mut sqls = sqls.into_iter();
+    let mut next = sqls
+        .next()
+        .map(|sql| tokio::spawn(scored(ctx.clone(), sql)));
+    while let Some(current) = next.take() {
+        let batches = current
+            .await
+            .map_err(|e| Error::Data(format!("an alert task failed: {e}")))??;
+        next = sqls
+            .next()
+            .map(|sql| tokio::spawn(scored(ctx.clone(), sql)));
+        for batch in batches {
+            let c = Cols::of(&batch, region, project)?;
+            for i in 0..batch.num_rows() {
+                let Some(key) = c.key(i) else { continue };
+                let ts = c.times.value(i);
+                if !states.contains_key(key) {
+                    states.insert(key.to_string(), (KeyState::default(), i64::MIN));
+                }
+                let Some((state, last)) = states.get_mut(key) else {
+                    continue;
+                };
+                if ts < *last {
+                    if let Some(n) = next {
+                        n.abort();
+                    }
+                    return Ok(None);
+                }
+                *last = ts;
+                walk.step(key, state, &c, i, &mut list);
+            }
+            progress.rows(batch.num_rows() as u64);
+        }
+    }
+    let mut ends = Carried::new();
+    for (key, (state, _)) in states {
+        walk.end(key, state, &mut list, &mut ends);
+    }
+    Ok(Some(list))
 }
