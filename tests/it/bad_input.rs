@@ -24,6 +24,7 @@ fn every_bad_input_gets_one_line_and_exit_2_as_the_readme_lists() {
     let inside_models = data.join("models");
     let im = inside_models.to_str().unwrap();
     let deep = format!("SELECT {}", vec!["1"; 10_000].join("+"));
+    let one_file = format!("{d}/date=2026-01-01/part-00000.parquet");
     let cases: Vec<(&str, Vec<&str>)> = vec![
         ("no hosts", vec!["generate", "--out", o, "--hosts", "0"]),
         (
@@ -195,6 +196,41 @@ fn every_bad_input_gets_one_line_and_exit_2_as_the_readme_lists() {
             vec!["eval", "--scored", d],
         ),
         ("SQL nested 10,000 deep", vec!["sql", "-c", &deep]),
+        (
+            "watching a single file",
+            vec![
+                "watch", "--data", &one_file, "--model", "m", "--models", m, "--out", o, "--once",
+            ],
+        ),
+        (
+            "watching into the followed folder",
+            vec![
+                "watch",
+                "--data",
+                d,
+                "--model",
+                "m",
+                "--models",
+                m,
+                "--out",
+                inside.to_str().unwrap(),
+                "--once",
+            ],
+        ),
+        (
+            "a watch interval of zero",
+            vec![
+                "watch", "--data", d, "--model", "m", "--out", o, "--every", "0s",
+            ],
+        ),
+        (
+            "a Prometheus query without a column name",
+            vec!["import", "prometheus", "--query", "rate(x[1m])", "--out", o],
+        ),
+        (
+            "a follow speed of zero",
+            vec!["generate", "--out", o, "--follow", "--speed", "0"],
+        ),
     ];
     let mut rows = Vec::new();
     for (case, args) in &cases {

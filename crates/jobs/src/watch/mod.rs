@@ -136,9 +136,9 @@ impl Watcher {
                 job.out, job.data
             )));
         }
-        if job.data.file().is_some() {
+        if let Some(file) = job.data.file() {
             return Err(Error::Input(format!(
-                "--data {}: is one file; tads watch follows a folder (or an s3:// prefix) where files land",
+                "--data {}{file}: is one file; tads watch follows a folder (or an s3:// prefix) where files land",
                 job.data
             )));
         }
