@@ -216,10 +216,13 @@ impl Prometheus {
     ) -> anyhow::Result<()> {
         let mut from = start;
         while from <= end {
-            let to = end.min(from + step * 9_999);
+            let to = end.min(from.saturating_add(step.saturating_mul(9_999)));
             self.piece((column, name, query), (from, to, step), rows, columns)
                 .await?;
-            from = to + step;
+            from = to.saturating_add(step);
+            if to == i64::MAX {
+                break;
+            }
         }
         Ok(())
     }
@@ -429,7 +432,7 @@ pub(crate) async fn run(cmd: ImportCommand) -> anyhow::Result<()> {
     let result: anyhow::Result<()> = async {
         loop {
             let until = if args.follow {
-                align(Utc::now().timestamp_micros()) - step
+                align(Utc::now().timestamp_micros()).saturating_sub(step)
             } else {
                 align(end)
             };
@@ -441,7 +444,7 @@ pub(crate) async fn run(cmd: ImportCommand) -> anyhow::Result<()> {
                     }
                 }
                 files.extend(written);
-                from = until + step;
+                from = until.saturating_add(step);
             }
             if !args.follow
                 || crate::sleep_or_interrupted(Duration::from_micros(args.every as u64), &mut stop)

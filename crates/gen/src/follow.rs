@@ -97,7 +97,8 @@ pub async fn follow_dataset(
     for task in tasks {
         // A window is written once it has passed: its end, in data time from the start.
         let due = (task.points.1 as i64 * interval) as f64 / 1e6 / follow.speed;
-        let wait = Duration::from_secs_f64(due).saturating_sub(started.elapsed());
+        let due = Duration::try_from_secs_f64(due).unwrap_or(Duration::MAX);
+        let wait = due.saturating_sub(started.elapsed());
         let stopped = tokio::select! {
             biased;
             _ = &mut stop => true,
