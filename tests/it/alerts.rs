@@ -529,22 +529,8 @@ fn eval_refuses_what_is_not_a_finished_score_run() {
 async fn files_out_of_time_order_are_sorted_and_give_the_same_alerts() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, models) = (tmp.path().join("data"), tmp.path().join("models"));
-    assert_ok(&generate(data.to_str().unwrap(), SMALL));
+    let (ctx, columns) = crate::support::generated_table(&data).await;
     assert_ok(&train_cmd("m", &data, &models, &[]));
-    let ctx = tads_sql::session();
-    let loc = Location::parse(data.to_str().unwrap()).unwrap();
-    tads_sql::register_dataset(&ctx, "t", &loc).await.unwrap();
-    let columns: Vec<String> = ctx
-        .table("t")
-        .await
-        .unwrap()
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| format!("\"{}\"", f.name()))
-        .filter(|n| n != "\"date\"")
-        .collect();
-    let columns = columns.join(", ");
     let write = |dir: &str, file: &str, filter: &str, order: &str| {
         let path = tmp.path().join(dir).join(file);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

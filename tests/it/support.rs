@@ -219,3 +219,24 @@ pub fn interrupt(pid: u32) {
         .expect("run kill");
     assert!(sent.success(), "kill -INT {pid}");
 }
+
+/// Generates the SMALL dataset into `dir`, registers it as table `t` of a fresh session, and
+/// returns the session with the files' columns (every column but the `date` partition), quoted
+/// and comma-separated: what a test selects to rewrite the rows into files of its own.
+pub async fn generated_table(dir: &Path) -> (SessionContext, String) {
+    assert_ok(&generate(dir.to_str().unwrap(), SMALL));
+    let ctx = tads_sql::session();
+    let loc = tads_store::Location::parse(dir.to_str().unwrap()).unwrap();
+    tads_sql::register_dataset(&ctx, "t", &loc).await.unwrap();
+    let columns: Vec<String> = ctx
+        .table("t")
+        .await
+        .unwrap()
+        .schema()
+        .fields()
+        .iter()
+        .filter(|f| f.name() != "date")
+        .map(|f| format!("\"{}\"", f.name()))
+        .collect();
+    (ctx, columns.join(", "))
+}

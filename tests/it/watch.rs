@@ -13,7 +13,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
 use tads_store::Location;
 
-use crate::support::{SMALL, assert_ok, generate, interrupt, query, score_cmd, tads, train_cmd};
+use crate::support::{assert_ok, generate, interrupt, query, score_cmd, tads, train_cmd};
 
 /// Any string column as `Utf8` (DataFusion reads Parquet strings as views).
 fn text(column: &ArrayRef) -> StringArray {
@@ -143,22 +143,7 @@ impl Outcome {
 /// The generated SMALL dataset cut into files of `hours` hours each (`date=D/part-HHMM.parquet`
 /// below `to`), each sorted by host and time; their paths in time order.
 async fn sliced(tmp: &Path, to: &Path, hours: i64) -> Vec<String> {
-    let full = tmp.join("full");
-    assert_ok(&generate(full.to_str().unwrap(), SMALL));
-    let ctx = tads_sql::session();
-    let loc = Location::parse(full.to_str().unwrap()).unwrap();
-    tads_sql::register_dataset(&ctx, "t", &loc).await.unwrap();
-    let columns: Vec<String> = ctx
-        .table("t")
-        .await
-        .unwrap()
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .filter(|n| n != "date")
-        .map(|n| format!("\"{n}\""))
-        .collect();
+    let (ctx, columns) = crate::support::generated_table(&tmp.join("full")).await;
     let span = query(
         &ctx,
         "SELECT min(to_unixtime(ts)), max(to_unixtime(ts)) FROM t",
@@ -183,7 +168,7 @@ async fn sliced(tmp: &Path, to: &Path, hours: i64) -> Vec<String> {
         let sql = format!(
             "COPY (SELECT {} FROM t WHERE to_unixtime(ts) >= {from} AND to_unixtime(ts) < {until} \
              ORDER BY host_id, ts) TO '{}' STORED AS PARQUET",
-            columns.join(", "),
+            columns,
             path.display()
         );
         query(&ctx, &sql).await;

@@ -12,12 +12,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use tads_store::Output;
+use chrono::DateTime;
 
 use crate::config::MICROS_PER_DAY;
 use crate::plan::{FileTask, Plan};
-use crate::writer::{FileEntry, Manifest, WriteOptions, WriteSummary, dataset_id, encode_file};
+use crate::writer::{FileEntry, WriteOptions, WriteSummary, begin, encode_file, finish, manifest};
 use crate::{Error, NoProgress, Result};
 
 /// How to follow.
@@ -78,17 +77,7 @@ pub async fn follow_dataset(
         });
     }
     let started = Instant::now();
-    let id = dataset_id(&plan.config);
-    let output = Arc::new(
-        Output::begin(
-            location,
-            options.overwrite,
-            options.break_lock,
-            "tads generate --follow",
-            &id,
-        )
-        .await?,
-    );
+    let (id, output) = begin(&plan, location, options, "tads generate --follow").await?;
     let tasks = follow_files(&plan, follow.flush_micros);
     let interval = plan.config.interval.micros();
     let mut written = Vec::new();
@@ -132,48 +121,5 @@ pub async fn follow_dataset(
         points = task.points.1;
         written.push(entry);
     }
-    let manifest = manifest(&plan, id, points, written);
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
-    output.finish(json).await?;
-    Ok(WriteSummary {
-        manifest,
-        elapsed: started.elapsed(),
-    })
-}
-
-/// The manifest of the first `points` points of every host.
-fn manifest(plan: &Plan, id: String, points: u64, files: Vec<FileEntry>) -> Manifest {
-    let c = &plan.config;
-    let last = c.start_micros() + (points.max(1) as i64 - 1) * c.interval.micros();
-    let events: Vec<_> = plan
-        .hosts
-        .iter()
-        .flat_map(|h| &h.events)
-        .filter(|e| e.start < points)
-        .collect();
-    let mut by_type = std::collections::BTreeMap::new();
-    for t in crate::AnomalyType::ALL {
-        by_type.insert(t.as_str().to_string(), 0u64);
-    }
-    for e in &events {
-        *by_type.entry(e.kind.as_str().to_string()).or_default() += 1;
-    }
-    Manifest {
-        kind: "tads-dataset".into(),
-        format_version: 1,
-        dataset_id: id,
-        tads_version: env!("CARGO_PKG_VERSION").into(),
-        created_at: Utc::now(),
-        arguments: c.clone(),
-        seed: c.seed,
-        rows: files.iter().map(|f| f.rows).sum(),
-        hosts: c.hosts,
-        start: c.start,
-        end: DateTime::from_timestamp_micros(last).unwrap_or(c.start),
-        partitioning: vec!["date".into()],
-        events: events.len() as u64,
-        events_by_type: by_type,
-        anomalous_rows: events.iter().map(|e| e.end().min(points) - e.start).sum(),
-        files,
-    }
+    finish(&output, manifest(&plan, id, points, written), started).await
 }

@@ -191,17 +191,7 @@ pub async fn write_dataset(
     progress: Arc<dyn Progress>,
 ) -> Result<WriteSummary> {
     let started = Instant::now();
-    let id = dataset_id(&plan.config);
-    let output = Arc::new(
-        Output::begin(
-            location,
-            options.overwrite,
-            options.break_lock,
-            "tads generate",
-            &id,
-        )
-        .await?,
-    );
+    let (id, output) = begin(&plan, location, options, "tads generate").await?;
     let written = write_files(
         Arc::clone(&plan),
         Arc::clone(&output),
@@ -216,9 +206,56 @@ pub async fn write_dataset(
         }
     };
 
+    let points = plan.config.points_per_host();
+    finish(&output, manifest(&plan, id, points, files), started).await
+}
+
+/// Takes the dataset's output for `writer` (see [`Output::begin`]); the dataset's id with it.
+pub(crate) async fn begin(
+    plan: &Plan,
+    location: &Location,
+    options: &WriteOptions,
+    writer: &str,
+) -> Result<(String, Arc<Output>)> {
+    let id = dataset_id(&plan.config);
+    let output =
+        Output::begin(location, options.overwrite, options.break_lock, writer, &id).await?;
+    Ok((id, Arc::new(output)))
+}
+
+/// Puts `manifest` last: the dataset is complete.
+pub(crate) async fn finish(
+    output: &Output,
+    manifest: Manifest,
+    started: Instant,
+) -> Result<WriteSummary> {
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
+    output.finish(json).await?;
+    Ok(WriteSummary {
+        manifest,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The manifest of the first `points` points of every host in `files` (every point: the
+/// whole dataset; fewer: what `generate --follow` wrote before it stopped).
+pub(crate) fn manifest(plan: &Plan, id: String, points: u64, files: Vec<FileEntry>) -> Manifest {
     let c = &plan.config;
-    let last = c.start_micros() + (c.points_per_host() as i64 - 1) * c.interval.micros();
-    let manifest = Manifest {
+    let last = c.start_micros() + (points.max(1) as i64 - 1) * c.interval.micros();
+    let events: Vec<_> = plan
+        .hosts
+        .iter()
+        .flat_map(|h| &h.events)
+        .filter(|e| e.start < points)
+        .collect();
+    let mut by_type = std::collections::BTreeMap::new();
+    for t in crate::AnomalyType::ALL {
+        by_type.insert(t.as_str().to_string(), 0u64);
+    }
+    for e in &events {
+        *by_type.entry(e.kind.as_str().to_string()).or_default() += 1;
+    }
+    Manifest {
         kind: "tads-dataset".into(),
         format_version: 1,
         dataset_id: id,
@@ -226,26 +263,16 @@ pub async fn write_dataset(
         created_at: Utc::now(),
         arguments: c.clone(),
         seed: c.seed,
-        rows: plan.total_rows(),
+        rows: files.iter().map(|f| f.rows).sum(),
         hosts: c.hosts,
         start: c.start,
         end: DateTime::from_timestamp_micros(last).unwrap_or(c.start),
         partitioning: vec!["date".into()],
-        events: plan.events_by_type().values().sum(),
-        events_by_type: plan
-            .events_by_type()
-            .into_iter()
-            .map(|(k, v)| (k.as_str().to_string(), v))
-            .collect(),
-        anomalous_rows: plan.anomalous_rows(),
+        events: events.len() as u64,
+        events_by_type: by_type,
+        anomalous_rows: events.iter().map(|e| e.end().min(points) - e.start).sum(),
         files,
-    };
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
-    output.finish(json).await?;
-    Ok(WriteSummary {
-        manifest,
-        elapsed: started.elapsed(),
-    })
+    }
 }
 
 /// Encodes the files on a rayon pool and stores each as soon as it is ready. At most one encoded

@@ -224,31 +224,27 @@ async fn read(location: &Location, relative: &str) -> Result<Option<LockInfo>> {
 
 /// Why a lock could not be taken, and what to do.
 fn describe_holder(relative: &str, holder: Option<&LockInfo>) -> String {
-    match holder {
-        Some(h) if h.is_stale() => format!(
-            "is locked by {} run {} (pid {} on {}, since {}{}), which is no longer running; \
-             pass --break-lock to remove the stale {relative}",
-            h.writer,
-            h.run_id,
-            h.pid,
-            h.host,
-            h.started_at,
-            beat(h)
-        ),
-        Some(h) => format!(
-            "is locked by {} run {} (pid {} on {}, since {}{}); wait for it to finish, or pass \
-             --break-lock if you know it is gone",
-            h.writer,
-            h.run_id,
-            h.pid,
-            h.host,
-            h.started_at,
-            beat(h)
-        ),
-        None => format!(
+    let Some(h) = holder else {
+        return format!(
             "is locked by another run ({relative}); wait for it to finish, or pass --break-lock \
              if you know it is gone"
-        ),
+        );
+    };
+    let who = format!(
+        "is locked by {} run {} (pid {} on {}, since {}{})",
+        h.writer,
+        h.run_id,
+        h.pid,
+        h.host,
+        h.started_at,
+        beat(h)
+    );
+    if h.is_stale() {
+        format!(
+            "{who}, which is no longer running; pass --break-lock to remove the stale {relative}"
+        )
+    } else {
+        format!("{who}; wait for it to finish, or pass --break-lock if you know it is gone")
     }
 }
 
