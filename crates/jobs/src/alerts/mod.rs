@@ -90,7 +90,19 @@ pub struct Alerts {
 }
 
 impl Alerts {
-    pub(super) fn push(&mut self, alert: Alert) {
+    /// The alerts of `list` (in any order), in key and time order with their index.
+    pub(super) fn from_list(mut list: Vec<Alert>) -> Self {
+        list.sort_by(|a, b| {
+            (a.host_id.as_str(), a.start_ts).cmp(&(b.host_id.as_str(), b.start_ts))
+        });
+        let mut alerts = Self::default();
+        for alert in list {
+            alerts.push(alert);
+        }
+        alerts
+    }
+
+    fn push(&mut self, alert: Alert) {
         self.index.entry(alert.host_id.clone()).or_default().push((
             alert.start_ts,
             alert.end_ts,

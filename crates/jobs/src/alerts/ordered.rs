@@ -167,12 +167,7 @@ pub(crate) async fn find_ordered(
             None => return Ok(None),
         }
     }
-    list.sort_by(|a, b| (a.host_id.as_str(), a.start_ts).cmp(&(b.host_id.as_str(), b.start_ts)));
-    let mut alerts = Alerts::default();
-    for alert in list {
-        alerts.push(alert);
-    }
-    Ok(Some(alerts))
+    Ok(Some(Alerts::from_list(list)))
 }
 
 /// One file's rows for the walk, its byte ranges scored in parallel, in file order.

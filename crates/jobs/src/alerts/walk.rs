@@ -221,15 +221,7 @@ async fn find_in(
             ends.extend(states);
         }
     }
-    // Each partition's alerts are in key and time order; so is the whole list once merged.
-    list.sort_by(|a: &Alert, b: &Alert| {
-        (a.host_id.as_str(), a.start_ts).cmp(&(b.host_id.as_str(), b.start_ts))
-    });
-    let mut alerts = Alerts::default();
-    for alert in list {
-        alerts.push(alert);
-    }
-    Ok((alerts, ends))
+    Ok((Alerts::from_list(list), ends))
 }
 
 /// The columns the walk reads, without `FROM`: the key, the time, the fused score, and at rows

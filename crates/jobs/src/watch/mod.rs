@@ -321,7 +321,7 @@ impl Watcher {
                 levels,
             }),
         };
-        let report = crate::score::score(&job, progress).await?;
+        let mut report = crate::score::score(&job, progress).await?;
         round.continued = report
             .alerts
             .iter()
@@ -333,8 +333,8 @@ impl Watcher {
             })
             .map(|a| a.alert_id.clone())
             .collect();
-        if let Some(ends) = &report.carried {
-            round.checkpoint.carried = ends.clone();
+        if let Some(ends) = report.carried.take() {
+            round.checkpoint.carried = ends;
         }
         // Days before the last one are complete (files land in time order): keep their levels.
         if let (Some(levels), Some(last)) = (&report.levels, last_day)
