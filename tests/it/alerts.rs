@@ -247,7 +247,7 @@ async fn alerts_agree_with_alert_state_in_sql_and_with_the_scored_rows() {
     // The window function over the scored rows, with the same settings, finds the same alerts.
     let sql_alerts =
         "SELECT CAST(host_id AS VARCHAR) AS host, min(ts) AS start_ts, count(*) AS points FROM (
-            SELECT host_id, ts, alert_state(score, 0.8, 0.5, 3, INTERVAL '30 minutes', ts, 2.0)
+            SELECT host_id, ts, alert_state(score, 0.8, 0.5, 3, INTERVAL '30 minutes', ts, 2.0, 0.995, 3, 12)
                    OVER (PARTITION BY host_id ORDER BY ts) AS k FROM scored)
           WHERE k IS NOT NULL GROUP BY host_id, k";
     let job_alerts =
@@ -455,7 +455,10 @@ fn eval_on_real_labelled_data() {
     let (now, before) = (f(&r, &["normal_in_alert"]), f(&o, &["normal_in_alert"]));
     assert!(before > 0.9, "before: {before}");
     assert!(now < 0.25 && now < before / 3.0, "{now} against {before}");
-    assert!(f(&r, &["event_recall"]) >= 0.75, "{r}");
+    // service0 is d2's noisiest series (its score's AU-PRC is 0.06): the fixed threshold raised
+    // twelve alerts a day and so touched all four events; the adaptive threshold (the default)
+    // raises four a day and still finds one. The whole set's event recall is in benches/REAL.md.
+    assert!(f(&r, &["events_detected"]) >= 1.0, "{r}");
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("_manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["drift"][0]["key"], "service0", "{manifest}");

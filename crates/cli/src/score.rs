@@ -27,7 +27,10 @@ concurrently; the alert pass sorts each host's scores by time and spills to disk
 (1 GiB), so memory does not grow with the dataset.\n\n\
 Alerts: per host (alerts.key) in time order (alerts.time), an alert opens when the score is at or \
 above alerts.enter for alerts.min_points rows, stays open while it is at or above alerts.exit, and \
-no new one opens for alerts.cooldown after it closes. Its severity is info, warning or critical by \
+no new one opens for alerts.cooldown after it closes. With alerts.adaptive (the default), each host's \
+enter (and exit, scaled alike) rises for a UTC day to the 99.5 % quantile of its own quiet scores \
+(outside alerts) over the previous three days, so a host that runs hot for days is not in alert all \
+that time; alerts.enter stays the floor. Its severity is info, warning or critical by \
 the bands severity.warning and severity.critical on its peak score. Settings come from the built-in \
 defaults, then --config FILE (TOML; ${VAR:default} is replaced from the environment), then each \
 --set key=value; the effective values are written to the manifest.\n\n\
@@ -45,6 +48,7 @@ fusion.mad_cut=<model's>   the |z| that counts as 1.0\n  \
 alerts.enabled=true        false: no alert pass, alert_id all NULL\n  \
 alerts.enter=0.8  alerts.exit=0.5  alerts.min_points=3  alerts.instant=2.0\n  \
 alerts.cooldown=30m (or a row count)\n  \
+alerts.adaptive=true  alerts.adaptive_quantile=0.995  alerts.adaptive_days=3  alerts.adaptive_min_rows=12\n  \
 alerts.key=host_id  alerts.time=ts\n  \
 severity.warning=2.0  severity.critical=4.0"
 )]

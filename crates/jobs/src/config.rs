@@ -100,6 +100,27 @@ pub struct AlertRules {
     /// their Parquet statistics say each key's rows are in time order across them (and falls
     /// back to sorting when a file turns out not to be), `sort` always sorts.
     pub walk: WalkOrder,
+    /// Whether each key's threshold to open (and to stay open, scaled alike) rises to the
+    /// `adaptive_quantile` of its own quiet scores over the previous `adaptive_days` UTC days
+    /// (see [`tads_model::adapt`]); `enter` stays the floor.
+    pub adaptive: bool,
+    /// The quantile of the quiet scores (between 0 and 1).
+    pub adaptive_quantile: f64,
+    /// How many previous days the quantile looks back on.
+    pub adaptive_days: u32,
+    /// Quiet scores the previous day needs for its threshold to apply.
+    pub adaptive_min_rows: u64,
+}
+
+impl AlertRules {
+    /// The adaptive threshold's settings, when it is on.
+    pub fn adaptive(&self) -> Option<tads_model::Adaptive> {
+        self.adaptive.then_some(tads_model::Adaptive {
+            quantile: self.adaptive_quantile,
+            days: self.adaptive_days,
+            min_rows: self.adaptive_min_rows,
+        })
+    }
 }
 
 /// See [`AlertRules::walk`].
@@ -125,6 +146,10 @@ impl Default for AlertRules {
             key: "host_id".into(),
             time: "ts".into(),
             walk: WalkOrder::Auto,
+            adaptive: true,
+            adaptive_quantile: 0.995,
+            adaptive_days: 3,
+            adaptive_min_rows: 12,
         }
     }
 }
@@ -196,6 +221,29 @@ impl ScoreConfig {
             ));
         }
         a.cooldown.resolve()?;
+        if a.adaptive {
+            if !(a.adaptive_quantile > 0.0 && a.adaptive_quantile < 1.0) {
+                return Err(format!(
+                    "alerts.adaptive_quantile ({}) must lie between 0 and 1 (0.995: the 99.5 % quantile)",
+                    a.adaptive_quantile
+                ));
+            }
+            if !(1..=366).contains(&a.adaptive_days) {
+                return Err(format!(
+                    "alerts.adaptive_days ({}) must be from 1 to 366",
+                    a.adaptive_days
+                ));
+            }
+            if a.adaptive_min_rows == 0 {
+                return Err("alerts.adaptive_min_rows must be at least 1".into());
+            }
+            if a.enter <= 0.0 {
+                return Err(format!(
+                    "alerts.enter ({}) must be above 0 with alerts.adaptive (the threshold scales from it)",
+                    a.enter
+                ));
+            }
+        }
         Ok(())
     }
 }

@@ -13,6 +13,7 @@
 //! [`dist`] (normal, χ² and F quantiles), [`pca`] and [`artifact`].
 #![deny(missing_docs)]
 
+pub mod adapt;
 pub mod alert;
 pub mod artifact;
 pub mod dist;
@@ -28,6 +29,7 @@ pub mod train;
 #[cfg(test)]
 mod reference_tests;
 
+pub use adapt::{AdaptState, Adaptive, push_adaptive};
 pub use alert::{AlertMachine, Cooldown, Event, Step};
 pub use artifact::{
     ModelArtifact, PcaParams, SCHEMA_VERSION, Seasonal, Tail, Thresholds, Training,

@@ -11,7 +11,9 @@ use datafusion::arrow::datatypes::Float64Type;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tads_model::{AlertMachine, Cooldown, Event, Severity, Step};
+use tads_model::{
+    AdaptState, Adaptive, AlertMachine, Cooldown, Event, Severity, Step, push_adaptive,
+};
 use tads_store::Progress;
 
 use super::{Alert, Alerts, micros, strings};
@@ -100,6 +102,9 @@ impl Building {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KeyState {
     machine: AlertMachine,
+    /// The adaptive threshold's days (`alerts.adaptive`).
+    #[serde(default)]
+    adapt: AdaptState,
     held: Vec<Held>,
     open: Option<Building>,
 }
@@ -262,6 +267,7 @@ pub(super) struct Walk {
     rules: AlertRules,
     severity: Severity,
     cooldown: Cooldown,
+    adaptive: Option<Adaptive>,
     region: bool,
     project: bool,
     /// Each key's state from the previous round (`tads watch`).
@@ -320,6 +326,7 @@ impl Walk {
             rules: rules.clone(),
             severity: *severity,
             cooldown: rules.cooldown.resolve().map_err(Error::Input)?,
+            adaptive: rules.adaptive(),
             region: q.region,
             project: q.project,
             carried,
@@ -347,7 +354,7 @@ impl Walk {
                 top: top.map(str::to_string),
             });
         }
-        let event = s.machine.push(Step {
+        let step = Step {
             score,
             enter: Some(rules.enter),
             exit: Some(rules.exit),
@@ -355,7 +362,8 @@ impl Walk {
             instant: Some(rules.instant),
             cooldown: Some(self.cooldown),
             ts: Some(ts),
-        });
+        };
+        let event = push_adaptive(&mut s.machine, &mut s.adapt, self.adaptive.as_ref(), step);
         match event {
             Event::Opened { back, .. } => {
                 let from = s.held.len() - 1 - back as usize;

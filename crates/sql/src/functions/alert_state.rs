@@ -1,6 +1,7 @@
-//! `alert_state(score, enter, exit [, min_points [, cooldown [, ts [, instant]]]]) OVER
-//! (PARTITION BY host_id ORDER BY ts)`: scores become alerts that neither flap nor storm. The
-//! state machine is [`tads_model::alert`], the same one `tads score` runs.
+//! `alert_state(score, enter, exit [, min_points [, cooldown [, ts [, instant [, adaptive_quantile
+//! [, adaptive_days [, adaptive_min_rows]]]]]]]) OVER (PARTITION BY host_id ORDER BY ts)`: scores
+//! become alerts that neither flap nor storm. The state machine is [`tads_model::alert`], with
+//! the adaptive threshold of [`tads_model::adapt`], the same ones `tads score` runs.
 //!
 //! Walking a partition's rows in order:
 //! * **Open.** A run of `min_points` rows (default 1) whose score is at or above `enter` opens
@@ -15,6 +16,11 @@
 //!   time, which then needs the time column as the sixth argument `ts`.
 //! * **NULL or NaN scores** neither open, extend, break nor close anything: inside an open alert
 //!   the row carries the alert, elsewhere it is NULL.
+//!
+//! * **Adaptive threshold** (the eighth argument, a quantile such as 0.995; NULL: off): for the
+//!   rows of a UTC day of `ts`, `enter` rises to that quantile of the partition's quiet scores
+//!   (outside alerts and runs) over the previous `adaptive_days` days (default 3), when the
+//!   previous day has `adaptive_min_rows` of them (default 12); `exit` scales alike.
 //!
 //! Ties: a score equal to `enter` counts as above it; a score equal to `exit` keeps the alert open.
 //! Each row returns the alert's number within its partition (1, 2, …), or NULL outside alerts;
@@ -32,6 +38,7 @@ use datafusion::common::{Result, exec_err, plan_err};
 use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
 use datafusion::logical_expr::{Documentation, PartitionEvaluator, Signature, WindowUDFImpl};
 
+use tads_model::adapt::{AdaptState, Adaptive, push_adaptive};
 use tads_model::alert::{AlertMachine, Cooldown as MachineCooldown, Event, Step};
 
 use super::common::doc;
@@ -62,9 +69,11 @@ static DOC: LazyLock<Documentation> = LazyLock::new(|| {
          is at or above `exit`, and closes at the first row below `exit`; after that, no alert \
          opens for `cooldown` (rows, or an INTERVAL measured on `ts`). NULL and NaN scores \
          neither open nor close an alert. A score at or above `instant` opens an alert at once. \
+         With `adaptive_quantile`, each UTC day's enter (and exit, scaled alike) rises to that \
+         quantile of the partition's quiet scores over the previous `adaptive_days` days. \
          Returns the alert's number within the partition (1, 2, …) for rows inside an alert, NULL \
          elsewhere. `tads score` runs the same rules.",
-        "alert_state(score, enter, exit [, min_points [, cooldown [, ts [, instant]]]]) OVER (PARTITION BY host_id ORDER BY ts)",
+        "alert_state(score, enter, exit [, min_points [, cooldown [, ts [, instant [, adaptive_quantile [, adaptive_days [, adaptive_min_rows]]]]]]]) OVER (PARTITION BY host_id ORDER BY ts)",
         "SELECT host_id, ts, alert_state(score, 1.0, 0.8, 3, INTERVAL '30 minutes', ts) \
          OVER (PARTITION BY host_id ORDER BY ts) AS alert FROM scored",
     )
@@ -74,6 +83,8 @@ static DOC: LazyLock<Documentation> = LazyLock::new(|| {
     .with_argument("cooldown", "Rows (an integer), or a time span (an INTERVAL, which needs ts), during which no alert opens after one closes (default 0).")
     .with_argument("ts", "The time column, needed for an INTERVAL cooldown.")
     .with_argument("instant", "A score at or above this opens an alert at once, whatever min_points (default: none).")
+    .with_argument("adaptive_quantile", "Each UTC day, enter rises to this quantile of the partition's quiet scores (outside alerts) over the previous days; needs ts (default: NULL, off; tads score uses 0.995).")
+    .with_argument("adaptive_days, adaptive_min_rows", "Days the quantile looks back on (default 3), and quiet rows the previous day needs (default 12).")
     .build()
 });
 
@@ -88,10 +99,27 @@ fn is_interval(t: &DataType) -> bool {
 /// The arguments checked at plan time.
 fn check(types: &[DataType]) -> Result<()> {
     let n = types.len();
-    if !(3..=7).contains(&n) {
+    if !(3..=10).contains(&n) {
         return plan_err!(
-            "alert_state: expects (score, enter, exit [, min_points [, cooldown [, ts [, instant]]]]), got {n} arguments"
+            "alert_state: expects (score, enter, exit [, min_points [, cooldown [, ts [, instant [, adaptive_quantile [, adaptive_days [, adaptive_min_rows]]]]]]]), got {n} arguments"
         );
+    }
+    if let Some(t) = types.get(7) {
+        if !(t.is_numeric() || t == &DataType::Null) {
+            return plan_err!("alert_state: adaptive_quantile must be numeric, got {t}");
+        }
+        if !matches!(types.get(5), Some(DataType::Timestamp(..))) {
+            return plan_err!(
+                "alert_state: adaptive_quantile needs the time column as the sixth argument (…, cooldown, ts, instant, adaptive_quantile)"
+            );
+        }
+    }
+    for (i, name) in [(8, "adaptive_days"), (9, "adaptive_min_rows")] {
+        if let Some(t) = types.get(i)
+            && !(t.is_integer() || t == &DataType::Null)
+        {
+            return plan_err!("alert_state: {name} must be an integer, got {t}");
+        }
     }
     if let Some(t) = types.get(6)
         && !(t.is_numeric() || t == &DataType::Null)
@@ -186,7 +214,40 @@ struct AlertEvaluator;
 /// Cooldown per row: rows, or microseconds on the time column.
 enum Cooldown {
     Rows(Int64Array),
-    Span { micros: Int64Array, ts: Int64Array },
+    Span(Int64Array),
+}
+
+/// The first non-NULL value of argument `i` as f64, if the argument is there.
+fn first_f64(values: &[ArrayRef], i: usize) -> Result<Option<f64>> {
+    let Some(a) = values.get(i) else {
+        return Ok(None);
+    };
+    let a = f64s(a)?;
+    Ok(a.iter().flatten().next())
+}
+
+/// The adaptive threshold's settings from arguments 8 to 10 (their first non-NULL values).
+fn adaptive(values: &[ArrayRef]) -> Result<Option<Adaptive>> {
+    let Some(quantile) = first_f64(values, 7)? else {
+        return Ok(None);
+    };
+    if !(quantile > 0.0 && quantile < 1.0) {
+        return exec_err!(
+            "alert_state: adaptive_quantile must lie between 0 and 1, got {quantile}"
+        );
+    }
+    let days = first_f64(values, 8)?.unwrap_or(3.0);
+    let min_rows = first_f64(values, 9)?.unwrap_or(12.0);
+    if !(1.0..=366.0).contains(&days) || min_rows < 1.0 {
+        return exec_err!(
+            "alert_state: adaptive_days must be from 1 to 366 and adaptive_min_rows at least 1, got {days} and {min_rows}"
+        );
+    }
+    Ok(Some(Adaptive {
+        quantile,
+        days: days as u32,
+        min_rows: min_rows as u64,
+    }))
 }
 
 fn f64s(a: &ArrayRef) -> Result<datafusion::arrow::array::Float64Array> {
@@ -239,35 +300,36 @@ impl PartitionEvaluator for AlertEvaluator {
         let instant = values.get(6).map(f64s).transpose()?;
         let cooldown = match values.get(4) {
             None => None,
-            Some(c) if is_interval(c.data_type()) => Some(Cooldown::Span {
-                micros: interval_micros(c)?,
-                ts: i64s(&cast(
-                    &values[5],
-                    &DataType::Timestamp(TimeUnit::Microsecond, None),
-                )?)?,
-            }),
+            Some(c) if is_interval(c.data_type()) => Some(Cooldown::Span(interval_micros(c)?)),
             Some(c) => Some(Cooldown::Rows(i64s(c)?)),
         };
         let get = |a: &datafusion::arrow::array::Float64Array, i: usize| {
             a.is_valid(i).then(|| a.value(i))
         };
+        let times = match values.get(5) {
+            Some(t) if matches!(t.data_type(), DataType::Timestamp(..)) => Some(i64s(&cast(
+                t,
+                &DataType::Timestamp(TimeUnit::Microsecond, None),
+            )?)?),
+            _ => None,
+        };
+        let adaptive = adaptive(values)?;
         let mut out: Vec<Option<i64>> = vec![None; num_rows];
         let mut machine = AlertMachine::new();
+        let mut adapt = AdaptState::default();
         for i in 0..num_rows {
-            let (cooldown, ts) = match &cooldown {
-                None => (None, None),
-                Some(Cooldown::Rows(r)) => (
-                    r.is_valid(i)
-                        .then(|| MachineCooldown::Rows(r.value(i).max(0) as u64)),
-                    None,
-                ),
-                Some(Cooldown::Span { micros, ts }) => (
-                    micros
-                        .is_valid(i)
-                        .then(|| MachineCooldown::Micros(micros.value(i))),
-                    ts.is_valid(i).then(|| ts.value(i)),
-                ),
+            let cooldown = match &cooldown {
+                None => None,
+                Some(Cooldown::Rows(r)) => r
+                    .is_valid(i)
+                    .then(|| MachineCooldown::Rows(r.value(i).max(0) as u64)),
+                Some(Cooldown::Span(micros)) => micros
+                    .is_valid(i)
+                    .then(|| MachineCooldown::Micros(micros.value(i))),
             };
+            let ts = times
+                .as_ref()
+                .and_then(|t| t.is_valid(i).then(|| t.value(i)));
             let step = Step {
                 score: get(&score, i),
                 enter: get(&enter, i),
@@ -280,7 +342,7 @@ impl PartitionEvaluator for AlertEvaluator {
                 cooldown,
                 ts,
             };
-            match machine.push(step) {
+            match push_adaptive(&mut machine, &mut adapt, adaptive.as_ref(), step) {
                 Event::Opened { seq, back } => {
                     out[i - back as usize..=i].fill(Some(seq as i64));
                 }
