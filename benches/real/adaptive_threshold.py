@@ -1,78 +1,125 @@
-"""What an adaptive alert threshold would do on the real sets: a measurement, not a detector.
+"""Variants of the adaptive alert threshold, replayed on the real sets: how `alerts.adaptive` was
+chosen. A measurement, not a detector (TADS's own is `tads_model::adapt`).
 
-Reads the scored test rows that `benches/real/run.sh` left in its work directory
-(`<out>/scores/<set>/<series>/scored/test.parquet`: the fused `score`, `label`, `alert_id`) and
-replays TADS's alert machine (enter 0.8, exit 0.5, min_points 3, instant 2.0, cooldown 30 min; it
-reproduces the benchmark's own numbers, row `base`) with a per-key, per-day enter threshold:
-max(0.8, the q-quantile of the key's own scores on the previous UTC day, when that day has 12 rows
-or more), exit scaled alike. The threshold uses past scores only, never labels.
+Reads the scored test rows of a benchmark run made with the fixed threshold
+(`TADS_SCORE_ARGS='--set alerts.adaptive=false' benches/real/run.sh --label fixed --report none`;
+`<workdir>/scores/<set>/<series>/scored/test.parquet`: the fused `score` and `label`) and replays
+TADS's alert machine (enter 0.8, exit 0.5, min_points 3, instant 2.0, cooldown 30 min; row
+`fixed` reproduces the benchmark's own numbers) with a per-key, per-UTC-day enter threshold:
+max(0.8, the q-quantile of the key's scores over the previous `days` days), used when the
+previous day has 12 counted rows or more, exit scaled alike. Which scores count:
+
+  all      every score (the first prototype: an anomaly that lasts days raises the threshold
+           inside itself)
+  outside  the scores of rows outside alerts (the rows of a run that could have opened one count
+           once it breaks): what TADS does, exactly, here without its sketch
+
+Only past scores enter a threshold, never labels.
 
     ~/.cache/tads/venv-real/bin/python benches/real/adaptive_threshold.py [WORKDIR]
 
-WORKDIR defaults to ~/.cache/tads/real-bench/default.
+WORKDIR defaults to ~/.cache/tads/real-bench/fixed.
 """
+import glob
 import os
-import glob, sys
+import sys
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-def machine(ts, s, enter, exit_, minp=3, instant=2.0, cool_us=30*60*10**6):
-    n=len(s); inal=np.zeros(n,bool); openi=False; pend=None; cool=None; start=None
+
+DAY = 86400 * 10**6
+
+
+def machine(ts, s, mode, q, days, min_rows=12, enter0=0.8, exit0=0.5, minp=3, instant=2.0,
+            cool_us=30 * 60 * 10**6):
+    """Rows inside alerts, with the threshold of `mode` (`fixed`, `all` or `outside`)."""
+    n = len(s)
+    inside = np.zeros(n, bool)
+    is_open, pend, cool, cur, level = False, None, None, None, None
+    counted, held = {}, []
+    day = ts // DAY
     for i in range(n):
-        x=s[i]
+        d = day[i]
+        if d != cur:
+            cur = d
+            vals = [v for k in range(1, days + 1) for v in counted.get(d - k, [])]
+            level = (np.quantile(vals, q)
+                     if mode != 'fixed' and len(counted.get(d - 1, [])) >= min_rows else None)
+            counted = {k: v for k, v in counted.items() if k >= d - days}
+        enter = enter0 if level is None else max(enter0, level)
+        exit_ = exit0 * enter / enter0
+        x = s[i]
         if np.isnan(x):
-            if openi: inal[i]=True
+            if is_open:
+                inside[i] = True
             continue
-        if openi:
-            if x < exit_[i]:
-                openi=False; cool=ts[i]+cool_us; continue
-            inal[i]=True; continue
-        cooling = cool is not None and ts[i] < cool
-        above = (not cooling) and x >= enter[i]
-        if not above: pend=None; continue
-        f,c = pend if pend else (i,0)
-        c+=1
-        if c>=minp or x>=instant:
-            inal[f:i+1]=True; openi=True; pend=None
-        else: pend=(f,c)
-    return inal
-def run(setname, mode, q=0.99):
-    normal=nia=0; ev=evd=0; TP=FP=FN=0
+        if is_open:
+            if x < exit_:
+                is_open, cool = False, ts[i] + cool_us
+            else:
+                inside[i] = True
+        else:
+            cooling = cool is not None and ts[i] < cool
+            if cooling or x < enter:
+                pend = None
+            else:
+                f, c = pend if pend else (i, 0)
+                c += 1
+                if c >= minp or x >= instant:
+                    inside[f:i + 1] = True
+                    is_open, pend = True, None
+                else:
+                    pend = (f, c)
+        if mode == 'all':
+            counted.setdefault(d, []).append(x)
+        elif inside[i]:
+            held = []
+        elif pend is not None:
+            held.append(x)
+        else:
+            counted.setdefault(d, []).extend(held + [x])
+            held = []
+    return inside
+
+
+def run(setname, mode, q, days):
+    normal = in_alert = events = found = tp = fp = fn = 0
     for f in sorted(glob.glob(f'scores/{setname}/*/scored/test.parquet')):
-        t=pq.read_table(f, columns=['ts','score','label','alert_id'])
-        ts=np.array(t['ts'].cast(pa.int64()).to_pylist())
-        if t.schema.field('ts').type.unit=='ns': ts=ts//1000
-        elif t.schema.field('ts').type.unit=='ms': ts=ts*1000
-        elif t.schema.field('ts').type.unit=='s': ts=ts*10**6
-        s=np.array([np.nan if v is None else v for v in t['score'].to_pylist()],float)
-        lab=np.array([bool(v) for v in t['label'].to_pylist()])
-        enter=np.full(len(s),0.8); exit_=np.full(len(s),0.5)
-        if mode!='base':
-            day=ts//(86400*10**6)
-            for d in np.unique(day):
-                prev=(day==d-1)
-                if prev.sum()>=12:
-                    lv=np.nanquantile(s[prev], q)
-                    m=day==d
-                    e=max(0.8, lv); enter[m]=e; exit_[m]=0.5*e/0.8
-        pred = machine(ts,s,enter,exit_)
-        normal+=(~lab).sum(); nia+=(pred&~lab).sum()
-        # events
-        i=0
-        while i<len(lab):
+        t = pq.read_table(f, columns=['ts', 'score', 'label'])
+        ts = np.array(t['ts'].cast(pa.int64()).to_pylist())
+        ts = {'ns': ts // 1000, 'us': ts, 'ms': ts * 1000, 's': ts * 10**6}[t.schema.field('ts').type.unit]
+        s = np.array([np.nan if v is None else v for v in t['score'].to_pylist()], float)
+        lab = np.array([bool(v) for v in t['label'].to_pylist()])
+        o = np.argsort(ts, kind='stable')
+        ts, s, lab = ts[o], s[o], lab[o]
+        pred = machine(ts, s, mode, q, days)
+        normal += (~lab).sum()
+        in_alert += (pred & ~lab).sum()
+        i = 0
+        while i < len(lab):
             if lab[i]:
-                j=i
-                while j<len(lab) and lab[j]: j+=1
-                ev+=1; evd+= pred[i:j].any(); i=j
-            else: i+=1
-        TP+=(pred&lab).sum(); FP+=(pred&~lab).sum(); FN+=(~pred&lab).sum()
-    P=TP/max(1,TP+FP); R=TP/max(1,TP+FN); F=2*P*R/max(1e-9,P+R)
-    return nia/normal, evd/ev, F
-os.chdir(sys.argv[1] if len(sys.argv) > 1 else os.path.expanduser('~/.cache/tads/real-bench/default'))
-for s in ['jumpstarter_d2','jumpstarter_d3','nab','ms_cloud_monitoring']:
-    out=[f"{s}"]
-    for mode,q in [('base',0),('dyn',0.99),('dyn',0.995),('dyn',0.999)]:
-        try:
-            a,b,c=run(s,mode,q); out.append(f"{mode}{q}: nia {a:.3f} evR {b:.2f} F1 {c:.3f}")
-        except Exception as e: out.append(f"{mode}{q}: {e}")
-    print(" | ".join(out))
+                j = i
+                while j < len(lab) and lab[j]:
+                    j += 1
+                events += 1
+                found += pred[i:j].any()
+                i = j
+            else:
+                i += 1
+        tp += (pred & lab).sum()
+        fp += (pred & ~lab).sum()
+        fn += (~pred & lab).sum()
+    p, r = tp / max(1, tp + fp), tp / max(1, tp + fn)
+    return in_alert / normal, found / events, 2 * p * r / max(1e-9, p + r)
+
+
+os.chdir(sys.argv[1] if len(sys.argv) > 1 else os.path.expanduser('~/.cache/tads/real-bench/fixed'))
+print('| set | rule | q | days | normal in alert | event recall | point F1 |')
+print('|---|---|---:|---:|---:|---:|---:|')
+for name in ['jumpstarter_d2', 'jumpstarter_d3', 'nab', 'ms_cloud_monitoring']:
+    for mode, q, days in [('fixed', 0, 1), ('all', 0.99, 1), ('all', 0.995, 3),
+                          ('outside', 0.99, 1), ('outside', 0.995, 1), ('outside', 0.995, 3),
+                          ('outside', 0.999, 3), ('outside', 0.995, 7)]:
+        a, b, c = run(name, mode, q, days)
+        print(f'| {name} | {mode} | {q} | {days} | {a * 100:.1f} % | {b:.2f} | {c:.3f} |', flush=True)
