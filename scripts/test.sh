@@ -48,6 +48,8 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 export TADS_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+# schemathesis (tests/it/serve.rs) lives in the same virtual environment.
+export TADS_TEST_VENV="$venv"
 echo "S3 at $TADS_TEST_S3_ENDPOINT"
 
 step "PostgreSQL on 127.0.0.1:5432 (started if it is down; the tests need it)"

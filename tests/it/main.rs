@@ -13,6 +13,7 @@ mod pg;
 mod prometheus;
 mod s3;
 mod score;
+mod serve;
 mod slt;
 mod sql;
 mod support;

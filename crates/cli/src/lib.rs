@@ -16,6 +16,7 @@ mod import;
 mod pg;
 mod progress;
 mod score;
+mod serve;
 mod sql;
 mod train;
 mod watch;
@@ -59,6 +60,8 @@ enum Command {
     Alerts(deliver::AlertsCommand),
     /// Generate, train, score and evaluate a small dataset in a local folder, and print the results
     Demo(demo::DemoArgs),
+    /// An HTTP API over datasets, scores, alerts and models, with OpenAPI and Prometheus metrics
+    Serve(serve::ServeArgs),
 }
 
 /// Ctrl-C (SIGINT), as a flag that turns true once it comes: one listener for the whole run, so
@@ -181,6 +184,7 @@ async fn dispatch(command: Command, pg: &pg::PgArgs) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args, pg).await,
         Command::Pg(cmd) => pg::run(cmd, pg).await,
         Command::Sql(args) => sql::run(args).await,
+        Command::Serve(args) => serve::run(args).await,
         Command::Alerts(cmd) => deliver::run(cmd).await,
         Command::Watch(args) => watch::run(args, pg).await,
         Command::Import(cmd) => import::run(cmd).await,

@@ -124,14 +124,46 @@ fn free_name(ctx: &SessionContext, name: &str) -> String {
         .unwrap_or_else(|| name.to_string())
 }
 
+/// A table [`session`] registered.
+pub(crate) struct Registered {
+    /// Its name in the session (`telemetry`, `scored`, `alerts`, `telemetry_2`, …).
+    pub name: String,
+    /// `telemetry`, `scored` or `alerts`.
+    pub kind: &'static str,
+    /// Where its files are.
+    pub location: Location,
+    /// Its hive partition columns.
+    pub partitions: Vec<String>,
+}
+
 /// A session with every TADS function and the locations of `args` registered; returns it and a
 /// line per table registered.
 async fn session(args: &SqlArgs) -> anyhow::Result<(SessionContext, Vec<String>)> {
+    let (ctx, _, tables, mut lines) = session_for(&args.data, args.models.as_deref()).await?;
+    lines.extend(tables.iter().map(|t| {
+        let by = if t.partitions.is_empty() {
+            String::new()
+        } else {
+            format!(", partitioned by {}", t.partitions.join(", "))
+        };
+        format!("{}: {}{by}", t.name, t.location)
+    }));
+    Ok((ctx, lines))
+}
+
+/// A session with every TADS function, the models of `models` (default `./models` when it
+/// exists) and each location of `data` registered by what it is (a dataset → `telemetry`, a
+/// score output → `scored` and `alerts`, a model directory → more models). Returns the session,
+/// its models, the tables and a line per model directory loaded.
+pub(crate) async fn session_for(
+    data: &[String],
+    models: Option<&str>,
+) -> anyhow::Result<(SessionContext, ModelRegistry, Vec<Registered>, Vec<String>)> {
     let user = |e: String| UserError(e);
     let registry = ModelRegistry::new();
     let mut lines = Vec::new();
     let mut model_dirs: Vec<Location> = Vec::new();
-    match &args.models {
+    match models {
         Some(m) => model_dirs.push(Location::parse(m).map_err(|e| user(format!("--models {e}")))?),
         None if std::path::Path::new("models").is_dir() => {
             model_dirs.push(Location::parse("models").map_err(|e| user(e.to_string()))?);
@@ -139,7 +171,7 @@ async fn session(args: &SqlArgs) -> anyhow::Result<(SessionContext, Vec<String>)
         None => {}
     }
     let mut datasets: Vec<(Location, Kind)> = Vec::new();
-    for d in &args.data {
+    for d in data {
         let location = Location::parse_data(d).map_err(|e| user(format!("--data {e}")))?;
         match kind_of(&location).await? {
             Kind::Models => model_dirs.push(location),
@@ -155,6 +187,7 @@ async fn session(args: &SqlArgs) -> anyhow::Result<(SessionContext, Vec<String>)
     }
     let ctx = tads_sql::session();
     tads_sql::register_all(&ctx, &registry).map_err(|e| user(e.to_string()))?;
+    let mut tables = Vec::new();
     for (location, kind) in datasets {
         let parts: Vec<(&str, Location)> = match kind {
             Kind::Telemetry => vec![("telemetry", location.clone())],
@@ -173,20 +206,20 @@ async fn session(args: &SqlArgs) -> anyhow::Result<(SessionContext, Vec<String>)
             }
             Kind::Models => vec![],
         };
-        for (name, loc) in parts {
-            let name = free_name(&ctx, name);
+        for (kind, loc) in parts {
+            let name = free_name(&ctx, kind);
             let partitions = tads_sql::register_dataset(&ctx, &name, &loc)
                 .await
                 .map_err(|e| user(format!("--data {e}")))?;
-            let by = if partitions.is_empty() {
-                String::new()
-            } else {
-                format!(", partitioned by {}", partitions.join(", "))
-            };
-            lines.push(format!("{name}: {loc}{by}"));
+            tables.push(Registered {
+                name,
+                kind,
+                location: loc,
+                partitions,
+            });
         }
     }
-    Ok((ctx, lines))
+    Ok((ctx, registry, tables, lines))
 }
 
 pub(crate) async fn run(args: SqlArgs) -> anyhow::Result<()> {

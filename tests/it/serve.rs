@@ -1,0 +1,362 @@
+//! `tads serve` over real HTTP: the demo's dataset, scores and models served by the real
+//! binary on a free port of 127.0.0.1, every route's answer checked against what DataFusion
+//! reads from the same files, the errors, the token, `/metrics`, and the OpenAPI document driven
+//! by schemathesis (from PyPI, installed by `scripts/test.sh`).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+use crate::support::{assert_ok, assert_user_error, scalar, tads, tads_session};
+
+/// A running `tads serve`, stopped when dropped.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `tads serve` on a free port with `args`; waits for its "listening on" line.
+fn serve(args: &[&str]) -> Server {
+    let mut child = tads()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("TADS_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("no listening line: {line:?}"))
+        .to_string();
+    Server { child, base }
+}
+
+/// The demo's folder (data, models, scores), made once per test.
+fn demo(dir: &Path) -> PathBuf {
+    let d = dir.join("demo");
+    assert_ok(
+        &tads()
+            .args(["demo", "--hosts", "6", "--days", "2", "--dir"])
+            .arg(&d)
+            .output()
+            .unwrap(),
+    );
+    d
+}
+
+/// GET with an optional bearer token: status and JSON body.
+async fn get(url: &str, token: Option<&str>) -> (u16, Value) {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+#[tokio::test]
+async fn the_api_answers_what_datafusion_reads_and_schemathesis_finds_no_fault() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = demo(tmp.path());
+    let (data, scores, models) = (d.join("data"), d.join("scores"), d.join("models"));
+    let server = serve(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--data",
+        scores.to_str().unwrap(),
+        "--models",
+        models.to_str().unwrap(),
+    ]);
+    let api = |path: &str| format!("{}{path}", server.base);
+
+    // What the same files hold, read by DataFusion directly.
+    let ctx = tads_session(&models).await;
+    tads_sql::register_dataset(
+        &ctx,
+        "t",
+        &tads_store::Location::parse(data.to_str().unwrap()).unwrap(),
+    )
+    .await
+    .unwrap();
+    tads_sql::register_dataset(
+        &ctx,
+        "a",
+        &tads_store::Location::parse(scores.join("alerts").to_str().unwrap()).unwrap(),
+    )
+    .await
+    .unwrap();
+    let rows: i64 = scalar(&ctx, "SELECT count(*) FROM t")
+        .await
+        .parse()
+        .unwrap();
+    let alerts: i64 = scalar(&ctx, "SELECT count(*) FROM a")
+        .await
+        .parse()
+        .unwrap();
+    assert!(alerts > 0, "the demo has alerts");
+
+    let (s, health) = get(&api("/api/health"), None).await;
+    assert_eq!(
+        (s, health["status"].as_str()),
+        (200, Some("ok")),
+        "{health}"
+    );
+    assert_eq!(health["datasets"], 3, "telemetry, scored, alerts: {health}");
+
+    let (_, list) = get(&api("/api/datasets"), None).await;
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["telemetry", "scored", "alerts"]);
+
+    let (s, t) = get(&api("/api/datasets/telemetry"), None).await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(t["rows"].as_i64(), Some(rows));
+    assert!(
+        t["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "cpu_pct")
+    );
+    let (_, summary) = get(&api("/api/datasets/telemetry/summary"), None).await;
+    assert_eq!(summary["rows"].as_i64(), Some(rows), "{summary}");
+    assert_eq!(summary["hosts"], 6, "{summary}");
+    let (_, s_summary) = get(&api("/api/datasets/scored/summary"), None).await;
+    assert_eq!(s_summary["alerts"].as_i64(), Some(alerts), "{s_summary}");
+
+    let (_, top) = get(
+        &api("/api/datasets/telemetry/topk?column=host_id&k=3"),
+        None,
+    )
+    .await;
+    let values = top["values"].as_array().unwrap();
+    assert_eq!(values.len(), 3, "{top}");
+    assert_eq!(values[0]["count"].as_i64(), Some(rows / 6), "{top}");
+    let (_, hist) = get(
+        &api("/api/datasets/telemetry/histogram?metric=cpu_pct&bins=10"),
+        None,
+    )
+    .await;
+    let bins = hist["bins"].as_array().unwrap();
+    assert!(!bins.is_empty() && bins.len() <= 10, "{hist}");
+    let total: i64 = bins.iter().map(|b| b["count"].as_i64().unwrap()).sum();
+    assert_eq!(Some(total), hist["count"].as_i64());
+    assert_eq!(total, rows, "cpu_pct has no NULLs in generated data");
+
+    let (_, models_list) = get(&api("/api/models"), None).await;
+    let first = models_list[0]["name"].as_str().unwrap().to_string();
+    let (s, model) = get(&api(&format!("/api/models/{first}")), None).await;
+    assert_eq!(
+        (s, model["name"].as_str()),
+        (200, Some(first.as_str())),
+        "{model}"
+    );
+
+    let (_, all) = get(&api("/api/alerts?limit=10000"), None).await;
+    assert_eq!(all.as_array().unwrap().len() as i64, alerts);
+    let starts: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["start_ts"].as_str().unwrap())
+        .collect();
+    assert!(starts.windows(2).all(|w| w[0] >= w[1]), "newest first");
+    let host = all[0]["host_id"].as_str().unwrap().to_string();
+    let (_, of_host) = get(&api(&format!("/api/alerts?host={host}&limit=10000")), None).await;
+    let expected: i64 = scalar(
+        &ctx,
+        &format!("SELECT count(*) FROM a WHERE host_id = '{host}'"),
+    )
+    .await
+    .parse()
+    .unwrap();
+    assert_eq!(of_host.as_array().unwrap().len() as i64, expected);
+    let (_, critical) = get(&api("/api/alerts?severity=critical&limit=10000"), None).await;
+    assert!(
+        critical
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["severity"] == "critical")
+    );
+
+    let (s, line) = get(
+        &api(&format!(
+            "/api/hosts/{host}/timeline?metrics=cpu_pct,mem_pct"
+        )),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{line}");
+    let points = line["rows"].as_array().unwrap();
+    assert_eq!(points.len() as i64, rows / 6, "every row of the host");
+    assert!(
+        points
+            .windows(2)
+            .all(|w| w[0]["ts"].as_str() < w[1]["ts"].as_str())
+    );
+    assert!(points[0]["cpu_pct"].is_number() && points[0].get("disk_read_mbps").is_none());
+    assert_eq!(line["alerts"].as_array().unwrap().len() as i64, expected);
+    let in_alerts = points.iter().filter(|p| p["alert_id"].is_string()).count();
+    assert!(in_alerts > 0, "the host's alerts cover some of its rows");
+
+    // Errors: JSON, a 4xx, and nothing reaches outside the served tables.
+    for (path, status, needle) in [
+        ("/api/datasets/..%2F..%2Fetc%2Fpasswd", 404, "no dataset"),
+        ("/api/models/..%2F..%2Fetc%2Fpasswd", 404, "no model"),
+        ("/api/models/../../etc/passwd", 404, ""),
+        (
+            "/api/datasets/telemetry/topk?column=nope",
+            400,
+            "column=nope",
+        ),
+        (
+            "/api/datasets/telemetry/histogram?metric=host_id",
+            400,
+            "metric=host_id",
+        ),
+        (
+            "/api/datasets/telemetry/topk?column=host_id&k=0",
+            400,
+            "k=0",
+        ),
+        ("/api/alerts?severity=loud", 400, "severity=loud"),
+        ("/api/alerts?since=yesterday", 400, "since=yesterday"),
+        (
+            "/api/hosts/x/timeline?metrics=cpu_pct;DROP",
+            400,
+            "not a numeric column",
+        ),
+        ("/nowhere", 404, "no such route"),
+    ] {
+        let (s, body) = get(&api(path), None).await;
+        assert_eq!(s, status, "{path}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains(needle)),
+            "{path}: {body}"
+        );
+    }
+    // A quote in a host is data, not SQL.
+    let (s, none) = get(&api("/api/alerts?host=x'%20OR%20'1'='1"), None).await;
+    assert_eq!((s, none.as_array().map(Vec::len)), (200, Some(0)), "{none}");
+
+    let metrics = reqwest::get(api("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "tads_http_requests_total{route=\"/api/alerts\",status=\"200\"}",
+        "tads_http_requests_total{route=\"/api/alerts\",status=\"400\"}",
+        "tads_http_request_duration_seconds",
+        "tads_alerts_open{severity=\"critical\"}",
+        "tads_models_loaded",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
+    }
+
+    // The OpenAPI document, driven by schemathesis: no 5xx; status codes, content types, headers
+    // and bodies as documented; invalid input refused; methods not offered refused.
+    let venv = std::env::var("TADS_TEST_VENV").map_or_else(
+        |_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tads/venv-test"),
+        PathBuf::from,
+    );
+    let st = venv.join("bin/schemathesis");
+    assert!(st.exists(), "{} missing: run scripts/test.sh", st.display());
+    let out = Command::new(&st)
+        .args(["run", &api("/api/openapi.json")])
+        .args([
+            // Every check but "a schema-valid request is accepted": a column name is valid by the
+            // schema (a string), but only the dataset's own columns are accepted (400 otherwise).
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance",
+            "--max-examples",
+            "25",
+            "--workers",
+            "1",
+            "--seed",
+            "7",
+        ])
+        .env("SCHEMATHESIS_HOOKS", "")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "schemathesis failed:\n{text}");
+}
+
+#[tokio::test]
+async fn a_token_guards_the_api_and_is_needed_beyond_loopback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = demo(tmp.path());
+    let scores = d.join("scores");
+    let server = serve(&[
+        "--data",
+        scores.to_str().unwrap(),
+        "--token",
+        "s3cret-token",
+        "--token-all",
+    ]);
+    let api = |path: &str| format!("{}{path}", server.base);
+    let (s, body) = get(&api("/api/alerts"), None).await;
+    assert_eq!(s, 401, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("Bearer"));
+    assert_eq!(get(&api("/api/alerts"), Some("wrong-token!")).await.0, 401);
+    assert_eq!(get(&api("/api/alerts"), Some("s3cret-token")).await.0, 200);
+    assert_eq!(
+        get(&api("/api/health"), None).await.0,
+        200,
+        "health needs no token"
+    );
+
+    // Without --token-all, reading needs no token.
+    let open = serve(&[
+        "--data",
+        scores.to_str().unwrap(),
+        "--token",
+        "s3cret-token",
+    ]);
+    assert_eq!(get(&format!("{}/api/alerts", open.base), None).await.0, 200);
+
+    // Beyond loopback without a token: refused, one line, exit 2.
+    let out = tads()
+        .args(["serve", "--listen", "0.0.0.0:0", "--data"])
+        .arg(&scores)
+        .env_remove("TADS_TOKEN")
+        .output()
+        .unwrap();
+    assert_user_error(&out, "needs --token");
+    let out = tads()
+        .args(["serve", "--listen", "localhost:eighty"])
+        .output()
+        .unwrap();
+    assert_user_error(&out, "--listen localhost:eighty");
+}
