@@ -165,6 +165,28 @@ async fn the_api_answers_what_datafusion_reads_and_schemathesis_finds_no_fault()
     assert_eq!(Some(total), hist["count"].as_i64());
     assert_eq!(total, rows, "cpu_pct has no NULLs in generated data");
 
+    let (s, series) = get(
+        &api("/api/datasets/telemetry/timeseries?metrics=cpu_pct,latency_ms&agg=p95&bucket=6h"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{series}");
+    let points = series["points"].as_array().unwrap();
+    assert_eq!(points.len(), 8, "two days in 6-hour buckets: {series}");
+    let in_buckets: i64 = points.iter().map(|p| p["rows"].as_i64().unwrap()).sum();
+    assert_eq!(in_buckets, rows);
+    assert!(
+        points
+            .iter()
+            .all(|p| p["cpu_pct"].is_number() && p["latency_ms"].is_number())
+    );
+    let (s, bad) = get(
+        &api("/api/datasets/telemetry/timeseries?metrics=cpu_pct&bucket=7q"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 400, "{bad}");
+
     let (_, models_list) = get(&api("/api/models"), None).await;
     let first = models_list[0]["name"].as_str().unwrap().to_string();
     let (s, model) = get(&api(&format!("/api/models/{first}")), None).await;

@@ -378,6 +378,88 @@ pub(crate) async fn histogram(
     })))
 }
 
+/// `GET /api/datasets/{id}/timeseries?metrics=&agg=mean|p95&bucket=1h&from=&to=&host=`: each
+/// metric's mean or 95th percentile per time bucket, oldest first (at most 10,000 buckets).
+pub(crate) async fn timeseries(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let p = params(raw);
+    let t = table(&state, &id)?;
+    let cols = columns(&state, &t.name).await?;
+    if !cols.iter().any(|(c, ty)| c == "ts" && is_time(ty)) {
+        return Err(ApiError::bad(format!(
+            "dataset `{id}` has no time column ts"
+        )));
+    }
+    let list = p.get("metrics").map(String::as_str).unwrap_or_default();
+    let metrics: Vec<&str> = list.split(',').filter(|m| !m.is_empty()).collect();
+    if metrics.is_empty() || metrics.len() > 20 {
+        return Err(ApiError::bad(
+            "metrics: expected 1 to 20 comma-separated numeric columns",
+        ));
+    }
+    for m in &metrics {
+        if !cols.iter().any(|(c, ty)| c == m && ty.is_numeric()) {
+            return Err(ApiError::bad(format!(
+                "metrics: `{m}` is not a numeric column of `{id}`"
+            )));
+        }
+    }
+    let agg = p.get("agg").map_or("mean", String::as_str);
+    let of = |m: &str| match agg {
+        "p95" => Ok(format!(
+            "approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY CAST({c} AS DOUBLE))",
+            c = ident(m)
+        )),
+        "mean" => Ok(format!("avg(CAST({} AS DOUBLE))", ident(m))),
+        other => Err(ApiError::bad(format!("agg={other}: expected mean or p95"))),
+    };
+    let bucket = p.get("bucket").map_or("1h", String::as_str);
+    let seconds = tads_jobs::config::parse_duration(bucket)
+        .filter(|us| *us % 1_000_000 == 0 && (1_000_000..=30 * 86_400_000_000).contains(us))
+        .map(|us| us / 1_000_000)
+        .ok_or_else(|| {
+            ApiError::bad(format!(
+                "bucket={bucket}: expected a span of whole seconds from 1s to 30d, such as 90s, 5m, 1h or 1d"
+            ))
+        })?;
+    let mut filters = vec!["ts IS NOT NULL".to_string()];
+    if let Some(h) = p.get("host") {
+        filters.push(format!("CAST(host_id AS VARCHAR) = {}", literal(h)));
+    }
+    if let Some(us) = time_param(&p, "from")? {
+        filters.push(format!("ts >= to_timestamp_micros({us})"));
+    }
+    if let Some(us) = time_param(&p, "to")? {
+        filters.push(format!("ts < to_timestamp_micros({us})"));
+    }
+    let mut select = Vec::new();
+    for m in &metrics {
+        select.push(format!("{} AS {}", of(m)?, ident(m)));
+    }
+    let sql = format!(
+        "SELECT CAST(b AS VARCHAR) AS bucket, \"rows\", {names} FROM (\
+         SELECT date_bin(INTERVAL '{seconds} seconds', ts, TIMESTAMP '2000-01-01T00:00:00') AS b, \
+         count(*) AS \"rows\", {select} FROM {t} WHERE {filters} GROUP BY 1) ORDER BY b LIMIT 10000",
+        names = metrics
+            .iter()
+            .map(|m| ident(m))
+            .collect::<Vec<_>>()
+            .join(", "),
+        select = select.join(", "),
+        t = ident(&t.name),
+        filters = filters.join(" AND "),
+    );
+    Ok(Json(json!({
+        "metrics": metrics,
+        "agg": agg,
+        "bucket_seconds": seconds,
+        "points": query(&state, &sql).await?,
+    })))
+}
+
 /// `GET /api/models`.
 pub(crate) async fn models(State(state): State<Shared>) -> Json<Value> {
     let list = state

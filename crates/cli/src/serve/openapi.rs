@@ -152,6 +152,21 @@ fn schemas() -> Value {
                 }}
             }
         },
+        "TimeSeries": {
+            "type": "object",
+            "required": ["metrics", "agg", "bucket_seconds", "points"],
+            "properties": {
+                "metrics": { "type": "array", "items": { "type": "string" } },
+                "agg": { "type": "string", "enum": ["mean", "p95"] },
+                "bucket_seconds": { "type": "integer" },
+                "points": { "type": "array", "items": {
+                    "type": "object",
+                    "required": ["bucket", "rows"],
+                    "properties": { "bucket": { "type": "string" }, "rows": { "type": "integer" } },
+                    "additionalProperties": { "type": "number", "nullable": true }
+                }}
+            }
+        },
         "ModelSummary": {
             "type": "object",
             "required": ["name", "features", "k", "fingerprint", "seasonal"],
