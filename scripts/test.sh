@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole TADS test suite, with everything it needs: installs the test tools (a Python virtual
 # environment with moto's S3 server, from PyPI; Debian's prometheus-alertmanager, prometheus and
-# prometheus-node-exporter with apt if they are missing, for the delivery and import tests), starts an S3-compatible server on 127.0.0.1,
+# prometheus-node-exporter and chromium with apt if they are missing, for the delivery, import and
+# dashboard tests; playwright-core with npm), starts an S3-compatible server on 127.0.0.1,
 # finds or starts PostgreSQL on 127.0.0.1:5432, then runs the checks and every test. Exits
 # non-zero if anything fails. Nothing is skipped.
 #
@@ -26,13 +27,22 @@ if [ ! -x "$venv/bin/moto_server" ] || [ "$(cat "$venv/.requirements" 2>/dev/nul
 fi
 
 missing=()
-for tool in prometheus-alertmanager prometheus prometheus-node-exporter; do
+for tool in prometheus-alertmanager prometheus prometheus-node-exporter chromium; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  step "installing ${missing[*]} (apt; the delivery and Prometheus tests start them on 127.0.0.1)"
+  step "installing ${missing[*]} (apt; the delivery, Prometheus and dashboard tests start them on 127.0.0.1)"
   apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi
+
+# playwright-core (npm) drives Debian's chromium in the dashboard test (tests/browser/).
+node_dir="$cache/node"
+if [ ! -d "$node_dir/node_modules/playwright-core" ]; then
+  step "installing playwright-core into $node_dir (npm)"
+  mkdir -p "$node_dir"
+  npm install --prefix "$node_dir" --silent --no-audit --no-fund playwright-core@1.64.1
+fi
+export TADS_TEST_NODE_PATH="$node_dir/node_modules"
 
 step "starting an S3-compatible server (moto) on 127.0.0.1"
 port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

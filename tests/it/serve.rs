@@ -382,3 +382,60 @@ async fn a_token_guards_the_api_and_is_needed_beyond_loopback() {
         .unwrap();
     assert_user_error(&out, "--listen localhost:eighty");
 }
+
+/// The dashboard in headless Chromium (Debian's `chromium`, driven by `playwright-core` from
+/// npm, both installed by `scripts/test.sh`): `tests/browser/dashboard.cjs` loads every page with
+/// no console error and checks what it shows against the API, a host's charts with the alerts
+/// shaded among them. With `TADS_BLESS=1` its screenshots replace those in `docs/img/`.
+#[test]
+fn the_dashboard_loads_every_page_in_headless_chromium() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = demo(tmp.path());
+    let server = serve(&[
+        "--data",
+        d.join("data").to_str().unwrap(),
+        "--data",
+        d.join("scores").to_str().unwrap(),
+        "--models",
+        d.join("models").to_str().unwrap(),
+    ]);
+    let node_path = std::env::var("TADS_TEST_NODE_PATH").map_or_else(
+        |_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tads/node/node_modules"),
+        PathBuf::from,
+    );
+    assert!(
+        node_path.join("playwright-core").exists(),
+        "{} has no playwright-core: run scripts/test.sh",
+        node_path.display()
+    );
+    let shots = tmp.path().join("shots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("node")
+        .arg(root.join("tests/browser/dashboard.cjs"))
+        .arg(&server.base)
+        .arg(&shots)
+        .env("NODE_PATH", &node_path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the dashboard in Chromium:\n{text}");
+    let seen: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(seen["errors"], serde_json::json!([]), "{seen}");
+    for page in ["fleet", "alerts", "host"] {
+        let shot = shots.join(format!("{page}.png"));
+        assert!(
+            std::fs::metadata(&shot).unwrap().len() > 10_000,
+            "{page}.png"
+        );
+        if std::env::var_os("TADS_BLESS").is_some() {
+            let img = root.join("docs/img");
+            std::fs::create_dir_all(&img).unwrap();
+            std::fs::copy(&shot, img.join(format!("dashboard-{page}.png"))).unwrap();
+        }
+    }
+}

@@ -8,6 +8,7 @@
 //! path reaches the file system), and the token is never logged.
 
 mod api;
+mod dashboard;
 mod openapi;
 
 use std::net::SocketAddr;
@@ -142,6 +143,8 @@ fn router(state: Shared) -> Router {
         .route("/api/alerts", get(api::alerts))
         .route("/api/hosts/{host}/timeline", get(api::timeline))
         .route("/metrics", get(prometheus))
+        .route("/", get(dashboard::index))
+        .route("/assets/{file}", get(dashboard::asset))
         .fallback(api::not_found)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
@@ -176,7 +179,11 @@ async fn guard_and_count(State(state): State<Shared>, request: Request, next: Ne
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
     let started = Instant::now();
-    let open = matches!(route.as_str(), "/api/health" | "/metrics");
+    // The dashboard's page and assets hold no data: the API calls they make need the token.
+    let open = matches!(
+        route.as_str(),
+        "/api/health" | "/metrics" | "/" | "/assets/{file}"
+    );
     let needs = !open && (state.token_all || request.method() != Method::GET);
     let response = match &state.token {
         Some(token) if needs && !has_token(request.headers(), token) => api::ApiError::new(

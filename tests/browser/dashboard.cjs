@@ -1,0 +1,71 @@
+// The dashboard of `tads serve` in headless Chromium (Debian's, driven by playwright-core from
+// npm): every page loads with no console error, a host's timeline draws its charts with the
+// alerts shaded, and each page is saved as a screenshot.
+//
+//   NODE_PATH=~/.cache/tads/node/node_modules node tests/browser/dashboard.cjs BASE_URL OUT_DIR
+//
+// Prints one JSON line of what it saw; exits 1 on any console error or missing element.
+"use strict";
+const { chromium } = require("playwright-core");
+
+async function main() {
+  const [base, out] = process.argv.slice(2);
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu"],
+  });
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const errors = [];
+  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  page.on("pageerror", (e) => errors.push(String(e)));
+  const seen = {};
+
+  const visit = async (hash, loaded, shot) => {
+    await page.goto(base + "/" + hash);
+    await page.waitForSelector(`main[data-loaded="${loaded}"]`, { timeout: 20000 });
+    if (shot) await page.screenshot({ path: `${out}/${shot}.png`, fullPage: true });
+  };
+
+  await visit("#/", "fleet", "fleet");
+  seen.open_cards = await page.locator("#open-cards .card").count();
+  seen.latest_rows = await page.locator("main > table").nth(1).locator("tbody > tr").count();
+
+  await visit("#/alerts?severity=critical", "alerts", "alerts");
+  seen.critical_rows = await page.locator("main > table > tbody > tr").count();
+  seen.critical_only = await page.locator("main > table > tbody > tr > td:nth-child(2)").allTextContents();
+
+  await visit("#/models", "models", null);
+  seen.models = await page.locator("main > table > tbody > tr").count();
+
+  // The host with the most alerts, from the API the page uses.
+  const alerts = await (await fetch(base + "/api/alerts?limit=10000")).json();
+  const counts = {};
+  for (const a of alerts) counts[a.host_id] = (counts[a.host_id] || 0) + 1;
+  const host = Object.entries(counts).sort((a, b) => b[1] - a[1])[0][0];
+  seen.host = host;
+  seen.host_alerts_api = counts[host];
+  await visit("#/host/" + encodeURIComponent(host), "host", "host");
+  seen.charts = await page.locator(".chart canvas").count();
+  seen.host_alert_rows = await page.locator("main > table > tbody > tr").count();
+  // Shading: the score chart has translucent red pixels where the alerts are (the canvas is
+  // transparent elsewhere).
+  seen.shaded_pixels = await page.evaluate(() => {
+    const c = document.querySelector("#score-chart canvas");
+    const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 0; i < d.length; i += 4) {
+      if (d[i] > 150 && d[i + 1] < 100 && d[i + 2] < 100 && d[i + 3] > 10 && d[i + 3] < 80) n++;
+    }
+    return n;
+  });
+
+  await browser.close();
+  seen.errors = errors;
+  console.log(JSON.stringify(seen));
+  const ok = errors.length === 0 && seen.open_cards === 3 && seen.latest_rows > 0 && seen.charts === 2 &&
+    seen.host_alert_rows === seen.host_alerts_api && seen.shaded_pixels > 100 &&
+    seen.critical_only.every((s) => s === "critical") && seen.models > 0;
+  process.exit(ok ? 0 : 1);
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });
