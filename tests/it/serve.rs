@@ -59,6 +59,30 @@ fn demo(dir: &Path) -> PathBuf {
     d
 }
 
+/// Where `scripts/test.sh` installed a test tool: `$env`, else `~/.cache/tads/<under_cache>`.
+fn installed(env: &str, under_cache: &str) -> PathBuf {
+    std::env::var(env).map_or_else(
+        |_| {
+            PathBuf::from(std::env::var("HOME").unwrap())
+                .join(".cache/tads")
+                .join(under_cache)
+        },
+        PathBuf::from,
+    )
+}
+
+/// Runs `command`; panics with its output unless it succeeds; returns its output.
+fn run_ok(command: &mut Command, what: &str) -> String {
+    let out = command.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{what} failed:\n{text}");
+    text
+}
+
 /// GET with an optional bearer token: status and JSON body.
 async fn get(url: &str, token: Option<&str>) -> (u16, Value) {
     let mut request = reqwest::Client::new().get(url);
@@ -302,14 +326,11 @@ async fn the_api_answers_what_datafusion_reads_and_schemathesis_finds_no_fault()
 
     // The OpenAPI document, driven by schemathesis: no 5xx; status codes, content types, headers
     // and bodies as documented; invalid input refused; methods not offered refused.
-    let venv = std::env::var("TADS_TEST_VENV").map_or_else(
-        |_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tads/venv-test"),
-        PathBuf::from,
-    );
+    let venv = installed("TADS_TEST_VENV", "venv-test");
     let st = venv.join("bin/schemathesis");
     assert!(st.exists(), "{} missing: run scripts/test.sh", st.display());
-    let out = Command::new(&st)
-        .args(["run", &api("/api/openapi.json")])
+    let mut out = Command::new(&st);
+    out.args(["run", &api("/api/openapi.json")])
         .args([
             // Every check but "a schema-valid request is accepted": a column name is valid by the
             // schema (a string), but only the dataset's own columns are accepted (400 otherwise).
@@ -324,15 +345,8 @@ async fn the_api_answers_what_datafusion_reads_and_schemathesis_finds_no_fault()
             "--seed",
             "7",
         ])
-        .env("SCHEMATHESIS_HOOKS", "")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "schemathesis failed:\n{text}");
+        .env("SCHEMATHESIS_HOOKS", "");
+    run_ok(&mut out, "schemathesis");
 }
 
 #[tokio::test]
@@ -399,10 +413,7 @@ fn the_dashboard_loads_every_page_in_headless_chromium() {
         "--models",
         d.join("models").to_str().unwrap(),
     ]);
-    let node_path = std::env::var("TADS_TEST_NODE_PATH").map_or_else(
-        |_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tads/node/node_modules"),
-        PathBuf::from,
-    );
+    let node_path = installed("TADS_TEST_NODE_PATH", "node/node_modules");
     assert!(
         node_path.join("playwright-core").exists(),
         "{} has no playwright-core: run scripts/test.sh",
@@ -411,19 +422,12 @@ fn the_dashboard_loads_every_page_in_headless_chromium() {
     let shots = tmp.path().join("shots");
     std::fs::create_dir_all(&shots).unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("node")
-        .arg(root.join("tests/browser/dashboard.cjs"))
+    let mut out = Command::new("node");
+    out.arg(root.join("tests/browser/dashboard.cjs"))
         .arg(&server.base)
         .arg(&shots)
-        .env("NODE_PATH", &node_path)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "the dashboard in Chromium:\n{text}");
+        .env("NODE_PATH", &node_path);
+    let text = run_ok(&mut out, "the dashboard in Chromium");
     let seen: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(seen["errors"], serde_json::json!([]), "{seen}");
     for page in ["fleet", "alerts", "host"] {
