@@ -130,6 +130,22 @@ fn every_bad_input_gets_one_line_and_exit_2_as_the_readme_lists() {
             ],
         ),
         (
+            "an adaptive quantile out of range",
+            vec![
+                "score",
+                "--data",
+                d,
+                "--model",
+                "m",
+                "--models",
+                m,
+                "--out",
+                o,
+                "--set",
+                "alerts.adaptive_quantile=1.5",
+            ],
+        ),
+        (
             "a drift setting out of range",
             vec![
                 "score",
