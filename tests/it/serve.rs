@@ -268,6 +268,42 @@ async fn the_api_answers_what_datafusion_reads_and_schemathesis_finds_no_fault()
     let in_alerts = points.iter().filter(|p| p["alert_id"].is_string()).count();
     assert!(in_alerts > 0, "the host's alerts cover some of its rows");
 
+    // The run, evaluated as `tads eval --json` evaluates it.
+    let (_, runs) = get(&api("/api/runs"), None).await;
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    assert_eq!(runs[0]["alerts"].as_i64(), Some(alerts));
+    let run = runs[0]["id"].as_str().unwrap().to_string();
+    let (s, eval) = get(&api(&format!("/api/runs/{run}/eval")), None).await;
+    assert_eq!(s, 200, "{eval}");
+    let cli = tads()
+        .args(["eval", "--json", "--scored"])
+        .arg(&scores)
+        .output()
+        .unwrap();
+    assert_ok(&cli);
+    let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    for field in [
+        "point",
+        "events",
+        "alerts",
+        "false_alerts",
+        "event_recall",
+        "au_prc",
+    ] {
+        assert_eq!(eval[field], cli[field], "{field}");
+    }
+    let (_, by_region) = get(
+        &api(&format!("/api/runs/{run}/errors?group_by=region")),
+        None,
+    )
+    .await;
+    assert_eq!(by_region["groups"], cli["by_region"]);
+    let (_, by_type) = get(&api(&format!("/api/runs/{run}/errors")), None).await;
+    assert!(
+        by_type["groups"]["spike"]["events"].as_u64() > Some(0),
+        "{by_type}"
+    );
+
     // Errors: JSON, a 4xx, and nothing reaches outside the served tables.
     for (path, status, needle) in [
         ("/api/datasets/..%2F..%2Fetc%2Fpasswd", 404, "no dataset"),
@@ -296,6 +332,12 @@ async fn the_api_answers_what_datafusion_reads_and_schemathesis_finds_no_fault()
             "not a numeric column",
         ),
         ("/nowhere", 404, "no such route"),
+        ("/api/runs/nope/eval", 404, "no served score run"),
+        (
+            "/api/runs/nope/errors?group_by=planet",
+            400,
+            "group_by=planet",
+        ),
     ] {
         let (s, body) = get(&api(path), None).await;
         assert_eq!(s, status, "{path}: {body}");

@@ -132,6 +132,8 @@ pub(crate) struct Registered {
     pub kind: &'static str,
     /// Where its files are.
     pub location: Location,
+    /// The `--data` location it came from (a score output's folder for `scored` and `alerts`).
+    pub source: Location,
     /// Its hive partition columns.
     pub partitions: Vec<String>,
 }
@@ -215,6 +217,7 @@ pub(crate) async fn session_for(
                 name,
                 kind,
                 location: loc,
+                source: location.clone(),
                 partitions,
             });
         }

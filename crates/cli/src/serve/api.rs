@@ -14,6 +14,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use serde_json::{Value, json};
 
+use tads_jobs::eval::evaluate;
+use tads_jobs::score::ScoreManifest;
+
 use super::{AppState, Shared};
 
 /// An error answer: `{"error": "…"}` with its status.
@@ -667,4 +670,88 @@ pub(crate) async fn refresh_gauges(state: &AppState) {
             .unwrap_or(0.0);
         metrics::gauge!("tads_alerts_open", "severity" => severity).set(n);
     }
+}
+
+/// The served score runs: each `scored` table's output folder with its manifest.
+async fn runs_served(state: &AppState) -> Vec<(ScoreManifest, &super::Registered)> {
+    let mut runs = Vec::new();
+    for t in of_kind(state, "scored") {
+        if let Ok(Some(m)) = ScoreManifest::read(&t.source).await {
+            runs.push((m, t));
+        }
+    }
+    runs
+}
+
+/// `GET /api/runs`: the served score runs.
+pub(crate) async fn runs(State(state): State<Shared>) -> Json<Value> {
+    Json(Value::Array(
+        runs_served(&state)
+            .await
+            .into_iter()
+            .map(|(m, t)| {
+                json!({
+                    "id": m.run_id,
+                    "model": m.model.name,
+                    "data": m.data,
+                    "location": t.source.to_string(),
+                    "rows": m.rows,
+                    "alerts": m.alerts.as_ref().map(|a| a.count),
+                    "started_at": m.started_at.to_rfc3339(),
+                    "finished_at": m.finished_at.to_rfc3339(),
+                })
+            })
+            .collect(),
+    ))
+}
+
+/// The evaluation of run `id` against its labels (`label=` names the column).
+async fn run_eval(state: &AppState, id: &str, label: Option<&str>) -> Result<Value, ApiError> {
+    let runs = runs_served(state).await;
+    let (_, t) = runs
+        .iter()
+        .find(|(m, _)| m.run_id == id)
+        .ok_or_else(|| ApiError::missing(format!("no served score run `{id}`")))?;
+    let report = evaluate(&t.source, label).await.map_err(|e| match e {
+        tads_jobs::Error::Input(m) | tads_jobs::Error::Data(m) => ApiError::bad(m),
+        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    })?;
+    serde_json::to_value(report)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// `GET /api/runs/{id}/eval?label=`: what `tads eval --json` reports for the run.
+pub(crate) async fn eval(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let p = params(raw);
+    Ok(Json(
+        run_eval(&state, &id, p.get("label").map(String::as_str)).await?,
+    ))
+}
+
+/// `GET /api/runs/{id}/errors?group_by=anomaly_type|region|project_id&label=`: the run's
+/// quality per group (per anomaly type: events, detected, recall, time to detect; per region or
+/// project: point counts and events).
+pub(crate) async fn errors(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let p = params(raw);
+    let by = p.get("group_by").map_or("anomaly_type", String::as_str);
+    let field = match by {
+        "anomaly_type" => "events",
+        "region" => "by_region",
+        "project_id" => "by_project",
+        other => {
+            return Err(ApiError::bad(format!(
+                "group_by={other}: expected anomaly_type, region or project_id"
+            )));
+        }
+    };
+    let report = run_eval(&state, &id, p.get("label").map(String::as_str)).await?;
+    Ok(Json(json!({ "group_by": by, "groups": report[field] })))
 }

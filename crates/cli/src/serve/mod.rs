@@ -37,7 +37,7 @@ use crate::sql::{Registered, session_for};
 registered by what it is (a dataset → telemetry, a score output → scored and alerts, a model directory \
 → models; later ones of a kind get _2, _3, …), and the models of --models are loaded.\n\n\
 Routes: GET /api/health, /api/datasets, /api/datasets/{id}, /api/datasets/{id}/summary, \
-/api/datasets/{id}/topk, /api/datasets/{id}/histogram, /api/datasets/{id}/timeseries, /api/models, /api/models/{name}, /api/alerts, \
+/api/datasets/{id}/topk, /api/datasets/{id}/histogram, /api/datasets/{id}/timeseries, /api/runs, /api/runs/{id}/eval, /api/runs/{id}/errors, /api/models, /api/models/{name}, /api/alerts, \
 /api/hosts/{host}/timeline; /api/openapi.json describes each with its parameters and responses; \
 /metrics is for Prometheus. Errors are JSON {\"error\": \"…\"} with a 4xx code.\n\n\
 It listens on 127.0.0.1 only unless --token (or TADS_TOKEN) is set; with --token-all every API route \
@@ -141,6 +141,9 @@ fn router(state: Shared) -> Router {
         .route("/api/models", get(api::models))
         .route("/api/models/{*name}", get(api::model))
         .route("/api/alerts", get(api::alerts))
+        .route("/api/runs", get(api::runs))
+        .route("/api/runs/{id}/eval", get(api::eval))
+        .route("/api/runs/{id}/errors", get(api::errors))
         .route("/api/hosts/{host}/timeline", get(api::timeline))
         .route("/metrics", get(prometheus))
         .route("/", get(dashboard::index))

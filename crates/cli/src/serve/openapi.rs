@@ -188,6 +188,34 @@ fn schemas() -> Value {
             }
         },
         "Alert": alert(),
+        "Run": {
+            "type": "object",
+            "required": ["id", "model", "data", "location", "rows", "alerts", "started_at", "finished_at"],
+            "properties": {
+                "id": { "type": "string" }, "model": { "type": "string" },
+                "data": { "type": "string" }, "location": { "type": "string" },
+                "rows": { "type": "integer" }, "alerts": int_or_null(),
+                "started_at": { "type": "string" }, "finished_at": { "type": "string" }
+            }
+        },
+        "Eval": {
+            "type": "object",
+            "required": ["run_id", "model", "point", "point_adjusted", "events", "alerts", "false_alerts"],
+            "properties": {
+                "run_id": { "type": "string" }, "model": { "type": "string" },
+                "point": { "type": "object" }, "point_adjusted": { "type": "object" },
+                "events": { "type": "object" }, "alerts": { "type": "integer" },
+                "false_alerts": { "type": "integer" }
+            }
+        },
+        "Errors": {
+            "type": "object",
+            "required": ["group_by", "groups"],
+            "properties": {
+                "group_by": { "type": "string", "enum": ["anomaly_type", "region", "project_id"] },
+                "groups": { "type": "object" }
+            }
+        },
         "Timeline": timeline()
     })
 }
