@@ -456,6 +456,20 @@ fn help_explains_the_subcommands() {
     ] {
         assert!(text.contains(flag), "{flag} missing from help");
     }
+    // `--help` shows each command's long explanation, not only its one-line summary.
+    for (command, needle) in [
+        ("score", "With alerts.adaptive (the default)"),
+        ("serve", "It listens on 127.0.0.1 only unless --token"),
+        ("watch", "--settle"),
+        ("sql", "tads_help()"),
+    ] {
+        let out = tads().args([command, "--help"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).replace('\n', " ");
+        assert!(
+            text.contains(needle),
+            "tads {command} --help lacks {needle:?}:\n{text}"
+        );
+    }
 }
 
 #[tokio::test]

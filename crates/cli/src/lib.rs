@@ -36,31 +36,34 @@ pub struct Cli {
     pg: pg::PgArgs,
 }
 
+// A variant's doc comment would replace its command's `long_about` (clap resets it for a
+// one-paragraph doc comment), so the commands whose arguments carry `about` and `long_about`
+// have plain comments here.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Generate seeded synthetic host telemetry with labelled anomalies as hive-partitioned Parquet
+    // Generate seeded synthetic host telemetry with labelled anomalies as hive-partitioned Parquet
     Generate(generate::GenerateArgs),
-    /// Train a robust PCA model on a Parquet dataset and write models/<name>/model.json
+    // Train a robust PCA model on a Parquet dataset and write models/<name>/model.json
     Train(train::TrainArgs),
-    /// Score every row of a Parquet dataset with a model and find its alerts; write <out>/scored/, <out>/alerts/, <out>/_manifest.json
+    // Score every row of a Parquet dataset with a model and find its alerts; write <out>/scored/, <out>/alerts/, <out>/_manifest.json
     Score(score::ScoreArgs),
-    /// Measure the detection quality of a score run against the labels in its rows
+    // Measure the detection quality of a score run against the labels in its rows
     Eval(eval::EvalArgs),
     /// The PostgreSQL mirror: apply the schema, deliver the outbox, show what is pending
     Pg(pg::PgCommand),
-    /// SQL over telemetry, scores, alerts and models with every TADS function: a REPL, or -c/-f
+    // SQL over telemetry, scores, alerts and models with every TADS function: a REPL, or -c/-f
     Sql(sql::SqlArgs),
     /// Import telemetry: Prometheus range queries into hive-partitioned Parquet
     #[command(subcommand)]
     Import(import::ImportCommand),
-    /// Follow a dataset as files land: score each new file, carry alert state, deliver alerts
+    // Follow a dataset as files land: score each new file, carry alert state, deliver alerts
     Watch(watch::WatchArgs),
     /// Alerts: deliver what waits in an alert outbox (after a receiver was down)
     #[command(subcommand)]
     Alerts(deliver::AlertsCommand),
-    /// Generate, train, score and evaluate a small dataset in a local folder, and print the results
+    // Generate, train, score and evaluate a small dataset in a local folder, and print the results
     Demo(demo::DemoArgs),
-    /// An HTTP API over datasets, scores, alerts and models, with OpenAPI and Prometheus metrics
+    // An HTTP API over datasets, scores, alerts and models, with OpenAPI and Prometheus metrics
     Serve(serve::ServeArgs),
 }
 

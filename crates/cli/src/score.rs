@@ -23,8 +23,9 @@ over the model's SPE limit and mad_zmax over its cut, 1.0 at threshold) and aler
 row belongs to, or NULL) to <out>/scored/, in the input's partitioning (date=…/part-….parquet); the \
 alerts to <out>/alerts/alerts.parquet; then <out>/_manifest.json. Rows with a NULL or non-finite \
 metric keep NULL scores. Scoring streams: one DataFusion plan per input file, files scored \
-concurrently; the alert pass sorts each host's scores by time and spills to disk beyond --memory \
-(1 GiB), so memory does not grow with the dataset.\n\n\
+concurrently; the alert pass walks the files in time order when their statistics say each host's \
+rows are in order (alerts.walk=auto), and otherwise sorts each host's scores by time, spilling to \
+disk beyond --memory (1 GiB), so memory does not grow with the dataset.\n\n\
 Alerts: per host (alerts.key) in time order (alerts.time), an alert opens when the score is at or \
 above alerts.enter for alerts.min_points rows, stays open while it is at or above alerts.exit, and \
 no new one opens for alerts.cooldown after it closes. With alerts.adaptive (the default), each host's \
