@@ -34,6 +34,10 @@ async function main() {
   seen.critical_rows = await page.locator("main > table > tbody > tr").count();
   seen.critical_only = await page.locator("main > table > tbody > tr > td:nth-child(2)").allTextContents();
 
+  await visit("#/quality", "quality", "quality");
+  seen.recall_bars = await page.locator(".bar-row").count();
+  seen.quality_tables = await page.locator("main > table").count();
+
   await visit("#/models", "models", null);
   seen.models = await page.locator("main > table > tbody > tr").count();
 
@@ -64,7 +68,8 @@ async function main() {
   console.log(JSON.stringify(seen));
   const ok = errors.length === 0 && seen.open_cards === 3 && seen.latest_rows > 0 && seen.charts === 2 &&
     seen.host_alert_rows === seen.host_alerts_api && seen.shaded_pixels > 100 &&
-    seen.critical_only.every((s) => s === "critical") && seen.models > 0;
+    seen.critical_only.every((s) => s === "critical") && seen.models > 0 &&
+    seen.recall_bars === 5 && seen.quality_tables === 2;
   process.exit(ok ? 0 : 1);
 }
 

@@ -472,7 +472,7 @@ fn the_dashboard_loads_every_page_in_headless_chromium() {
     let text = run_ok(&mut out, "the dashboard in Chromium");
     let seen: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(seen["errors"], serde_json::json!([]), "{seen}");
-    for page in ["fleet", "alerts", "host"] {
+    for page in ["fleet", "alerts", "host", "quality"] {
         let shot = shots.join(format!("{page}.png"));
         assert!(
             std::fs::metadata(&shot).unwrap().len() > 10_000,

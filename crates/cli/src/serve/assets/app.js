@@ -101,6 +101,36 @@ async function models() {
   ], list));
 }
 
+async function quality() {
+  const runs = await api("/api/runs");
+  const parts = [el("h2", {}, `Score runs (${runs.length})`), table([
+    ["run", (r) => r.id], ["model", (r) => r.model], ["rows", (r) => r.rows], ["alerts", (r) => r.alerts],
+    ["finished", (r) => r.finished_at],
+  ], runs)];
+  for (const r of runs) {
+    let e;
+    try {
+      e = await api(`/api/runs/${encodeURIComponent(r.id)}/eval`);
+    } catch (err) {
+      parts.push(el("p", {}, `${r.id}: no evaluation (${err.message})`));
+      continue;
+    }
+    const pct = (x) => (typeof x === "number" ? (100 * x).toFixed(1) + " %" : "");
+    parts.push(el("h2", {}, `Quality of ${r.id} against its labels (${e.label})`), table([
+      ["", (k) => k[0]], ["precision", (k) => num(k[1].precision)], ["recall", (k) => num(k[1].recall)],
+      ["F1", (k) => num(k[1].f1)],
+    ], [["point-wise", e.point], ["point-adjusted", e.point_adjusted]]),
+    el("p", { class: "summary" }, `event recall ${num(e.event_recall)} · normal time in alert ${pct(e.normal_in_alert)}`
+      + ` · AU-PRC ${num(e.au_prc)} · false alerts per key-day ${num(e.false_alerts_per_key_day)}`));
+    const types = Object.entries(e.events);
+    parts.push(el("h2", {}, "Event recall by type"), el("div", { class: "bars" }, ...types.map(([t, s]) =>
+      el("div", { class: "bar-row" }, el("span", { class: "bar-label" }, t),
+        el("span", { class: "bar", style: `width: ${Math.round(300 * (s.recall || 0))}px` }),
+        `${s.detected} of ${s.events}`))));
+  }
+  main.replaceChildren(...parts);
+}
+
 // Alerts as shaded bands behind a chart's series.
 function shade(spans) {
   return {
@@ -163,13 +193,14 @@ async function route() {
   const hash = location.hash.replace(/^#/, "") || "/";
   const [path, query] = hash.split("?");
   const page = path.startsWith("/host/") ? "host" : path.startsWith("/alerts") ? "alerts"
-    : path.startsWith("/models") ? "models" : "fleet";
+    : path.startsWith("/models") ? "models" : path.startsWith("/quality") ? "quality" : "fleet";
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.page === page);
   main.replaceChildren(el("p", {}, "loading…"));
   try {
     if (page === "host") await host(decodeURIComponent(path.slice(6)));
     else if (page === "alerts") await alertsPage(query || "");
     else if (page === "models") await models();
+    else if (page === "quality") await quality();
     else await fleet();
     main.dataset.loaded = page;
   } catch (e) {
