@@ -41,6 +41,11 @@ impl ApiError {
     fn missing(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
     }
+
+    /// A failure of the server itself (500).
+    fn internal(e: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
 }
 
 impl From<DataFusionError> for ApiError {
@@ -50,7 +55,7 @@ impl From<DataFusionError> for ApiError {
             DataFusionError::Plan(_)
             | DataFusionError::SQL(..)
             | DataFusionError::SchemaError(..) => Self::bad(text),
-            _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, text),
+            _ => Self::internal(text),
         }
     }
 }
@@ -129,19 +134,14 @@ fn to_json(batches: &[RecordBatch]) -> Result<Vec<Value>, ApiError> {
             .with_explicit_nulls(true)
             .build::<_, arrow_json::writer::JsonArray>(&mut buf);
         for b in batches {
-            writer
-                .write(b)
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            writer.write(b).map_err(ApiError::internal)?;
         }
-        writer
-            .finish()
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        writer.finish().map_err(ApiError::internal)?;
     }
     if buf.is_empty() {
         return Ok(Vec::new());
     }
-    serde_json::from_slice(&buf)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    serde_json::from_slice(&buf).map_err(ApiError::internal)
 }
 
 async fn query(state: &AppState, sql: &str) -> Result<Vec<Value>, ApiError> {
@@ -492,7 +492,7 @@ pub(crate) async fn model(State(state): State<Shared>, Path(name): Path<String>)
         .ok_or_else(|| ApiError::missing(format!("no model `{name}` is loaded")))?;
     serde_json::to_value(&m.artifact)
         .map(Json)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        .map_err(ApiError::internal)
 }
 
 /// The registered tables of a kind.
@@ -624,10 +624,9 @@ pub(crate) async fn timeline(
         })
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
-    let names: String = metrics.iter().map(|m| format!(", {m}")).collect();
     let rows = query(
         &state,
-        &format!("SELECT ts, score, alert_id{names} FROM ({union}) ORDER BY __t LIMIT {limit}"),
+        &format!("SELECT ts, score, alert_id{extra} FROM ({union}) ORDER BY __t LIMIT {limit}"),
     )
     .await?;
     let alerts = match alerts_sql(&state) {
@@ -714,10 +713,9 @@ async fn run_eval(state: &AppState, id: &str, label: Option<&str>) -> Result<Val
         .ok_or_else(|| ApiError::missing(format!("no served score run `{id}`")))?;
     let report = evaluate(&t.source, label).await.map_err(|e| match e {
         tads_jobs::Error::Input(m) | tads_jobs::Error::Data(m) => ApiError::bad(m),
-        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+        other => ApiError::internal(other),
     })?;
-    serde_json::to_value(report)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    serde_json::to_value(report).map_err(ApiError::internal)
 }
 
 /// `GET /api/runs/{id}/eval?label=`: what `tads eval --json` reports for the run.
