@@ -221,22 +221,8 @@ impl ScoreConfig {
             ));
         }
         a.cooldown.resolve()?;
-        if a.adaptive {
-            if !(a.adaptive_quantile > 0.0 && a.adaptive_quantile < 1.0) {
-                return Err(format!(
-                    "alerts.adaptive_quantile ({}) must lie between 0 and 1 (0.995: the 99.5 % quantile)",
-                    a.adaptive_quantile
-                ));
-            }
-            if !(1..=366).contains(&a.adaptive_days) {
-                return Err(format!(
-                    "alerts.adaptive_days ({}) must be from 1 to 366",
-                    a.adaptive_days
-                ));
-            }
-            if a.adaptive_min_rows == 0 {
-                return Err("alerts.adaptive_min_rows must be at least 1".into());
-            }
+        if let Some(adaptive) = a.adaptive() {
+            adaptive.check().map_err(|e| format!("alerts.{e}"))?;
             if a.enter <= 0.0 {
                 return Err(format!(
                     "alerts.enter ({}) must be above 0 with alerts.adaptive (the threshold scales from it)",

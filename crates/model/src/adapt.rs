@@ -41,6 +41,29 @@ pub struct Adaptive {
     pub min_rows: u64,
 }
 
+impl Adaptive {
+    /// Checks the settings; the message names the bad one (without a prefix: `tads score` puts
+    /// `alerts.` before it, `alert_state` its own name).
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.quantile > 0.0 && self.quantile < 1.0) {
+            return Err(format!(
+                "adaptive_quantile ({}) must lie between 0 and 1 (0.995: the 99.5 % quantile)",
+                self.quantile
+            ));
+        }
+        if !(1..=366).contains(&self.days) {
+            return Err(format!(
+                "adaptive_days ({}) must be from 1 to 366",
+                self.days
+            ));
+        }
+        if self.min_rows == 0 {
+            return Err("adaptive_min_rows must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 /// One key's quiet scores of one UTC day.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct DaySketch {

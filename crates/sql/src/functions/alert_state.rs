@@ -231,23 +231,16 @@ fn adaptive(values: &[ArrayRef]) -> Result<Option<Adaptive>> {
     let Some(quantile) = first_f64(values, 7)? else {
         return Ok(None);
     };
-    if !(quantile > 0.0 && quantile < 1.0) {
-        return exec_err!(
-            "alert_state: adaptive_quantile must lie between 0 and 1, got {quantile}"
-        );
-    }
-    let days = first_f64(values, 8)?.unwrap_or(3.0);
-    let min_rows = first_f64(values, 9)?.unwrap_or(12.0);
-    if !(1.0..=366.0).contains(&days) || min_rows < 1.0 {
-        return exec_err!(
-            "alert_state: adaptive_days must be from 1 to 366 and adaptive_min_rows at least 1, got {days} and {min_rows}"
-        );
-    }
-    Ok(Some(Adaptive {
+    // Integers by the plan-time check; a negative one saturates to 0, which `check` refuses.
+    let adaptive = Adaptive {
         quantile,
-        days: days as u32,
-        min_rows: min_rows as u64,
-    }))
+        days: first_f64(values, 8)?.unwrap_or(3.0) as u32,
+        min_rows: first_f64(values, 9)?.unwrap_or(12.0) as u64,
+    };
+    match adaptive.check() {
+        Ok(()) => Ok(Some(adaptive)),
+        Err(e) => exec_err!("alert_state: {e}"),
+    }
 }
 
 fn f64s(a: &ArrayRef) -> Result<datafusion::arrow::array::Float64Array> {
