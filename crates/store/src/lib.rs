@@ -27,7 +27,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
     ClientConfigKey, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
-    RetryConfig,
+    RetryConfig, UpdateVersion,
 };
 use url::Url;
 
@@ -43,6 +43,11 @@ pub const MANIFEST: &str = "_manifest.json";
 pub const IN_PROGRESS: &str = "_tads_in_progress.json";
 /// Name of the lock a TADS writer holds on its output while it writes (see [`lock`]).
 pub const LOCK: &str = "_tads_lock.json";
+
+/// The version of an object as read (its ETag and, where the store keeps them, its version
+/// id), for a conditional replace ([`Location::put_if`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version(UpdateVersion);
 
 /// Hears how far a job has come. Called from many threads.
 pub trait Progress: Send + Sync {
@@ -486,6 +491,67 @@ impl Location {
         match self.store.put_opts(&path, bytes.into(), opts).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.store_err(e)),
+        }
+    }
+
+    /// Reads the whole object at `relative` with its version, or `None` if there is none: the
+    /// version [`Location::put_if`] compares with.
+    pub async fn get_versioned(&self, relative: &str) -> Result<Option<(bytes::Bytes, Version)>> {
+        let path = self.child(relative);
+        match self.store.get(&path).await {
+            Ok(r) => {
+                let version = Version(UpdateVersion {
+                    e_tag: r.meta.e_tag.clone(),
+                    version: r.meta.version.clone(),
+                });
+                let bytes = r.bytes().await.map_err(|e| self.store_err(e))?;
+                Ok(Some((bytes, version)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.store_err(e)),
+        }
+    }
+
+    /// Replaces the object at `relative` with `bytes` in one whole write, only if it is still
+    /// the one read as `expected` (`None`: only if there is none yet). Returns the new object's
+    /// version, or `None`, writing nothing, when another writer has changed it since.
+    ///
+    /// On S3 this is one conditional put (`If-Match` on the ETag, `If-None-Match: *` for a new
+    /// object), so two writers can never both replace the same version. A local file system
+    /// has no conditional replace: the version is compared, then the file is replaced by a
+    /// rename, which is atomic for readers; writers are kept apart by a [`Lock`].
+    pub async fn put_if(
+        &self,
+        relative: &str,
+        bytes: impl Into<PutPayload>,
+        expected: Option<&Version>,
+    ) -> Result<Option<Version>> {
+        let path = self.child(relative);
+        let mode = match (self.scheme, expected) {
+            (_, None) => PutMode::Create,
+            (Scheme::S3, Some(v)) => PutMode::Update(v.0.clone()),
+            (Scheme::Local, Some(v)) => {
+                let now = match self.store.head(&path).await {
+                    Ok(meta) => Some(meta.e_tag),
+                    Err(object_store::Error::NotFound { .. }) => None,
+                    Err(e) => return Err(self.store_err(e)),
+                };
+                if now.flatten() != v.0.e_tag {
+                    return Ok(None);
+                }
+                PutMode::Overwrite
+            }
+        };
+        match self.store.put_opts(&path, bytes.into(), mode.into()).await {
+            Ok(r) => Ok(Some(Version(UpdateVersion {
+                e_tag: r.e_tag,
+                version: r.version,
+            }))),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Ok(None),
             Err(e) => Err(self.store_err(e)),
         }
     }

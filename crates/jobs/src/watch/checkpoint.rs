@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tads_store::Version;
 
 use super::{CHECKPOINT, WatchJob};
 use crate::alerts::Carried;
@@ -130,11 +131,15 @@ impl FileDone {
     }
 }
 
-/// The checkpoint at `job.out`, or a fresh one; one of another dataset or model is refused.
-pub(super) async fn read_checkpoint(job: &WatchJob, model: &ModelRef) -> Result<Checkpoint> {
+/// The checkpoint at `job.out` with the version read (for the next commit's conditional put),
+/// or a fresh one; one of another dataset or model is refused.
+pub(super) async fn read_checkpoint(
+    job: &WatchJob,
+    model: &ModelRef,
+) -> Result<(Checkpoint, Option<Version>)> {
     let data = job.data.data_url().to_string();
-    let Some(bytes) = job.out.get_opt(CHECKPOINT).await? else {
-        return Ok(Checkpoint {
+    let Some((bytes, version)) = job.out.get_versioned(CHECKPOINT).await? else {
+        let fresh = Checkpoint {
             kind: "tads-watch".into(),
             format_version: 1,
             data,
@@ -146,7 +151,8 @@ pub(super) async fn read_checkpoint(job: &WatchJob, model: &ModelRef) -> Result<
             carried: Carried::new(),
             levels: BTreeMap::new(),
             levels_through: None,
-        });
+        };
+        return Ok((fresh, None));
     };
     let at = format!("{}{CHECKPOINT}", job.out);
     let c: Checkpoint = serde_json::from_slice(&bytes)
@@ -169,5 +175,5 @@ pub(super) async fn read_checkpoint(job: &WatchJob, model: &ModelRef) -> Result<
             c.model, c.model_fingerprint, model.name, model.fingerprint
         )));
     }
-    Ok(c)
+    Ok((c, Some(version)))
 }

@@ -18,7 +18,9 @@
 //!   day's.
 //! * **Exactly once.** When a round's output is complete, one checkpoint,
 //!   `<out>/_watch/checkpoint.json` (every file done, each key's alert state), replaces the
-//!   previous one in a single put (a rename on a local disk). A watcher killed at any moment
+//!   previous one in a single put: a conditional put on S3 (`If-Match` the version this watcher
+//!   read or last wrote, so a checkpoint another writer put in between is never overwritten),
+//!   a rename on a local disk. A watcher killed at any moment
 //!   restarts from the last checkpoint: the round it was in is scored again into the same
 //!   folder, which is replaced. So every file is scored once into the output, and the alerts
 //!   are those of one `tads score` over all the files.
@@ -35,7 +37,7 @@ use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Int64Type;
 use tads_sql::ModelRegistry;
-use tads_store::{Location, Lock, Progress};
+use tads_store::{Location, Lock, Progress, Version};
 
 use crate::alerts::Alert;
 use crate::config::ScoreConfig;
@@ -117,6 +119,9 @@ pub struct Watcher {
     job: WatchJob,
     lock: Lock,
     checkpoint: Checkpoint,
+    /// The committed checkpoint's version (`None` before the first commit): the next commit
+    /// replaces exactly this one, or fails.
+    version: Option<Version>,
     /// Each candidate file's size and time at the last listing.
     seen: HashMap<String, (u64, DateTime<Utc>)>,
     /// Listings made.
@@ -152,10 +157,11 @@ impl Watcher {
         );
         let lock = Lock::acquire(&job.out, LOCK, "tads watch", &id, job.break_lock).await?;
         match read_checkpoint(&job, &model).await {
-            Ok(checkpoint) => Ok(Self {
+            Ok((checkpoint, version)) => Ok(Self {
                 job,
                 lock,
                 checkpoint,
+                version,
                 seen: HashMap::new(),
                 listings: 0,
             }),
@@ -346,14 +352,29 @@ impl Watcher {
         Ok(Some(round))
     }
 
-    /// Commits a round whose output is complete: the checkpoint is replaced in one put.
+    /// Commits a round whose output is complete: the checkpoint is replaced in one put, only
+    /// if it is still the one this watcher committed or read (a conditional put on S3, see
+    /// [`tads_store::Location::put_if`]). Another writer's checkpoint is never overwritten: the
+    /// round is not committed and the watcher stops with an error.
     pub async fn commit(&mut self, round: &Round) -> Result<()> {
         self.lock.check().await?;
         let mut checkpoint = round.checkpoint.clone();
         checkpoint.updated_at = Utc::now();
         let json = serde_json::to_vec_pretty(&checkpoint)
             .map_err(|e| Error::Data(format!("checkpoint: {e}")))?;
-        self.job.out.put(CHECKPOINT, json).await?;
+        let Some(version) = self
+            .job
+            .out
+            .put_if(CHECKPOINT, json, self.version.as_ref())
+            .await?
+        else {
+            return Err(Error::Data(format!(
+                "{}{CHECKPOINT}: changed by another writer since this watcher read it \
+                 (another tads watch on the same --out?); round {} was not committed",
+                self.job.out, checkpoint.rounds
+            )));
+        };
+        self.version = Some(version);
         self.checkpoint = checkpoint;
         Ok(())
     }
