@@ -1,14 +1,15 @@
 //! `tads import prometheus` against a real Prometheus scraping a real node_exporter on
 //! 127.0.0.1 (Debian's `prometheus` and `prometheus-node-exporter`, installed by
 //! `scripts/test.sh`): this very machine's CPU, memory and load are imported, a model is
-//! trained on them, and `tads watch` scores what `import --follow` keeps pulling.
+//! trained on them, and `tads watch` scores what `import --follow` keeps pulling and raises an
+//! alert when the test takes a quarter of the machine's memory.
 
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::support::{assert_ok, assert_user_error, interrupt, tads, train_cmd};
+use crate::support::{assert_ok, assert_user_error, interrupt, scalar, tads, train_cmd};
 
 /// A child process killed when dropped.
 struct Service(Child);
@@ -175,7 +176,10 @@ async fn this_machine_imported_from_prometheus_is_trained_on_and_watched() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(6));
+    std::thread::sleep(Duration::from_secs(2));
+    // An anomaly on this machine: a quarter of its memory taken and held for 5 s.
+    let (taken_from, taken_until) = take_memory(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(3));
     for child in [&mut follower, &mut watcher] {
         interrupt(child.id());
         assert!(child.wait().unwrap().success());
@@ -193,6 +197,79 @@ async fn this_machine_imported_from_prometheus_is_trained_on_and_watched() {
     assert_eq!(done.len(), files);
     let scored: u64 = done.values().map(|f| f["rows"].as_u64().unwrap()).sum();
     assert_eq!(scored, imported["rows"].as_u64().unwrap());
+
+    // The watcher raised an alert while the memory was taken, on rows whose memory use rose.
+    let ctx = tads_sql::session();
+    let mut alerts_files = Vec::new();
+    for round in std::fs::read_dir(out.join("rounds")).unwrap() {
+        let file = round.unwrap().path().join("alerts/alerts.parquet");
+        if file.exists() {
+            alerts_files.push(file.to_string_lossy().into_owned());
+        }
+    }
+    let mut during = 0;
+    let window = format!(
+        "start_ts <= to_timestamp_micros({until}) AND end_ts >= to_timestamp_micros({from})",
+        from = micros(taken_from),
+        until = micros(taken_until + Duration::from_secs(1))
+    );
+    for (i, file) in alerts_files.iter().enumerate() {
+        let name = format!("a{i}");
+        ctx.register_parquet(&name, file, Default::default())
+            .await
+            .unwrap();
+        let n = scalar(&ctx, &format!("SELECT count(*) FROM {name} WHERE {window}")).await;
+        during += n.parse::<u64>().unwrap();
+    }
+    assert!(
+        during >= 1,
+        "no alert while a quarter of the memory was taken ({} alert files)",
+        alerts_files.len()
+    );
+    let scored_rows = crate::support::tads_session(&models).await;
+    crate::support::register_dir(&scored_rows, "s", &live).await;
+    let rise = scalar(
+        &scored_rows,
+        &format!(
+            "SELECT max(mem_used_pct) - min(mem_used_pct) FROM s WHERE ts >= to_timestamp_micros({}) AND ts <= to_timestamp_micros({})",
+            micros(taken_from) - 2_000_000,
+            micros(taken_until)
+        ),
+    )
+    .await;
+    assert!(
+        rise.parse::<f64>().unwrap() >= 10.0,
+        "memory use rose by {rise} points only"
+    );
+}
+
+/// A time as microseconds since the epoch.
+fn micros(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_micros() as i64
+}
+
+/// Takes a quarter of this machine's memory (at most half of what is available) and holds it
+/// for `hold`, every page touched; returns when it was taken and when freed.
+fn take_memory(hold: Duration) -> (SystemTime, SystemTime) {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib = |name: &str| -> usize {
+        meminfo
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    let bytes = (kib("MemTotal:") / 4).min(kib("MemAvailable:") / 2) * 1024;
+    let from = SystemTime::now();
+    let mut block = vec![0u8; bytes];
+    for i in (0..bytes).step_by(4096) {
+        block[i] = 1;
+    }
+    std::thread::sleep(hold);
+    std::hint::black_box(&block);
+    drop(block);
+    (from, SystemTime::now())
 }
 
 #[test]

@@ -199,6 +199,17 @@ pub fn train_cmd(model: &str, data: &Path, models: &Path, args: &[&str]) -> Outp
         .expect("run tads")
 }
 
+/// Registers the dataset in the folder `dir` as table `name` of `ctx`.
+pub async fn register_dir(ctx: &SessionContext, name: &str, dir: &Path) {
+    tads_sql::register_dataset(
+        ctx,
+        name,
+        &tads_store::Location::parse(dir.to_str().unwrap()).unwrap(),
+    )
+    .await
+    .unwrap();
+}
+
 /// A TADS session with every model below `models` loaded and every function registered.
 pub async fn tads_session(models: &Path) -> SessionContext {
     let ctx = tads_sql::session();
