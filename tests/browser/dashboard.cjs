@@ -1,6 +1,7 @@
 // The dashboard of `tads serve` in headless Chromium (Debian's, driven by playwright-core from
 // npm): every page loads with no console error, a host's timeline draws its charts with the
-// alerts shaded, and each page is saved as a screenshot.
+// alerts shaded, a score job started from the Jobs page runs to its end, and each page is saved
+// as a screenshot.
 //
 //   NODE_PATH=~/.cache/tads/node/node_modules node tests/browser/dashboard.cjs BASE_URL OUT_DIR
 //
@@ -63,13 +64,28 @@ async function main() {
     return n;
   });
 
+  // Jobs: start a score job from the form (the first telemetry table and model) and see it
+  // finish, live over Server-Sent Events.
+  await visit("#/jobs", "jobs", null);
+  await page.selectOption("#job-form select[name=kind]", "score");
+  await page.fill("#job-form input[name=out]", "scores-from-ui");
+  await page.click("#job-form button[type=submit]");
+  const done = '#jobs tbody tr[data-state="succeeded"], #jobs tbody tr[data-state="failed"], #jobs tbody tr[data-state="cancelled"]';
+  await page.waitForSelector(done, { timeout: 120000 }).catch(() => {});
+  seen.job_message = await page.locator("#job-message").textContent();
+  seen.job_rows = await page.locator("#jobs tbody tr").count();
+  seen.job_state = await page.locator("#jobs tbody tr").first().getAttribute("data-state");
+  seen.job_output = await page.locator("#jobs tbody tr td:nth-child(8)").first().textContent();
+  await page.screenshot({ path: `${out}/jobs.png`, fullPage: true });
+
   await browser.close();
   seen.errors = errors;
   console.log(JSON.stringify(seen));
   const ok = errors.length === 0 && seen.open_cards === 3 && seen.latest_rows > 0 && seen.charts === 2 &&
     seen.host_alert_rows === seen.host_alerts_api && seen.shaded_pixels > 100 &&
     seen.critical_only.every((s) => s === "critical") && seen.models > 0 &&
-    seen.recall_bars === 5 && seen.quality_tables === 2;
+    seen.recall_bars === 5 && seen.quality_tables === 2 && seen.job_rows === 1 &&
+    seen.job_state === "succeeded" && seen.job_output.includes("scored");
   process.exit(ok ? 0 : 1);
 }
 

@@ -8,6 +8,7 @@ mod bad_input;
 mod deliver;
 mod generate;
 mod golden;
+mod jobs;
 mod kill;
 mod pg;
 mod prometheus;

@@ -9,12 +9,13 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
-use crate::support::{assert_ok, assert_user_error, scalar, tads, tads_session};
+use crate::support::{assert_ok, assert_user_error, register_dir, scalar, tads, tads_session};
 
 /// A running `tads serve`, stopped when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    /// `http://127.0.0.1:PORT`
+    pub(crate) base: String,
 }
 
 impl Drop for Server {
@@ -25,7 +26,7 @@ impl Drop for Server {
 }
 
 /// Starts `tads serve` on a free port with `args`; waits for its "listening on" line.
-fn serve(args: &[&str]) -> Server {
+pub(crate) fn serve(args: &[&str]) -> Server {
     let mut child = tads()
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
@@ -47,7 +48,7 @@ fn serve(args: &[&str]) -> Server {
 }
 
 /// The demo's folder (data, models, scores), made once per test.
-fn demo(dir: &Path) -> PathBuf {
+pub(crate) fn demo(dir: &Path) -> PathBuf {
     let d = dir.join("demo");
     assert_ok(
         &tads()
@@ -84,7 +85,7 @@ fn run_ok(command: &mut Command, what: &str) -> String {
 }
 
 /// GET with an optional bearer token: status and JSON body.
-async fn get(url: &str, token: Option<&str>) -> (u16, Value) {
+pub(crate) async fn get(url: &str, token: Option<&str>) -> (u16, Value) {
     let mut request = reqwest::Client::new().get(url);
     if let Some(t) = token {
         request = request.bearer_auth(t);
@@ -113,20 +114,8 @@ async fn the_api_answers_what_datafusion_reads_and_schemathesis_finds_no_fault()
 
     // What the same files hold, read by DataFusion directly.
     let ctx = tads_session(&models).await;
-    tads_sql::register_dataset(
-        &ctx,
-        "t",
-        &tads_store::Location::parse(data.to_str().unwrap()).unwrap(),
-    )
-    .await
-    .unwrap();
-    tads_sql::register_dataset(
-        &ctx,
-        "a",
-        &tads_store::Location::parse(scores.join("alerts").to_str().unwrap()).unwrap(),
-    )
-    .await
-    .unwrap();
+    register_dir(&ctx, "t", &data).await;
+    register_dir(&ctx, "a", &scores.join("alerts")).await;
     let rows: i64 = scalar(&ctx, "SELECT count(*) FROM t")
         .await
         .parse()
@@ -444,7 +433,7 @@ async fn a_token_guards_the_api_and_is_needed_beyond_loopback() {
 /// The dashboard in headless Chromium (Debian's `chromium`, driven by `playwright-core` from
 /// npm, both installed by `scripts/test.sh`): `tests/browser/dashboard.cjs` loads every page with
 /// no console error and checks what it shows against the API, a host's charts with the alerts
-/// shaded among them. With `TADS_BLESS=1` its screenshots replace those in `docs/img/`.
+/// shaded among them, and starts a score job from the Jobs page and sees it finish. With `TADS_BLESS=1` its screenshots replace those in `docs/img/`.
 #[test]
 fn the_dashboard_loads_every_page_in_headless_chromium() {
     let tmp = tempfile::tempdir().unwrap();
@@ -456,6 +445,8 @@ fn the_dashboard_loads_every_page_in_headless_chromium() {
         d.join("scores").to_str().unwrap(),
         "--models",
         d.join("models").to_str().unwrap(),
+        "--work",
+        tmp.path().join("work").to_str().unwrap(),
     ]);
     let node_path = installed("TADS_TEST_NODE_PATH", "node/node_modules");
     assert!(
@@ -474,7 +465,7 @@ fn the_dashboard_loads_every_page_in_headless_chromium() {
     let text = run_ok(&mut out, "the dashboard in Chromium");
     let seen: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(seen["errors"], serde_json::json!([]), "{seen}");
-    for page in ["fleet", "alerts", "host", "quality"] {
+    for page in ["fleet", "alerts", "host", "quality", "jobs"] {
         let shot = shots.join(format!("{page}.png"));
         assert!(
             std::fs::metadata(&shot).unwrap().len() > 10_000,

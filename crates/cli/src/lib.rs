@@ -103,6 +103,14 @@ pub struct UserError(pub String);
 #[error("reported")]
 pub struct Reported;
 
+/// Whether `argv` (the program first) is a command line `tads` accepts: clap's one-line
+/// message otherwise (what `tads serve` answers a job request with).
+pub(crate) fn check_command_line(argv: &[String]) -> Result<(), String> {
+    Cli::try_parse_from(argv)
+        .map(|_| ())
+        .map_err(|e| clap_error_line(&e.render().to_string()))
+}
+
 /// Runs the command line in `std::env::args` and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

@@ -77,13 +77,17 @@ pub(crate) struct SqlArgs {
 }
 
 /// What a location turned out to be.
-enum Kind {
+pub(crate) enum Kind {
+    /// Telemetry (Parquet files, hive-partitioned or not).
     Telemetry,
+    /// A `tads score` output.
     Scores,
+    /// A directory of models.
     Models,
 }
 
-async fn kind_of(location: &Location) -> Result<Kind, UserError> {
+/// What `location` holds; an error naming it when it is none of the kinds.
+pub(crate) async fn kind_of(location: &Location) -> Result<Kind, UserError> {
     let bad = |e: String| UserError(format!("--data {location}: {e}"));
     if location.file().is_some() {
         return Ok(Kind::Telemetry);
@@ -125,6 +129,7 @@ fn free_name(ctx: &SessionContext, name: &str) -> String {
 }
 
 /// A table [`session`] registered.
+#[derive(Clone)]
 pub(crate) struct Registered {
     /// Its name in the session (`telemetry`, `scored`, `alerts`, `telemetry_2`, …).
     pub name: String,
@@ -191,38 +196,50 @@ pub(crate) async fn session_for(
     tads_sql::register_all(&ctx, &registry).map_err(|e| user(e.to_string()))?;
     let mut tables = Vec::new();
     for (location, kind) in datasets {
-        let parts: Vec<(&str, Location)> = match kind {
-            Kind::Telemetry => vec![("telemetry", location.clone())],
-            Kind::Scores => {
-                let mut p = vec![("scored", location.sub("scored"))];
-                if location
-                    .get_opt("alerts/alerts.parquet")
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_some()
-                {
-                    p.push(("alerts", location.sub("alerts")));
-                }
-                p
-            }
-            Kind::Models => vec![],
-        };
-        for (kind, loc) in parts {
-            let name = free_name(&ctx, kind);
-            let partitions = tads_sql::register_dataset(&ctx, &name, &loc)
-                .await
-                .map_err(|e| user(format!("--data {e}")))?;
-            tables.push(Registered {
-                name,
-                kind,
-                location: loc,
-                source: location.clone(),
-                partitions,
-            });
-        }
+        tables.extend(register_location(&ctx, &location, kind).await?);
     }
     Ok((ctx, registry, tables, lines))
+}
+
+/// Registers the tables of `location` (a dataset, or a score output's `scored` and `alerts`)
+/// under free names in `ctx`; a model directory registers none.
+pub(crate) async fn register_location(
+    ctx: &SessionContext,
+    location: &Location,
+    kind: Kind,
+) -> Result<Vec<Registered>, UserError> {
+    let parts: Vec<(&str, Location)> = match kind {
+        Kind::Telemetry => vec![("telemetry", location.clone())],
+        Kind::Scores => {
+            let mut p = vec![("scored", location.sub("scored"))];
+            if location
+                .get_opt("alerts/alerts.parquet")
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+            {
+                p.push(("alerts", location.sub("alerts")));
+            }
+            p
+        }
+        Kind::Models => vec![],
+    };
+    let mut tables = Vec::new();
+    for (kind, loc) in parts {
+        let name = free_name(ctx, kind);
+        let partitions = tads_sql::register_dataset(ctx, &name, &loc)
+            .await
+            .map_err(|e| UserError(format!("--data {e}")))?;
+        tables.push(Registered {
+            name,
+            kind,
+            location: loc,
+            source: location.clone(),
+            partitions,
+        });
+    }
+    Ok(tables)
 }
 
 pub(crate) async fn run(args: SqlArgs) -> anyhow::Result<()> {

@@ -34,16 +34,16 @@ impl ApiError {
         }
     }
 
-    fn bad(message: impl Into<String>) -> Self {
+    pub(crate) fn bad(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
-    fn missing(message: impl Into<String>) -> Self {
+    pub(crate) fn missing(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
     }
 
     /// A failure of the server itself (500).
-    fn internal(e: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(e: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     }
 }
@@ -149,19 +149,29 @@ async fn query(state: &AppState, sql: &str) -> Result<Vec<Value>, ApiError> {
     to_json(&batches)
 }
 
+/// The registered table `id`, if there is one.
+pub(crate) fn find_table(state: &AppState, id: &str) -> Option<super::Registered> {
+    state.tables().iter().find(|t| t.name == id).cloned()
+}
+
 /// The registered table `id`, or a 404 naming the ones there are.
-fn table<'a>(state: &'a AppState, id: &str) -> Result<&'a super::Registered, ApiError> {
-    state.tables.iter().find(|t| t.name == id).ok_or_else(|| {
-        let names: Vec<&str> = state.tables.iter().map(|t| t.name.as_str()).collect();
-        ApiError::missing(format!(
-            "no dataset `{id}` (datasets: {})",
-            if names.is_empty() {
-                "none".to_string()
-            } else {
-                names.join(", ")
-            }
-        ))
-    })
+fn table(state: &AppState, id: &str) -> Result<super::Registered, ApiError> {
+    let tables = state.tables();
+    tables
+        .iter()
+        .find(|t| t.name == id)
+        .cloned()
+        .ok_or_else(|| {
+            let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+            ApiError::missing(format!(
+                "no dataset `{id}` (datasets: {})",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ))
+        })
 }
 
 /// The columns of table `name` with their types.
@@ -204,7 +214,7 @@ pub(crate) async fn health(State(state): State<Shared>) -> Json<Value> {
     Json(json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
-        "datasets": state.tables.len(),
+        "datasets": state.tables().len(),
         "models": state.registry.names().len(),
     }))
 }
@@ -213,7 +223,7 @@ pub(crate) async fn health(State(state): State<Shared>) -> Json<Value> {
 pub(crate) async fn datasets(State(state): State<Shared>) -> Json<Value> {
     Json(Value::Array(
         state
-            .tables
+            .tables()
             .iter()
             .map(|t| {
                 json!({
@@ -496,8 +506,13 @@ pub(crate) async fn model(State(state): State<Shared>, Path(name): Path<String>)
 }
 
 /// The registered tables of a kind.
-fn of_kind<'a>(state: &'a AppState, kind: &str) -> Vec<&'a super::Registered> {
-    state.tables.iter().filter(|t| t.kind == kind).collect()
+fn of_kind(state: &AppState, kind: &str) -> Vec<super::Registered> {
+    state
+        .tables()
+        .iter()
+        .filter(|t| t.kind == kind)
+        .cloned()
+        .collect()
 }
 
 /// The filters of alerts that overlap `[from, to)`.
@@ -655,7 +670,7 @@ pub(crate) async fn timeline(
 /// Sets the gauges `/metrics` reports about the served data: open alerts by severity, models.
 pub(crate) async fn refresh_gauges(state: &AppState) {
     metrics::gauge!("tads_models_loaded").set(state.registry.names().len() as f64);
-    metrics::gauge!("tads_datasets_served").set(state.tables.len() as f64);
+    metrics::gauge!("tads_datasets_served").set(state.tables().len() as f64);
     let Some(all) = alerts_sql(state) else {
         return;
     };
@@ -672,7 +687,7 @@ pub(crate) async fn refresh_gauges(state: &AppState) {
 }
 
 /// The served score runs: each `scored` table's output folder with its manifest.
-async fn runs_served(state: &AppState) -> Vec<(ScoreManifest, &super::Registered)> {
+async fn runs_served(state: &AppState) -> Vec<(ScoreManifest, super::Registered)> {
     let mut runs = Vec::new();
     for t in of_kind(state, "scored") {
         if let Ok(Some(m)) = ScoreManifest::read(&t.source).await {

@@ -1,14 +1,20 @@
 //! `tads serve`: an HTTP API over the same DataFusion session as `tads sql` (datasets, scores,
 //! alerts and models as tables), its OpenAPI document and Prometheus metrics.
 //!
+//! Jobs (`POST /api/jobs`, see [`jobs`]) run the `generate`, `train`, `score` and `eval`
+//! commands as child processes that write below `--work`.
+//!
 //! Security: it listens on 127.0.0.1 by default; any other address needs `--token`. With a
-//! token, every route but the health check and `/metrics` needs `Authorization: Bearer <token>`
-//! when `--token-all` is given (mutating routes, when there are any, always need it). Request
-//! bodies are bounded, path parameters only ever name a registered table or a loaded model (no
-//! path reaches the file system), and the token is never logged.
+//! token, the mutating routes (starting and cancelling jobs) need `Authorization: Bearer
+//! <token>`, and with `--token-all` so does every route but the health check and `/metrics`.
+//! Request bodies are bounded, path parameters only ever name a registered table, a loaded model
+//! or a job (no path reaches the file system; a job's paths stay below `--work`), and the token
+//! is never logged.
 
 mod api;
 mod dashboard;
+mod job_args;
+mod jobs;
 mod openapi;
 
 use std::net::SocketAddr;
@@ -40,10 +46,16 @@ Routes: GET /api/health, /api/datasets, /api/datasets/{id}, /api/datasets/{id}/s
 /api/datasets/{id}/topk, /api/datasets/{id}/histogram, /api/datasets/{id}/timeseries, /api/runs, /api/runs/{id}/eval, /api/runs/{id}/errors, /api/models, /api/models/{name}, /api/alerts, \
 /api/hosts/{host}/timeline; /api/openapi.json describes each with its parameters and responses; \
 /metrics is for Prometheus. Errors are JSON {\"error\": \"…\"} with a 4xx code.\n\n\
-It listens on 127.0.0.1 only unless --token (or TADS_TOKEN) is set; with --token-all every API route \
-needs `Authorization: Bearer <token>`. Ctrl-C stops it.",
+Jobs (with --work DIR): POST /api/jobs {\"kind\": \"generate|train|score|eval\", \"args\": {…}} runs the \
+command as a child process writing below DIR (at most --jobs at once); GET /api/jobs, /api/jobs/{id}, \
+/api/jobs/{id}/events (Server-Sent Events) follow it; DELETE /api/jobs/{id} cancels it. A finished job's \
+output is served at once.\n\n\
+It listens on 127.0.0.1 only unless --token (or TADS_TOKEN) is set; with a token, starting and cancelling \
+jobs need `Authorization: Bearer <token>`, and with --token-all every API route does. Ctrl-C stops it.",
     after_help = "Examples:\n  tads serve --data tads-demo/data --data tads-demo/scores --models tads-demo/models\n  \
 curl -s localhost:8080/api/alerts?severity=critical\n  \
+tads serve --data tads-demo/data --models tads-demo/models --work /tmp/tads-work\n  \
+curl -s -X POST localhost:8080/api/jobs -d '{\"kind\":\"score\",\"args\":{\"data\":\"telemetry\",\"model\":\"hosts\",\"out\":\"s1\"}}' -H 'Content-Type: application/json'\n  \
 TADS_TOKEN=secret tads serve --listen 0.0.0.0:8080 --token-all --data scores/"
 )]
 pub(crate) struct ServeArgs {
@@ -62,19 +74,33 @@ pub(crate) struct ServeArgs {
     /// Require the token on every API route, not only on mutating ones
     #[arg(long)]
     token_all: bool,
+    /// The folder jobs (POST /api/jobs) write in; without it, jobs are refused
+    #[arg(long, value_name = "DIR")]
+    work: Option<std::path::PathBuf>,
+    /// Jobs that run at once; the others wait
+    #[arg(long = "jobs", default_value_t = 1, value_name = "N")]
+    job_slots: usize,
 }
 
 /// What every handler shares.
 pub(crate) struct AppState {
     ctx: SessionContext,
     registry: ModelRegistry,
-    tables: Vec<Registered>,
+    tables: std::sync::RwLock<Vec<Registered>>,
+    jobs: jobs::Jobs,
     token: Option<String>,
     token_all: bool,
     metrics: PrometheusHandle,
 }
 
 type Shared = Arc<AppState>;
+
+impl AppState {
+    /// The tables served now (a finished job's output joins them).
+    fn tables(&self) -> std::sync::RwLockReadGuard<'_, Vec<Registered>> {
+        self.tables.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// The largest request body accepted (no route takes a large one).
 const MAX_BODY: usize = 64 * 1024;
@@ -93,6 +119,19 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
+    let work = match args.work {
+        Some(dir) => std::fs::create_dir_all(&dir)
+            .and_then(|()| dir.canonicalize())
+            .map(Some)
+            .map_err(|e| UserError(format!("--work {}: {e}", dir.display())))?,
+        None => None,
+    };
+    // Jobs train into and score with --models, else <work>/models.
+    let job_models = match (&args.models, &work) {
+        (Some(m), _) => m.clone(),
+        (None, Some(w)) => w.join("models").to_string_lossy().into_owned(),
+        (None, None) => "models".to_string(),
+    };
     let (ctx, registry, tables, lines) = session_for(&args.data, args.models.as_deref()).await?;
     let metrics = PrometheusBuilder::new()
         .install_recorder()
@@ -100,7 +139,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let state = Arc::new(AppState {
         ctx,
         registry,
-        tables,
+        tables: std::sync::RwLock::new(tables),
+        jobs: jobs::Jobs::new(work, job_models, args.job_slots),
         token,
         token_all: args.token_all,
         metrics,
@@ -112,7 +152,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     for l in &lines {
         eprintln!("{l}");
     }
-    for t in &state.tables {
+    for t in state.tables().iter() {
         eprintln!("{}: {}", t.name, t.location);
     }
     // The line a supervisor (or a test) waits for, with the port actually bound.
@@ -145,6 +185,9 @@ fn router(state: Shared) -> Router {
         .route("/api/runs/{id}/eval", get(api::eval))
         .route("/api/runs/{id}/errors", get(api::errors))
         .route("/api/hosts/{host}/timeline", get(api::timeline))
+        .route("/api/jobs", get(jobs::list).post(jobs::create))
+        .route("/api/jobs/{id}", get(jobs::get).delete(jobs::cancel))
+        .route("/api/jobs/{id}/events", get(jobs::events))
         .route("/metrics", get(prometheus))
         .route("/", get(dashboard::index))
         .route("/assets/{file}", get(dashboard::asset))

@@ -216,8 +216,125 @@ fn schemas() -> Value {
                 "groups": { "type": "object" }
             }
         },
-        "Timeline": timeline()
+        "Timeline": timeline(),
+        "JobRequest": job_request(),
+        "Job": job()
     })
+}
+
+fn job_request() -> Value {
+    json!({
+        "type": "object",
+        "required": ["kind"],
+        "additionalProperties": false,
+        "properties": {
+            "kind": { "type": "string", "enum": ["generate", "train", "score", "eval"] },
+            "args": {
+                "type": "object",
+                "description": "the command's options by long name: out (generate, score: a folder below --work), data (train, score) and scored (eval): a served table id or a folder below --work; model, hosts, duration, set, … as on the command line; true for a flag, a list to repeat",
+                "additionalProperties": {
+                    "oneOf": [
+                        { "type": "string" }, { "type": "number" }, { "type": "boolean" },
+                        { "type": "array", "items": { "oneOf": [{ "type": "string" }, { "type": "number" }] } }
+                    ]
+                }
+            }
+        }
+    })
+}
+
+fn job() -> Value {
+    json!({
+        "type": "object",
+        "required": ["id", "kind", "state", "argv", "created_at", "rows_done", "served_as", "log"],
+        "properties": {
+            "id": { "type": "string" },
+            "kind": { "type": "string", "enum": ["generate", "train", "score", "eval"] },
+            "state": { "type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"] },
+            "argv": { "type": "array", "items": { "type": "string" } },
+            "created_at": { "type": "string" },
+            "started_at": string_or_null(),
+            "finished_at": string_or_null(),
+            "phase": string_or_null(),
+            "rows_done": { "type": "integer", "minimum": 0 },
+            "rows_total": int_or_null(),
+            "rows_per_s": { "type": "number", "nullable": true },
+            "eta_s": { "type": "number", "nullable": true },
+            "output": string_or_null(),
+            "served_as": { "type": "array", "items": { "type": "string" } },
+            "error": string_or_null(),
+            "exit_code": int_or_null(),
+            "result": { "nullable": true },
+            "log": { "type": "array", "items": { "type": "string" } }
+        }
+    })
+}
+
+/// The routes of jobs.
+fn job_paths(p: &mut Map<String, Value>) {
+    let id = || {
+        param(
+            "id",
+            "path",
+            json!({"type": "string"}),
+            "a job id from /api/jobs",
+        )
+    };
+    let missing = ("404", "no such job");
+    let accepted = |what: &str| {
+        let mut r = responses(ok(what, reference("Job")), &[missing]);
+        let body = r.as_object_mut().and_then(|m| m.remove("200"));
+        r["202"] = body.unwrap_or_default();
+        r
+    };
+    let mut post = responses(
+        ok("unused", reference("Job")),
+        &[
+            ("400", "the request or one of its options is wrong"),
+            ("409", "the server has no --work folder"),
+            ("415", "the body is not JSON"),
+            ("413", "the body is too large"),
+        ],
+    );
+    if let Some(m) = post.as_object_mut() {
+        let body = m.remove("200");
+        m.insert("202".into(), body.unwrap_or_default());
+    }
+    p.insert(
+        "/api/jobs".into(),
+        json!({
+            "get": { "summary": "every job, newest first", "parameters": [],
+                     "responses": responses(ok("jobs", array_of("Job")), &[]) },
+            "post": {
+                "summary": "start a generate, train, score or eval job",
+                "requestBody": { "required": true, "content": { "application/json": {
+                    "schema": reference("JobRequest") } } },
+                "responses": post
+            }
+        }),
+    );
+    let mut cancel = accepted("the job, being cancelled");
+    cancel["409"] = ok("the job has already ended", reference("Error"));
+    p.insert(
+        "/api/jobs/{id}".into(),
+        json!({
+            "get": { "summary": "one job", "parameters": [id()],
+                     "responses": responses(ok("the job", reference("Job")), &[missing]) },
+            "delete": { "summary": "cancel a queued or running job", "parameters": [id()],
+                        "responses": cancel }
+        }),
+    );
+    let mut events = responses(
+        json!({ "description": "Server-Sent Events: `job` events with the Job as data, the last in a final state",
+                "content": { "text/event-stream": { "schema": { "type": "string" } } } }),
+        &[missing],
+    );
+    events["200"]["x-stream"] = json!(true);
+    p.insert(
+        "/api/jobs/{id}/events".into(),
+        json!({ "get": { "summary": "a job's progress as it happens", "parameters": [id()],
+                         "responses": events } }),
+    );
 }
 
 /// A JSON response of `schema` (a name under components, or an inline schema).
@@ -423,6 +540,7 @@ fn paths() -> Value {
             responses(ok("the timeline", reference("Timeline")), &[bad, missing]),
         ),
     );
+    job_paths(&mut p);
     p.insert("/metrics".into(), json!({ "get": { "summary": "Prometheus metrics", "responses": {
         "200": { "description": "the text format", "content": { "text/plain": { "schema": { "type": "string" } } } }
     }}}));

@@ -4,8 +4,16 @@
 const main = document.getElementById("main");
 const statusLine = document.getElementById("status");
 
-async function api(path) {
-  const response = await fetch(path, { headers: { Accept: "application/json" } });
+// The server's token, when it asks for one (kept for this tab only).
+function headers(extra) {
+  const h = { Accept: "application/json", ...(extra || {}) };
+  const token = sessionStorage.getItem("tadsToken");
+  if (token) h.Authorization = "Bearer " + token;
+  return h;
+}
+
+async function api(path, init) {
+  const response = await fetch(path, { ...(init || {}), headers: headers(init && init.headers) });
   const body = await response.json();
   if (!response.ok) throw new Error(body.error || response.statusText);
   return body;
@@ -189,11 +197,120 @@ async function host(name) {
   }, [xs, ...metrics.map((m) => t.rows.map((r) => r[m]))], metricChart);
 }
 
+// Jobs: a form that starts one, and every job with its progress, live over Server-Sent Events.
+const jobFields = {
+  generate: [["out", "generated"], ["hosts", "20"], ["duration", "2d"], ["seed", "42"]],
+  train: [["data", ""], ["model", "m"]],
+  score: [["data", ""], ["model", ""], ["out", "scores"]],
+  eval: [["scored", ""]],
+};
+const following = new Set();
+
+function jobProgress(j) {
+  const pct = j.rows_total ? Math.min(100, (100 * j.rows_done) / j.rows_total) : (j.state === "succeeded" ? 100 : 0);
+  return el("span", {}, el("span", { class: "progress" }, el("span", { style: `width: ${pct.toFixed(0)}%` })),
+    ` ${j.rows_done.toLocaleString()}${j.rows_total ? " / " + j.rows_total.toLocaleString() : ""} rows`);
+}
+
+function jobRow(j) {
+  const cancel = el("button", { type: "button" }, "Cancel");
+  cancel.addEventListener("click", () => api(`/api/jobs/${j.id}`, { method: "DELETE" }).catch((e) => alert(e.message)));
+  return el("tr", { id: "job-" + j.id, "data-state": j.state },
+    el("td", {}, j.id), el("td", {}, j.kind), el("td", { class: "state " + j.state }, j.state),
+    el("td", {}, j.phase || ""), el("td", {}, jobProgress(j)),
+    el("td", {}, j.rows_per_s ? Math.round(j.rows_per_s).toLocaleString() : ""),
+    el("td", {}, j.eta_s != null ? j.eta_s.toFixed(0) + " s" : ""),
+    el("td", {}, j.error ? el("span", { class: "error" }, j.error) : (j.served_as.join(", ") || j.output || "")),
+    el("td", {}, j.state === "queued" || j.state === "running" ? cancel : ""));
+}
+
+// Reads a job's event stream (fetch, so that the token header can go with it) and updates its row.
+async function follow(id) {
+  if (following.has(id)) return;
+  following.add(id);
+  try {
+    const response = await fetch(`/api/jobs/${id}/events`, { headers: headers({ Accept: "text/event-stream" }) });
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+        if (!data) continue;
+        const j = JSON.parse(data);
+        const row = document.getElementById("job-" + j.id);
+        if (row) row.replaceWith(jobRow(j));
+      }
+    }
+  } finally {
+    following.delete(id);
+  }
+}
+
+async function jobsPage() {
+  const [list, datasets, modelList] = await Promise.all([api("/api/jobs"), api("/api/datasets"), api("/api/models")]);
+  const kind = el("select", { name: "kind" }, ...Object.keys(jobFields).map((k) => el("option", { value: k }, k)));
+  const fields = el("span", { class: "fields" });
+  const options = (k) => {
+    if (k === "data") return datasets.filter((d) => d.kind === "telemetry").map((d) => d.id);
+    if (k === "scored") return datasets.filter((d) => d.kind === "scored").map((d) => d.id);
+    // A group's members are listed as group/member; a job scores with the group.
+    if (k === "model" && kind.value === "score") return [...new Set(modelList.map((m) => m.name.split("/")[0]))];
+    return null;
+  };
+  const showFields = () => fields.replaceChildren(...jobFields[kind.value].map(([k, v]) => {
+    const choices = options(k);
+    const input = choices ? el("select", { name: k }, ...choices.map((c) => el("option", { value: c }, c)))
+      : el("input", { name: k, value: v, size: 10 });
+    return el("label", {}, k + " ", input);
+  }));
+  kind.addEventListener("change", showFields);
+  showFields();
+  const token = el("input", { name: "token", type: "password", placeholder: "token, if the server has one", size: 18 });
+  const message = el("span", { id: "job-message" });
+  const form = el("form", { class: "filters", id: "job-form" }, kind, fields,
+    el("label", {}, "overwrite ", el("input", { name: "overwrite", type: "checkbox" })), token,
+    el("button", { type: "submit" }, "Start"), message);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if (token.value) sessionStorage.setItem("tadsToken", token.value);
+    const args = {};
+    for (const [k, v] of new FormData(form)) {
+      if (k === "kind" || k === "token") continue;
+      if (k === "overwrite") args.overwrite = true; else if (v !== "") args[k] = v;
+    }
+    try {
+      const job = await api("/api/jobs", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ kind: kind.value, args }),
+      });
+      message.textContent = `job ${job.id} started`;
+      message.className = "";
+      document.querySelector("#jobs tbody").prepend(jobRow(job));
+      follow(job.id);
+    } catch (err) {
+      message.textContent = err.message;
+      message.className = "error";
+    }
+  });
+  const jobs = el("table", { id: "jobs" },
+    el("thead", {}, el("tr", {}, ...["job", "kind", "state", "phase", "progress", "rows/s", "ETA", "output", ""].map((h) => el("th", {}, h)))),
+    el("tbody", {}, ...list.map(jobRow)));
+  main.replaceChildren(el("h2", {}, "Start a job"), form, el("h2", {}, "Jobs, newest first"), jobs);
+  for (const j of list) if (j.state === "queued" || j.state === "running") follow(j.id);
+}
+
 async function route() {
   const hash = location.hash.replace(/^#/, "") || "/";
   const [path, query] = hash.split("?");
   const page = path.startsWith("/host/") ? "host" : path.startsWith("/alerts") ? "alerts"
-    : path.startsWith("/models") ? "models" : path.startsWith("/quality") ? "quality" : "fleet";
+    : path.startsWith("/models") ? "models" : path.startsWith("/quality") ? "quality"
+    : path.startsWith("/jobs") ? "jobs" : "fleet";
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.page === page);
   main.replaceChildren(el("p", {}, "loading…"));
   try {
@@ -201,6 +318,7 @@ async function route() {
     else if (page === "alerts") await alertsPage(query || "");
     else if (page === "models") await models();
     else if (page === "quality") await quality();
+    else if (page === "jobs") await jobsPage();
     else await fleet();
     main.dataset.loaded = page;
   } catch (e) {
