@@ -77,6 +77,7 @@ fn bench(c: &mut Criterion) {
         overwrite: true,
         group_by: None,
         break_lock: false,
+        threads: 0,
     };
     // The model the score benches use.
     runtime.block_on(train(&train_job)).unwrap();

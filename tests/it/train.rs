@@ -517,3 +517,29 @@ fn a_stale_name_lock_is_named_and_broken_on_request() {
     let left: Vec<_> = std::fs::read_dir(f.models.join("s")).unwrap().collect();
     assert_eq!(left.len(), 1, "only model.json is left");
 }
+
+/// `--threads` sets the partitions training runs in: one partition or four give the same model
+/// (exact medians and MADs; components and limits to rounding, since partitions merge their
+/// co-moments in any order).
+#[test]
+fn one_thread_or_four_train_the_same_model() {
+    let f = Fixture::new();
+    assert_ok(&f.train(&["--model", "one", "--threads", "1", "--quiet"]));
+    assert_ok(&f.train(&["--model", "four", "--threads", "4", "--quiet"]));
+    let (one, four) = (read_model(&f.models, "one"), read_model(&f.models, "four"));
+    assert_eq!(one.features, four.features);
+    assert_eq!(one.median, four.median, "exact medians");
+    assert_eq!(one.mad, four.mad, "exact MADs");
+    assert_eq!(one.training.rows_used, four.training.rows_used);
+    same_components(&one, &four, 1e-9);
+    for (a, b, what) in [
+        (
+            one.thresholds.spe_jm_999,
+            four.thresholds.spe_jm_999,
+            "SPE limit",
+        ),
+        (one.thresholds.t2_999, four.thresholds.t2_999, "T² limit"),
+    ] {
+        close(a.unwrap_or(0.0), b.unwrap_or(0.0), 1e-9, what);
+    }
+}

@@ -67,6 +67,9 @@ pub(crate) struct TrainArgs {
     /// Remove the name's lock left by a training that is gone (killed, or on a lost machine)
     #[arg(long)]
     break_lock: bool,
+    /// Partitions the training statements run in (default: one per core)
+    #[arg(long, default_value_t = 0, value_parser = crate::parse_threads)]
+    threads: usize,
     /// Print nothing but errors
     #[arg(long, short)]
     quiet: bool,
@@ -151,6 +154,7 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
         overwrite: args.overwrite,
         group_by: args.group_by.clone(),
         break_lock: args.break_lock,
+        threads: args.threads,
     };
     let run = crate::pg::Run {
         id: crate::pg::run_id("train", started_at),

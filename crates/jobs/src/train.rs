@@ -47,6 +47,8 @@ pub struct TrainJob {
     pub group_by: Option<String>,
     /// Remove the name's lock first (its holder is known to be gone).
     pub break_lock: bool,
+    /// Partitions the statements run in (0: one per core).
+    pub threads: usize,
 }
 
 /// What was trained.
@@ -313,7 +315,11 @@ fn exists(job: &TrainJob, path: &str) -> Error {
 
 /// Opens the data and checks the features, the filter and the group column.
 async fn prepare(job: &TrainJob) -> Result<Prepared> {
-    let ctx = tads_sql::session();
+    let mut state = tads_sql::session().state();
+    if job.threads > 0 {
+        state.config_mut().options_mut().execution.target_partitions = job.threads;
+    }
+    let ctx = SessionContext::new_with_state(state);
     let registry = ModelRegistry::new();
     tads_sql::register_all(&ctx, &registry)?;
     let partitions = tads_sql::register_dataset(&ctx, "telemetry", &job.data).await?;
