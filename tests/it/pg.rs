@@ -204,6 +204,51 @@ async fn every_command_mirrors_and_the_counts_equal_the_parquet_outputs() {
         .unwrap()
         .get(0);
     assert_eq!(eval, 5, "one events row per anomaly type");
+
+    // The Grafana dashboard (grafana/tads-dashboard.json) over this very mirror: every panel's
+    // and annotation's SQL, with Grafana's macros and variables expanded as Grafana does
+    // (all hosts, all time), runs and gives the columns its panel needs.
+    let queries = grafana_queries(&s.name);
+    assert_eq!(
+        queries.len(),
+        6,
+        "the variable, the annotation and four panels"
+    );
+    for (what, sql) in &queries {
+        let rows = client
+            .query(sql.as_str(), &[])
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}\n{sql}"));
+        let columns: Vec<&str> = rows
+            .first()
+            .map(|r| r.columns().iter().map(|c| c.name()).collect())
+            .unwrap_or_default();
+        match what.as_str() {
+            "annotation TADS alerts" => {
+                assert_eq!(rows.len() as i64, alerts, "{what}");
+                assert_eq!(columns, ["time", "timeend", "text", "tags"], "{what}");
+            }
+            "panel Alert peak score over time, per host" => {
+                assert_eq!(rows.len() as i64, alerts, "{what}");
+                assert_eq!(columns, ["time", "metric", "value"], "{what}");
+            }
+            "panel Open alerts by severity" => {
+                assert_eq!(rows.len(), 3, "{what}");
+                let open: i64 = rows.iter().map(|r| r.get::<_, i64>(1)).sum();
+                let expected = client
+                    .query_one(
+                        &format!("SELECT count(*) FROM {}.alerts WHERE open", s.name),
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get::<_, i64>(0);
+                assert_eq!(open, expected, "{what}");
+            }
+            "panel Runs" => assert_eq!(rows.len(), 4, "{what}"),
+            _ => assert!(!rows.is_empty(), "{what}: no rows"),
+        }
+    }
 }
 
 fn alerts(n: usize, run: &str) -> Vec<AlertRow> {
@@ -488,4 +533,56 @@ async fn watch_mirrors_each_round_and_replaces_an_alert_as_it_closes() {
         assert_eq!(open_of(carried).await, open, "{day}");
     }
     assert_eq!(s.count("runs").await, 2);
+}
+
+/// The SQL of every query in `grafana/tads-dashboard.json` (the host variable's, the
+/// annotations' and the panels' targets) with `$schema`, `$host` (all: `'%'`) and
+/// `$__timeFilter(col)` (all time) expanded, named by where it comes from.
+fn grafana_queries(schema: &str) -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana/tads-dashboard.json");
+    let d: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let mut out = Vec::new();
+    for v in d["templating"]["list"].as_array().unwrap() {
+        if v["type"] == "query" {
+            out.push((
+                format!("variable {}", v["name"]),
+                v["query"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    for a in d["annotations"]["list"].as_array().unwrap() {
+        let sql = a["target"]["rawSql"].as_str().unwrap().to_string();
+        out.push((format!("annotation {}", a["name"].as_str().unwrap()), sql));
+    }
+    for p in d["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            let sql = t["rawSql"].as_str().unwrap().to_string();
+            out.push((format!("panel {}", p["title"].as_str().unwrap()), sql));
+        }
+    }
+    out.into_iter()
+        .map(|(what, sql)| {
+            let sql = expand_time_filter(&sql.replace("$schema", schema).replace("$host", "'%'"));
+            (what, sql)
+        })
+        .collect()
+}
+
+/// `$__timeFilter(col)` → `col BETWEEN '-infinity' AND 'infinity'`, as Grafana expands it for
+/// a range that holds every row.
+fn expand_time_filter(sql: &str) -> String {
+    let mut out = String::new();
+    let mut rest = sql;
+    while let Some(at) = rest.find("$__timeFilter(") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + "$__timeFilter(".len()..];
+        let end = after.find(')').expect("a closing parenthesis");
+        out.push_str(&format!(
+            "{} BETWEEN '-infinity'::timestamptz AND 'infinity'::timestamptz",
+            &after[..end]
+        ));
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
