@@ -162,7 +162,15 @@ async fn a_killed_generate_is_never_read_as_finished_and_a_rerun_recovers() {
             .filter(|(p, _)| p != "_manifest.json")
             .cloned()
             .collect();
-        assert!(got == want, "kill at {after:?}: the rerun's files differ");
+        let names = |files: &[(String, Vec<u8>)]| -> Vec<String> {
+            files.iter().map(|(p, _)| p.clone()).collect()
+        };
+        assert!(
+            got == want,
+            "kill at {after:?}: the rerun's files differ: {:?} against {:?}",
+            names(&got),
+            names(&want)
+        );
     }
     assert!(
         killed >= 2,

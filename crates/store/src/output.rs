@@ -129,7 +129,8 @@ async fn prepare(location: &Location, overwrite: bool, writer: &str, id: &str) -
     {
         location.delete(&o.location).await?;
     }
-    if overwrite {
+    // Replaced, or empty as far as listing shows: a killed writer's staging files go too.
+    if overwrite || old.is_empty() {
         let names = old.iter().filter_map(|o| location.relative(&o.location));
         remove_local_staging(location, &names.collect());
     }
@@ -263,7 +264,8 @@ fn name_some(names: &[String]) -> String {
 }
 
 /// Removes the staging files (`name#N`) that a killed local writer left beside the files in
-/// `names`; object stores do not list them, so only the file system can find them.
+/// `names`, TADS's output files, manifest, marker and lock; object stores do not list them, so
+/// only the file system can find them.
 fn remove_local_staging(location: &Location, names: &BTreeSet<String>) {
     if location.scheme() != Scheme::Local {
         return;
@@ -291,7 +293,10 @@ fn remove_local_staging(location: &Location, names: &BTreeSet<String>) {
                 .ok()
                 .and_then(|r| r.to_str())
                 .map(str::to_string);
-            if staged && rel.is_some_and(|r| names.contains(&r) || is_output_file(&r)) {
+            // TADS's own manifest, marker and lock too: a writer killed while it put one of
+            // them leaves its staging file, which no listing shows.
+            let own = |r: &str| matches!(r, MANIFEST | IN_PROGRESS | LOCK);
+            if staged && rel.is_some_and(|r| names.contains(&r) || is_output_file(&r) || own(&r)) {
                 let _ = std::fs::remove_file(&path);
             }
         }
@@ -321,6 +326,35 @@ mod tests {
             "alerts/other.parquet",
         ] {
             assert!(!is_output_file(theirs), "{theirs}");
+        }
+    }
+
+    #[test]
+    fn staging_files_a_killed_writer_left_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("date=2026-01-01")).unwrap();
+        let left = [
+            "_tads_lock.json#1",
+            "_tads_in_progress.json#2",
+            "_manifest.json#1",
+            "date=2026-01-01/part-00000.parquet#3",
+        ];
+        let kept = [
+            "notes.txt#1",
+            "date=2026-01-01/mine.csv#2",
+            "date=2026-01-01/part-00000.parquet",
+        ];
+        for f in left.iter().chain(&kept) {
+            std::fs::write(root.join(f), b"x").unwrap();
+        }
+        let location = Location::parse(root.to_str().unwrap()).unwrap();
+        remove_local_staging(&location, &BTreeSet::new());
+        for f in left {
+            assert!(!root.join(f).exists(), "{f} is left");
+        }
+        for f in kept {
+            assert!(root.join(f).exists(), "{f} was removed");
         }
     }
 
