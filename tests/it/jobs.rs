@@ -272,6 +272,16 @@ async fn a_cancelled_job_stops_and_leaves_no_complete_output_and_bad_requests_ar
     let (status, _) = get(&format!("{base}/api/jobs/77"), None).await;
     assert_eq!(status, 404);
 
+    // A file as --work is refused in one line.
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let out = crate::support::tads()
+        .args(["serve", "--listen", "127.0.0.1:0", "--work"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    crate::support::assert_user_error(&out, "is a file, not a folder");
+
     // Without --work, no job runs.
     let plain = serve(&[]);
     let (status, answer) = post(

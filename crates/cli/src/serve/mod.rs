@@ -120,6 +120,13 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .into());
     }
     let work = match args.work {
+        Some(dir) if dir.exists() && !dir.is_dir() => {
+            return Err(UserError(format!(
+                "--work {}: is a file, not a folder jobs can write in",
+                dir.display()
+            ))
+            .into());
+        }
         Some(dir) => std::fs::create_dir_all(&dir)
             .and_then(|()| dir.canonicalize())
             .map(Some)
