@@ -198,7 +198,7 @@ pub(crate) async fn create(
     let jobs = &state.jobs;
     let (argv, output) = super::job_args::command_line(&state, jobs, &req)?;
     let cancel = Arc::new(Notify::new());
-    let (id, rx) = {
+    let (tx, rx) = {
         let mut entries = jobs.entries();
         let n = entries.keys().next_back().map_or(1, |n| n + 1);
         let view = JobView {
@@ -227,17 +227,12 @@ pub(crate) async fn create(
         entries.insert(
             n,
             Entry {
-                view: tx,
+                view: tx.clone(),
                 cancel: Arc::clone(&cancel),
             },
         );
-        (n, rx)
+        (tx, rx)
     };
-    let tx = jobs
-        .entries()
-        .get(&id)
-        .map(|e| e.view.clone())
-        .ok_or_else(|| ApiError::internal("the job vanished"))?;
     tokio::spawn(run(Arc::clone(&state), argv, output, tx, cancel));
     let view = rx.borrow().clone();
     Ok((StatusCode::ACCEPTED, Json(view)).into_response())

@@ -281,14 +281,17 @@ fn job_paths(p: &mut Map<String, Value>) {
         )
     };
     let missing = ("404", "no such job");
-    let accepted = |what: &str| {
-        let mut r = responses(ok(what, reference("Job")), &[missing]);
-        let body = r.as_object_mut().and_then(|m| m.remove("200"));
-        r["202"] = body.unwrap_or_default();
+    // A job as the answer, with 202 Accepted instead of 200.
+    let accepted = |what: &str, errors: &[(&str, &str)]| {
+        let mut r = responses(ok(what, reference("Job")), errors);
+        if let Some(m) = r.as_object_mut() {
+            let body = m.remove("200");
+            m.insert("202".into(), body.unwrap_or_default());
+        }
         r
     };
-    let mut post = responses(
-        ok("unused", reference("Job")),
+    let post = accepted(
+        "the job, queued",
         &[
             ("400", "the request or one of its options is wrong"),
             ("409", "the server has no --work folder"),
@@ -296,10 +299,6 @@ fn job_paths(p: &mut Map<String, Value>) {
             ("413", "the body is too large"),
         ],
     );
-    if let Some(m) = post.as_object_mut() {
-        let body = m.remove("200");
-        m.insert("202".into(), body.unwrap_or_default());
-    }
     p.insert(
         "/api/jobs".into(),
         json!({
@@ -313,7 +312,7 @@ fn job_paths(p: &mut Map<String, Value>) {
             }
         }),
     );
-    let mut cancel = accepted("the job, being cancelled");
+    let mut cancel = accepted("the job, being cancelled", &[missing]);
     cancel["409"] = ok("the job has already ended", reference("Error"));
     p.insert(
         "/api/jobs/{id}".into(),
