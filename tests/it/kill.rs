@@ -153,9 +153,11 @@ async fn a_killed_generate_is_never_read_as_finished_and_a_rerun_recovers() {
         }
         let rerun = generate(out.to_str().unwrap(), &[SMALL, &["--overwrite"]].concat());
         assert_ok(&rerun);
+        // A lock's staging file (`_tads_lock.json#N`) left by the killed run stays until it is
+        // a minute old: until then it may be another writer's put in flight.
         let got: Vec<(String, Vec<u8>)> = contents(&out)
             .into_iter()
-            .filter(|(p, _)| p != "_manifest.json")
+            .filter(|(p, _)| p != "_manifest.json" && !p.starts_with("_tads_lock.json#"))
             .collect();
         let want: Vec<(String, Vec<u8>)> = expected
             .iter()

@@ -294,9 +294,22 @@ fn remove_local_staging(location: &Location, names: &BTreeSet<String>) {
                 .and_then(|r| r.to_str())
                 .map(str::to_string);
             // TADS's own manifest, marker and lock too: a writer killed while it put one of
-            // them leaves its staging file, which no listing shows.
-            let own = |r: &str| matches!(r, MANIFEST | IN_PROGRESS | LOCK);
-            if staged && rel.is_some_and(|r| names.contains(&r) || is_output_file(&r) || own(&r)) {
+            // them leaves its staging file, which no listing shows. Only the lock's holder
+            // writes the others, but another writer may be putting the lock right now (to find
+            // it taken): its staging file goes only once it is a minute old.
+            let own = |r: &str| matches!(r, MANIFEST | IN_PROGRESS);
+            let stale_lock = |r: &str| {
+                r == LOCK
+                    && entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() >= 60))
+            };
+            if staged
+                && rel.is_some_and(|r| {
+                    names.contains(&r) || is_output_file(&r) || own(&r) || stale_lock(&r)
+                })
+            {
                 let _ = std::fs::remove_file(&path);
             }
         }
@@ -340,14 +353,23 @@ mod tests {
             "_manifest.json#1",
             "date=2026-01-01/part-00000.parquet#3",
         ];
+        // A lock's staging file younger than a minute may be another writer's put in flight.
         let kept = [
             "notes.txt#1",
             "date=2026-01-01/mine.csv#2",
             "date=2026-01-01/part-00000.parquet",
+            "_tads_lock.json#2",
         ];
         for f in left.iter().chain(&kept) {
             std::fs::write(root.join(f), b"x").unwrap();
         }
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        std::fs::File::options()
+            .write(true)
+            .open(root.join("_tads_lock.json#1"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         let location = Location::parse(root.to_str().unwrap()).unwrap();
         remove_local_staging(&location, &BTreeSet::new());
         for f in left {
