@@ -95,7 +95,10 @@ async fn every_row_gets_the_scores_sql_gives_in_the_input_partitioning() {
     let ctx = session(&f.data, &f.models, &out.join("scored")).await;
     assert_eq!(scalar(&ctx, "SELECT count(*) FROM scored").await, "25920");
     // With the default drift baseline, each metric is shifted by how far its host's median of
-    // the previous UTC day lies from the model's median (no shift on the first day).
+    // the previous UTC day lies from the model's median; on the first day, which has no previous
+    // day, by how far the median of the medians of the twelve hours before the row's hour lies
+    // from it (an hour without rows counting as the model's median), once those hours hold 12
+    // rows (none before).
     let model: serde_json::Value =
         serde_json::from_slice(&std::fs::read(f.models.join("m").join("model.json")).unwrap())
             .unwrap();
@@ -106,7 +109,8 @@ async fn every_row_gets_the_scores_sql_gives_in_the_input_partitioning() {
         .collect::<Vec<_>>()
         .join(", ");
     // And by the model's daily cycle at the row's UTC hour, where it found one.
-    let cycle = |j: usize| -> String {
+    let hour = |t: &str| format!("CAST(floor(to_unixtime({t}) / 3600) AS BIGINT)");
+    let cycle_at = |j: usize, hour: &str| -> String {
         let Some(profile) = model["seasonal"]["profile"].as_array() else {
             return "0.0".into();
         };
@@ -115,8 +119,9 @@ async fn every_row_gets_the_scores_sql_gives_in_the_input_partitioning() {
             .enumerate()
             .map(|(h, row)| format!(" WHEN {h} THEN {:?}", row[j].as_f64().unwrap()))
             .collect();
-        format!("(CASE CAST(floor(to_unixtime(r.ts) / 3600) AS BIGINT) % 24{arms} END)")
+        format!("(CASE {hour} % 24{arms} END)")
     };
+    let cycle = |j: usize| cycle_at(j, &hour("r.ts"));
     assert!(model["seasonal"]["features"].is_array(), "{model}");
     let r: Vec<String> = METRICS
         .split(", ")
@@ -124,15 +129,67 @@ async fn every_row_gets_the_scores_sql_gives_in_the_input_partitioning() {
         .map(|(j, m)| {
             let median = model["median"][j].as_f64().unwrap();
             format!(
-                "(r.{m} - (COALESCE(p.{m} - {median:?}, 0.0) + {}))",
+                "(r.{m} - (COALESCE(p.{m} - {median:?}, CASE WHEN p.host_id IS NULL AND t.n >= 12 \
+                 THEN t.{m} - {median:?} END, 0.0) + {}))",
                 cycle(j)
             )
         })
         .collect();
     let r = r.join(", ");
     ctx.sql(&format!(
-        "CREATE VIEW prev AS SELECT host_id, {} + 1 AS day, {levels} FROM raw GROUP BY 1, 2",
+        "CREATE VIEW prev AS SELECT host_id, {} + 1 AS day, {levels} FROM raw GROUP BY 1, 2 \
+         HAVING count(*) >= 12",
         day("ts")
+    ))
+    .await
+    .unwrap();
+    // Each hour's medians less the cycle, and the median of those of the twelve hours before.
+    let less_cycle: String = METRICS
+        .split(", ")
+        .enumerate()
+        .map(|(j, m)| format!(", {m} - {} AS {m}", cycle_at(j, "hour")))
+        .collect();
+    ctx.sql(&format!(
+        "CREATE VIEW hourly AS SELECT host_id, hour, n{less_cycle} FROM \
+         (SELECT host_id, {} AS hour, count(*) AS n, {levels} FROM raw GROUP BY 1, 2)",
+        hour("ts")
+    ))
+    .await
+    .unwrap();
+    // Each hour of the window without rows (or without a metric's median) counts as the
+    // model's median: the window's rows, padded with that many copies of it.
+    let median_of = |j: usize| format!("{:?}", model["median"][j].as_f64().unwrap());
+    let in_window: String = METRICS
+        .split(", ")
+        .enumerate()
+        .map(|(j, m)| format!(", COALESCE(h.{m}, {}) AS {m}", median_of(j)))
+        .collect();
+    ctx.sql(&format!(
+        "CREATE VIEW in_window AS SELECT c.host_id, c.hour, h.n{in_window} FROM hourly c \
+         JOIN hourly h ON h.host_id = c.host_id AND h.hour >= c.hour - 12 AND h.hour < c.hour"
+    ))
+    .await
+    .unwrap();
+    ctx.sql(
+        "CREATE VIEW window_rows AS SELECT host_id, hour, count(*) AS hours, sum(n) AS n \
+         FROM in_window GROUP BY 1, 2",
+    )
+    .await
+    .unwrap();
+    let names = METRICS.replace(", ", ", w.");
+    let padding: String = (0..METRICS.split(", ").count())
+        .map(|j| format!(", {}", median_of(j)))
+        .collect();
+    let medians: String = METRICS
+        .split(", ")
+        .map(|m| format!(", median({m}) AS {m}"))
+        .collect();
+    ctx.sql(&format!(
+        "CREATE VIEW trail AS SELECT p.host_id, p.hour, c.n{medians} FROM \
+         (SELECT w.host_id, w.hour, w.{names} FROM in_window w \
+          UNION ALL SELECT c.host_id, c.hour{padding} FROM window_rows c \
+          JOIN (SELECT unnest(range(12)) AS i) k ON k.i < 12 - c.hours) p \
+         JOIN window_rows c ON c.host_id = p.host_id AND c.hour = p.hour GROUP BY 1, 2, 3"
     ))
     .await
     .unwrap();
@@ -142,11 +199,13 @@ async fn every_row_gets_the_scores_sql_gives_in_the_input_partitioning() {
             "SELECT count(*) FROM raw r JOIN scored s ON r.host_id = s.host_id AND r.ts = s.ts \
              AND r.date = s.date \
              LEFT JOIN prev p ON p.host_id = r.host_id AND p.day = {} \
+             LEFT JOIN trail t ON t.host_id = r.host_id AND t.hour = {} \
              WHERE (s.pca_spe IS DISTINCT FROM pca_score('m', {r})) \
                 OR (s.pca_t2 IS DISTINCT FROM pca_t2('m', {r})) \
                 OR (s.mad_zmax IS DISTINCT FROM mad_zmax('m', {r})) \
                 OR (s.top_metric IS DISTINCT FROM pca_top_metric('m', {r}))",
-            day("r.ts")
+            day("r.ts"),
+            hour("r.ts")
         ),
     )
     .await;

@@ -10,7 +10,13 @@
 //! The model's scales, components and limits are unchanged; an anomaly shorter than a day
 //! stands out of its own day as before, while a level that has held for a day becomes the new
 //! normal. A day whose previous day has fewer than `drift.min_rows` rows (the first day, a gap)
-//! is compared with the training level.
+//! has no such baseline: there each row is compared with its key's level of the
+//! `drift.trailing_hours` hours before its own (the median of those hours' medians, the daily
+//! cycle taken out, an hour without rows counting as the training level). So a level that moved
+//! while no data came in (between training and scoring, most often) alerts for the first half of
+//! that window, not for a whole day; an anomaly on such a day that lasts longer than half the
+//! window is absorbed into the level, as a day-long one is by the previous-day
+//! baseline. The window only looks back, so `tads watch` gives the same scores.
 //!
 //! The move is reported once per key, not alerted on for days: keys whose previous-day level
 //! lies `drift.notice_scales` or more of a metric's scale away from training on two or more days
@@ -64,6 +70,9 @@ pub struct DriftSettings {
     /// Take the model's daily cycle (`seasonal` in `model.json`) out of each row: subtract the
     /// profile's value at the row's UTC hour.
     pub seasonal: bool,
+    /// On a day without a previous-day baseline, the hours before a row's hour whose level it is
+    /// compared with (0: the training level; at most 24).
+    pub trailing_hours: u32,
 }
 
 impl Default for DriftSettings {
@@ -73,6 +82,7 @@ impl Default for DriftSettings {
             min_rows: 12,
             notice_scales: 3.0,
             seasonal: true,
+            trailing_hours: 12,
         }
     }
 }
@@ -88,6 +98,12 @@ impl DriftSettings {
         }
         if self.min_rows == 0 {
             return Err("drift.min_rows: must be at least 1".into());
+        }
+        if self.trailing_hours > 24 {
+            return Err(format!(
+                "drift.trailing_hours: {} is more than 24",
+                self.trailing_hours
+            ));
         }
         Ok(())
     }
@@ -112,6 +128,9 @@ pub struct DriftNotice {
 #[derive(Debug, Default)]
 pub struct Baselines {
     shifts: HashMap<String, BTreeMap<i64, Vec<f64>>>,
+    /// Per key, the shift of each hour (hours since the epoch) of the days without a previous
+    /// day's baseline, from the trailing hours' level.
+    hourly: HashMap<String, BTreeMap<i64, Vec<f64>>>,
     /// Per key, the daily cycle of its model (24 hours × d), where it has one.
     profiles: HashMap<String, Arc<Vec<Vec<f64>>>>,
     /// Keys that drifted, by key.
@@ -128,11 +147,15 @@ pub type DayLevels = HashMap<String, BTreeMap<i64, Level>>;
 
 impl Baselines {
     /// The shift of every metric of `key` in hour `hour` (hours since the epoch), into `out`:
-    /// the previous day's level minus the training level, plus the model's cycle at that hour
-    /// of the day; 0 where there is neither.
+    /// the previous day's level (or else the trailing hours') minus the training level, plus
+    /// the model's cycle at that hour of the day; 0 where there is neither.
     fn shifts_into(&self, key: &str, hour: i64, out: &mut [f64]) {
         let day = hour.div_euclid(24);
-        let level = self.shifts.get(key).and_then(|m| m.get(&day));
+        let level = self
+            .shifts
+            .get(key)
+            .and_then(|m| m.get(&day))
+            .or_else(|| self.hourly.get(key).and_then(|m| m.get(&hour)));
         let cycle = self
             .profiles
             .get(key)
@@ -145,7 +168,9 @@ impl Baselines {
 
     /// Whether any row gets a shift.
     pub fn is_empty(&self) -> bool {
-        self.shifts.values().all(BTreeMap::is_empty) && self.profiles.is_empty()
+        self.shifts.values().all(BTreeMap::is_empty)
+            && self.hourly.values().all(BTreeMap::is_empty)
+            && self.profiles.is_empty()
     }
 }
 
@@ -193,6 +218,8 @@ pub(crate) async fn baselines(q: &BaselineQuery<'_>, s: &DriftSettings) -> Resul
         }
     }
     let mut out = Baselines::default();
+    // Per key, its model and the days without a previous day's baseline.
+    let mut lacking: Vec<(String, Arc<tads_sql::registry::LoadedModel>, Vec<i64>)> = Vec::new();
     for (key, by_day) in &levels {
         let name = if q.grouped {
             format!("{}/{key}", q.model)
@@ -243,6 +270,17 @@ pub(crate) async fn baselines(q: &BaselineQuery<'_>, s: &DriftSettings) -> Resul
             }
             previous = Some((day, level));
         }
+        // (Days before those `known` have no rows here.)
+        let scored_from = q.known.map_or(i64::MIN, |(_, until)| until);
+        let days: Vec<i64> = by_day
+            .range(scored_from..)
+            .map(|(day, _)| day)
+            .filter(|day| !shifts.contains_key(*day))
+            .copied()
+            .collect();
+        if s.trailing_hours > 0 && !days.is_empty() {
+            lacking.push((key.clone(), Arc::clone(&model), days));
+        }
         if moved_days >= 2
             && let (Some((j, scales)), Some(since)) = (worst, since)
         {
@@ -259,7 +297,87 @@ pub(crate) async fn baselines(q: &BaselineQuery<'_>, s: &DriftSettings) -> Resul
     }
     out.notices.sort_by(|a, b| a.key.cmp(&b.key));
     out.levels = levels;
+    if !lacking.is_empty() {
+        out.hourly = trailing(q, s, d, &lacking).await?;
+    }
     Ok(out)
+}
+
+/// The hourly shifts of the days without a previous day's baseline: each hour's level is the
+/// median, per metric, of the medians of the `trailing_hours` hours before it (each less the
+/// model's cycle at its hour), where an hour without rows counts as the training level, once
+/// those hours hold `min_rows` rows. So a level moves only once it has held for more than half
+/// of the hours, also at the start of the data.
+async fn trailing(
+    q: &BaselineQuery<'_>,
+    s: &DriftSettings,
+    d: usize,
+    lacking: &[(String, Arc<tads_sql::registry::LoadedModel>, Vec<i64>)],
+) -> Result<HashMap<String, BTreeMap<i64, Vec<f64>>>> {
+    let k = i64::from(s.trailing_hours);
+    let mut days: Vec<i64> = lacking
+        .iter()
+        .flat_map(|(_, _, days)| days.clone())
+        .collect();
+    days.sort_unstable();
+    days.dedup();
+    let mut hours = DayLevels::new();
+    for batch in &hour_medians(q, d, &days, k).await? {
+        add_levels(batch, d, &mut hours)?;
+    }
+    let mut out = HashMap::new();
+    for (key, model, days) in lacking {
+        let Some(by_hour) = hours.get(key) else {
+            continue;
+        };
+        let cycle = model.artifact.seasonal.as_ref().filter(|_| s.seasonal);
+        let median = &model.artifact.median;
+        // Each hour's level, the daily cycle taken out.
+        let level = |hour: i64, j: usize| -> Option<f64> {
+            let (_, m) = by_hour.get(&hour)?;
+            let c = cycle
+                .and_then(|c| c.profile.get(hour.rem_euclid(24) as usize))
+                .and_then(|h| h.get(j).copied())
+                .unwrap_or(0.0);
+            m.get(j).copied().flatten().map(|v| v - c)
+        };
+        let mut shifts = BTreeMap::new();
+        for day in days {
+            for hour in day * 24..(day + 1) * 24 {
+                let window = hour - k..hour;
+                let rows: i64 = by_hour.range(window.clone()).map(|(_, (n, _))| n).sum();
+                if (rows as u64) < s.min_rows || !by_hour.contains_key(&hour) {
+                    continue;
+                }
+                let shift = (0..d)
+                    .map(|j| {
+                        let mut values: Vec<f64> = window
+                            .clone()
+                            .map(|h| level(h, j).unwrap_or(median[j]))
+                            .collect();
+                        middle(&mut values).map_or(0.0, |v| v - median[j])
+                    })
+                    .collect();
+                shifts.insert(hour, shift);
+            }
+        }
+        out.insert(key.clone(), shifts);
+    }
+    Ok(out)
+}
+
+/// The median of `values` (the mean of the middle two for an even count), or None if empty.
+fn middle(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    Some(if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    })
 }
 
 /// Adds one batch of `(key, day, rows, medians…)` to the levels per key and day.
@@ -301,11 +419,8 @@ const MEDIAN_BYTES_PER_VALUE: usize = 16;
 async fn day_medians(q: &BaselineQuery<'_>, d: usize) -> Result<Vec<RecordBatch>> {
     let key = format!("CAST({} AS VARCHAR)", ident(q.key));
     let time = ident(q.time);
-    let day = format!("CAST(floor(to_unixtime({time}) / 86400) AS BIGINT)");
-    let mut base = vec![format!("{key} IS NOT NULL")];
-    if let Some(f) = q.filter.trim().strip_prefix("WHERE") {
-        base.push(format!("({f})"));
-    }
+    let day = bucket(&time, 86_400);
+    let mut base = base_conditions(q, &key);
     if let Some((_, until)) = q.known.filter(|_| d > 0) {
         base.push(format!(
             "{day} >= {until} AND {time} >= to_timestamp_micros({})",
@@ -340,58 +455,156 @@ async fn day_medians(q: &BaselineQuery<'_>, d: usize) -> Result<Vec<RecordBatch>
     let days = (last - first + 1).max(1) as usize;
     let fits = (q.memory / 2) / (MEDIAN_BYTES_PER_VALUE * d);
     let per_window = (fits / (rows / days).max(1)).clamp(1, days) as i64;
-    let medians: String = q.features[..d]
-        .iter()
-        .map(|f| {
-            let x = format!("CAST({} AS DOUBLE)", ident(f));
-            format!(", median(CASE WHEN isnan({x}) THEN NULL ELSE {x} END)")
-        })
-        .collect();
-    // (first day, days, shards, shard): the key's shard_of(key, shards) is `shard`.
-    let mut windows: Vec<(i64, i64, u32, u32)> = (first..=last)
+    let windows = (first..=last)
         .step_by(per_window as usize)
-        .map(|from| (from, per_window.min(last - from + 1), 1, 1))
+        .map(|from| (from, per_window.min(last - from + 1)))
         .collect();
-    windows.reverse();
-    let mut out = Vec::new();
-    while let Some((from, n, shards, shard)) = windows.pop() {
-        let mut conditions = base.clone();
-        if days > 1 {
-            // The day itself, and a margin of a day around it on the column, which the
+    let grouped = Grouped {
+        key: &key,
+        bucket: &day,
+        base: &base,
+        d,
+    };
+    grouped
+        .run(q, windows, |from, n| {
+            // The days themselves, and a margin of a day around them on the column, which the
             // statistics of row groups prune by whatever the column's time zone.
-            let us = |day: i64| day * 86_400_000_000;
-            conditions.push(format!(
-                "{day} >= {from} AND {day} < {to} AND {time} >= to_timestamp_micros({lo}) \
-                 AND {time} < to_timestamp_micros({hi})",
-                to = from + n,
-                lo = us(from - 1),
-                hi = us(from + n + 1)
-            ));
-        }
-        if shards > 1 {
-            conditions.push(format!("shard_of({key}, {shards}) = {shard}"));
-        }
-        let sql = format!(
-            "SELECT {key}, {day}, count(*){medians} FROM {} WHERE {} GROUP BY 1, 2",
-            q.table,
-            conditions.join(" AND ")
-        );
-        match q.ctx.sql(&sql).await?.collect().await {
-            Ok(batches) => out.extend(batches),
-            Err(e) if e.to_string().contains("Resources exhausted") && shards < 1 << 12 => {
-                if n > 1 {
-                    let half = n / 2;
-                    windows.push((from + half, n - half, shards, shard));
-                    windows.push((from, half, shards, shard));
-                } else {
-                    windows.push((from, n, shards * 2, shard + shards));
-                    windows.push((from, n, shards * 2, shard));
-                }
-            }
-            Err(e) => return Err(e.into()),
+            (days > 1).then(|| {
+                format!(
+                    "{day} >= {from} AND {day} < {to} AND {}",
+                    prune(&time, from - 1, from + n + 1),
+                    to = from + n
+                )
+            })
+        })
+        .await
+}
+
+/// `(key, hour, rows, medians…)` per key and hour (hours since the epoch) of the given days and
+/// the `k` hours before each, read a run of consecutive days at a time (split as
+/// [`day_medians`]'s windows are).
+async fn hour_medians(
+    q: &BaselineQuery<'_>,
+    d: usize,
+    days: &[i64],
+    k: i64,
+) -> Result<Vec<RecordBatch>> {
+    let key = format!("CAST({} AS VARCHAR)", ident(q.key));
+    let time = ident(q.time);
+    let hour = bucket(&time, 3_600);
+    let base = base_conditions(q, &key);
+    // Runs of consecutive days.
+    let mut windows: Vec<(i64, i64)> = Vec::new();
+    for &day in days {
+        match windows.last_mut() {
+            Some((from, n)) if *from + *n == day => *n += 1,
+            _ => windows.push((day, 1)),
         }
     }
-    Ok(out)
+    let grouped = Grouped {
+        key: &key,
+        bucket: &hour,
+        base: &base,
+        d,
+    };
+    grouped
+        .run(q, windows, |from, n| {
+            Some(format!(
+                "{hour} >= {lo} AND {hour} < {hi} AND {}",
+                prune(&time, from - 2, from + n + 1),
+                lo = from * 24 - k,
+                hi = (from + n) * 24
+            ))
+        })
+        .await
+}
+
+/// `CAST(floor(to_unixtime(time) / seconds) AS BIGINT)`: the time's bucket number.
+fn bucket(time: &str, seconds: i64) -> String {
+    format!("CAST(floor(to_unixtime({time}) / {seconds}) AS BIGINT)")
+}
+
+/// A loose predicate on the time column from day `from` to day `to` (exclusive), for pruning.
+fn prune(time: &str, from: i64, to: i64) -> String {
+    let us = |day: i64| day * 86_400_000_000;
+    format!(
+        "{time} >= to_timestamp_micros({}) AND {time} < to_timestamp_micros({})",
+        us(from),
+        us(to)
+    )
+}
+
+/// The conditions every baseline statement has: a key, and the run's filter.
+fn base_conditions(q: &BaselineQuery<'_>, key: &str) -> Vec<String> {
+    let mut base = vec![format!("{key} IS NOT NULL")];
+    if let Some(f) = q.filter.trim().strip_prefix("WHERE") {
+        base.push(format!("({f})"));
+    }
+    base
+}
+
+/// One `GROUP BY key, bucket` statement of the baseline, with each metric's exact median.
+struct Grouped<'a> {
+    key: &'a str,
+    bucket: &'a str,
+    base: &'a [String],
+    d: usize,
+}
+
+impl Grouped<'_> {
+    /// Runs the statement over each window of days `(first day, days)`, whose rows `window`
+    /// selects; a window that runs out of memory is split in two, or for one day in two halves
+    /// of its keys (`shard_of`), and read again.
+    async fn run(
+        &self,
+        q: &BaselineQuery<'_>,
+        windows: Vec<(i64, i64)>,
+        window: impl Fn(i64, i64) -> Option<String>,
+    ) -> Result<Vec<RecordBatch>> {
+        let medians: String = q.features[..self.d]
+            .iter()
+            .map(|f| {
+                let x = format!("CAST({} AS DOUBLE)", ident(f));
+                format!(", median(CASE WHEN isnan({x}) THEN NULL ELSE {x} END)")
+            })
+            .collect();
+        // (first day, days, shards, shard): the key's shard_of(key, shards) is `shard`.
+        let mut windows: Vec<(i64, i64, u32, u32)> = windows
+            .into_iter()
+            .rev()
+            .map(|(from, n)| (from, n, 1, 1))
+            .collect();
+        let mut out = Vec::new();
+        while let Some((from, n, shards, shard)) = windows.pop() {
+            let mut conditions = self.base.to_vec();
+            conditions.extend(window(from, n));
+            if shards > 1 {
+                conditions.push(format!("shard_of({}, {shards}) = {shard}", self.key));
+            }
+            let sql = format!(
+                "SELECT {}, {}, count(*){medians} FROM {} WHERE {} GROUP BY 1, 2",
+                self.key,
+                self.bucket,
+                q.table,
+                conditions.join(" AND ")
+            );
+            match q.ctx.sql(&sql).await?.collect().await {
+                Ok(batches) => out.extend(batches),
+                Err(e) if e.to_string().contains("Resources exhausted") && shards < 1 << 12 => {
+                    if n > 1 {
+                        let half = n / 2;
+                        windows.push((from + half, n - half, shards, shard));
+                        windows.push((from, half, shards, shard));
+                    } else {
+                        windows.push((from, n, shards * 2, shard + shards));
+                        windows.push((from, n, shards * 2, shard));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The table a round of `tads watch` registers for the baseline's medians: its files and the

@@ -112,16 +112,13 @@ impl Checkpoint {
     }
 }
 
-/// The first and last UTC day (days since the epoch) of the rows of `files`, by the time spans
+/// The first and last time (seconds since the epoch) of the rows of `files`, by the time spans
 /// `checkpoint` records for them.
-pub(super) fn days(checkpoint: &Checkpoint, files: &[String]) -> (Option<i64>, Option<i64>) {
+pub(super) fn span(checkpoint: &Checkpoint, files: &[String]) -> (Option<i64>, Option<i64>) {
     let spans = files.iter().filter_map(|f| checkpoint.files.get(f));
     let first = spans.clone().filter_map(|d| d.first_ts).min();
     let last = spans.filter_map(|d| d.last_ts).max();
-    (
-        first.map(|t| t.div_euclid(86_400)),
-        last.map(|t| t.div_euclid(86_400)),
-    )
+    (first, last)
 }
 
 impl FileDone {

@@ -47,7 +47,7 @@ use crate::{Error, Result, ident};
 mod checkpoint;
 
 pub use checkpoint::{Checkpoint, FileDone, KeptLevel};
-use checkpoint::{days, read_checkpoint};
+use checkpoint::{read_checkpoint, span};
 
 /// The checkpoint, below the output root.
 pub const CHECKPOINT: &str = "_watch/checkpoint.json";
@@ -292,14 +292,16 @@ impl Watcher {
         if good.is_empty() {
             return Ok(Some(round));
         }
-        let (first_day, last_day) = days(&round.checkpoint, &good);
+        let (first_ts, last_ts) = span(&round.checkpoint, &good);
+        let day = |t: i64| t.div_euclid(86_400);
+        let (first_day, last_day) = (first_ts.map(day), last_ts.map(day));
         // The previous day's levels are known when the checkpoint kept them.
         let known = first_day.filter(|d| {
             self.checkpoint
                 .levels_through
                 .is_some_and(|through| through >= d - 1)
         });
-        let context = self.context(first_day, last_day, known.is_some());
+        let context = self.context(first_ts, last_day, known.is_some());
         let levels = known.map(|d| (Arc::new(self.checkpoint.day_levels()), d));
         let carried = Arc::new(self.checkpoint.carried.clone());
         let job = ScoreJob {
@@ -442,14 +444,25 @@ impl Watcher {
     /// The files done before that hold rows of the days whose levels the round's rows are
     /// compared with (for the drift baseline's medians): from the day before the first row's
     /// day (from that day itself when the levels before it are `known`) to the day before the
-    /// last row's, by the time spans the checkpoint records. A round within one day whose
-    /// previous day is known needs none; one after a restart reads the previous day once.
-    fn context(&self, first_day: Option<i64>, last_day: Option<i64>, known: bool) -> Vec<String> {
-        let (Some(first), Some(last)) = (first_day, last_day) else {
+    /// last row's, by the time spans the checkpoint records; and those of the trailing hours
+    /// before the first row (`drift.trailing_hours`, for a day without a previous day). A round
+    /// within one day whose previous day is known needs only the latter; one after a restart
+    /// reads the previous day once.
+    fn context(&self, first_ts: Option<i64>, last_day: Option<i64>, known: bool) -> Vec<String> {
+        let (Some(first_ts), Some(last)) = (first_ts, last_day) else {
             return Vec::new();
         };
-        let from = (first - i64::from(!known)) * 86_400;
-        let until = last * 86_400;
+        let first = first_ts.div_euclid(86_400);
+        let drift = &self.job.config.drift;
+        let trailing = if drift.baseline == crate::drift::Baseline::Off {
+            0
+        } else {
+            i64::from(drift.trailing_hours) * 3_600
+        };
+        // The trailing hours start at the first row's hour.
+        let hours_from = first_ts.div_euclid(3_600) * 3_600 - trailing;
+        let from = ((first - i64::from(!known)) * 86_400).min(hours_from);
+        let until = (last * 86_400).max(if trailing > 0 { first_ts } else { i64::MIN });
         if from >= until {
             return Vec::new();
         }
