@@ -78,6 +78,7 @@ fn bench(c: &mut Criterion) {
         group_by: None,
         break_lock: false,
         threads: 0,
+        quantiles: Default::default(),
     };
     // The model the score benches use.
     runtime.block_on(train(&train_job)).unwrap();

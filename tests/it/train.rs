@@ -543,3 +543,74 @@ fn one_thread_or_four_train_the_same_model() {
         close(a.unwrap_or(0.0), b.unwrap_or(0.0), 1e-9, what);
     }
 }
+
+/// `--quantiles sketch` (t-digests, bounded memory) trains the exact model within the tolerance
+/// `tads train --help` states: medians within 1 % of a feature's scale, MADs within 3 %, every
+/// limit within 5 %, the daily cycle within 5 % of a scale, the same components; and a group.
+#[test]
+fn sketched_quantiles_train_the_exact_model_within_the_stated_tolerance() {
+    let f = Fixture::new();
+    assert_ok(&f.train(&["--model", "exact", "--quiet"]));
+    assert_ok(&f.train(&["--model", "sketch", "--quantiles", "sketch", "--quiet"]));
+    let (e, s) = (
+        read_model(&f.models, "exact"),
+        read_model(&f.models, "sketch"),
+    );
+    assert_eq!(e.features, s.features);
+    assert_eq!(e.training.rows_seen, s.training.rows_seen);
+    for j in 0..e.dims() {
+        let what = &e.features[j];
+        assert!(
+            (e.median[j] - s.median[j]).abs() <= 0.01 * e.scale[j],
+            "{what}: median {} against {} (scale {})",
+            s.median[j],
+            e.median[j],
+            e.scale[j]
+        );
+        close(s.scale[j], e.scale[j], 0.03, &format!("{what}: scale"));
+    }
+    same_components(&e, &s, 0.01);
+    let (te, ts) = (&e.thresholds, &s.thresholds);
+    let (tail_e, tail_s) = (te.tail.unwrap(), ts.tail.unwrap());
+    for (a, b, what) in [
+        (ts.spe_jm_99, te.spe_jm_99, "spe_jm_99"),
+        (ts.spe_jm_999, te.spe_jm_999, "spe_jm_999"),
+        (ts.spe_empirical_99, te.spe_empirical_99, "spe_empirical_99"),
+        (
+            ts.spe_empirical_999,
+            te.spe_empirical_999,
+            "spe_empirical_999",
+        ),
+        (ts.t2_999, te.t2_999, "t2_999"),
+        (tail_s.spe, tail_e.spe, "tail spe"),
+        (tail_s.t2, tail_e.t2, "tail t2"),
+        (tail_s.zmax, tail_e.zmax, "tail zmax"),
+    ] {
+        close(a.unwrap(), b.unwrap(), 0.05, what);
+    }
+    let (ce, cs) = (e.seasonal.clone().unwrap(), s.seasonal.clone().unwrap());
+    for (h, (re, rs)) in ce.profile.iter().zip(&cs.profile).enumerate() {
+        for j in 0..e.dims() {
+            assert!(
+                (re[j] - rs[j]).abs() <= 0.05 * e.scale[j],
+                "cycle of {} at {h}h: {} against {}",
+                e.features[j],
+                rs[j],
+                re[j]
+            );
+        }
+    }
+    // A group trains sketched too, one member per host.
+    assert_ok(&f.train(&[
+        "--model",
+        "hosts",
+        "--group-by",
+        "host_id",
+        "--quantiles",
+        "sketch",
+        "--quiet",
+    ]));
+    let group: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.models.join("hosts/group.json")).unwrap()).unwrap();
+    assert_eq!(group["members"].as_array().unwrap().len(), 6, "{group}");
+}

@@ -1,11 +1,20 @@
 //! `tads train`.
 
 use clap::Args;
-use tads_jobs::train::{TrainJob, Trained, train};
+use tads_jobs::train::{Quantiles, TrainJob, Trained, train};
 use tads_model::{KRule, TrainOptions};
 use tads_store::Location;
 
 use crate::{UserError, si, thousands};
+
+/// `--quantiles`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum QuantileMode {
+    /// Exact medians and quantiles (every value in memory).
+    Exact,
+    /// t-digest sketches: bounded memory.
+    Sketch,
+}
 
 /// Arguments of `tads train`.
 #[derive(Debug, Args)]
@@ -70,6 +79,12 @@ pub(crate) struct TrainArgs {
     /// Partitions the training statements run in (default: one per core)
     #[arg(long, default_value_t = 0, value_parser = crate::parse_threads)]
     threads: usize,
+    /// How medians, MADs and limits are taken: `exact` holds every value of a statement in
+    /// memory (about 2 GB at 10M rows, 15 GB at 100M); `sketch` uses mergeable t-digests in
+    /// bounded memory whatever the rows, within 1 % of a feature's scale for medians, 3 % for
+    /// MADs and 5 % for the limits of the exact values (tested on generated data)
+    #[arg(long, value_enum, default_value = "exact", value_name = "MODE")]
+    quantiles: QuantileMode,
     /// Print nothing but errors
     #[arg(long, short)]
     quiet: bool,
@@ -155,6 +170,10 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
         group_by: args.group_by.clone(),
         break_lock: args.break_lock,
         threads: args.threads,
+        quantiles: match args.quantiles {
+            QuantileMode::Exact => Quantiles::Exact,
+            QuantileMode::Sketch => Quantiles::Sketch,
+        },
     };
     let run = crate::pg::Run {
         id: crate::pg::run_id("train", started_at),

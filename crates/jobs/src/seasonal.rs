@@ -26,6 +26,7 @@ pub(crate) struct SeasonInput<'a> {
     pub(crate) ctx: &'a SessionContext,
     pub(crate) cols: &'a [String],
     pub(crate) filter: &'a str,
+    pub(crate) mode: crate::train::Quantiles,
 }
 
 /// `x` as a double, NULL where it is NaN.
@@ -56,7 +57,10 @@ async fn profiles(input: &SeasonInput<'_>, key: Option<&str>) -> Result<BTreeMap
     );
     let d = input.cols.len();
     let medians = (0..d)
-        .map(|j| format!("median({}) AS __m{j}", clean(&input.cols[j])))
+        .map(|j| {
+            let m = input.mode.small_median(&clean(&input.cols[j]));
+            format!("{m} AS __m{j}")
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let values = (0..d)
@@ -64,19 +68,28 @@ async fn profiles(input: &SeasonInput<'_>, key: Option<&str>) -> Result<BTreeMap
         .collect::<Vec<_>>()
         .join(", ");
     let distances = (0..d)
-        .map(|j| format!("median(t.__x{j} - d.__m{j})"))
+        .map(|j| input.mode.small_median(&format!("t.__x{j} - d.__m{j}")))
         .collect::<Vec<_>>()
         .join(", ");
     let filter = input.filter;
+    // The day medians first, joined from memory (see `train::in_memory`).
+    let d_table = crate::train::in_memory(
+        input.ctx,
+        "__tads_day_medians",
+        &format!(
+            "SELECT {k} AS __k, {day} AS __day, {medians} FROM telemetry \
+             WHERE {filter} AND {ts} IS NOT NULL GROUP BY 1, 2"
+        ),
+    )
+    .await?;
     let sql = format!(
-        "WITH d AS (SELECT {k} AS __k, {day} AS __day, {medians} FROM telemetry \
-           WHERE {filter} AND {ts} IS NOT NULL GROUP BY 1, 2), \
-         t AS (SELECT {k} AS __k, {day} AS __day, {hour} AS __hour, {values} FROM telemetry \
+        "WITH t AS (SELECT {k} AS __k, {day} AS __day, {hour} AS __hour, {values} FROM telemetry \
            WHERE {filter} AND {ts} IS NOT NULL) \
          SELECT t.__k, t.__hour, count(DISTINCT t.__day), {distances} \
-         FROM t JOIN d ON t.__k = d.__k AND t.__day = d.__day GROUP BY 1, 2"
+         FROM {d_table} d JOIN t ON t.__k = d.__k AND t.__day = d.__day GROUP BY 1, 2"
     );
     let batch: RecordBatch = collect(input.ctx, &sql).await?;
+    input.ctx.deregister_table(&d_table)?;
     let keys = crate::train_groups::keys_of(&batch)?;
     let hours = batch.column(1).as_primitive::<Int64Type>();
     let days = batch.column(2).as_primitive::<Int64Type>();

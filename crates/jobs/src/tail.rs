@@ -29,6 +29,7 @@ pub(crate) struct TailInput<'a> {
     pub(crate) cols: &'a [String],
     pub(crate) filter: &'a str,
     pub(crate) quantile: f64,
+    pub(crate) mode: crate::train::Quantiles,
 }
 
 fn tail_of(
@@ -46,10 +47,10 @@ fn tail_of(
     }
 }
 
-fn select(model_sql: &str, cols: &[String], q: f64) -> String {
+fn select(mode: crate::train::Quantiles, model_sql: &str, cols: &[String], q: f64) -> String {
     let x = cols.join(", ");
     ["pca_score", "pca_t2", "mad_zmax"]
-        .map(|f| percentiles(&format!("{f}({model_sql}, {x})"), &[q]))
+        .map(|f| percentiles(mode, &format!("{f}({model_sql}, {x})"), &[q]))
         .join(", ")
 }
 
@@ -60,7 +61,7 @@ pub(crate) async fn single(input: &TailInput<'_>, model: ModelArtifact) -> Resul
     input.registry.insert(temp.seal())?;
     let sql = format!(
         "SELECT {} FROM telemetry WHERE {}",
-        select("'__tads_tail'", input.cols, input.quantile),
+        select(input.mode, "'__tads_tail'", input.cols, input.quantile),
         input.filter
     );
     let batch = collect(input.ctx, &sql).await?;
@@ -88,7 +89,7 @@ pub(crate) async fn group(input: &TailInput<'_>, group: ModelGroup) -> Result<Mo
         .join(", ");
     let sql = format!(
         "SELECT {key}, {} FROM telemetry WHERE {} AND {key} IN ({values}) GROUP BY {key}",
-        select(&model_sql, input.cols, input.quantile),
+        select(input.mode, &model_sql, input.cols, input.quantile),
         input.filter
     );
     let batch = collect(input.ctx, &sql).await?;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, Schema, UInt64Type};
 use datafusion::prelude::SessionContext;
+use tads_model::robust::{MAD_SCALE, MEAN_AD_SCALE};
 use tads_model::train::{Fitted, Standardizer, TrainOptions, artifact};
 use tads_model::{CoMoments, ModelArtifact, ModelGroup, RobustStats, pca};
 use tads_sql::ModelRegistry;
@@ -49,6 +50,137 @@ pub struct TrainJob {
     pub break_lock: bool,
     /// Partitions the statements run in (0: one per core).
     pub threads: usize,
+    /// How the medians, MADs and quantiles are taken.
+    pub quantiles: Quantiles,
+}
+
+/// How training takes its medians, MADs and quantiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Quantiles {
+    /// Exact: each statement holds every value it orders in memory (today's results).
+    #[default]
+    Exact,
+    /// Mergeable t-digest sketches (DataFusion's `approx_percentile_cont`): bounded memory
+    /// whatever the rows, merged across partitions; within the tolerance `tads train --help`
+    /// states of the exact values.
+    Sketch,
+}
+
+/// Centroids of the t-digests behind the sketched medians, MADs and limits.
+pub const SKETCH_CENTROIDS: usize = 1000;
+
+impl Quantiles {
+    /// The aggregate of the `q` quantile of `x` (a continuous one, interpolated).
+    pub(crate) fn quantile(self, q: f64, x: &str) -> String {
+        match self {
+            Self::Exact => format!("percentile_cont({q}) WITHIN GROUP (ORDER BY {x})"),
+            Self::Sketch => format!(
+                "approx_percentile_cont({q}, {SKETCH_CENTROIDS}) WITHIN GROUP (ORDER BY {x})"
+            ),
+        }
+    }
+
+    /// The aggregate of the median of `x` within many small groups (days, hours of the day):
+    /// exact, or a default-size sketch.
+    pub(crate) fn small_median(self, x: &str) -> String {
+        match self {
+            Self::Exact => format!("median({x})"),
+            Self::Sketch => format!("approx_median({x})"),
+        }
+    }
+
+    /// Pass 1 over `source` (a table expression aliased `t`, with `t.__key` when `keyed`): `[t.__key,]
+    /// count(*)` and, per column of `tcols`, a struct `{median, mad, count, mean_ad}` as
+    /// `robust_stats` gives it. Sketched, the medians come first and the MAD and mean absolute
+    /// deviation from them in a second statement, which joins them from memory (a join whose
+    /// small side were still being computed would let the big side's rows pile up in memory).
+    pub(crate) async fn robust_pass(
+        self,
+        ctx: &SessionContext,
+        source: &str,
+        tcols: &[String],
+        keyed: bool,
+    ) -> Result<RecordBatch> {
+        let (key, group) = if keyed {
+            ("t.__key, ", " GROUP BY t.__key")
+        } else {
+            ("", "")
+        };
+        if self == Self::Exact {
+            let stats = tcols
+                .iter()
+                .map(|c| format!("robust_stats({c})"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return collect(
+                ctx,
+                &format!("SELECT {key}count(*), {stats} FROM {source}{group}"),
+            )
+            .await;
+        }
+        // Finite values as doubles (robust_stats skips NULL, NaN and infinities).
+        let fin = |c: &str| {
+            let x = format!("CAST({c} AS DOUBLE)");
+            format!(
+                "(CASE WHEN isnan({x}) OR abs({x}) > 1.7976931348623157e308 THEN NULL ELSE {x} END)"
+            )
+        };
+        let medians = tcols
+            .iter()
+            .enumerate()
+            .map(|(j, c)| format!("{} AS __m{j}", self.quantile(0.5, &fin(c))))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mkey = if keyed { "t.__key AS __mk, " } else { "" };
+        let table = in_memory(
+            ctx,
+            MEDIANS,
+            &format!("SELECT {mkey}{medians} FROM {source}{group}"),
+        )
+        .await?;
+        let stats = tcols
+            .iter()
+            .enumerate()
+            .map(|(j, c)| {
+                let dev = format!("abs({} - m.__m{j})", fin(c));
+                format!(
+                    "named_struct('median', max(m.__m{j}), 'mad', {} * {MAD_SCALE:?}, \
+                     'count', arrow_cast(count({}), 'UInt64'), 'mean_ad', avg({dev}) * {MEAN_AD_SCALE:?})",
+                    self.quantile(0.5, &dev),
+                    fin(c)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let join = if keyed {
+            format!("{table} m JOIN {source} ON t.__key = m.__mk")
+        } else {
+            format!("{table} m CROSS JOIN {source}")
+        };
+        let out = collect(
+            ctx,
+            &format!("SELECT {key}count(*), {stats} FROM {join}{group}"),
+        )
+        .await;
+        ctx.deregister_table(MEDIANS)?;
+        out
+    }
+}
+
+/// The in-memory table of the sketched medians of pass 1.
+const MEDIANS: &str = "__tads_medians";
+
+/// Runs `sql` and registers its result as the in-memory table `name` (replacing one of that
+/// name); returns the name. Joined with a big table, a small side that is already complete
+/// keeps the join's memory bounded.
+pub(crate) async fn in_memory(ctx: &SessionContext, name: &str, sql: &str) -> Result<String> {
+    let df = ctx.sql(sql).await?;
+    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await?;
+    let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
+    ctx.deregister_table(name)?;
+    ctx.register_table(name, std::sync::Arc::new(table))?;
+    Ok(name.to_string())
 }
 
 /// What was trained.
@@ -161,10 +293,10 @@ pub(crate) fn register_temporary(
     Ok(())
 }
 
-/// `percentile_cont(q) WITHIN GROUP (ORDER BY score)` for each q, comma-separated.
-pub(crate) fn percentiles(score: &str, qs: &[f64]) -> String {
+/// The `q` quantile of `score` for each q (see [`Quantiles::quantile`]), comma-separated.
+pub(crate) fn percentiles(mode: Quantiles, score: &str, qs: &[f64]) -> String {
     qs.iter()
-        .map(|q| format!("percentile_cont({q}) WITHIN GROUP (ORDER BY {score})"))
+        .map(|q| mode.quantile(*q, score))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -229,11 +361,13 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
             cols: &cols,
             filter: &filter,
             quantile,
+            mode: job.quantiles,
         });
     let season = crate::seasonal::SeasonInput {
         ctx: &ctx,
         cols: &cols,
         filter: &filter,
+        mode: job.quantiles,
     };
     let (trained, rows_seen, written) = match &job.group_by {
         None => {
@@ -398,14 +532,15 @@ async fn train_one(job: &TrainJob, prepared: Prepared) -> Result<ModelArtifact> 
     } = prepared;
 
     // Pass 1: medians and MADs.
-    let stats_sql = format!(
-        "SELECT count(*), {} FROM telemetry WHERE {filter}",
-        cols.iter()
-            .map(|c| format!("robust_stats({c})"))
-            .collect::<Vec<_>>()
-            .join(", ")
+    let tcols: Vec<String> = cols.iter().map(|c| format!("t.{c}")).collect();
+    let source = format!(
+        "(SELECT {} FROM telemetry WHERE {filter}) t",
+        cols.join(", ")
     );
-    let batch = collect(&ctx, &stats_sql).await?;
+    let batch = job
+        .quantiles
+        .robust_pass(&ctx, &source, &tcols, false)
+        .await?;
     let rows_seen = batch.column(0).as_primitive::<Int64Type>().value(0) as u64;
     if rows_seen == 0 {
         return Err(Error::Data(format!(
@@ -497,7 +632,7 @@ async fn train_one(job: &TrainJob, prepared: Prepared) -> Result<ModelArtifact> 
         let ctx = &ctx;
         let base = &base;
         async move {
-            let select = percentiles(&score, &qs);
+            let select = percentiles(job.quantiles, &score, &qs);
             let batch = collect(
                 ctx,
                 &format!("SELECT {select} FROM telemetry WHERE {base}{extra}"),

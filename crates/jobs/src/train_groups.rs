@@ -109,15 +109,10 @@ pub(crate) async fn train_groups(
     let tcols: Vec<String> = cols.iter().map(|c| format!("t.{c}")).collect();
 
     // Pass 1: medians and MADs per group.
-    let sql = format!(
-        "SELECT t.__key, count(*), {} FROM {source} GROUP BY t.__key",
-        tcols
-            .iter()
-            .map(|c| format!("robust_stats({c})"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let batch = collect(&ctx, &sql).await?;
+    let batch = job
+        .quantiles
+        .robust_pass(&ctx, &source, &tcols, true)
+        .await?;
     let keys = keys_of(&batch)?;
     let counts = batch.column(1).as_primitive::<Int64Type>();
     let rows_seen: u64 = counts.values().iter().map(|c| *c as u64).sum();
@@ -279,7 +274,7 @@ pub(crate) async fn train_groups(
     let quantiles = |score: String, extra: String, qs: Vec<f64>| {
         let (ctx, joined) = (&ctx, &joined);
         async move {
-            let select = percentiles(&score, &qs);
+            let select = percentiles(job.quantiles, &score, &qs);
             let batch = collect(
                 ctx,
                 &format!("SELECT t.__key, {select} FROM {joined}{extra} GROUP BY t.__key"),

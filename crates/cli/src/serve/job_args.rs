@@ -48,6 +48,8 @@ fn allowed(kind: Kind) -> &'static [&'static str] {
             "no-seasonal",
             "group-by",
             "overwrite",
+            "threads",
+            "quantiles",
         ],
         Kind::Score => &[
             "model",
