@@ -79,6 +79,7 @@ fn bench(c: &mut Criterion) {
         break_lock: false,
         threads: 0,
         quantiles: Default::default(),
+        memory: None,
     };
     // The model the score benches use.
     runtime.block_on(train(&train_job)).unwrap();

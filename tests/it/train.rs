@@ -614,3 +614,60 @@ fn sketched_quantiles_train_the_exact_model_within_the_stated_tolerance() {
         serde_json::from_slice(&std::fs::read(f.models.join("hosts/group.json")).unwrap()).unwrap();
     assert_eq!(group["members"].as_array().unwrap().len(), 6, "{group}");
 }
+
+/// `--quantiles auto` (the default) is exact where the training rows × features × 25 bytes fit
+/// in `--memory` (default: half the memory available) and sketched beyond, and says which.
+#[test]
+fn auto_quantiles_are_exact_where_they_fit_and_sketched_beyond() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, models) = (tmp.path().join("data"), tmp.path().join("models"));
+    // 24 hosts × 3 days at one row a minute: 103,680 rows × 8 features, about 20 MiB exact.
+    let args = [
+        "--hosts",
+        "24",
+        "--duration",
+        "3d",
+        "--interval",
+        "1m",
+        "--seed",
+        "3",
+    ];
+    assert_ok(&generate(data.to_str().unwrap(), &args));
+    let run = |name: &str, extra: &[&str]| {
+        let base = [
+            "--data",
+            data.to_str().unwrap(),
+            "--models",
+            models.to_str().unwrap(),
+            "--model",
+            name,
+        ];
+        let out = train(&[&base[..], extra].concat());
+        assert_ok(&out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let fits = run("fits", &[]);
+    assert!(
+        fits.contains("medians and quantiles exact: 103680 rows × 8 features need about 0.0 GiB exact, within half the memory available"),
+        "{fits}"
+    );
+    let tight = run("tight", &["--memory", "16M"]);
+    assert!(
+        tight.contains("medians and quantiles sketched (t-digests): 103680 rows × 8 features")
+            && tight.contains("more than --memory (0.0 GiB)"),
+        "{tight}"
+    );
+    let exact = run("exact", &["--quantiles", "exact"]);
+    assert!(exact.contains("medians and quantiles exact\n"), "{exact}");
+    let (f, t, e) = (
+        read_model(&models, "fits"),
+        read_model(&models, "tight"),
+        read_model(&models, "exact"),
+    );
+    assert_eq!(f.median, e.median, "auto within memory is exact");
+    assert_eq!(f.mad, e.mad);
+    assert_ne!(t.median, e.median, "auto beyond --memory sketches");
+    for j in 0..e.dims() {
+        assert!((t.median[j] - e.median[j]).abs() <= 0.01 * e.scale[j]);
+    }
+}

@@ -10,6 +10,8 @@ use crate::{UserError, si, thousands};
 /// `--quantiles`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum QuantileMode {
+    /// Exact where it fits in --memory, else sketch.
+    Auto,
     /// Exact medians and quantiles (every value in memory).
     Exact,
     /// t-digest sketches: bounded memory.
@@ -80,11 +82,16 @@ pub(crate) struct TrainArgs {
     #[arg(long, default_value_t = 0, value_parser = crate::parse_threads)]
     threads: usize,
     /// How medians, MADs and limits are taken: `exact` holds every value of a statement in
-    /// memory (about 2 GB at 10M rows, 15 GB at 100M); `sketch` uses mergeable t-digests in
-    /// bounded memory whatever the rows, within 1 % of a feature's scale for medians, 3 % for
-    /// MADs and 5 % for the limits of the exact values (tested on generated data)
-    #[arg(long, value_enum, default_value = "exact", value_name = "MODE")]
+    /// memory (about 2 GB at 10M rows of 8 features, 15 GB at 100M); `sketch` uses mergeable
+    /// t-digests in bounded memory whatever the rows, within 1 % of a feature's scale for
+    /// medians, 3 % for MADs and 5 % for the limits of the exact values (tested on generated
+    /// data); `auto` is exact when rows × features × 25 bytes fit in --memory, else sketch
+    #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
     quantiles: QuantileMode,
+    /// The memory exact statistics may take before --quantiles auto sketches them, e.g. 8G
+    /// (default: half of the memory available)
+    #[arg(long, value_name = "SIZE", value_parser = crate::parse_size)]
+    memory: Option<usize>,
     /// Print nothing but errors
     #[arg(long, short)]
     quiet: bool,
@@ -171,9 +178,11 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
         break_lock: args.break_lock,
         threads: args.threads,
         quantiles: match args.quantiles {
+            QuantileMode::Auto => Quantiles::Auto,
             QuantileMode::Exact => Quantiles::Exact,
             QuantileMode::Sketch => Quantiles::Sketch,
         },
+        memory: args.memory,
     };
     let run = crate::pg::Run {
         id: crate::pg::run_id("train", started_at),
@@ -197,6 +206,16 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
         return Ok(());
     }
     let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+    let (mode, why) = &report.quantiles;
+    let mode = if *mode == Quantiles::Sketch {
+        "sketched (t-digests)"
+    } else {
+        "exact"
+    };
+    match why {
+        Some(why) => println!("medians and quantiles {mode}: {why}"),
+        None => println!("medians and quantiles {mode}"),
+    }
     match &report.trained {
         Trained::Model(m) => {
             let explained: f64 = m.pca.explained_variance_ratio[..m.pca.k].iter().sum();

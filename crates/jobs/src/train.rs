@@ -52,13 +52,19 @@ pub struct TrainJob {
     pub threads: usize,
     /// How the medians, MADs and quantiles are taken.
     pub quantiles: Quantiles,
+    /// The memory exact statistics may take before [`Quantiles::Auto`] sketches them (`None`:
+    /// half of the memory available when the training starts).
+    pub memory: Option<usize>,
 }
 
 /// How training takes its medians, MADs and quantiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Quantiles {
-    /// Exact: each statement holds every value it orders in memory (today's results).
+    /// Exact where they fit in memory, sketched where they do not: the training rows times the
+    /// features times [`EXACT_BYTES_PER_VALUE`] against [`TrainJob::memory`].
     #[default]
+    Auto,
+    /// Exact: each statement holds every value it orders in memory.
     Exact,
     /// Mergeable t-digest sketches (DataFusion's `approx_percentile_cont`): bounded memory
     /// whatever the rows, merged across partitions; within the tolerance `tads train --help`
@@ -69,11 +75,60 @@ pub enum Quantiles {
 /// Centroids of the t-digests behind the sketched medians, MADs and limits.
 pub const SKETCH_CENTROIDS: usize = 1000;
 
+/// Centroids of the sketched medians of the daily cycle (per key and day, per key and hour).
+pub const SMALL_SKETCH_CENTROIDS: usize = 200;
+
+/// Peak bytes exact training takes per value (row × feature), measured: 25 at 10M rows of 8
+/// features, 18 at 100M (`benches/scaling.sh`).
+pub const EXACT_BYTES_PER_VALUE: u64 = 25;
+
+/// Half of the memory this machine has available now (Linux's `MemAvailable`), or 4 GiB where
+/// that cannot be read.
+fn half_available() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<u64>().ok())
+        })
+        .map_or(4 << 30, |kib| kib * 1024 / 2)
+}
+
+/// The mode [`Quantiles::Auto`] comes to for `rows` training rows of `d` features, and why.
+pub fn auto_quantiles(rows: u64, d: usize, memory: Option<usize>) -> (Quantiles, String) {
+    let need = rows * d as u64 * EXACT_BYTES_PER_VALUE;
+    let (budget, named) = match memory {
+        Some(m) => (m as u64, "--memory"),
+        None => (half_available(), "half the memory available"),
+    };
+    let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+    let fits = need <= budget;
+    let why = format!(
+        "{} rows × {d} features need about {:.1} GiB exact, {} {named} ({:.1} GiB)",
+        rows,
+        gib(need),
+        if fits { "within" } else { "more than" },
+        gib(budget)
+    );
+    (
+        if fits {
+            Quantiles::Exact
+        } else {
+            Quantiles::Sketch
+        },
+        why,
+    )
+}
+
 impl Quantiles {
     /// The aggregate of the `q` quantile of `x` (a continuous one, interpolated).
     pub(crate) fn quantile(self, q: f64, x: &str) -> String {
         match self {
-            Self::Exact => format!("percentile_cont({q}) WITHIN GROUP (ORDER BY {x})"),
+            Self::Auto | Self::Exact => {
+                format!("percentile_cont({q}) WITHIN GROUP (ORDER BY {x})")
+            }
             Self::Sketch => format!(
                 "approx_percentile_cont({q}, {SKETCH_CENTROIDS}) WITHIN GROUP (ORDER BY {x})"
             ),
@@ -81,11 +136,14 @@ impl Quantiles {
     }
 
     /// The aggregate of the median of `x` within many small groups (days, hours of the day):
-    /// exact, or a default-size sketch.
+    /// exact, or a sketch of [`SMALL_SKETCH_CENTROIDS`] (a group's sketch holds that many
+    /// centroids at most, so memory grows with the keys × days, never with the rows).
     pub(crate) fn small_median(self, x: &str) -> String {
         match self {
-            Self::Exact => format!("median({x})"),
-            Self::Sketch => format!("approx_median({x})"),
+            Self::Auto | Self::Exact => format!("median({x})"),
+            Self::Sketch => format!(
+                "approx_percentile_cont(0.5, {SMALL_SKETCH_CENTROIDS}) WITHIN GROUP (ORDER BY {x})"
+            ),
         }
     }
 
@@ -106,7 +164,7 @@ impl Quantiles {
         } else {
             ("", "")
         };
-        if self == Self::Exact {
+        if self != Self::Sketch {
             let stats = tcols
                 .iter()
                 .map(|c| format!("robust_stats({c})"))
@@ -203,6 +261,8 @@ pub struct TrainReport {
     pub path: String,
     /// Wall time.
     pub elapsed: Duration,
+    /// How the medians and quantiles were taken (never `Auto`), and why when `Auto` chose.
+    pub quantiles: (Quantiles, Option<String>),
 }
 
 impl TrainReport {
@@ -350,6 +410,28 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
         }
     }
     let prepared = prepare(job).await?;
+    // `auto`: count the training rows (Parquet statistics answer without a filter) and choose.
+    let (resolved, why);
+    let job = if job.quantiles == Quantiles::Auto {
+        let batch = collect(
+            &prepared.ctx,
+            &format!("SELECT count(*) FROM telemetry WHERE {}", prepared.filter),
+        )
+        .await?;
+        let rows = batch.column(0).as_primitive::<Int64Type>().value(0).max(0) as u64;
+        let (mode, reason) = auto_quantiles(rows, prepared.cols.len(), job.memory);
+        (resolved, why) = (
+            TrainJob {
+                quantiles: mode,
+                ..job.clone()
+            },
+            Some(reason),
+        );
+        &resolved
+    } else {
+        why = None;
+        job
+    };
     let (ctx, registry) = (prepared.ctx.clone(), prepared.registry.clone());
     let (cols, filter) = (prepared.cols.clone(), prepared.filter.clone());
     let tail = job
@@ -409,6 +491,7 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
         trained,
         rows_seen,
         elapsed: started.elapsed(),
+        quantiles: (job.quantiles, why),
     })
 }
 

@@ -50,6 +50,7 @@ fn allowed(kind: Kind) -> &'static [&'static str] {
             "overwrite",
             "threads",
             "quantiles",
+            "memory",
         ],
         Kind::Score => &[
             "model",
