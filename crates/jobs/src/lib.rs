@@ -6,7 +6,8 @@
 //!
 //! * [`train`]: robust PCA training in three SQL passes (robust statistics, co-moments inside
 //!   the robust cut, SPE quantiles), with an optional trimmed refit.
-//!   With `group_by`, one model per value of a column (`group.json`).
+//!   With `group_by`, one model per value of a column (`group.json`); medians and quantiles
+//!   exact or sketched ([`quantiles`]).
 //! * [`score`]: every row with its scores, one streamed plan per input file, and its alerts
 //!   ([`alerts`], configured by [`config`]).
 //! * [`watch`]: follows a dataset being written, scoring each round of new files with the
@@ -19,6 +20,7 @@ pub mod drift;
 pub mod eval;
 pub mod parquet_out;
 mod passthrough;
+pub mod quantiles;
 pub mod score;
 mod seasonal;
 mod tail;
