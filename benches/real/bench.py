@@ -58,10 +58,16 @@ TRAIN_QUANTILE = 0.995      # the peers' threshold: this quantile of their train
 LEADING_TRAIN_FRACTION = 0.30  # a series without a split trains on its first 30% of rows
 PCA_VARIANCE = 0.95
 MAD_SCALE_FLOOR = 1e-9
-METHODS = ["tads", "sklearn_pca", "mad_max"]
+# With TADS_REAL_PEERS=iforest,kmeans,lof, more peers (for the detectors of issue 18).
+METHODS = ["tads", "sklearn_pca", "mad_max"] + [
+    n for n in os.environ.get("TADS_REAL_PEERS", "").split(",") if n
+]
 METHOD_TITLES = {
     "sklearn_pca": "scikit-learn PCA (95% var.), train 99.5% quantile",
     "mad_max": "median/MAD max, train 99.5% quantile",
+    "iforest": "scikit-learn Isolation Forest (100 trees), train 99.5% quantile",
+    "kmeans": "k-means distance (k = 8), train 99.5% quantile",
+    "lof": "scikit-learn LOF (20 neighbours), train 99.5% quantile",
 }
 
 
@@ -217,6 +223,44 @@ def peer_sklearn_pca(x_train, x_test):
         return ((z - pca.inverse_transform(pca.transform(z))) ** 2).sum(axis=1)
 
     return spe(z_train), spe(z_test), f"k={pca.n_components_}/{x_train.shape[1]}"
+
+
+def _standardized(x_train, x_test):
+    scaler = StandardScaler().fit(x_train)
+    clean = lambda z: np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)  # noqa: E731
+    return clean(scaler.transform(x_train)), clean(scaler.transform(x_test))
+
+
+def peer_iforest(x_train, x_test):
+    """Isolation Forest (100 trees, seeded) on the standardized metrics; score = −score_samples."""
+    from sklearn.ensemble import IsolationForest
+    z_train, z_test = _standardized(x_train, x_test)
+    forest = IsolationForest(n_estimators=100, random_state=0).fit(z_train)
+    return -forest.score_samples(z_train), -forest.score_samples(z_test), "100 trees"
+
+
+def peer_kmeans(x_train, x_test):
+    """k-means (k = 8, seeded) on the standardized metrics; score = distance to the nearest centroid."""
+    from sklearn.cluster import KMeans
+    z_train, z_test = _standardized(x_train, x_test)
+    k = min(8, len(z_train))
+    km = KMeans(n_clusters=k, n_init=3, random_state=0).fit(z_train)
+    return km.transform(z_train).min(axis=1), km.transform(z_test).min(axis=1), f"k={k}"
+
+
+def peer_lof(x_train, x_test):
+    """Local Outlier Factor (20 neighbours, novelty) on the standardized metrics."""
+    from sklearn.neighbors import LocalOutlierFactor
+    z_train, z_test = _standardized(x_train, x_test)
+    lof = LocalOutlierFactor(n_neighbors=20, novelty=True).fit(z_train)
+    return -lof.score_samples(z_train), -lof.score_samples(z_test), "20 neighbours"
+
+
+# More peers for the detectors of issue 18: TADS_REAL_PEERS=iforest,kmeans,lof.
+EXTRA_PEERS = {"iforest": peer_iforest, "kmeans": peer_kmeans, "lof": peer_lof}
+for _name in METHODS[3:]:
+    if _name not in EXTRA_PEERS:
+        sys.exit(f"TADS_REAL_PEERS: unknown peer `{_name}` (known: {', '.join(EXTRA_PEERS)})")
 
 
 def peer_mad_max(x_train, x_test):
@@ -450,7 +494,8 @@ def main():
                                    note="", seconds=round(res["seconds"], 2)))
 
         # Peers
-        for name, fn in (("sklearn_pca", peer_sklearn_pca), ("mad_max", peer_mad_max)):
+        extra = [(n, EXTRA_PEERS[n]) for n in METHODS[3:]]
+        for name, fn in [("sklearn_pca", peer_sklearn_pca), ("mad_max", peer_mad_max)] + extra:
             p0 = time.monotonic()
             s_train, s_test, note = fn(x_train, x_test)
             pred, thr = threshold_rule(s_train, s_test)
