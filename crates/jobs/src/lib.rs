@@ -36,6 +36,12 @@ pub(crate) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// The SQL expression `x` as a double, NULL where it is NaN (what the medians skip).
+pub(crate) fn nan_as_null(x: &str) -> String {
+    let x = format!("CAST({x} AS DOUBLE)");
+    format!("(CASE WHEN isnan({x}) THEN NULL ELSE {x} END)")
+}
+
 /// Errors of the jobs. Messages are one line and name the input at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -5,8 +5,8 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
 use tads_model::robust::{MAD_SCALE, MEAN_AD_SCALE};
 
-use crate::Result;
 use crate::train::collect;
+use crate::{Result, nan_as_null};
 
 /// How training takes its medians, MADs and quantiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -98,8 +98,9 @@ impl Quantiles {
         }
     }
 
-    /// Pass 1 over `source` (a table expression aliased `t`, with `t.__key` when `keyed`): `[t.__key,]
-    /// count(*)` and, per column of `tcols`, a struct `{median, mad, count, mean_ad}` as
+    /// Pass 1 over `source` (a table expression aliased `t` with the columns `cols`, and
+    /// `t.__key` when `keyed`): `[t.__key,] count(*)` and, per column, a struct `{median, mad,
+    /// count, mean_ad}` as
     /// `robust_stats` gives it. Sketched, the medians come first and the MAD and mean absolute
     /// deviation from them in a second statement, which joins them from memory (a join whose
     /// small side were still being computed would let the big side's rows pile up in memory).
@@ -107,9 +108,10 @@ impl Quantiles {
         self,
         ctx: &SessionContext,
         source: &str,
-        tcols: &[String],
+        cols: &[String],
         keyed: bool,
     ) -> Result<RecordBatch> {
+        let tcols: Vec<String> = cols.iter().map(|c| format!("t.{c}")).collect();
         let (key, group) = if keyed {
             ("t.__key, ", " GROUP BY t.__key")
         } else {
@@ -129,9 +131,9 @@ impl Quantiles {
         }
         // Finite values as doubles (robust_stats skips NULL, NaN and infinities).
         let fin = |c: &str| {
-            let x = format!("CAST({c} AS DOUBLE)");
             format!(
-                "(CASE WHEN isnan({x}) OR abs({x}) > 1.7976931348623157e308 THEN NULL ELSE {x} END)"
+                "(CASE WHEN abs(CAST({c} AS DOUBLE)) > 1.7976931348623157e308 THEN NULL ELSE {} END)",
+                nan_as_null(c)
             )
         };
         let medians = tcols

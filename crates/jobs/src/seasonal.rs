@@ -13,7 +13,7 @@ use datafusion::prelude::SessionContext;
 use tads_model::{ModelArtifact, ModelGroup, Seasonal};
 
 use crate::train::{amend, amend_members, collect, f64_at};
-use crate::{Result, ident};
+use crate::{Result, ident, nan_as_null};
 
 /// The time column a daily cycle is looked for in.
 pub const TIME: &str = "ts";
@@ -27,12 +27,6 @@ pub(crate) struct SeasonInput<'a> {
     pub(crate) cols: &'a [String],
     pub(crate) filter: &'a str,
     pub(crate) mode: crate::train::Quantiles,
-}
-
-/// `x` as a double, NULL where it is NaN.
-fn clean(x: &str) -> String {
-    let x = format!("CAST({x} AS DOUBLE)");
-    format!("(CASE WHEN isnan({x}) THEN NULL ELSE {x} END)")
 }
 
 /// Whether the training table has a timestamp column `ts`.
@@ -58,13 +52,13 @@ async fn profiles(input: &SeasonInput<'_>, key: Option<&str>) -> Result<BTreeMap
     let d = input.cols.len();
     let medians = (0..d)
         .map(|j| {
-            let m = input.mode.small_median(&clean(&input.cols[j]));
+            let m = input.mode.small_median(&nan_as_null(&input.cols[j]));
             format!("{m} AS __m{j}")
         })
         .collect::<Vec<_>>()
         .join(", ");
     let values = (0..d)
-        .map(|j| format!("{} AS __x{j}", clean(&input.cols[j])))
+        .map(|j| format!("{} AS __x{j}", nan_as_null(&input.cols[j])))
         .collect::<Vec<_>>()
         .join(", ");
     let distances = (0..d)

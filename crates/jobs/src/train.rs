@@ -230,27 +230,10 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
         }
     }
     let prepared = prepare(job).await?;
-    // `auto`: count the training rows (Parquet statistics answer without a filter) and choose.
-    let (resolved, why);
-    let job = if job.quantiles == Quantiles::Auto {
-        let batch = collect(
-            &prepared.ctx,
-            &format!("SELECT count(*) FROM telemetry WHERE {}", prepared.filter),
-        )
-        .await?;
-        let rows = batch.column(0).as_primitive::<Int64Type>().value(0).max(0) as u64;
-        let (mode, reason) = auto_quantiles(rows, prepared.cols.len(), job.memory);
-        (resolved, why) = (
-            TrainJob {
-                quantiles: mode,
-                ..job.clone()
-            },
-            Some(reason),
-        );
-        &resolved
-    } else {
-        why = None;
-        job
+    let (quantiles, why) = resolve_quantiles(job, &prepared).await?;
+    let job = &TrainJob {
+        quantiles,
+        ..job.clone()
     };
     let (ctx, registry) = (prepared.ctx.clone(), prepared.registry.clone());
     let (cols, filter) = (prepared.cols.clone(), prepared.filter.clone());
@@ -313,6 +296,25 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
         elapsed: started.elapsed(),
         quantiles: (job.quantiles, why),
     })
+}
+
+/// The job's quantile mode, with [`Quantiles::Auto`] decided by counting the training rows
+/// (Parquet statistics answer without a filter), and the reason when it was decided.
+async fn resolve_quantiles(
+    job: &TrainJob,
+    prepared: &Prepared,
+) -> Result<(Quantiles, Option<String>)> {
+    if job.quantiles != Quantiles::Auto {
+        return Ok((job.quantiles, None));
+    }
+    let batch = collect(
+        &prepared.ctx,
+        &format!("SELECT count(*) FROM telemetry WHERE {}", prepared.filter),
+    )
+    .await?;
+    let rows = batch.column(0).as_primitive::<Int64Type>().value(0).max(0) as u64;
+    let (mode, reason) = auto_quantiles(rows, prepared.cols.len(), job.memory);
+    Ok((mode, Some(reason)))
 }
 
 /// `model` changed by `change`, sealed again (a new fingerprint) and checked.
@@ -435,14 +437,13 @@ async fn train_one(job: &TrainJob, prepared: Prepared) -> Result<ModelArtifact> 
     } = prepared;
 
     // Pass 1: medians and MADs.
-    let tcols: Vec<String> = cols.iter().map(|c| format!("t.{c}")).collect();
     let source = format!(
         "(SELECT {} FROM telemetry WHERE {filter}) t",
         cols.join(", ")
     );
     let batch = job
         .quantiles
-        .robust_pass(&ctx, &source, &tcols, false)
+        .robust_pass(&ctx, &source, &cols, false)
         .await?;
     let rows_seen = batch.column(0).as_primitive::<Int64Type>().value(0) as u64;
     if rows_seen == 0 {

@@ -111,7 +111,7 @@ pub(crate) async fn train_groups(
     // Pass 1: medians and MADs per group.
     let batch = job
         .quantiles
-        .robust_pass(&ctx, &source, &tcols, true)
+        .robust_pass(&ctx, &source, &cols, true)
         .await?;
     let keys = keys_of(&batch)?;
     let counts = batch.column(1).as_primitive::<Int64Type>();

@@ -7,7 +7,7 @@ use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 
 use super::{BaselineQuery, DayLevels};
 use crate::train::collect;
-use crate::{Result, ident};
+use crate::{Result, ident, nan_as_null};
 
 /// Adds one batch of `(key, day, rows, medians…)` to the levels per key and day.
 pub(super) fn add_levels(batch: &RecordBatch, d: usize, levels: &mut DayLevels) -> Result<()> {
@@ -192,10 +192,7 @@ impl Grouped<'_> {
     ) -> Result<Vec<RecordBatch>> {
         let medians: String = q.features[..self.d]
             .iter()
-            .map(|f| {
-                let x = format!("CAST({} AS DOUBLE)", ident(f));
-                format!(", median(CASE WHEN isnan({x}) THEN NULL ELSE {x} END)")
-            })
+            .map(|f| format!(", median{}", nan_as_null(&ident(f))))
             .collect();
         // (first day, days, shards, shard): the key's shard_of(key, shards) is `shard`.
         let mut windows: Vec<(i64, i64, u32, u32)> = windows

@@ -220,6 +220,8 @@ pub(crate) async fn baselines(q: &BaselineQuery<'_>, s: &DriftSettings) -> Resul
     let mut out = Baselines::default();
     // Per key, its model and the days without a previous day's baseline.
     let mut lacking: Vec<(String, Arc<tads_sql::registry::LoadedModel>, Vec<i64>)> = Vec::new();
+    // Days before those `known` have no rows here.
+    let scored_from = q.known.map_or(i64::MIN, |(_, until)| until);
     for (key, by_day) in &levels {
         let name = if q.grouped {
             format!("{}/{key}", q.model)
@@ -270,8 +272,6 @@ pub(crate) async fn baselines(q: &BaselineQuery<'_>, s: &DriftSettings) -> Resul
             }
             previous = Some((day, level));
         }
-        // (Days before those `known` have no rows here.)
-        let scored_from = q.known.map_or(i64::MIN, |(_, until)| until);
         let days: Vec<i64> = by_day
             .range(scored_from..)
             .map(|(day, _)| day)
@@ -366,7 +366,9 @@ async fn trailing(
     Ok(out)
 }
 
-/// The median of `values` (the mean of the middle two for an even count), or None if empty.
+/// The median of `values` (the mean of the middle two for an even count, `(a + b) / 2` as
+/// DataFusion's `median` computes it, so that SQL recomputes the shift to the bit — not
+/// `tads_model::robust::median_in_place`, which rounds `a + (b − a) / 2`), or None if empty.
 fn middle(values: &mut [f64]) -> Option<f64> {
     if values.is_empty() {
         return None;
