@@ -7,18 +7,11 @@
 //
 // Prints one JSON line of what it saw; exits 1 on any console error or missing element.
 "use strict";
-const { chromium } = require("playwright-core");
+const { open } = require("./chromium.cjs");
 
 async function main() {
   const [base, out] = process.argv.slice(2);
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu"],
-  });
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-  const errors = [];
-  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
-  page.on("pageerror", (e) => errors.push(String(e)));
+  const { browser, page, errors } = await open();
   const seen = {};
 
   const visit = async (hash, loaded, shot) => {

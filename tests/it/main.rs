@@ -6,10 +6,12 @@
 mod alerts;
 mod bad_input;
 mod deliver;
+mod flight;
 mod generate;
 mod golden;
 mod jobs;
 mod kill;
+mod live;
 mod pg;
 mod prometheus;
 mod s3;

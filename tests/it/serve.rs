@@ -16,6 +16,8 @@ pub(crate) struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT`
     pub(crate) base: String,
+    /// `grpc://127.0.0.1:PORT` of Flight SQL, with `--flight`
+    pub(crate) flight: Option<String>,
 }
 
 impl Drop for Server {
@@ -35,16 +37,35 @@ pub(crate) fn serve(args: &[&str]) -> Server {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("no listening line: {line:?}"))
-        .to_string();
-    Server { child, base }
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut flight = None;
+    loop {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        if let Some(at) = line.trim().strip_prefix("flight sql on ") {
+            flight = Some(at.to_string());
+            continue;
+        }
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("no listening line: {line:?}"))
+            .to_string();
+        return Server {
+            child,
+            base,
+            flight,
+        };
+    }
+}
+
+/// `tads serve` over the demo in `d` (its data, scores and models), with `extra` arguments.
+pub(crate) fn serve_demo(d: &Path, extra: &[&str]) -> Server {
+    let path = |p: &str| d.join(p).to_str().unwrap().to_string();
+    let (data, scores, models) = (path("data"), path("scores"), path("models"));
+    let mut args = vec!["--data", &data, "--data", &scores, "--models", &models];
+    args.extend_from_slice(extra);
+    serve(&args)
 }
 
 /// The demo's folder (data, models, scores), made once per test.
@@ -61,7 +82,7 @@ pub(crate) fn demo(dir: &Path) -> PathBuf {
 }
 
 /// Where `scripts/test.sh` installed a test tool: `$env`, else `~/.cache/tads/<under_cache>`.
-fn installed(env: &str, under_cache: &str) -> PathBuf {
+pub(crate) fn installed(env: &str, under_cache: &str) -> PathBuf {
     std::env::var(env).map_or_else(
         |_| {
             PathBuf::from(std::env::var("HOME").unwrap())
@@ -73,7 +94,7 @@ fn installed(env: &str, under_cache: &str) -> PathBuf {
 }
 
 /// Runs `command`; panics with its output unless it succeeds; returns its output.
-fn run_ok(command: &mut Command, what: &str) -> String {
+pub(crate) fn run_ok(command: &mut Command, what: &str) -> String {
     let out = command.output().unwrap();
     let text = format!(
         "{}{}",
@@ -102,14 +123,7 @@ async fn the_api_answers_what_datafusion_reads_and_schemathesis_finds_no_fault()
     let tmp = tempfile::tempdir().unwrap();
     let d = demo(tmp.path());
     let (data, scores, models) = (d.join("data"), d.join("scores"), d.join("models"));
-    let server = serve(&[
-        "--data",
-        data.to_str().unwrap(),
-        "--data",
-        scores.to_str().unwrap(),
-        "--models",
-        models.to_str().unwrap(),
-    ]);
+    let server = serve_demo(&d, &[]);
     let api = |path: &str| format!("{}{path}", server.base);
 
     // What the same files hold, read by DataFusion directly.
@@ -375,6 +389,9 @@ async fn the_api_answers_what_datafusion_reads_and_schemathesis_finds_no_fault()
             "1",
             "--seed",
             "7",
+            // A stream that ends only when the server stops (tests/it/live.rs reads it).
+            "--exclude-path",
+            "/api/live",
         ])
         .env("SCHEMATHESIS_HOOKS", "")
         // Its cache (.schemathesis/) goes to the temporary folder, not the repository.

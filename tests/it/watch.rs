@@ -24,15 +24,15 @@ fn text(column: &ArrayRef) -> StringArray {
 }
 
 /// One alert as compared: start, end, opened (seconds), points, peak, severity, open.
-type AlertRow = (i64, i64, i64, u64, String, String, bool);
+pub(crate) type AlertRow = (i64, i64, i64, u64, String, String, bool);
 
 /// What a score run (or a watcher's rounds) produced.
 #[derive(Debug, Default)]
-struct Outcome {
+pub(crate) struct Outcome {
     /// (host, time in seconds) → (score, alert id).
-    rows: BTreeMap<(String, i64), (String, Option<String>)>,
+    pub(crate) rows: BTreeMap<(String, i64), (String, Option<String>)>,
     /// alert id → the alert (a later round's record replaces an earlier one's).
-    alerts: BTreeMap<String, AlertRow>,
+    pub(crate) alerts: BTreeMap<String, AlertRow>,
 }
 
 impl Outcome {
@@ -180,7 +180,7 @@ async fn sliced(tmp: &Path, to: &Path, hours: i64) -> Vec<String> {
 
 /// Copies `rel` from `from` to `to` the way a writer should: staged under a hidden name, then
 /// renamed.
-fn land(from: &Path, to: &Path, rel: &str) {
+pub(crate) fn land(from: &Path, to: &Path, rel: &str) {
     let target = to.join(rel);
     std::fs::create_dir_all(target.parent().unwrap()).unwrap();
     let staged = target.with_file_name(format!(".{}.tmp", rel.replace('/', "_")));
@@ -189,7 +189,7 @@ fn land(from: &Path, to: &Path, rel: &str) {
 }
 
 /// `tads watch` on `data` into `out` with model `m`, and `args`.
-fn watch(data: &Path, models: &Path, out: &Path, args: &[&str]) -> Command {
+pub(crate) fn watch(data: &Path, models: &Path, out: &Path, args: &[&str]) -> Command {
     let mut cmd = tads();
     cmd.args(["watch", "--model", "m", "--settle", "50ms", "--data"])
         .arg(data)
@@ -203,7 +203,7 @@ fn watch(data: &Path, models: &Path, out: &Path, args: &[&str]) -> Command {
 
 /// The sliced dataset, a model trained on it, and the reference: one `tads score` over all of
 /// it.
-async fn setup(tmp: &Path) -> (PathBuf, PathBuf, Vec<String>, Outcome) {
+pub(crate) async fn setup(tmp: &Path) -> (PathBuf, PathBuf, Vec<String>, Outcome) {
     let (all, models) = (tmp.join("all"), tmp.join("models"));
     let files = sliced(tmp, &all, 6).await;
     assert_ok(&train_cmd("m", &all, &models, &[]));

@@ -82,6 +82,8 @@ pub(crate) enum Kind {
     Telemetry,
     /// A `tads score` output.
     Scores,
+    /// A `tads watch` output: its complete rounds, read as one score output.
+    Watch,
     /// A directory of models.
     Models,
 }
@@ -94,6 +96,13 @@ pub(crate) async fn kind_of(location: &Location) -> Result<Kind, UserError> {
     }
     if ScoreManifest::read(location).await.ok().flatten().is_some() {
         return Ok(Kind::Scores);
+    }
+    let checkpoint = location.child(tads_jobs::watch::CHECKPOINT);
+    if datafusion::object_store::ObjectStoreExt::head(location.store(), &checkpoint)
+        .await
+        .is_ok()
+    {
+        return Ok(Kind::Watch);
     }
     let objects = location.list_all().await.map_err(|e| bad(e.to_string()))?;
     let names: Vec<String> = objects
@@ -223,6 +232,10 @@ pub(crate) async fn register_location(
             }
             p
         }
+        Kind::Watch => {
+            let names = (free_name(ctx, "scored"), free_name(ctx, "alerts"));
+            return register_watch(ctx, location, &names).await;
+        }
         Kind::Models => vec![],
     };
     let mut tables = Vec::new();
@@ -240,6 +253,84 @@ pub(crate) async fn register_location(
         });
     }
     Ok(tables)
+}
+
+/// The complete rounds of the `tads watch` output `location` (those with their manifest; a round
+/// being written has none yet), in order.
+pub(crate) async fn watch_rounds(location: &Location) -> Result<Vec<String>, UserError> {
+    let rounds = location.sub("rounds");
+    let objects = rounds
+        .list_all()
+        .await
+        .map_err(|e| UserError(format!("--data {location}: {e}")))?;
+    let mut done: Vec<String> = objects
+        .iter()
+        .filter_map(|o| rounds.relative(&o.location))
+        .filter_map(|r| r.strip_suffix("/_manifest.json").map(str::to_string))
+        .filter(|r| !r.contains('/'))
+        .collect();
+    done.sort();
+    Ok(done)
+}
+
+/// Registers the complete rounds of the `tads watch` output `location` as one score output:
+/// `names.0` over every round's scored rows, `names.1` the latest record of each alert (a round's
+/// alerts file holds the alerts that opened, went on or closed in it: the record with the latest
+/// end, a closed one before an open one, is the alert's state).
+pub(crate) async fn register_watch(
+    ctx: &SessionContext,
+    location: &Location,
+    names: &(String, String),
+) -> Result<Vec<Registered>, UserError> {
+    let user = |e: String| UserError(format!("--data {location}: {e}"));
+    let rounds = watch_rounds(location).await?;
+    if rounds.is_empty() {
+        return Err(user(
+            "is a `tads watch` output without a complete round yet".into(),
+        ));
+    }
+    let scored_dirs: Vec<String> = rounds
+        .iter()
+        .map(|r| format!("rounds/{r}/scored"))
+        .collect();
+    let partitions = tads_sql::register_dirs(ctx, &names.0, location, &scored_dirs)
+        .await
+        .map_err(|e| user(e.to_string()))?;
+    let alert_files: Vec<String> = rounds
+        .iter()
+        .map(|r| format!("rounds/{r}/alerts/alerts.parquet"))
+        .collect();
+    // The rounds' records under a name of their own only while the view over them is planned:
+    // the view holds the table itself, so the name is dropped again.
+    let raw = format!("{}__rounds", names.1);
+    tads_sql::register_file_list(ctx, &raw, location, &alert_files)
+        .await
+        .map_err(|e| user(e.to_string()))?;
+    let latest = ctx
+        .sql(&format!(
+            "SELECT * EXCLUDE (__latest) FROM (SELECT *, row_number() OVER (PARTITION BY alert_id              ORDER BY end_ts DESC, \"open\" ASC) AS __latest FROM \"{raw}\") WHERE __latest = 1"
+        ))
+        .await
+        .map_err(|e| user(format!("its alerts: {e}")));
+    let _ = ctx.deregister_table(raw.as_str());
+    ctx.register_table(names.1.as_str(), latest?.into_view())
+        .map_err(|e| user(e.to_string()))?;
+    Ok(vec![
+        Registered {
+            name: names.0.clone(),
+            kind: "scored",
+            location: location.sub("rounds"),
+            source: location.clone(),
+            partitions,
+        },
+        Registered {
+            name: names.1.clone(),
+            kind: "alerts",
+            location: location.sub("rounds"),
+            source: location.clone(),
+            partitions: vec![],
+        },
+    ])
 }
 
 pub(crate) async fn run(args: SqlArgs) -> anyhow::Result<()> {

@@ -74,7 +74,7 @@ pub(crate) struct WatchArgs {
 }
 
 /// `10s`, `500ms`, `1m`: a positive duration.
-fn parse_interval(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_interval(text: &str) -> Result<Duration, String> {
     match tads_jobs::config::parse_duration(text) {
         Some(us) if us > 0 => Ok(Duration::from_micros(us as u64)),
         _ => Err(format!(

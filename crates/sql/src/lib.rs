@@ -130,24 +130,41 @@ pub async fn register_dataset(
     } else {
         partition_columns(&first)
     };
-    let partitions: Vec<(String, DataType)> = partition_names
+    let url = ListingTableUrl::parse(location.data_url().as_str())?;
+    register_listing(ctx, name, location, vec![url], &partition_names).await?;
+    Ok(partition_names)
+}
+
+/// Registers table `name` over the Parquet files below `urls` (of `location`'s store), with the
+/// hive partition columns `partitions` (as strings) and the columns of the first file, every one
+/// nullable.
+async fn register_listing(
+    ctx: &SessionContext,
+    name: &str,
+    location: &Location,
+    urls: Vec<ListingTableUrl>,
+    partitions: &[String],
+) -> Result<()> {
+    let partitions: Vec<(String, DataType)> = partitions
         .iter()
         .map(|k| (k.clone(), DataType::Utf8))
         .collect();
     ctx.register_object_store(&location.store_url(), Arc::clone(location.store()));
-    let url = ListingTableUrl::parse(location.data_url().as_str())?;
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")
         .with_table_partition_cols(partitions);
     let config = nullable_schema(
-        ListingTableConfig::new(url)
+        ListingTableConfig::new_with_multi_paths(urls)
             .with_listing_options(options)
             .infer_schema(&ctx.state())
             .await
-            .map_err(|e| bad(format!("cannot read the schema of its Parquet files ({e})")))?,
+            .map_err(|e| Error::Dataset {
+                location: location.to_string(),
+                message: format!("cannot read the schema of its Parquet files ({e})"),
+            })?,
     );
     ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
-    Ok(partition_names)
+    Ok(())
 }
 
 /// Every column nullable: a file that lacks a column the others have reads it as NULL (a
@@ -294,6 +311,46 @@ pub async fn register_files(
     let view = ctx.sql(&selects.join(" UNION ALL ")).await?.into_view();
     ctx.register_table(name, view)?;
     Ok(partitions)
+}
+
+/// Registers the Parquet files below several folders of `location` (relative paths, each with
+/// the same hive partitioning, at least one holding a file) as one table `name`, with the partition columns
+/// found below the first such file, and returns those columns: one listing scan over every folder, each
+/// listed afresh by every query. The rounds of a `tads watch` output are read so, each round's
+/// `scored/` a folder.
+pub async fn register_dirs(
+    ctx: &SessionContext,
+    name: &str,
+    location: &Location,
+    dirs: &[String],
+) -> Result<Vec<String>> {
+    let bad = |message: String| Error::Dataset {
+        location: location.to_string(),
+        message,
+    };
+    // The first file of the first folder that has one gives the partitions and the columns.
+    let mut first = None;
+    for dir in dirs {
+        let sub = location.sub(dir);
+        first = sub
+            .list_all()
+            .await?
+            .iter()
+            .filter_map(|o| sub.relative(&o.location))
+            .filter(|r| r.ends_with(".parquet"))
+            .min();
+        if first.is_some() {
+            break;
+        }
+    }
+    let first = first.ok_or_else(|| bad("holds no .parquet files in its folders".into()))?;
+    let partition_names = partition_columns(&first);
+    let urls = dirs
+        .iter()
+        .map(|d| Ok(ListingTableUrl::parse(location.sub(d).data_url().as_str())?))
+        .collect::<Result<Vec<_>>>()?;
+    register_listing(ctx, name, location, urls, &partition_names).await?;
+    Ok(partition_names)
 }
 
 #[cfg(test)]

@@ -13,8 +13,10 @@
 
 mod api;
 mod dashboard;
+mod flight;
 mod job_args;
 mod jobs;
+mod live;
 mod openapi;
 
 use std::net::SocketAddr;
@@ -40,8 +42,12 @@ use crate::sql::{Registered, session_for};
 #[command(
     about = "An HTTP API over datasets, scores, alerts and models, with its OpenAPI document and Prometheus metrics",
     long_about = "Serves a JSON API over the same DataFusion session as `tads sql`: each --data location is \
-registered by what it is (a dataset → telemetry, a score output → scored and alerts, a model directory \
-→ models; later ones of a kind get _2, _3, …), and the models of --models are loaded.\n\n\
+registered by what it is (a dataset → telemetry, a score output → scored and alerts, a `tads watch` \
+output → scored and alerts over its complete rounds, a model directory → models; later ones of a kind \
+get _2, _3, …), and the models of --models are loaded.\n\n\
+Live: the served score outputs are listed every --live-every; when one changes (a watch round \
+committed, a score run written again), GET /api/live (Server-Sent Events) says so and the dashboard's \
+pages read the API again.\n\n\
 Routes: GET /api/health, /api/datasets, /api/datasets/{id}, /api/datasets/{id}/summary, \
 /api/datasets/{id}/topk, /api/datasets/{id}/histogram, /api/datasets/{id}/timeseries, /api/runs, /api/runs/{id}/eval, /api/runs/{id}/errors, /api/models, /api/models/{name}, /api/alerts, \
 /api/hosts/{host}/timeline; /api/openapi.json describes each with its parameters and responses; \
@@ -51,12 +57,15 @@ command as a child process writing below DIR (at most --jobs at once); GET /api/
 /api/jobs/{id}/events (Server-Sent Events) follow it; DELETE /api/jobs/{id} cancels it. A finished job's \
 output is served at once.\n\n\
 It listens on 127.0.0.1 only unless --token (or TADS_TOKEN) is set; with a token, starting and cancelling \
-jobs need `Authorization: Bearer <token>`, and with --token-all every API route does. Ctrl-C stops it.",
+jobs need `Authorization: Bearer <token>`, and with --token-all every API route does. Ctrl-C stops it.\n\n\
+--flight ADDR also serves Arrow Flight SQL on the same session (every table and TADS function, for \
+ADBC, JDBC or any Flight SQL client), read-only; with a token every call needs it.",
     after_help = "Examples:\n  tads serve --data tads-demo/data --data tads-demo/scores --models tads-demo/models\n  \
 curl -s localhost:8080/api/alerts?severity=critical\n  \
 tads serve --data tads-demo/data --models tads-demo/models --work /tmp/tads-work\n  \
 curl -s -X POST localhost:8080/api/jobs -d '{\"kind\":\"score\",\"args\":{\"data\":\"telemetry\",\"model\":\"hosts\",\"out\":\"s1\"}}' -H 'Content-Type: application/json'\n  \
-TADS_TOKEN=secret tads serve --listen 0.0.0.0:8080 --token-all --data scores/"
+TADS_TOKEN=secret tads serve --listen 0.0.0.0:8080 --token-all --data scores/\n  \
+tads serve --data tads-demo/watch --models tads-demo/models --flight 127.0.0.1:50051"
 )]
 pub(crate) struct ServeArgs {
     /// Where to listen
@@ -80,6 +89,12 @@ pub(crate) struct ServeArgs {
     /// Jobs that run at once; the others wait
     #[arg(long = "jobs", default_value_t = 1, value_name = "N")]
     job_slots: usize,
+    /// How often the served score outputs are listed for live updates (`GET /api/live`)
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = crate::watch::parse_interval)]
+    live_every: std::time::Duration,
+    /// Also serve Arrow Flight SQL (read-only; every call needs the token when one is set)
+    #[arg(long, value_name = "ADDR:PORT")]
+    flight: Option<String>,
 }
 
 /// What every handler shares.
@@ -91,6 +106,10 @@ pub(crate) struct AppState {
     token: Option<String>,
     token_all: bool,
     metrics: PrometheusHandle,
+    /// What changed last in the served score outputs (see [`live`]).
+    live: tokio::sync::watch::Receiver<live::LiveView>,
+    /// Turns true on Ctrl-C: endless streams end with it.
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 type Shared = Arc<AppState>;
@@ -106,19 +125,13 @@ impl AppState {
 const MAX_BODY: usize = 64 * 1024;
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let addr: SocketAddr = args.listen.parse().map_err(|_| {
-        UserError(format!(
-            "--listen {}: not an address and port such as 127.0.0.1:8080",
-            args.listen
-        ))
-    })?;
     let token = args.token.filter(|t| !t.is_empty());
-    if !addr.ip().is_loopback() && token.is_none() {
-        return Err(UserError(format!(
-            "--listen {addr}: listening beyond this machine needs --token (or TADS_TOKEN)"
-        ))
-        .into());
-    }
+    let addr = address("--listen", &args.listen, "127.0.0.1:8080", token.is_some())?;
+    let flight_addr = args
+        .flight
+        .as_deref()
+        .map(|f| address("--flight", f, "127.0.0.1:50051", token.is_some()))
+        .transpose()?;
     let work = match args.work {
         Some(dir) if dir.exists() && !dir.is_dir() => {
             return Err(UserError(format!(
@@ -143,6 +156,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| anyhow::anyhow!("the metrics recorder: {e}"))?;
+    let stop = crate::interrupted();
+    let (live_tx, live_rx) = tokio::sync::watch::channel(live::LiveView::default());
     let state = Arc::new(AppState {
         ctx,
         registry,
@@ -151,7 +166,15 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         token,
         token_all: args.token_all,
         metrics,
+        live: live_rx,
+        stop: stop.clone(),
     });
+    tokio::spawn(live::follow(
+        Arc::clone(&state),
+        live_tx,
+        args.live_every,
+        stop.clone(),
+    ));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| UserError(format!("--listen {addr}: {e}")))?;
@@ -162,16 +185,47 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     for t in state.tables().iter() {
         eprintln!("{}: {}", t.name, t.location);
     }
+    let flight = match flight_addr {
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| UserError(format!("--flight {at}: {e}")))?;
+            // Printed before the HTTP line, which is the one a supervisor (or a test) waits for.
+            println!("flight sql on grpc://{}", listener.local_addr()?);
+            let service = flight::FlightSql::new(state.ctx.clone(), state.token.clone())?;
+            Some(tokio::spawn(flight::serve(service, listener, stop.clone())))
+        }
+        None => None,
+    };
     // The line a supervisor (or a test) waits for, with the port actually bound.
     println!("listening on http://{local}");
     let app = router(state);
-    let mut stop = crate::interrupted();
+    let mut http_stop = stop.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
+            let _ = http_stop.wait_for(|s| *s).await;
         })
         .await?;
+    if let Some(flight) = flight {
+        flight.await??;
+    }
     Ok(())
+}
+
+/// `given` (a `--listen` or `--flight` value) as an address; beyond loopback only with a token.
+fn address(flag: &str, given: &str, example: &str, has_token: bool) -> anyhow::Result<SocketAddr> {
+    let addr: SocketAddr = given.parse().map_err(|_| {
+        UserError(format!(
+            "{flag} {given}: not an address and port such as {example}"
+        ))
+    })?;
+    if !addr.ip().is_loopback() && !has_token {
+        return Err(UserError(format!(
+            "{flag} {addr}: listening beyond this machine needs --token (or TADS_TOKEN)"
+        ))
+        .into());
+    }
+    Ok(addr)
 }
 
 /// Every route, with the metrics and token layers.
@@ -195,6 +249,7 @@ fn router(state: Shared) -> Router {
         .route("/api/jobs", get(jobs::list).post(jobs::create))
         .route("/api/jobs/{id}", get(jobs::get).delete(jobs::cancel))
         .route("/api/jobs/{id}/events", get(jobs::events))
+        .route("/api/live", get(live::events))
         .route("/metrics", get(prometheus))
         .route("/", get(dashboard::index))
         .route("/assets/{file}", get(dashboard::asset))
@@ -216,7 +271,11 @@ fn has_token(headers: &HeaderMap, token: &str) -> bool {
     else {
         return false;
     };
-    // Compared in time independent of where they differ.
+    same_secret(given, token)
+}
+
+/// Whether `given` is `token`, compared in time independent of where they differ.
+fn same_secret(given: &str, token: &str) -> bool {
     given.len() == token.len()
         && given
             .bytes()

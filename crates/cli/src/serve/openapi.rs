@@ -334,6 +334,17 @@ fn job_paths(p: &mut Map<String, Value>) {
         json!({ "get": { "summary": "a job's progress as it happens", "parameters": [id()],
                          "responses": events } }),
     );
+    let mut live = responses(
+        json!({ "description": "Server-Sent Events: a `hello` event, then a `scores` event whenever a served score output changes (a `tads watch` round committed); data {version, tables, at}; the stream ends when the server stops",
+                "content": { "text/event-stream": { "schema": { "type": "string" } } } }),
+        &[],
+    );
+    live["200"]["x-stream"] = json!(true);
+    p.insert(
+        "/api/live".into(),
+        json!({ "get": { "summary": "changes of the served score outputs as they happen",
+                         "responses": live } }),
+    );
 }
 
 /// A JSON response of `schema` (a name under components, or an inline schema).

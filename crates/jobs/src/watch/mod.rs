@@ -301,7 +301,10 @@ impl Watcher {
                 .levels_through
                 .is_some_and(|through| through >= d - 1)
         });
-        let context = self.context(first_ts, last_day, known.is_some());
+        let trailing = self
+            .trailing_needed(&good, first_day, last_day, known)
+            .await?;
+        let context = self.context(first_ts, last_day, known.is_some(), trailing);
         let levels = known.map(|d| (Arc::new(self.checkpoint.day_levels()), d));
         let carried = Arc::new(self.checkpoint.carried.clone());
         let job = ScoreJob {
@@ -441,6 +444,52 @@ impl Watcher {
         Ok(done)
     }
 
+    /// Whether the drift baseline may compare some row of the round with the trailing hours
+    /// before it, so that their files must be read: unless the round lies within one day whose
+    /// previous day's levels the checkpoint kept, with enough rows, for every key of the round's
+    /// files. The usual round (within a day, after the first) is so, and reads no earlier file.
+    async fn trailing_needed(
+        &self,
+        files: &[String],
+        first_day: Option<i64>,
+        last_day: Option<i64>,
+        known: Option<i64>,
+    ) -> Result<bool> {
+        let drift = &self.job.config.drift;
+        if drift.baseline == crate::drift::Baseline::Off || drift.trailing_hours == 0 {
+            return Ok(false);
+        }
+        let (Some(day), true) = (known, first_day == last_day) else {
+            return Ok(true);
+        };
+        let ctx = tads_sql::session();
+        tads_sql::register_files(&ctx, "f", &self.job.data, files).await?;
+        let key = ident(&self.job.config.alerts.key);
+        let batches = ctx
+            .sql(&format!("SELECT DISTINCT CAST({key} AS VARCHAR) FROM f"))
+            .await?
+            .collect()
+            .await?;
+        let leveled = |k: &str| {
+            self.checkpoint
+                .levels
+                .get(k)
+                .and_then(|days| days.get(&(day - 1)))
+                .is_some_and(|(rows, _)| u64::try_from(*rows).unwrap_or(0) >= drift.min_rows)
+        };
+        for b in &batches {
+            let keys = datafusion::arrow::compute::cast(
+                b.column(0),
+                &datafusion::arrow::datatypes::DataType::Utf8,
+            )?;
+            let keys = keys.as_string::<i32>();
+            if (0..keys.len()).any(|i| keys.is_valid(i) && !leveled(keys.value(i))) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The files done before that hold rows of the days whose levels the round's rows are
     /// compared with (for the drift baseline's medians): from the day before the first row's
     /// day (from that day itself when the levels before it are `known`) to the day before the
@@ -448,16 +497,21 @@ impl Watcher {
     /// before the first row (`drift.trailing_hours`, for a day without a previous day). A round
     /// within one day whose previous day is known needs only the latter; one after a restart
     /// reads the previous day once.
-    fn context(&self, first_ts: Option<i64>, last_day: Option<i64>, known: bool) -> Vec<String> {
+    fn context(
+        &self,
+        first_ts: Option<i64>,
+        last_day: Option<i64>,
+        known: bool,
+        trailing: bool,
+    ) -> Vec<String> {
         let (Some(first_ts), Some(last)) = (first_ts, last_day) else {
             return Vec::new();
         };
         let first = first_ts.div_euclid(86_400);
-        let drift = &self.job.config.drift;
-        let trailing = if drift.baseline == crate::drift::Baseline::Off {
-            0
+        let trailing = if trailing {
+            i64::from(self.job.config.drift.trailing_hours) * 3_600
         } else {
-            i64::from(drift.trailing_hours) * 3_600
+            0
         };
         // The trailing hours start at the first row's hour.
         let hours_from = first_ts.div_euclid(3_600) * 3_600 - trailing;

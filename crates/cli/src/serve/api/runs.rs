@@ -169,6 +169,7 @@ pub(crate) async fn timeline(
 pub(crate) async fn refresh_gauges(state: &AppState) {
     metrics::gauge!("tads_models_loaded").set(state.registry.names().len() as f64);
     metrics::gauge!("tads_datasets_served").set(state.tables().len() as f64);
+    super::super::live::watch_gauges(state).await;
     let Some(all) = alerts_sql(state) else {
         return;
     };

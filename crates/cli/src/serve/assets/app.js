@@ -224,31 +224,69 @@ function jobRow(j) {
     el("td", {}, j.state === "queued" || j.state === "running" ? cancel : ""));
 }
 
-// Reads a job's event stream (fetch, so that the token header can go with it) and updates its row.
+// Reads an event stream (fetch, so that the token header can go with it): onEvent(name, data) for each
+// event, until the stream ends.
+async function readEvents(path, onEvent) {
+  const response = await fetch(path, { headers: headers({ Accept: "text/event-stream" }) });
+  if (!response.ok) throw new Error(response.statusText);
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const lines = buffer.slice(0, cut).split("\n");
+      buffer = buffer.slice(cut + 2);
+      const field = (f) => lines.filter((l) => l.startsWith(f + ":")).map((l) => l.slice(f.length + 1).trim()).join("\n");
+      const data = field("data");
+      if (data) onEvent(field("event") || "message", data);
+    }
+  }
+}
+
+// Follows a job's event stream and updates its row.
 async function follow(id) {
   if (following.has(id)) return;
   following.add(id);
   try {
-    const response = await fetch(`/api/jobs/${id}/events`, { headers: headers({ Accept: "text/event-stream" }) });
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += value;
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 2);
-        const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
-        if (!data) continue;
-        const j = JSON.parse(data);
-        const row = document.getElementById("job-" + j.id);
-        if (row) row.replaceWith(jobRow(j));
-      }
-    }
+    await readEvents(`/api/jobs/${id}/events`, (_, data) => {
+      const j = JSON.parse(data);
+      const row = document.getElementById("job-" + j.id);
+      if (row) row.replaceWith(jobRow(j));
+    });
   } finally {
     following.delete(id);
+  }
+}
+
+// Live updates: when a served score output changes (a `tads watch` round), the server says so on
+// /api/live, and the fleet and host pages read the API again in place. A lost stream is opened
+// again; a change missed meanwhile shows in the version of its first event.
+let liveVersion = null;
+async function live() {
+  const liveLine = document.getElementById("live");
+  for (;;) {
+    try {
+      await readEvents("/api/live", (name, data) => {
+        const v = JSON.parse(data);
+        const missed = liveVersion !== null && v.version !== liveVersion;
+        liveVersion = v.version;
+        if (name === "scores" || missed) {
+          liveLine.textContent = `live · updated ${new Date(v.at).toLocaleTimeString()} (${v.tables.join(", ")})`;
+          // body[data-live] names the version the page shows (set once it is drawn).
+          const shown = () => { document.body.dataset.live = String(v.version); };
+          if (main.dataset.loaded === "fleet" || main.dataset.loaded === "host") route(true).then(shown);
+          else shown();
+        } else {
+          liveLine.textContent = "live";
+        }
+      });
+    } catch (e) {
+      liveLine.textContent = "";
+    }
+    await new Promise((resolve) => setTimeout(resolve, 3000));
   }
 }
 
@@ -305,14 +343,15 @@ async function jobsPage() {
   for (const j of list) if (j.state === "queued" || j.state === "running") follow(j.id);
 }
 
-async function route() {
+// Shows the page of the location's hash; `quiet` (a live update) keeps the page until the new one is ready.
+async function route(quiet) {
   const hash = location.hash.replace(/^#/, "") || "/";
   const [path, query] = hash.split("?");
   const page = path.startsWith("/host/") ? "host" : path.startsWith("/alerts") ? "alerts"
     : path.startsWith("/models") ? "models" : path.startsWith("/quality") ? "quality"
     : path.startsWith("/jobs") ? "jobs" : "fleet";
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.page === page);
-  main.replaceChildren(el("p", {}, "loading…"));
+  if (!quiet) main.replaceChildren(el("p", {}, "loading…"));
   try {
     if (page === "host") await host(decodeURIComponent(path.slice(6)));
     else if (page === "alerts") await alertsPage(query || "");
@@ -330,5 +369,6 @@ async function route() {
 api("/api/health").then((h) => {
   statusLine.textContent = `TADS ${h.version} · ${h.datasets} tables · ${h.models} models`;
 }).catch(() => {});
-window.addEventListener("hashchange", route);
+window.addEventListener("hashchange", () => route());
 route();
+live();
