@@ -41,7 +41,8 @@ pca_fit, alert_state, shard_of. `SELECT * FROM tads_help()` lists them with thei
 example; `SELECT * FROM tads_help('pca_score')` shows one; `SHOW FUNCTIONS LIKE 'pca%'` and \
 information_schema.routines work too.\n\n\
 --data registers each location by what it is: a generated dataset or any Parquet as `telemetry`, \
-the output of `tads score` as `scored` and `alerts`, a model directory as `models` (later ones of a \
+the output of `tads score` as `scored` and `alerts`, a `tads watch` output as `scored` (every complete \
+round) and `alerts` (each alert's latest record), a model directory as `models` (later ones of a \
 kind get _2, _3, …). Hive partitions (date=…) become columns. s3:// locations use the usual AWS \
 environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL).\n\n\
 With -c or -f, runs the statements and exits (exit 2 if any failed); otherwise opens the REPL, \
