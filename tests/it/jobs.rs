@@ -64,7 +64,7 @@ async fn events(base: &str, id: &str) -> Vec<Value> {
 }
 
 /// Starts a job and follows it to its end; panics unless it succeeds. Returns its last view.
-async fn run_job(base: &str, body: Value) -> Value {
+pub(crate) async fn run_job(base: &str, body: Value) -> Value {
     let (status, job) = post(base, &body).await;
     assert_eq!(status, 202, "{body} → {job}");
     assert_eq!(job["state"], "queued", "{job}");

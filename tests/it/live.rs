@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::serve::{get, installed, serve};
+use crate::serve::{get, installed, serve_env};
 use crate::support::assert_ok;
 use crate::watch::{land, setup, watch};
 
@@ -51,14 +51,19 @@ async fn a_served_watch_output_updates_live_over_sse_the_api_and_the_dashboard()
     }
     assert_ok(&watch(&data, &models, &out, &["--once"]).output().unwrap());
 
-    let server = serve(&[
-        "--data",
-        out.to_str().unwrap(),
-        "--models",
-        models.to_str().unwrap(),
-        "--live-every",
-        "200ms",
-    ]);
+    // The watcher's alert outbox (its default one) where the server looks for it.
+    let state = tmp.path().join("state");
+    let server = serve_env(
+        &[
+            "--data",
+            out.to_str().unwrap(),
+            "--models",
+            models.to_str().unwrap(),
+            "--live-every",
+            "200ms",
+        ],
+        &[("XDG_STATE_HOME", &state)],
+    );
     let api = |path: &str| format!("{}{path}", server.base);
     let (_, before) = get(&api("/api/datasets/scored"), None).await;
     let rows_before = before["rows"].as_i64().unwrap();
@@ -97,7 +102,16 @@ async fn a_served_watch_output_updates_live_over_sse_the_api_and_the_dashboard()
     for rel in &files[half..] {
         land(&all, &data, rel);
     }
-    assert_ok(&watch(&data, &models, &out, &["--once"]).output().unwrap());
+    // This round's alerts go to a webhook that is down: they wait in the outbox.
+    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let webhook = format!("http://{}/", down.local_addr().unwrap());
+    drop(down);
+    assert_ok(
+        &watch(&data, &models, &out, &["--once", "--webhook", &webhook])
+            .env("XDG_STATE_HOME", &state)
+            .output()
+            .unwrap(),
+    );
 
     let update = next_event(&mut live, &mut buffer, "scores").await;
     assert!(update["version"].as_u64().unwrap() >= 1, "{update}");
@@ -147,6 +161,12 @@ async fn a_served_watch_output_updates_live_over_sse_the_api_and_the_dashboard()
         .unwrap_or_else(|| panic!("no tads_watch_rounds in\n{metrics}"));
     assert!(rounds.ends_with(" 2"), "{rounds}");
     assert!(metrics.contains("tads_watch_last_round_age_seconds{table=\"scored\"}"));
+    let waiting = metrics
+        .lines()
+        .find(|l| l.starts_with("tads_delivery_waiting{table=\"scored\",target=\"webhook\"}"))
+        .unwrap_or_else(|| panic!("no tads_delivery_waiting in\n{metrics}"));
+    let waiting: f64 = waiting.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(waiting >= 1.0, "the down webhook's events wait: {waiting}");
     assert!(metrics.contains("tads_live_updates_total"), "{metrics}");
 
     // The page read the API again by itself, without a reload, and shows the new alerts.

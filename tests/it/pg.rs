@@ -586,3 +586,51 @@ fn expand_time_filter(sql: &str) -> String {
     out.push_str(rest);
     out
 }
+
+#[tokio::test]
+async fn serve_with_pg_has_its_jobs_mirror_to_postgresql() {
+    let schema = Schema::new("serve_jobs");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = crate::serve::demo(tmp.path());
+    let (work, outbox) = (tmp.path().join("work"), tmp.path().join("pg-outbox"));
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let (data, models, work_s, outbox_s) = (
+        path(&d.join("data")),
+        path(&d.join("models")),
+        path(&work),
+        path(&outbox),
+    );
+    let url = server();
+    let served = crate::serve::serve(&[
+        "--data",
+        &data,
+        "--models",
+        &models,
+        "--work",
+        &work_s,
+        "--pg",
+        &url,
+        "--pg-schema",
+        &schema.name,
+        "--pg-outbox",
+        &outbox_s,
+    ]);
+    let job = crate::jobs::run_job(
+        &served.base,
+        serde_json::json!({"kind": "score", "args": {"data": "telemetry", "model": "hosts", "out": "s1"}}),
+    )
+    .await;
+    assert!(
+        !job["argv"].to_string().contains("postgres://"),
+        "the URL stays out of the command line: {job}"
+    );
+    let ctx = tads_sql::session();
+    crate::support::register_dir(&ctx, "a", &work.join("s1/alerts")).await;
+    let alerts: i64 = crate::support::scalar(&ctx, "SELECT count(*) FROM a")
+        .await
+        .parse()
+        .unwrap();
+    assert!(alerts > 0);
+    assert_eq!(schema.count("runs").await, 1, "the job's run, mirrored");
+    assert_eq!(schema.count("alerts").await, alerts, "its alerts, mirrored");
+}

@@ -29,9 +29,15 @@ impl Drop for Server {
 
 /// Starts `tads serve` on a free port with `args`; waits for its "listening on" line.
 pub(crate) fn serve(args: &[&str]) -> Server {
+    serve_env(args, &[])
+}
+
+/// [`serve`] with environment variables set for the server.
+pub(crate) fn serve_env(args: &[&str], env: &[(&str, &Path)]) -> Server {
     let mut child = tads()
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("TADS_TOKEN")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -86,7 +86,7 @@ impl DeliverArgs {
 /// The default outbox of the output at `out_url`: one per output, so that runs on different
 /// outputs never share one, outside the output (which `--overwrite` replaces and readers read
 /// as a dataset) and outside the input.
-fn default_outbox(out_url: &str) -> PathBuf {
+pub(crate) fn default_outbox(out_url: &str) -> PathBuf {
     let state = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")))

@@ -195,7 +195,7 @@ async fn dispatch(command: Command, pg: &pg::PgArgs) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args, pg).await,
         Command::Pg(cmd) => pg::run(cmd, pg).await,
         Command::Sql(args) => sql::run(args).await,
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(args, pg).await,
         Command::Alerts(cmd) => deliver::run(cmd).await,
         Command::Watch(args) => watch::run(args, pg).await,
         Command::Import(cmd) => import::run(cmd).await,

@@ -51,6 +51,22 @@ impl PgArgs {
         Ok(Some((pg, self.outbox())))
     }
 
+    /// The environment that gives a child `tads` these settings (the URL stays out of its
+    /// command line, which `ps` shows); empty without `--pg`.
+    pub(crate) fn child_env(&self) -> Vec<(String, String)> {
+        let Some(url) = &self.url else {
+            return Vec::new();
+        };
+        let mut env = vec![
+            ("TADS_PG_URL".to_string(), url.clone()),
+            ("TADS_PG_SCHEMA".to_string(), self.schema.clone()),
+        ];
+        if let Some(dir) = &self.outbox {
+            env.push(("TADS_PG_OUTBOX".to_string(), dir.display().to_string()));
+        }
+        env
+    }
+
     fn outbox(&self) -> Outbox {
         Outbox::new(self.outbox.clone().unwrap_or_else(Outbox::default_dir))
     }

@@ -63,7 +63,7 @@ pub mod spool;
 mod targets;
 
 pub use event::{AlertEvent, EventKind, Expected};
-pub use outbox::{DeliveryReport, Outbox, Pending};
+pub use outbox::{DeliveryReport, Outbox, Pending, Spooled, inspect};
 pub use targets::{PAGERDUTY_URL, PagerDuty, Target, Targets, Timing};
 
 /// Errors of delivery: a wrong setting, or the local outbox cannot be read or written. A

@@ -621,6 +621,45 @@ impl Pending {
     }
 }
 
+/// What an outbox holds for one receiver, read by [`inspect`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spooled {
+    /// Events waiting to be delivered (for Alertmanager: alerts whose latest state it has not
+    /// taken).
+    pub waiting: usize,
+    /// Events the receiver refused for good, moved aside as `*.failed`.
+    pub failed: usize,
+}
+
+/// What the outbox in `dir` holds per receiver, read without changing anything (another process,
+/// a watcher, may be delivering from it); receivers with nothing waiting or failed are left out.
+/// A missing folder holds nothing.
+pub fn inspect(dir: &Path) -> Result<std::collections::BTreeMap<Target, Spooled>> {
+    let shown = outbox_dir(dir);
+    let mut out = std::collections::BTreeMap::new();
+    for target in Target::ALL {
+        let folder = dir.join(target.name());
+        if !folder.is_dir() {
+            continue;
+        }
+        let names = spool::names(&folder).map_err(|e| outbox_err(&shown, "cannot list it", e))?;
+        let failed = names.iter().filter(|n| n.ends_with(".failed")).count();
+        let waiting = if target == Target::Alertmanager {
+            spool::read_json::<ActiveSet>(&folder.join(ACTIVE))
+                .map(|set| set.alerts.values().filter(|a| a.changed).count())
+                .unwrap_or(0)
+        } else {
+            spool::list_json(&folder)
+                .map_err(|e| outbox_err(&shown, "cannot list it", e))?
+                .len()
+        };
+        if waiting + failed > 0 {
+            out.insert(target, Spooled { waiting, failed });
+        }
+    }
+    Ok(out)
+}
+
 fn outbox_dir(dir: &Path) -> String {
     dir.display().to_string()
 }
@@ -653,5 +692,60 @@ mod tests {
         assert!(event.peak_score.is_nan());
         assert_eq!(outbox.enqueue(&[event]).unwrap(), 0);
         assert_eq!(outbox.pending().unwrap(), Pending::default());
+    }
+
+    #[tokio::test]
+    async fn inspect_counts_what_waits_and_what_was_refused_without_touching_it() {
+        // A receiver that refuses for good (400) and one that is down (nothing listens).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let refusing = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 65536];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            }
+        });
+        let down = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}/", l.local_addr().unwrap())
+        };
+        let dir = tempfile::tempdir().unwrap();
+        assert!(inspect(&dir.path().join("none")).unwrap().is_empty());
+        let targets = Targets {
+            webhook: Some(refusing),
+            slack: Some(down),
+            ..Targets::default()
+        };
+        let mut outbox = Outbox::open(dir.path(), targets).unwrap();
+        let event: AlertEvent = serde_json::from_value(serde_json::json!({
+            "alert_id": "a", "kind": "opened", "host": "h", "model": "m", "severity": "info",
+            "starts_at": "2024-01-01T00:00:00Z", "peak_score": 3.0, "points": 1
+        }))
+        .unwrap();
+        outbox.enqueue(&[event]).unwrap();
+        // (waiting, failed) of the webhook (it refuses) and of Slack (it is down).
+        let counts = || {
+            let seen = inspect(dir.path()).unwrap();
+            let of = |t: Target| seen.get(&t).map(|s| (s.waiting, s.failed));
+            (of(Target::Webhook), of(Target::Slack))
+        };
+        assert_eq!(counts(), (Some((1, 0)), Some((1, 0))));
+        let report = outbox.deliver(Utc::now()).await.unwrap();
+        assert_eq!(
+            (report.rejected, report.failed_attempts),
+            (1, 1),
+            "{report:?}"
+        );
+        assert_eq!(counts(), (Some((0, 1)), Some((1, 0))));
+        let after = inspect(dir.path()).unwrap();
+        assert_eq!(
+            inspect(dir.path()).unwrap(),
+            after,
+            "reading changes nothing"
+        );
     }
 }

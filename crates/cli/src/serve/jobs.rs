@@ -144,6 +144,8 @@ pub(crate) struct Jobs {
     pub(super) models: String,
     slots: Arc<Semaphore>,
     entries: Mutex<BTreeMap<u64, Entry>>,
+    /// Environment every job gets (the server's `--pg`, so that jobs mirror where it says).
+    env: Vec<(String, String)>,
 }
 
 /// Lines of a job's stderr kept for its view.
@@ -156,12 +158,18 @@ const GRACE: Duration = Duration::from_secs(10);
 impl Jobs {
     /// Jobs that write below `work` (none without it), with the models at `models`, `slots` at
     /// a time.
-    pub(crate) fn new(work: Option<PathBuf>, models: String, slots: usize) -> Self {
+    pub(crate) fn new(
+        work: Option<PathBuf>,
+        models: String,
+        slots: usize,
+        env: Vec<(String, String)>,
+    ) -> Self {
         Self {
             work,
             models,
             slots: Arc::new(Semaphore::new(slots.max(1))),
             entries: Mutex::new(BTreeMap::new()),
+            env,
         }
     }
 
@@ -325,7 +333,7 @@ async fn run(
         v.state = JobState::Running;
         v.started_at = Some(Utc::now());
     });
-    let outcome = child(&argv, &tx, &cancel).await;
+    let outcome = child(&argv, &state.jobs.env, &tx, &cancel).await;
     let seconds = started.elapsed().as_secs_f64();
     match outcome {
         Ok(Outcome::Exited(0, stdout)) => {
@@ -387,12 +395,14 @@ enum Outcome {
 /// Runs `tads <argv>` as a child, following its stderr, until it exits or `cancel` fires.
 async fn child(
     argv: &[String],
+    env: &[(String, String)],
     tx: &watch::Sender<JobView>,
     cancel: &Notify,
 ) -> Result<Outcome, String> {
     let exe = std::env::current_exe().map_err(|e| format!("the tads binary: {e}"))?;
     let mut child = tokio::process::Command::new(exe)
         .args(argv)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env(PROGRESS_ENV, "json")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

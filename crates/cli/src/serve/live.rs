@@ -175,8 +175,9 @@ pub(crate) async fn events(State(state): State<Shared>) -> Response {
         .into_response()
 }
 
-/// The watch outputs' lag for `/metrics`: seconds since each one's last committed round, and
-/// its rounds.
+/// The watch outputs' state for `/metrics`: seconds since each one's last committed round (its
+/// lag), its rounds, and per receiver the alert events waiting in its outbox and those refused
+/// for good.
 pub(crate) async fn watch_gauges(state: &AppState) {
     for (source, tables) in sources(state) {
         let Ok(Some(bytes)) = source.get_opt(tads_jobs::watch::CHECKPOINT).await else {
@@ -191,6 +192,20 @@ pub(crate) async fn watch_gauges(state: &AppState) {
             .map_or_else(|| source.to_string(), |t| t.name.clone());
         let age = (chrono::Utc::now() - checkpoint.updated_at).as_seconds_f64();
         metrics::gauge!("tads_watch_last_round_age_seconds", "table" => table.clone()).set(age);
-        metrics::gauge!("tads_watch_rounds", "table" => table).set(checkpoint.rounds as f64);
+        metrics::gauge!("tads_watch_rounds", "table" => table.clone())
+            .set(checkpoint.rounds as f64);
+        // The watcher's alert outbox (the default one of its output), as it stands now.
+        let outbox = crate::deliver::default_outbox(source.url().as_str());
+        let Ok(spooled) = tads_deliver::inspect(&outbox) else {
+            continue;
+        };
+        for target in tads_deliver::Target::ALL {
+            let s = spooled.get(&target).copied().unwrap_or_default();
+            let (t, r) = (table.clone(), target.name());
+            metrics::gauge!("tads_delivery_waiting", "table" => t.clone(), "target" => r)
+                .set(s.waiting as f64);
+            metrics::gauge!("tads_delivery_failed", "table" => t, "target" => r)
+                .set(s.failed as f64);
+        }
     }
 }

@@ -58,6 +58,7 @@ command as a child process writing below DIR (at most --jobs at once); GET /api/
 output is served at once.\n\n\
 It listens on 127.0.0.1 only unless --token (or TADS_TOKEN) is set; with a token, starting and cancelling \
 jobs need `Authorization: Bearer <token>`, and with --token-all every API route does. Ctrl-C stops it.\n\n\
+With --pg (or TADS_PG_URL), the jobs mirror to PostgreSQL as the commands do.\n\n\
 --flight ADDR also serves Arrow Flight SQL on the same session (every table and TADS function, for \
 ADBC, JDBC or any Flight SQL client), read-only; with a token every call needs it.",
     after_help = "Examples:\n  tads serve --data tads-demo/data --data tads-demo/scores --models tads-demo/models\n  \
@@ -71,8 +72,8 @@ pub(crate) struct ServeArgs {
     /// Where to listen
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
     listen: String,
-    /// A location to serve (repeatable): a dataset → telemetry, a score output → scored and alerts, a model directory → models
-    #[arg(long, value_name = "DIR|FILE|URL")]
+    /// A location to serve (repeatable): a dataset → telemetry, a score or watch output → scored and alerts, a model directory → models (--scores is the same option)
+    #[arg(long, visible_alias = "scores", value_name = "DIR|FILE|URL")]
     data: Vec<String>,
     /// Where models live [default: ./models when it exists]
     #[arg(long, value_name = "DIR|URL")]
@@ -124,7 +125,9 @@ impl AppState {
 /// The largest request body accepted (no route takes a large one).
 const MAX_BODY: usize = 64 * 1024;
 
-pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ServeArgs, pg: &crate::pg::PgArgs) -> anyhow::Result<()> {
+    // Checked now, so that a bad URL is an error at start rather than in every job.
+    pg.target()?;
     let token = args.token.filter(|t| !t.is_empty());
     let addr = address("--listen", &args.listen, "127.0.0.1:8080", token.is_some())?;
     let flight_addr = args
@@ -162,7 +165,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ctx,
         registry,
         tables: std::sync::RwLock::new(tables),
-        jobs: jobs::Jobs::new(work, job_models, args.job_slots),
+        jobs: jobs::Jobs::new(work, job_models, args.job_slots, pg.child_env()),
         token,
         token_all: args.token_all,
         metrics,
