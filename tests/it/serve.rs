@@ -74,6 +74,18 @@ pub(crate) fn serve_demo(d: &Path, extra: &[&str]) -> Server {
     serve(&args)
 }
 
+/// The Parquet files below `dir`.
+fn count_parquet(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| match p.is_dir() {
+            true => count_parquet(&p),
+            false => usize::from(p.extension().is_some_and(|e| e == "parquet")),
+        })
+        .sum()
+}
+
 /// The demo's folder (data, models, scores), made once per test.
 pub(crate) fn demo(dir: &Path) -> PathBuf {
     let d = dir.join("demo");
@@ -374,6 +386,14 @@ async fn the_api_answers_what_datafusion_reads_and_schemathesis_finds_no_fault()
     ] {
         assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
     }
+    // The files each table reads: the demo's data files, counted on disk.
+    let files = count_parquet(&data);
+    assert!(
+        metrics.contains(&format!(
+            "tads_files_served{{table=\"telemetry\"}} {files}\n"
+        )),
+        "{files} files of telemetry in\n{metrics}"
+    );
 
     // The OpenAPI document, driven by schemathesis: no 5xx; status codes, content types, headers
     // and bodies as documented; invalid input refused; methods not offered refused.

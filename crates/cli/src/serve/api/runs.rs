@@ -169,6 +169,7 @@ pub(crate) async fn timeline(
 pub(crate) async fn refresh_gauges(state: &AppState) {
     metrics::gauge!("tads_models_loaded").set(state.registry.names().len() as f64);
     metrics::gauge!("tads_datasets_served").set(state.tables().len() as f64);
+    files_gauges(state).await;
     super::super::live::watch_gauges(state).await;
     let Some(all) = alerts_sql(state) else {
         return;
@@ -182,6 +183,33 @@ pub(crate) async fn refresh_gauges(state: &AppState) {
             .and_then(|c| c["n"].as_f64())
             .unwrap_or(0.0);
         metrics::gauge!("tads_alerts_open", "severity" => severity).set(n);
+    }
+}
+
+/// `tads_files_served{table}`: the Parquet files each served table reads now (listed at each
+/// scrape, so files a writer added since count).
+async fn files_gauges(state: &AppState) {
+    let tables: Vec<Registered> = state.tables().clone();
+    for t in tables {
+        let Ok(objects) = t.location.list_all().await else {
+            continue;
+        };
+        // A watch output's tables share its rounds/ folder: each counts its own files.
+        let own = format!(
+            "/{}/",
+            if t.kind == "alerts" {
+                "alerts"
+            } else {
+                "scored"
+            }
+        );
+        let watch = t.location.url().as_str().ends_with("/rounds/");
+        let files = objects
+            .iter()
+            .map(|o| o.location.as_ref())
+            .filter(|p| p.ends_with(".parquet") && (!watch || p.contains(&own)))
+            .count();
+        metrics::gauge!("tads_files_served", "table" => t.name).set(files as f64);
     }
 }
 
