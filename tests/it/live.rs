@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::serve::{get, installed, serve_env};
+use crate::serve::{get, installed, scrape, serve_env};
 use crate::support::assert_ok;
 use crate::watch::{land, setup, watch};
 
@@ -149,12 +149,7 @@ async fn a_served_watch_output_updates_live_over_sse_the_api_and_the_dashboard()
     assert!(expected.len() < 10_000, "the limit holds every alert");
     assert_eq!(served, expected, "each alert once, in its latest state");
 
-    let metrics = reqwest::get(api("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&server.base).await;
     let rounds = metrics
         .lines()
         .find(|l| l.starts_with("tads_watch_rounds{table=\"scored\"}"))

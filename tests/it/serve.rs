@@ -123,6 +123,13 @@ pub(crate) fn run_ok(command: &mut Command, what: &str) -> String {
     text
 }
 
+/// `GET /metrics` of the server at `base`: the Prometheus text.
+pub(crate) async fn scrape(base: &str) -> String {
+    let response = reqwest::get(format!("{base}/metrics")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
 /// GET with an optional bearer token: status and JSON body.
 pub(crate) async fn get(url: &str, token: Option<&str>) -> (u16, Value) {
     let mut request = reqwest::Client::new().get(url);
@@ -371,12 +378,7 @@ async fn the_api_answers_what_datafusion_reads_and_schemathesis_finds_no_fault()
     let (s, none) = get(&api("/api/alerts?host=x'%20OR%20'1'='1"), None).await;
     assert_eq!((s, none.as_array().map(Vec::len)), (200, Some(0)), "{none}");
 
-    let metrics = reqwest::get(api("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&server.base).await;
     for needle in [
         "tads_http_requests_total{route=\"/api/alerts\",status=\"200\"}",
         "tads_http_requests_total{route=\"/api/alerts\",status=\"400\"}",

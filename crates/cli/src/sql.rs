@@ -153,6 +153,13 @@ pub(crate) struct Registered {
     pub partitions: Vec<String>,
 }
 
+impl Registered {
+    /// Whether it reads the rounds of a `tads watch` output (see [`register_watch`]).
+    pub(crate) fn of_watch(&self) -> bool {
+        self.kind != "telemetry" && self.location.url() == self.source.sub("rounds").url()
+    }
+}
+
 /// A session with every TADS function and the locations of `args` registered; returns it and a
 /// line per table registered.
 async fn session(args: &SqlArgs) -> anyhow::Result<(SessionContext, Vec<String>)> {

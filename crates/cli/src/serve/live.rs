@@ -19,7 +19,7 @@ use tads_store::Location;
 use tokio::sync::watch;
 
 use super::{AppState, Shared};
-use crate::sql::{Kind, Registered, kind_of, register_watch};
+use crate::sql::{Registered, register_watch};
 
 /// What `GET /api/live` sends: a counter of changes and what changed last.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -131,7 +131,7 @@ pub(crate) async fn follow(
             if first || before == Some(now) {
                 continue;
             }
-            if matches!(kind_of(&source).await, Ok(Kind::Watch)) {
+            if tables.iter().any(Registered::of_watch) {
                 reregister(&state, &source, &tables).await;
             }
             changed.extend(tables.iter().map(|t| t.name.clone()));

@@ -203,7 +203,7 @@ async fn files_gauges(state: &AppState) {
                 "scored"
             }
         );
-        let watch = t.location.url().as_str().ends_with("/rounds/");
+        let watch = t.of_watch();
         let files = objects
             .iter()
             .map(|o| o.location.as_ref())
