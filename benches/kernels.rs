@@ -1,5 +1,6 @@
 //! Kernel benchmarks on in-memory batches of 8192 rows × 8 metrics, one thread:
-//! `pca_score` (SPE), `pca_t2`, `mad_zmax`, `anomaly_score` (the fused score), `pca_contrib`
+//! `pca_score` (SPE), `pca_t2`, `mad_zmax`, `anomaly_score` (the fused score),
+//! `kmeans_distance` (8 centroids), `pca_contrib`
 //! (per row), the `pca_fit` accumulator (update and merge), the alert state machine behind
 //! `alert_state`, and `mad_zscore(x, median, mad)` through DataFusion (1M rows, one partition). Targets: SPE ≥ 100M rows/s per core, `pca_fit` ≥ 20M rows/s.
 //!
@@ -75,12 +76,26 @@ fn bench(c: &mut Criterion) {
     g.bench_function("anomaly_score_fused", |b| {
         b.iter(|| {
             scorer.spe_t2_zmax(black_box(&refs), &mut out, &mut t2, &mut z);
-            fusion.combine(factors, &mut out, &t2, &z);
+            fusion.combine(factors, &mut out, &t2, &z, &[]);
         })
+    });
+    // The k-means distance (8 centroids fitted on these rows' standardized values).
+    let z_rows: Vec<Vec<f64>> = (0..ROWS)
+        .map(|i| {
+            (0..cols.len())
+                .map(|j| (cols[j][i] - model.median[j]) / model.scale[j])
+                .collect()
+        })
+        .collect();
+    let mut with_kmeans = model.clone();
+    with_kmeans.kmeans = tads_model::kmeans::train(&z_rows, model.robust_z_cut, Some(0.95));
+    let km_scorer = Scorer::new(&with_kmeans);
+    g.bench_function("kmeans_distance", |b| {
+        b.iter(|| km_scorer.kmeans_distance(black_box(&refs), &mut out))
     });
     // The alert machine over fused scores with a few alerts in them.
     scorer.spe_t2_zmax(&refs, &mut out, &mut t2, &mut z);
-    fusion.combine(factors, &mut out, &t2, &z);
+    fusion.combine(factors, &mut out, &t2, &z, &[]);
     let scores: Vec<f64> = out
         .iter()
         .enumerate()

@@ -161,6 +161,38 @@ async fn score_delivers_its_open_alerts_to_a_real_alertmanager() {
         );
     }
 
+    // Each alert's top metric at its peak row, expected against actual: the metric and the
+    // value are the peak row's in the scored output.
+    let ctx = tads_sql::session();
+    crate::support::register_dir(&ctx, "scored", &out.join("scored")).await;
+    for a in &listed {
+        let id = a["labels"]["alert_id"].as_str().unwrap();
+        let note = a["annotations"]["expected"].as_str().unwrap_or_else(|| {
+            panic!("no expected value in the annotations: {a:#}");
+        });
+        let (metric, rest) = note.split_once(": expected ").expect(note);
+        let (expected, actual) = rest.split_once(", actual ").expect(note);
+        let peak = ctx
+            .sql(&format!(
+                "SELECT top_metric, CAST(\"{metric}\" AS VARCHAR) AS v FROM scored \
+                 WHERE alert_id = '{id}' ORDER BY score DESC, ts LIMIT 1"
+            ))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let cell = |c: usize| array_value_to_string(peak[0].column(c), 0).unwrap();
+        assert_eq!(cell(0), metric, "{a:#}");
+        let seen: f64 = cell(1).parse().unwrap();
+        let (expected, actual): (f64, f64) = (expected.parse().unwrap(), actual.parse().unwrap());
+        assert!(
+            (actual - seen).abs() <= 5e-4 * seen.abs().max(1.0),
+            "{note}: peak row {seen}"
+        );
+        assert!(expected.is_finite() && expected != actual, "{note}");
+    }
+
     // The same run again: Alertmanager deduplicates by labels (the alert id among them).
     let rerun = t.score(
         &out,

@@ -1,6 +1,6 @@
 //! The sqllogictest files under `sql/` (`*.slt`), run against a TADS session whose models come
 //! from `sql/models/`. `TADS_SLT_COMPLETE=1` rewrites their expected results (review the diff);
-//! `TADS_BLESS=1` retrains the fixture model `sql/models/tiny`.
+//! `TADS_BLESS=1` retrains the fixture models `sql/models/tiny` and `tiny_km`.
 
 use std::path::{Path, PathBuf};
 
@@ -112,17 +112,38 @@ fn tiny_model() -> ModelArtifact {
     .unwrap()
 }
 
+/// The tiny model with a k-means section fitted on its own training rows, as `tiny_km`.
+fn tiny_kmeans_model() -> ModelArtifact {
+    let mut m = tiny_model();
+    let data = tiny_data();
+    let rows: Vec<Vec<f64>> = (0..data[0].len())
+        .map(|i| {
+            (0..3)
+                .map(|j| (data[j][i] - m.median[j]) / m.scale[j])
+                .collect()
+        })
+        .collect();
+    m.name = "tiny_km".into();
+    m.kmeans = tads_model::kmeans::train(&rows, m.robust_z_cut, Some(0.95));
+    assert!(m.kmeans.is_some());
+    m.seal()
+}
+
 #[test]
-fn the_fixture_model_is_what_training_makes() {
-    let path = root().join("sql/models/tiny/model.json");
-    let trained = tiny_model();
+fn the_fixture_models_are_what_training_makes() {
+    for (name, trained) in [("tiny", tiny_model()), ("tiny_km", tiny_kmeans_model())] {
+        check_fixture(name, trained);
+    }
+}
+
+fn check_fixture(name: &str, trained: ModelArtifact) {
+    let path = root().join(format!("sql/models/{name}/model.json"));
     if std::env::var("TADS_BLESS").is_ok() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, trained.to_json()).unwrap();
     }
     let committed =
-        ModelArtifact::from_json(&std::fs::read(&path).expect("sql/models/tiny/model.json"))
-            .unwrap();
+        ModelArtifact::from_json(&std::fs::read(&path).expect("a fixture model.json")).unwrap();
     assert_eq!(
         committed.fingerprint, trained.fingerprint,
         "training changed the fixture model: review, then TADS_BLESS=1"

@@ -130,6 +130,8 @@ fn every_tads_function_is_registered_and_documented() {
         "pca_t2",
         "pca_contrib",
         "pca_top_metric",
+        "pca_top_deviation",
+        "kmeans_distance",
         "pca_scores",
         "anomaly_score",
         "mad_zscore",

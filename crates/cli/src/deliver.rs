@@ -130,7 +130,15 @@ pub(crate) fn round_events(
             peak_score: a.peak_score,
             points: a.points,
             top_metrics: a.top_metrics.clone(),
-            expected: vec![],
+            expected: a
+                .at_peak
+                .iter()
+                .map(|p| tads_deliver::Expected {
+                    metric: p.metric.clone(),
+                    expected: p.expected,
+                    actual: p.actual,
+                })
+                .collect(),
             generator_url: generator_url.map(str::to_string),
         };
         let resolved = (!a.open).then(|| AlertEvent {

@@ -69,6 +69,12 @@ pub(crate) struct TrainArgs {
     /// scale or more, and scoring takes it out)
     #[arg(long)]
     no_seasonal: bool,
+    /// Also fit the k-means distance detector: 8 centroids of a deterministic sample of up to
+    /// 20,000 training rows in the standardized space, and the distance's limit (one more pass
+    /// over the data). Scoring uses it with `--set fusion.detectors=pca,mad,kmeans`, SQL with
+    /// kmeans_distance()
+    #[arg(long)]
+    kmeans: bool,
     /// Train one model per value of this column (e.g. host_id), written as <models>/<name>/group.json
     #[arg(long, value_name = "COLUMN")]
     group_by: Option<String>,
@@ -172,6 +178,7 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
             trim: args.trim,
             tail_quantile: Some(args.tail_quantile).filter(|q| *q > 0.0),
             seasonal: !args.no_seasonal,
+            kmeans: args.kmeans,
         },
         overwrite: args.overwrite,
         group_by: args.group_by.clone(),

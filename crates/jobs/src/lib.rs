@@ -18,6 +18,7 @@ pub mod alerts;
 pub mod config;
 pub mod drift;
 pub mod eval;
+mod kmeans;
 pub mod parquet_out;
 mod passthrough;
 pub mod quantiles;

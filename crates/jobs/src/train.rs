@@ -263,11 +263,20 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
             if job.options.seasonal {
                 model = crate::seasonal::single(&season, model).await?;
             }
+            if job.options.kmeans {
+                let q = job.options.tail_quantile;
+                model = crate::kmeans::single(&ctx, &cols, &filter, model, q).await?;
+            }
             let rows = model.training.rows_seen;
             let json = model.to_json();
             (Trained::Model(Box::new(model)), rows, (&files[0], json))
         }
         Some(g) => {
+            if job.options.kmeans {
+                return Err(Error::Input(format!(
+                    "--kmeans is not available with --group-by {g} yet: train one model, or leave --kmeans out"
+                )));
+            }
             let (mut group, rows) = crate::train_groups::train_groups(job, g, prepared).await?;
             if let Some(t) = &tail {
                 group = crate::tail::group(t, group).await?;

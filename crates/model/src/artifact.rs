@@ -137,6 +137,9 @@ pub struct ModelArtifact {
     /// The daily cycle found in the training data, if any (`seasonal`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seasonal: Option<Seasonal>,
+    /// The k-means distance detector's centroids and limits, if trained (`kmeans`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kmeans: Option<crate::KMeansParams>,
     /// Provenance.
     pub training: Training,
     /// `sha256:` and the hex SHA-256 of the parameters (everything but `training` and the
@@ -181,6 +184,8 @@ struct Parameters<'a> {
     thresholds: &'a Thresholds,
     #[serde(skip_serializing_if = "Option::is_none")]
     seasonal: &'a Option<Seasonal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kmeans: &'a Option<crate::KMeansParams>,
 }
 
 impl ModelArtifact {
@@ -202,6 +207,7 @@ impl ModelArtifact {
             pca: &self.pca,
             thresholds: &self.thresholds,
             seasonal: &self.seasonal,
+            kmeans: &self.kmeans,
         };
         sha256_tag(&serde_json::to_vec(&p).unwrap_or_default())
     }
@@ -435,6 +441,9 @@ impl ModelArtifact {
             if let Some(f) = c.features.iter().find(|f| !self.features.contains(f)) {
                 return bad("seasonal.features", format!("`{f}` is not a feature"));
             }
+        }
+        if let Some(k) = &self.kmeans {
+            k.check(self.dims()).or_else(|e| bad("kmeans", e))?;
         }
         if self.training.rows_used > self.training.rows_seen {
             return bad(

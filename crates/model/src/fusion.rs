@@ -77,6 +77,90 @@ impl T2Limit {
     }
 }
 
+/// Which detectors the fused score is made of (`fusion.detectors`): a list of `pca` (the SPE
+/// and T² signal), `mad` (the largest robust |z|) and `kmeans` (the distance to the nearest
+/// training centroid, for models trained with it), or the same names comma-separated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Detectors {
+    /// The PCA signal.
+    pub pca: bool,
+    /// The MAD signal.
+    pub mad: bool,
+    /// The k-means distance signal.
+    pub kmeans: bool,
+}
+
+impl Default for Detectors {
+    fn default() -> Self {
+        Self {
+            pca: true,
+            mad: true,
+            kmeans: false,
+        }
+    }
+}
+
+impl Detectors {
+    /// Every name a detector can have.
+    pub const NAMES: [&'static str; 3] = ["pca", "mad", "kmeans"];
+
+    fn names(&self) -> Vec<&'static str> {
+        [self.pca, self.mad, self.kmeans]
+            .into_iter()
+            .zip(Self::NAMES)
+            .filter_map(|(on, n)| on.then_some(n))
+            .collect()
+    }
+
+    fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut d = Self {
+            pca: false,
+            mad: false,
+            kmeans: false,
+        };
+        for n in names {
+            match n.trim() {
+                "pca" => d.pca = true,
+                "mad" => d.mad = true,
+                "kmeans" => d.kmeans = true,
+                "" => {}
+                other => {
+                    return Err(format!(
+                        "fusion.detectors: unknown detector `{other}` (expected {})",
+                        Self::NAMES.join(", ")
+                    ));
+                }
+            }
+        }
+        if d.names().is_empty() {
+            return Err("fusion.detectors: name at least one detector".into());
+        }
+        Ok(d)
+    }
+}
+
+impl Serialize for Detectors {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.names().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Detectors {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Names {
+            List(Vec<String>),
+            Text(String),
+        }
+        let names = match Names::deserialize(d)? {
+            Names::List(l) => l,
+            Names::Text(t) => t.split(',').map(str::to_string).collect(),
+        };
+        Self::from_names(names.iter().map(String::as_str)).map_err(serde::de::Error::custom)
+    }
+}
+
 /// How the two signals combine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -92,6 +176,8 @@ pub enum Rule {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Fusion {
+    /// The detectors whose signals make the score.
+    pub detectors: Detectors,
     /// How the signals combine.
     pub rule: Rule,
     /// The PCA signal's weight under [`Rule::Weighted`], in [0, 1].
@@ -113,6 +199,7 @@ pub struct Fusion {
 impl Default for Fusion {
     fn default() -> Self {
         Self {
+            detectors: Detectors::default(),
             rule: Rule::Max,
             pca_weight: 0.5,
             spe_limit: SpeLimit::default(),
@@ -126,6 +213,7 @@ impl Default for Fusion {
 impl Eq for Fusion {}
 impl std::hash::Hash for Fusion {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.detectors.hash(state);
         self.rule.hash(state);
         self.pca_weight.to_bits().hash(state);
         self.spe_limit.hash(state);
@@ -152,9 +240,10 @@ impl Fusion {
         Ok(())
     }
 
-    /// The factors that turn a model's SPE, T² and largest |z| into signals (1.0 at
-    /// threshold): `1 / spe_limit`, `1 / t2_limit` and `1 / mad_cut`; 0 for a limit the model
-    /// lacks (or T² off), which leaves that signal out.
+    /// The factors that turn a model's SPE, T², largest |z| and k-means distance into signals
+    /// (1.0 at threshold): `1 / spe_limit`, `1 / t2_limit`, `1 / mad_cut` and `1 / the
+    /// distance limit`; 0 for a limit the model lacks (or T² off) and for a detector not in
+    /// `detectors`, which leaves that signal out.
     pub fn factors(&self, model: &ModelArtifact) -> Factors {
         let inv = |l: Option<f64>| {
             l.filter(|l| l.is_finite() && *l > 0.0)
@@ -166,19 +255,36 @@ impl Fusion {
             (Some(l), Some(t)) if t.is_finite() => Some(l.max(t)),
             (l, _) => l,
         };
+        let on = |used: bool, f: f64| if used { f } else { 0.0 };
+        let d = self.detectors;
+        let kmeans = model
+            .kmeans
+            .as_ref()
+            .map(|k| raise(Some(k.limit), k.tail.filter(|_| self.tail)).unwrap_or(k.limit));
         Factors {
-            spe: inv(raise(self.spe_limit.of(model), tail.and_then(|t| t.spe))),
-            t2: inv(raise(self.t2_limit.of(model), tail.and_then(|t| t.t2))),
-            mad: inv(raise(
-                Some(self.mad_cut.unwrap_or(model.thresholds.mad_z)),
-                tail.and_then(|t| t.zmax),
-            )),
+            spe: on(
+                d.pca,
+                inv(raise(self.spe_limit.of(model), tail.and_then(|t| t.spe))),
+            ),
+            t2: on(
+                d.pca,
+                inv(raise(self.t2_limit.of(model), tail.and_then(|t| t.t2))),
+            ),
+            mad: on(
+                d.mad,
+                inv(raise(
+                    Some(self.mad_cut.unwrap_or(model.thresholds.mad_z)),
+                    tail.and_then(|t| t.zmax),
+                )),
+            ),
+            kmeans: on(d.kmeans, inv(kmeans)),
         }
     }
 
     /// Combines the signals in place: `spe[i]` becomes the fused score of row `i`, from
-    /// `spe[i]`, `t2[i]` and `zmax[i]` scaled by `f`.
-    pub fn combine(&self, f: Factors, spe: &mut [f64], t2: &[f64], zmax: &[f64]) {
+    /// `spe[i]`, `t2[i]` and `zmax[i]` scaled by `f`, and with k-means `kmeans[i]` (the
+    /// distance; empty without k-means), which joins by its maximum under either rule.
+    pub fn combine(&self, f: Factors, spe: &mut [f64], t2: &[f64], zmax: &[f64], kmeans: &[f64]) {
         let (w, v) = match self.rule {
             Rule::Max => (1.0, 1.0),
             Rule::Weighted => (self.pca_weight, 1.0 - self.pca_weight),
@@ -191,6 +297,16 @@ impl Fusion {
                 Rule::Weighted => w * pca + v * mad,
             };
         }
+        if f.kmeans > 0.0 {
+            for (s, d) in spe.iter_mut().zip(kmeans) {
+                *s = s.max(d * f.kmeans);
+            }
+        }
+    }
+
+    /// Whether [`Fusion::combine`] needs the k-means distances of rows scored with `model`.
+    pub fn needs_kmeans(&self, model: &ModelArtifact) -> bool {
+        self.detectors.kmeans && model.kmeans.is_some()
     }
 }
 
@@ -203,6 +319,8 @@ pub struct Factors {
     pub t2: f64,
     /// 1 / the |z| cut.
     pub mad: f64,
+    /// 1 / the k-means distance limit (0: k-means left out).
+    pub kmeans: f64,
 }
 
 /// Severity bands on an alert's peak fused score.
@@ -265,17 +383,29 @@ mod tests {
             spe: 0.1,
             t2: 0.5,
             mad: 0.25,
+            kmeans: 0.0,
         };
         let mut spe = vec![10.0, 5.0, 0.0, 0.0];
-        f.combine(k, &mut spe, &[0.0, 0.0, 0.0, 6.0], &[2.0, 8.0, 4.0, 0.0]);
+        f.combine(
+            k,
+            &mut spe,
+            &[0.0, 0.0, 0.0, 6.0],
+            &[2.0, 8.0, 4.0, 0.0],
+            &[],
+        );
         assert_eq!(spe, vec![1.0, 2.0, 1.0, 3.0]);
+        // k-means joins by its maximum.
+        let mut spe = vec![10.0, 5.0];
+        let km = Factors { kmeans: 0.5, ..k };
+        f.combine(km, &mut spe, &[0.0, 0.0], &[2.0, 8.0], &[6.0, 2.0]);
+        assert_eq!(spe, vec![3.0, 2.0]);
         let w = Fusion {
             rule: Rule::Weighted,
             pca_weight: 0.75,
             ..f
         };
         let mut spe = vec![10.0];
-        w.combine(k, &mut spe, &[1.0], &[8.0]);
+        w.combine(k, &mut spe, &[1.0], &[8.0], &[]);
         assert_eq!(spe, vec![0.75 + 0.5]);
         assert!(
             Fusion {
@@ -287,8 +417,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_training_tail_raises_a_limit_and_never_lowers_it() {
+    /// A model of three small periodic metrics.
+    fn small_model() -> ModelArtifact {
         let columns: Vec<Vec<f64>> = (0..3)
             .map(|j| {
                 (0..200)
@@ -299,8 +429,12 @@ mod tests {
         let options = crate::TrainOptions::default();
         let fitted = crate::train::fit_in_memory(&columns, &options).unwrap();
         let names = ["a", "b", "c"].map(String::from);
-        let model =
-            crate::train::artifact("m", &names, &fitted, &options, 200, "mem", None).unwrap();
+        crate::train::artifact("m", &names, &fitted, &options, 200, "mem", None).unwrap()
+    }
+
+    #[test]
+    fn a_training_tail_raises_a_limit_and_never_lowers_it() {
+        let model = small_model();
         let f = Fusion::default();
         let base = Fusion { tail: false, ..f }.factors(&model);
         let mut m = model.clone();
@@ -317,6 +451,41 @@ mod tests {
         assert!((raised.mad - 0.1).abs() < 1e-12);
         let off = Fusion { tail: false, ..f }.factors(&m);
         assert_eq!(off, base);
+    }
+
+    #[test]
+    fn detectors_read_as_a_list_or_comma_separated_and_leave_signals_out() {
+        let read = |v: serde_json::Value| serde_json::from_value::<Detectors>(v);
+        let d = read(serde_json::json!(["pca", "kmeans"])).unwrap();
+        assert_eq!((d.pca, d.mad, d.kmeans), (true, false, true));
+        assert_eq!(
+            read(serde_json::json!("mad, kmeans")).unwrap().names(),
+            ["mad", "kmeans"]
+        );
+        let e = read(serde_json::json!(["pca", "lstm"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown detector `lstm`"), "{e}");
+        assert!(read(serde_json::json!([])).is_err());
+        assert_eq!(
+            serde_json::to_value(Detectors::default()).unwrap(),
+            serde_json::json!(["pca", "mad"])
+        );
+        let f = Factors {
+            spe: 1.0,
+            t2: 1.0,
+            mad: 1.0,
+            kmeans: 0.0,
+        };
+        let mad_only = Fusion {
+            detectors: Detectors::from_names(["mad"]).unwrap(),
+            ..Fusion::default()
+        };
+        let model = small_model();
+        let got = mad_only.factors(&model);
+        assert_eq!((got.spe, got.t2, got.kmeans), (0.0, 0.0, 0.0));
+        assert!(got.mad > 0.0 && f.mad > 0.0);
+        assert!(!Fusion::default().needs_kmeans(&model));
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod artifact;
 pub mod dist;
 pub mod fusion;
 pub mod group;
+pub mod kmeans;
 pub mod linalg;
 pub mod moments;
 pub mod pca;
@@ -36,6 +37,7 @@ pub use artifact::{
 };
 pub use fusion::{Factors, Fusion, Rule, Severity, SpeLimit, T2Limit};
 pub use group::{ModelGroup, SkippedMember};
+pub use kmeans::KMeansParams;
 pub use moments::CoMoments;
 pub use pca::{KRule, Pca};
 pub use robust::{MAD_SCALE, MEAN_AD_SCALE, RobustStats};

@@ -26,6 +26,8 @@ pub struct Scorer {
     p: Vec<f64>,
     /// 1 / λᵢ for the retained components (0 where λᵢ is 0).
     inv_lambda: Vec<f64>,
+    /// The k-means section, if the model has one.
+    kmeans: Option<crate::KMeansParams>,
 }
 
 impl Scorer {
@@ -40,7 +42,10 @@ impl Scorer {
                 .map(|i| model.pca.components.iter().map(|row| row[i]).collect())
                 .collect(),
         };
-        Self::from_pca(model.median.clone(), model.scale.clone(), &pca)
+        Self {
+            kmeans: model.kmeans.clone(),
+            ..Self::from_pca(model.median.clone(), model.scale.clone(), &pca)
+        }
     }
 
     /// Prepares a standardizer and a PCA for scoring.
@@ -67,6 +72,7 @@ impl Scorer {
             b,
             p,
             inv_lambda,
+            kmeans: None,
         }
     }
 
@@ -163,26 +169,52 @@ impl Scorer {
         });
     }
 
-    /// Each feature's share of the SPE of one row (sums to 1; all 0 when the SPE is 0).
-    pub fn contributions(&self, row: &[f64]) -> Vec<f64> {
+    /// One row's residual in the standardized space: what the retained components leave of
+    /// each feature's standardized value.
+    fn residuals(&self, row: &[f64]) -> Vec<f64> {
         let y: Vec<f64> = (0..self.d)
             .map(|j| row[j] * self.a[j] - self.b[j])
             .collect();
         let t: Vec<f64> = (0..self.k)
             .map(|i| (0..self.d).map(|j| self.p[j * self.k + i] * y[j]).sum())
             .collect();
-        let residual: Vec<f64> = (0..self.d)
+        (0..self.d)
             .map(|j| {
                 y[j] - (0..self.k)
                     .map(|i| self.p[j * self.k + i] * t[i])
                     .sum::<f64>()
             })
-            .collect();
+            .collect()
+    }
+
+    /// Each feature's share of the SPE of one row (sums to 1; all 0 when the SPE is 0).
+    pub fn contributions(&self, row: &[f64]) -> Vec<f64> {
+        let residual = self.residuals(row);
         let spe: f64 = residual.iter().map(|r| r * r).sum();
         if spe <= 0.0 {
             return vec![0.0; self.d];
         }
         residual.iter().map(|r| r * r / spe).collect()
+    }
+
+    /// The feature with the largest share of one row's SPE and how far it lies from what the
+    /// model expected of it, in the feature's own units: `(j, actual − expected)`, where the
+    /// expected value is the row's reconstruction from the retained components (what the other
+    /// features say it should be). `None` where the SPE is 0 or a value is not finite.
+    pub fn top_deviation(&self, row: &[f64]) -> Option<(usize, f64)> {
+        if row.len() < self.d || row.iter().any(|x| !x.is_finite()) {
+            return None;
+        }
+        // The first largest squared residual, as `top_feature` picks it.
+        let mut best: Option<(usize, f64)> = None;
+        for (j, r) in self.residuals(row).into_iter().enumerate() {
+            if r * r > best.map_or(0.0, |(_, b)| b * b) {
+                best = Some((j, r));
+            }
+        }
+        let (j, r) = best?;
+        let gap = r / self.a[j];
+        gap.is_finite().then_some((j, gap))
     }
 
     /// Writes the largest robust |z| over the features of each row into `out`.
@@ -200,6 +232,23 @@ impl Scorer {
                 *o = o.max(if z > Z_LIMIT { Z_LIMIT } else { z });
             }
         }
+    }
+
+    /// Writes each row's distance to the nearest k-means centroid into `out` (in the
+    /// standardized space, each z clamped as for the other scores); `false`, with `out`
+    /// untouched, when the model has no k-means section.
+    pub fn kmeans_distance(&self, columns: &[&[f64]], out: &mut [f64]) -> bool {
+        let Some(km) = &self.kmeans else {
+            return false;
+        };
+        let mut z = vec![0.0; self.d];
+        for (i, o) in out.iter_mut().enumerate() {
+            for (j, col) in columns.iter().enumerate().take(self.d) {
+                z[j] = ((col[i] - self.median[j]) * self.a[j]).clamp(-Z_LIMIT, Z_LIMIT);
+            }
+            *o = km.distance(&z);
+        }
+        true
     }
 
     /// The robust z of feature `j` at value `x`.
@@ -376,6 +425,30 @@ mod tests {
     }
     use crate::moments::CoMoments;
     use crate::pca::{KRule, fit};
+
+    #[test]
+    fn top_deviation_is_the_gap_to_what_the_other_metrics_say() {
+        // One component along (0.8, 0.6), medians 10 and 20, scales 2 and 4. At the medians
+        // there is no gap. Moving b alone by +8 (y = (0, 2)): t = 1.2, the reconstruction is
+        // (0.96, 0.72), the residual (-0.96, 1.28); b is top, 1.28 scales = 5.12 units above
+        // what a says it should be.
+        let pca = Pca {
+            mean: vec![0.0, 0.0],
+            components: vec![vec![0.8, 0.6]],
+            eigenvalues: vec![1.9, 0.1],
+            explained_variance_ratio: vec![0.95, 0.05],
+        };
+        let s = Scorer::from_pca(vec![10.0, 20.0], vec![2.0, 4.0], &pca);
+        assert_eq!(s.top_deviation(&[10.0, 20.0]), None);
+        let (j, gap) = s.top_deviation(&[10.0, 28.0]).unwrap();
+        assert_eq!(j, 1);
+        assert!((gap - 5.12).abs() < 1e-12, "{gap}");
+        assert_eq!(s.top_deviation(&[f64::NAN, 28.0]), None);
+        // The same metric as top_feature picks.
+        let mut top = [None];
+        s.top_feature(&[&[10.0], &[28.0]], &mut top);
+        assert_eq!(top[0], Some(1));
+    }
 
     #[test]
     fn a_value_far_out_of_range_gets_the_largest_scores_not_zero() {

@@ -34,6 +34,8 @@ pub struct TrainOptions {
     pub tail_quantile: Option<f64>,
     /// Look for a daily cycle in the training data (a timestamp column `ts`) and store it.
     pub seasonal: bool,
+    /// Fit the k-means distance detector on a sample of the training rows and store it.
+    pub kmeans: bool,
 }
 
 impl Default for TrainOptions {
@@ -44,6 +46,7 @@ impl Default for TrainOptions {
             trim: None,
             tail_quantile: Some(0.95),
             seasonal: true,
+            kmeans: false,
         }
     }
 }
@@ -168,6 +171,7 @@ pub fn artifact(
             tail: None,
         },
         seasonal: None,
+        kmeans: None,
         training: Training {
             rows_seen,
             rows_used: n,

@@ -31,7 +31,7 @@ pub(crate) mod ordered;
 mod walk;
 
 pub(crate) use walk::{AlertQuery, find};
-pub use walk::{Carried, KeyState};
+pub use walk::{AtPeak, Carried, KeyState};
 
 /// One alert.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +60,8 @@ pub struct Alert {
     /// The metrics that were the top metric most often over the alert, most often first (at
     /// most three).
     pub top_metrics: Vec<String>,
+    /// The top metric at the alert's peak: expected against actual, where the model gave it.
+    pub at_peak: Option<AtPeak>,
     /// Still open at the series' last row: the data ends inside it.
     pub open: bool,
 }
@@ -245,6 +247,14 @@ pub(super) fn strings(a: &ArrayRef) -> Result<StringArray> {
         .clone())
 }
 
+/// Any numeric array as `Float64`.
+pub(super) fn floats(a: &ArrayRef) -> Result<Float64Array> {
+    Ok(cast(a, &DataType::Float64)
+        .map_err(|e| Error::Data(format!("alerts: value column: {e}")))?
+        .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+        .clone())
+}
+
 /// Any timestamp or date array as microseconds since the epoch.
 pub(super) fn micros(a: &ArrayRef) -> Result<TimestampMicrosecondArray> {
     Ok(cast(a, &DataType::Timestamp(TimeUnit::Microsecond, None))
@@ -307,6 +317,7 @@ mod tests {
             peak_score: 1.0,
             severity: "info",
             top_metrics: vec![],
+            at_peak: None,
             open: false,
         }
     }

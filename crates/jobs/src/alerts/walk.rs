@@ -16,7 +16,7 @@ use tads_model::{
 };
 use tads_store::Progress;
 
-use super::{Alert, Alerts, micros, strings};
+use super::{Alert, Alerts, floats, micros, strings};
 use crate::config::AlertRules;
 use crate::{Error, Result, ident};
 
@@ -28,8 +28,11 @@ pub(crate) struct AlertQuery<'a> {
     pub model_sql: &'a str,
     /// The model's display name (for alert ids).
     pub model_name: &'a str,
-    /// The quoted metric columns, comma-separated.
+    /// The metrics as the model reads them, comma-separated: the quoted columns, or
+    /// expressions of them (a drift baseline shifts each by its key's level).
     pub metrics: &'a str,
+    /// The model's features: the columns whose values an alert reports at its peak.
+    pub features: &'a [String],
     /// ` WHERE …` (the shard), or empty.
     pub filter: &'a str,
     /// Whether the data has `region` and `project_id` columns.
@@ -44,6 +47,33 @@ struct Held {
     ts: i64,
     score: Option<f64>,
     top: Option<String>,
+    /// The top metric's value and its gap to what the model expected (absent in a
+    /// checkpoint written before they were kept).
+    #[serde(default)]
+    value: Option<f64>,
+    #[serde(default)]
+    gap: Option<f64>,
+}
+
+/// An alert's top metric at its peak row: what was seen against what the model expected
+/// (the row's reconstruction from the other metrics, `pca_top_deviation`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AtPeak {
+    /// The peak row's top metric.
+    pub metric: String,
+    /// What the model expected of it.
+    pub expected: f64,
+    /// What was seen.
+    pub actual: f64,
+}
+
+/// What one row gives an alert.
+struct Row<'a> {
+    ts: i64,
+    score: Option<f64>,
+    top: Option<&'a str>,
+    value: Option<f64>,
+    gap: Option<f64>,
 }
 
 /// An alert being built.
@@ -57,16 +87,29 @@ struct Building {
     tops: BTreeMap<String, u64>,
     region: Option<String>,
     project: Option<String>,
+    /// The top metric at the first row with the peak score, where the model gave it.
+    #[serde(default)]
+    at_peak: Option<AtPeak>,
 }
 
 impl Building {
-    fn add(&mut self, ts: i64, score: Option<f64>, top: Option<&str>) {
-        self.end_ts = ts;
+    fn add(&mut self, r: Row<'_>) {
+        self.end_ts = r.ts;
         self.points += 1;
-        if let Some(s) = score.filter(|s| !s.is_nan()) {
+        if let Some(s) = r.score.filter(|s| !s.is_nan()) {
+            if s > self.peak {
+                self.at_peak = match (r.top, r.value, r.gap) {
+                    (Some(metric), Some(actual), Some(gap)) => Some(AtPeak {
+                        metric: metric.to_string(),
+                        expected: actual - gap,
+                        actual,
+                    }),
+                    _ => None,
+                };
+            }
             self.peak = self.peak.max(s);
         }
-        if let Some(t) = top {
+        if let Some(t) = r.top {
             *self.tops.entry(t.to_string()).or_default() += 1;
         }
     }
@@ -90,6 +133,7 @@ impl Building {
             peak_score: self.peak,
             severity: severity.of(self.peak),
             top_metrics: tops.into_iter().take(3).map(|(m, _)| m).collect(),
+            at_peak: self.at_peak,
             open,
         }
     }
@@ -249,7 +293,22 @@ pub(super) fn select(q: &AlertQuery<'_>, rules: &AlertRules) -> String {
         key = ident(&rules.key),
         time = ident(&rules.time),
     );
-    select.push_str(&hot(&format!("pca_top_metric({m}, {x})"), "__top"));
+    let top = format!("pca_top_metric({m}, {x})");
+    select.push_str(&hot(&top, "__top"));
+    select.push_str(&hot(&format!("pca_top_deviation({m}, {x})"), "__gap"));
+    // The top metric's own value, read from its column (the model may read it shifted).
+    let value = q
+        .features
+        .iter()
+        .map(|f| {
+            format!(
+                " WHEN '{}' THEN CAST({} AS DOUBLE)",
+                f.replace('\'', "''"),
+                ident(f)
+            )
+        })
+        .collect::<String>();
+    select.push_str(&hot(&format!("CASE {top}{value} END"), "__value"));
     for (wanted, column, alias) in [
         (q.region, "region", "__region"),
         (q.project, "project_id", "__project"),
@@ -280,6 +339,8 @@ pub(super) struct Cols {
     pub(super) times: datafusion::arrow::array::TimestampMicrosecondArray,
     scores: datafusion::arrow::array::Float64Array,
     tops: StringArray,
+    values: datafusion::arrow::array::Float64Array,
+    gaps: datafusion::arrow::array::Float64Array,
     region: Option<StringArray>,
     project: Option<StringArray>,
 }
@@ -295,9 +356,11 @@ impl Cols {
             times: micros(batch.column(1))?,
             scores: batch.column(2).as_primitive::<Float64Type>().clone(),
             tops: strings(batch.column(3))?,
-            region: region.then(|| strings(batch.column(4))).transpose()?,
+            gaps: floats(batch.column(4))?,
+            values: floats(batch.column(5))?,
+            region: region.then(|| strings(batch.column(6))).transpose()?,
             project: project
-                .then(|| strings(batch.column(4 + usize::from(region))))
+                .then(|| strings(batch.column(6 + usize::from(region))))
                 .transpose()?,
         })
     }
@@ -305,6 +368,18 @@ impl Cols {
     /// Row `i`'s key, if it has a key and a time.
     pub(super) fn key(&self, i: usize) -> Option<&str> {
         (self.keys.is_valid(i) && self.times.is_valid(i)).then(|| self.keys.value(i))
+    }
+
+    /// What row `i` gives an alert.
+    fn row(&self, i: usize) -> Row<'_> {
+        let float = |a: &datafusion::arrow::array::Float64Array| a.is_valid(i).then(|| a.value(i));
+        Row {
+            ts: self.times.value(i),
+            score: float(&self.scores),
+            top: self.tops.is_valid(i).then(|| self.tops.value(i)),
+            value: float(&self.values),
+            gap: float(&self.gaps),
+        }
     }
 
     fn text(a: &Option<StringArray>, i: usize) -> Option<String> {
@@ -344,14 +419,15 @@ impl Walk {
         alerts: &mut Vec<Alert>,
     ) {
         let rules = &self.rules;
-        let ts = c.times.value(i);
-        let score = c.scores.is_valid(i).then(|| c.scores.value(i));
-        let top = c.tops.is_valid(i).then(|| c.tops.value(i));
+        let row = c.row(i);
+        let (ts, score) = (row.ts, row.score);
         if !s.machine.is_open() {
             s.held.push(Held {
                 ts,
                 score,
-                top: top.map(str::to_string),
+                top: row.top.map(str::to_string),
+                value: row.value,
+                gap: row.gap,
             });
         }
         let step = Step {
@@ -376,15 +452,22 @@ impl Walk {
                     tops: BTreeMap::new(),
                     region: Cols::text(&c.region, i),
                     project: Cols::text(&c.project, i),
+                    at_peak: None,
                 };
                 for h in s.held.drain(..).skip(from) {
-                    b.add(h.ts, h.score, h.top.as_deref());
+                    b.add(Row {
+                        ts: h.ts,
+                        score: h.score,
+                        top: h.top.as_deref(),
+                        value: h.value,
+                        gap: h.gap,
+                    });
                 }
                 s.open = Some(b);
             }
             Event::Inside { .. } => {
                 if let Some(b) = s.open.as_mut() {
-                    b.add(ts, score, top);
+                    b.add(row);
                 }
             }
             Event::Closed { .. } => {

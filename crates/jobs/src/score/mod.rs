@@ -488,6 +488,7 @@ impl Prepared {
                     model_sql: &plan.model_sql,
                     model_name: &self.model.name,
                     metrics: &plan.metrics,
+                    features: &self.model.features,
                     filter: &plan.filter,
                     region: plan.region,
                     project: plan.project,

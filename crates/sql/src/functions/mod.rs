@@ -30,6 +30,8 @@ pub fn scalar_udfs(registry: &ModelRegistry) -> Vec<ScalarUDF> {
         ModelScore::MadZmax,
         ModelScore::Contrib,
         ModelScore::TopMetric,
+        ModelScore::TopDeviation,
+        ModelScore::KMeansDistance,
         ModelScore::All,
         ModelScore::Fused,
     ]

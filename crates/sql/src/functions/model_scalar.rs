@@ -1,5 +1,5 @@
 //! The scalar functions that score rows against a named model: `pca_score`, `pca_t2`,
-//! `mad_zmax`, `pca_contrib` and `pca_top_metric`. They share one implementation; each differs
+//! `mad_zmax`, `pca_contrib`, `pca_top_metric` and `pca_top_deviation`. They share one implementation; each differs
 //! only in its kernel and return type.
 
 use std::hash::{Hash, Hasher};
@@ -32,6 +32,10 @@ pub enum ModelScore {
     Contrib,
     /// `pca_top_metric`: the metric with the largest share of the SPE.
     TopMetric,
+    /// `pca_top_deviation`: how far the top metric lies from what the model expected of it.
+    TopDeviation,
+    /// `kmeans_distance`: the distance to the nearest k-means centroid.
+    KMeansDistance,
     /// `pca_scores`: the SPE, T², largest |z|, top metric and fused score at once, as a struct.
     All,
     /// `anomaly_score`: the SPE over its limit fused with the largest |z| over its cut.
@@ -63,6 +67,8 @@ impl ModelScore {
             Self::MadZmax => "mad_zmax",
             Self::Contrib => "pca_contrib",
             Self::TopMetric => "pca_top_metric",
+            Self::TopDeviation => "pca_top_deviation",
+            Self::KMeansDistance => "kmeans_distance",
             Self::All => "pca_scores",
             Self::Fused => "anomaly_score",
         }
@@ -70,7 +76,12 @@ impl ModelScore {
 
     fn return_type(self) -> DataType {
         match self {
-            Self::Spe | Self::T2 | Self::MadZmax | Self::Fused => DataType::Float64,
+            Self::Spe
+            | Self::T2
+            | Self::MadZmax
+            | Self::Fused
+            | Self::TopDeviation
+            | Self::KMeansDistance => DataType::Float64,
             Self::Contrib => {
                 DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true)))
             }
@@ -112,6 +123,24 @@ impl ModelScore {
                  anomalous, not only that one is. NULL also where the SPE is 0.",
                 "pca_top_metric(model, x1, ..., xd)",
                 "SELECT pca_top_metric('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
+            ),
+            Self::TopDeviation => (
+                "How far the row's top metric (`pca_top_metric`) lies from what the model expected of \
+                 it, in the metric's own units: actual minus expected, where the expected value is the \
+                 row's reconstruction from the model's components, what the other metrics say it should \
+                 be. `tads watch` and `tads score` deliver it with an alert's peak as expected against \
+                 actual. NULL also where the SPE is 0.",
+                "pca_top_deviation(model, x1, ..., xd)",
+                "SELECT pca_top_metric('m', cpu_pct, mem_pct, latency_ms), pca_top_deviation('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
+            ),
+            Self::KMeansDistance => (
+                "The distance from the row's robustly standardized metrics to the nearest of the \
+                 model's k-means centroids (trained by `tads train --kmeans`): how far the row lies from \
+                 every mode the service had in training. Compare with the model's limit, the 0.999 \
+                 quantile of the training distances; `fusion.detectors = [\"pca\", \"mad\", \"kmeans\"]` \
+                 puts it into anomaly_score. NULL also where the model has no k-means section.",
+                "kmeans_distance(model, x1, ..., xd)",
+                "SELECT kmeans_distance('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
             ),
             Self::All => (
                 "Every score of a row at once, from one standardization and projection: a struct {pca_spe, pca_t2, mad_zmax, top_metric, score} equal to pca_score, pca_t2, mad_zmax, pca_top_metric and anomaly_score. One projection instead of five; `tads score` writes its fields as columns. Each field is NULL where that function would be.",
@@ -227,7 +256,11 @@ impl ScalarUDFImpl for ModelFunction {
         let d = columns.len();
         let values: Vec<&[f64]> = columns.iter().map(|c| c.values().as_ref()).collect();
         let result: ArrayRef = match self.score {
-            ModelScore::Spe | ModelScore::T2 | ModelScore::MadZmax | ModelScore::Fused => {
+            ModelScore::Spe
+            | ModelScore::T2
+            | ModelScore::MadZmax
+            | ModelScore::Fused
+            | ModelScore::KMeansDistance => {
                 let mut out = vec![0.0; n];
                 let fused = self.score == ModelScore::Fused;
                 let mut zmax = if fused { vec![0.0; n] } else { Vec::new() };
@@ -238,12 +271,23 @@ impl ScalarUDFImpl for ModelFunction {
                     match self.score {
                         ModelScore::Spe => m.scorer.spe(&slices, target),
                         ModelScore::T2 => m.scorer.t2(&slices, target),
+                        ModelScore::KMeansDistance => {
+                            if !m.scorer.kmeans_distance(&slices, target) {
+                                return Ok(());
+                            }
+                        }
                         ModelScore::Fused => {
                             let z = &mut zmax[rows.clone()];
                             let t = &mut t2[rows.clone()];
                             m.scorer.spe_t2_zmax(&slices, target, t, z);
-                            self.fusion
-                                .combine(self.fusion.factors(&m.artifact), target, t, z);
+                            let km = kmeans_of(&self.fusion, m, &slices);
+                            self.fusion.combine(
+                                self.fusion.factors(&m.artifact),
+                                target,
+                                t,
+                                z,
+                                &km,
+                            );
                         }
                         _ => m.scorer.zmax(&slices, target),
                     }
@@ -273,11 +317,13 @@ impl ScalarUDFImpl for ModelFunction {
                     );
                     let target = &mut fused[rows.clone()];
                     target.copy_from_slice(&spe[rows.clone()]);
+                    let km = kmeans_of(&self.fusion, m, &slices);
                     self.fusion.combine(
                         self.fusion.factors(&m.artifact),
                         target,
                         &t2[rows.clone()],
                         &zmax[rows.clone()],
+                        &km,
                     );
                     scored[rows.clone()].fill(true);
                     runs.push((rows, m.artifact.features.clone()));
@@ -308,6 +354,20 @@ impl ScalarUDFImpl for ModelFunction {
                 })?;
                 top_names(&top, &valid, runs, n)
             }
+            ModelScore::TopDeviation => {
+                let mut out = vec![0.0; n];
+                let mut ok = vec![false; n];
+                for_each_model_run(self.name(), &self.registry, model, Some(d), n, |m, rows| {
+                    for i in rows.filter(|i| valid[*i]) {
+                        let row: Vec<f64> = values.iter().map(|v| v[i]).collect();
+                        if let Some((_, gap)) = m.scorer.top_deviation(&row) {
+                            (out[i], ok[i]) = (gap, true);
+                        }
+                    }
+                    Ok(())
+                })?;
+                Arc::new(Float64Array::new(out.into(), Some(NullBuffer::from(ok))))
+            }
             ModelScore::Contrib => {
                 // Per scorable row: each metric's share of the SPE.
                 let mut per_row: Vec<Option<Vec<f64>>> = vec![None; n];
@@ -335,6 +395,16 @@ impl ScalarUDFImpl for ModelFunction {
     fn documentation(&self) -> Option<&Documentation> {
         Some(&self.documentation)
     }
+}
+
+/// The k-means distances of `slices` when the fusion uses them for this model, else nothing.
+fn kmeans_of(fusion: &Fusion, m: &crate::registry::LoadedModel, slices: &[&[f64]]) -> Vec<f64> {
+    if !fusion.needs_kmeans(&m.artifact) {
+        return Vec::new();
+    }
+    let mut out = vec![0.0; slices.first().map_or(0, |s| s.len())];
+    m.scorer.kmeans_distance(slices, &mut out);
+    out
 }
 
 /// The names of each row's top feature: NULL outside the model runs, where a metric is not
