@@ -401,11 +401,9 @@ async fn group_by_trains_the_model_each_value_would_get_alone() {
         "{}",
         String::from_utf8_lossy(&run.stdout)
     );
-    let ctx = tads_session(&f.models).await;
-    let loc = Location::parse(scores.join("scored").to_str().unwrap()).unwrap();
-    tads_sql::register_dataset(&ctx, "s", &loc).await.unwrap();
-    let batches = query(
-        &ctx,
+    let v = scored_counts(
+        &f.models,
+        &scores,
         "SELECT count(*) FILTER (WHERE host_id = 'host-0001' AND pca_spe IS NOT NULL), \
                 count(*) FILTER (WHERE host_id = 'host-0003' AND NOT \
                   abs(pca_spe - pca_score('alone-host-0003', cpu_pct, mem_pct, disk_read_mbps, \
@@ -414,13 +412,7 @@ async fn group_by_trains_the_model_each_value_would_get_alone() {
                 count(*) FILTER (WHERE pca_spe IS NULL) FROM s",
     )
     .await;
-    let b = &batches[0];
-    let v = |i: usize| {
-        b.column(i)
-            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-            .value(0)
-    };
-    assert_eq!((v(0), v(1), v(2)), (0, 0, 4320));
+    assert_eq!(v, [0, 0, 4320]);
 
     // A group replaces a model of the same name only with --overwrite, and then only one kind stays.
     assert_user_error(
@@ -670,4 +662,67 @@ fn auto_quantiles_are_exact_where_they_fit_and_sketched_beyond() {
     for j in 0..e.dims() {
         assert!((t.median[j] - e.median[j]).abs() <= 0.01 * e.scale[j]);
     }
+}
+
+/// `--kmeans`: the same section on one thread or four (a sample chosen by the rows' values and a
+/// fixed seed), and `fusion.detectors = ["kmeans"]` scores each row as `kmeans_distance` over the
+/// model's limit (raised to its training tail) says.
+#[tokio::test]
+async fn kmeans_trains_alike_on_any_thread_count_and_scores_as_sql_says() {
+    let f = Fixture::new();
+    for (name, threads) in [("k1", "1"), ("k4", "4")] {
+        let run = f.train(&["--model", name, "--threads", threads, "--kmeans", "--quiet"]);
+        assert_ok(&run);
+    }
+    let (one, four) = (read_model(&f.models, "k1"), read_model(&f.models, "k4"));
+    let km = one.kmeans.clone().expect("a k-means section");
+    assert_eq!(Some(&km), four.kmeans.as_ref());
+    assert_eq!(km.k, 8);
+    assert!(km.sample_rows > 1000 && km.sample_rows <= 20_000, "{km:?}");
+    assert!(read_model(&f.models, "k1").validate().is_ok());
+
+    let out = f.tmp.path().join("kmeans-scores");
+    let settings = [
+        "--no-alerts",
+        "--set",
+        "fusion.detectors=kmeans",
+        "--set",
+        "drift.baseline=off",
+        "--set",
+        "drift.seasonal=false",
+    ];
+    assert_ok(&score_cmd("k1", &f.data, &f.models, &out, &settings));
+    let limit = km.limit.max(km.tail.unwrap_or(0.0));
+    let x = FEATURES.join(", ");
+    let v = scored_counts(
+        &f.models,
+        &out,
+        &format!(
+            "SELECT count(score), \
+                    count(*) FILTER (WHERE NOT abs(score - kmeans_distance('k1', {x}) / {limit:?}) \
+                      <= 1e-9 * (1 + score)), \
+                    count(*) FILTER (WHERE score > 1) FROM s"
+        ),
+    )
+    .await;
+    assert!(v[0] > 10_000, "rows scored: {}", v[0]);
+    assert_eq!(v[1], 0, "rows whose score is not the k-means signal");
+    assert!(v[2] > 0, "no row above the k-means limit");
+}
+
+/// The counts (one row of integers) `sql` gives over the scored rows of the run at `out` as table
+/// `s`, in a session with the models of `models`.
+async fn scored_counts(models: &std::path::Path, out: &std::path::Path, sql: &str) -> Vec<i64> {
+    let ctx = tads_session(models).await;
+    let loc = Location::parse(out.join("scored").to_str().unwrap()).unwrap();
+    tads_sql::register_dataset(&ctx, "s", &loc).await.unwrap();
+    let batches = query(&ctx, sql).await;
+    let b = &batches[0];
+    (0..b.num_columns())
+        .map(|i| {
+            b.column(i)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .value(0)
+        })
+        .collect()
 }

@@ -1,84 +1,177 @@
 //! The k-means section of a model (`tads train --kmeans`): one pass over the training rows keeps
 //! a bounded, deterministic sample of their standardized values (the rows with the smallest hash,
 //! [`tads_model::kmeans::Sample`], one per partition, merged), and the centroids and the
-//! distance's limits are fitted on it in memory.
+//! distance's limits are fitted on it in memory. A group of models gets one sample per member,
+//! standardized by the member's own medians and scales.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::Float64Type;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
-use tads_model::ModelArtifact;
 use tads_model::kmeans::{SAMPLE_ROWS, Sample};
+use tads_model::{ModelArtifact, ModelGroup};
 
-use crate::train::amend;
-use crate::{Error, Result};
+use crate::train::{amend, amend_members};
+use crate::{Error, Result, ident};
 
-/// Samples the training rows of `telemetry` (quoted feature columns `cols`, rows passing
-/// `filter`), standardized by `model`, and stores the fitted k-means section in it. A model whose
-/// training rows give nothing to fit (no finite row inside the robust cut, or all alike) is kept
-/// as it is, with a note on stderr.
-pub(crate) async fn single(
+/// The rows a group member's sample keeps at most: fewer than a single model's, so that a
+/// group of many members stays within memory.
+pub(crate) const MEMBER_SAMPLE_ROWS: usize = 2_000;
+
+/// What the sampling pass needs: the session with the training table `telemetry`, the quoted
+/// feature columns and the training filter.
+pub(crate) struct KMeansInput<'a> {
+    pub(crate) ctx: &'a SessionContext,
+    pub(crate) cols: &'a [String],
+    pub(crate) filter: &'a str,
+    pub(crate) tail_quantile: Option<f64>,
+}
+
+/// Each sample's centre: medians and 1 / scales.
+type Centres = HashMap<String, (Vec<f64>, Vec<f64>)>;
+
+fn centre(m: &ModelArtifact) -> (Vec<f64>, Vec<f64>) {
+    (m.median.clone(), m.scale.iter().map(|s| 1.0 / s).collect())
+}
+
+/// One sample per key (`""` without a group column) of the rows `sql` returns: the key first
+/// when `keyed`, then the features as doubles.
+async fn samples(
     ctx: &SessionContext,
-    cols: &[String],
-    filter: &str,
-    model: ModelArtifact,
-    tail_quantile: Option<f64>,
-) -> Result<ModelArtifact> {
-    let x = cols
+    sql: &str,
+    keyed: bool,
+    centres: Centres,
+    cap: usize,
+) -> Result<BTreeMap<String, Sample>> {
+    let streams = ctx.sql(sql).await?.execute_stream_partitioned().await?;
+    let centres = Arc::new(centres);
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut stream in streams {
+        let centres = Arc::clone(&centres);
+        tasks.spawn(async move {
+            let mut found: HashMap<String, Sample> = HashMap::new();
+            while let Some(batch) = stream.next().await {
+                offer_batch(&batch?, keyed, &centres, cap, &mut found)?;
+            }
+            Ok::<_, Error>(found)
+        });
+    }
+    let mut merged: BTreeMap<String, Sample> = BTreeMap::new();
+    while let Some(done) = tasks.join_next().await {
+        let part = done.map_err(|e| Error::Data(format!("a k-means task failed: {e}")))??;
+        for (key, sample) in part {
+            merged
+                .entry(key)
+                .or_insert_with(|| Sample::new(cap))
+                .merge(sample);
+        }
+    }
+    Ok(merged)
+}
+
+/// Offers each row of `batch` with every feature present to its key's sample, standardized by
+/// its key's centre (rows of a key without a centre are left out).
+fn offer_batch(
+    batch: &RecordBatch,
+    keyed: bool,
+    centres: &Centres,
+    cap: usize,
+    found: &mut HashMap<String, Sample>,
+) -> Result<()> {
+    let first = usize::from(keyed);
+    let keys = keyed
+        .then(|| cast(batch.column(0), &DataType::Utf8))
+        .transpose()
+        .map_err(datafusion::error::DataFusionError::from)?;
+    let keys = keys.as_ref().map(|k| k.as_string::<i32>());
+    let columns: Vec<_> = batch.columns()[first..]
+        .iter()
+        .map(|c| c.as_primitive::<Float64Type>().clone())
+        .collect();
+    let mut z = vec![0.0; columns.len()];
+    for i in 0..batch.num_rows() {
+        let key = keys.map_or("", |k| if k.is_valid(i) { k.value(i) } else { "" });
+        let Some((median, inv)) = centres.get(key) else {
+            continue;
+        };
+        if columns.iter().any(|c| c.is_null(i)) {
+            continue;
+        }
+        for (j, c) in columns.iter().enumerate() {
+            z[j] = (c.value(i) - median[j]) * inv[j];
+        }
+        found
+            .entry(key.to_string())
+            .or_insert_with(|| Sample::new(cap))
+            .offer(&z);
+    }
+    Ok(())
+}
+
+/// The k-means section fitted on `sample`, or `None` with a note on stderr when the sample gives
+/// nothing to fit (no finite row inside the robust cut, or all alike).
+fn fitted(
+    model: &ModelArtifact,
+    sample: Option<&Sample>,
+    tail: Option<f64>,
+) -> Option<tads_model::KMeansParams> {
+    let rows = sample.map(Sample::rows).unwrap_or_default();
+    let found = tads_model::kmeans::train(&rows, model.robust_z_cut, tail);
+    if found.is_none() {
+        eprintln!(
+            "note: model `{}`: no k-means section (its {} sampled training rows give nothing to fit: none inside the robust cut, or all alike)",
+            model.name,
+            rows.len()
+        );
+    }
+    found
+}
+
+fn features(input: &KMeansInput<'_>) -> String {
+    input
+        .cols
         .iter()
         .map(|c| format!("CAST({c} AS DOUBLE)"))
         .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!("SELECT {x} FROM telemetry WHERE {filter}");
-    let streams = ctx.sql(&sql).await?.execute_stream_partitioned().await?;
-    let centre = Arc::new((
-        model.median.clone(),
-        model.scale.iter().map(|s| 1.0 / s).collect::<Vec<f64>>(),
-    ));
-    let mut tasks = tokio::task::JoinSet::new();
-    for mut stream in streams {
-        let centre = Arc::clone(&centre);
-        tasks.spawn(async move {
-            let (median, inv) = centre.as_ref();
-            let mut sample = Sample::new(SAMPLE_ROWS);
-            let mut z = vec![0.0; median.len()];
-            while let Some(batch) = stream.next().await {
-                let batch = batch?;
-                let columns: Vec<_> = batch
-                    .columns()
-                    .iter()
-                    .map(|c| c.as_primitive::<Float64Type>().clone())
-                    .collect();
-                for i in 0..batch.num_rows() {
-                    if columns.iter().any(|c| c.is_null(i)) {
-                        continue;
-                    }
-                    for (j, c) in columns.iter().enumerate() {
-                        z[j] = (c.value(i) - median[j]) * inv[j];
-                    }
-                    sample.offer(&z);
-                }
-            }
-            Ok::<_, Error>(sample)
-        });
-    }
-    let mut merged = Sample::new(SAMPLE_ROWS);
-    while let Some(done) = tasks.join_next().await {
-        let part = done.map_err(|e| Error::Data(format!("a k-means task failed: {e}")))??;
-        merged.merge(part);
-    }
-    let rows = merged.rows();
-    match tads_model::kmeans::train(&rows, model.robust_z_cut, tail_quantile) {
+        .join(", ")
+}
+
+/// Samples the training rows standardized by `model` and stores the fitted k-means section in
+/// it (a model whose sample gives nothing to fit is kept as it is).
+pub(crate) async fn single(input: &KMeansInput<'_>, model: ModelArtifact) -> Result<ModelArtifact> {
+    let sql = format!(
+        "SELECT {} FROM telemetry WHERE {}",
+        features(input),
+        input.filter
+    );
+    let centres = Centres::from([(String::new(), centre(&model))]);
+    let found = samples(input.ctx, &sql, false, centres, SAMPLE_ROWS).await?;
+    match fitted(&model, found.get(""), input.tail_quantile) {
         Some(k) => amend(model, |m| m.kmeans = Some(k)),
-        None => {
-            eprintln!(
-                "note: model `{}`: no k-means section (the {} sampled training rows give nothing to fit: none inside the robust cut, or all alike)",
-                model.name,
-                rows.len()
-            );
-            Ok(model)
-        }
+        None => Ok(model),
     }
+}
+
+/// The same for each member of a group, one sample of at most [`MEMBER_SAMPLE_ROWS`] rows per
+/// member, by the group's column.
+pub(crate) async fn group(input: &KMeansInput<'_>, group: ModelGroup) -> Result<ModelGroup> {
+    let key = format!("CAST({} AS VARCHAR)", ident(&group.group_by));
+    let sql = format!(
+        "SELECT {key}, {} FROM telemetry WHERE {}",
+        features(input),
+        input.filter
+    );
+    let centres: Centres = group
+        .members
+        .iter()
+        .map(|m| (group.key_of(m).to_string(), centre(m)))
+        .collect();
+    let found = samples(input.ctx, &sql, true, centres, MEMBER_SAMPLE_ROWS).await?;
+    amend_members(group, |k, m| {
+        m.kmeans = fitted(m, found.get(k), input.tail_quantile);
+    })
 }

@@ -254,6 +254,12 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
         filter: &filter,
         mode: job.quantiles,
     };
+    let kmeans = crate::kmeans::KMeansInput {
+        ctx: &ctx,
+        cols: &cols,
+        filter: &filter,
+        tail_quantile: job.options.tail_quantile,
+    };
     let (trained, rows_seen, written) = match &job.group_by {
         None => {
             let mut model = train_one(job, prepared).await?;
@@ -264,25 +270,22 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
                 model = crate::seasonal::single(&season, model).await?;
             }
             if job.options.kmeans {
-                let q = job.options.tail_quantile;
-                model = crate::kmeans::single(&ctx, &cols, &filter, model, q).await?;
+                model = crate::kmeans::single(&kmeans, model).await?;
             }
             let rows = model.training.rows_seen;
             let json = model.to_json();
             (Trained::Model(Box::new(model)), rows, (&files[0], json))
         }
         Some(g) => {
-            if job.options.kmeans {
-                return Err(Error::Input(format!(
-                    "--kmeans is not available with --group-by {g} yet: train one model, or leave --kmeans out"
-                )));
-            }
             let (mut group, rows) = crate::train_groups::train_groups(job, g, prepared).await?;
             if let Some(t) = &tail {
                 group = crate::tail::group(t, group).await?;
             }
             if job.options.seasonal {
                 group = crate::seasonal::group(&season, group).await?;
+            }
+            if job.options.kmeans {
+                group = crate::kmeans::group(&kmeans, group).await?;
             }
             let json = group.to_json();
             (Trained::Group(Box::new(group)), rows, (&files[1], json))
