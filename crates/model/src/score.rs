@@ -241,12 +241,36 @@ impl Scorer {
         let Some(km) = &self.kmeans else {
             return false;
         };
-        let mut z = vec![0.0; self.d];
-        for (i, o) in out.iter_mut().enumerate() {
-            for (j, col) in columns.iter().enumerate().take(self.d) {
-                z[j] = ((col[i] - self.median[j]) * self.a[j]).clamp(-Z_LIMIT, Z_LIMIT);
+        // A block of rows at a time, a column at a time: loops the compiler vectorizes.
+        let d = self.d;
+        let mut z = vec![0.0; d * BLOCK];
+        let mut acc = [0.0f64; BLOCK];
+        let mut start = 0;
+        while start < out.len() {
+            let len = BLOCK.min(out.len() - start);
+            for (j, col) in columns.iter().enumerate().take(d) {
+                let (m, a) = (self.median[j], self.a[j]);
+                let zj = &mut z[j * BLOCK..j * BLOCK + len];
+                for (zv, x) in zj.iter_mut().zip(&col[start..start + len]) {
+                    *zv = ((x - m) * a).clamp(-Z_LIMIT, Z_LIMIT);
+                }
             }
-            *o = km.distance(&z);
+            let best = &mut out[start..start + len];
+            best.fill(f64::INFINITY);
+            for c in &km.centroids {
+                acc[..len].fill(0.0);
+                for (j, cj) in c.iter().enumerate() {
+                    let zj = &z[j * BLOCK..j * BLOCK + len];
+                    for (s, zv) in acc[..len].iter_mut().zip(zj) {
+                        *s += (zv - cj) * (zv - cj);
+                    }
+                }
+                for (b, s) in best.iter_mut().zip(&acc[..len]) {
+                    *b = b.min(*s);
+                }
+            }
+            best.iter_mut().for_each(|b| *b = b.sqrt());
+            start += len;
         }
         true
     }
@@ -425,6 +449,37 @@ mod tests {
     }
     use crate::moments::CoMoments;
     use crate::pca::{KRule, fit};
+
+    #[test]
+    fn kmeans_distances_in_blocks_equal_the_distance_of_each_row() {
+        let pca = Pca {
+            mean: vec![0.0, 0.0],
+            components: vec![vec![0.8, 0.6]],
+            eigenvalues: vec![1.9, 0.1],
+            explained_variance_ratio: vec![0.95, 0.05],
+        };
+        let mut s = Scorer::from_pca(vec![10.0, 20.0], vec![2.0, 4.0], &pca);
+        let mut out = vec![0.0; 3];
+        assert!(!s.kmeans_distance(&[&[1.0; 3], &[1.0; 3]], &mut out));
+        let km = crate::KMeansParams {
+            k: 2,
+            centroids: vec![vec![0.0, 0.0], vec![3.0, -1.0]],
+            limit: 1.0,
+            tail: None,
+            sample_rows: 2,
+            seed: 0,
+        };
+        s.kmeans = Some(km.clone());
+        let n = 2 * BLOCK + 7;
+        let a: Vec<f64> = (0..n).map(|i| (i % 13) as f64).collect();
+        let b: Vec<f64> = (0..n).map(|i| 30.0 - (i % 7) as f64).collect();
+        let mut out = vec![0.0; n];
+        assert!(s.kmeans_distance(&[&a, &b], &mut out));
+        for i in 0..n {
+            let z = [(a[i] - 10.0) / 2.0, (b[i] - 20.0) / 4.0];
+            assert!((out[i] - km.distance(&z)).abs() < 1e-12, "row {i}");
+        }
+    }
 
     #[test]
     fn top_deviation_is_the_gap_to_what_the_other_metrics_say() {
