@@ -76,7 +76,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("anomaly_score_fused", |b| {
         b.iter(|| {
             scorer.spe_t2_zmax(black_box(&refs), &mut out, &mut t2, &mut z);
-            fusion.combine(factors, &mut out, &t2, &z, &[]);
+            fusion.combine(factors, &mut out, &t2, &z, Default::default());
         })
     });
     // The k-means distance (8 centroids fitted on these rows' standardized values).
@@ -93,9 +93,15 @@ fn bench(c: &mut Criterion) {
     g.bench_function("kmeans_distance", |b| {
         b.iter(|| km_scorer.kmeans_distance(black_box(&refs), &mut out))
     });
+    // The Isolation Forest score (100 trees of 256 rows, grown on the same rows).
+    with_kmeans.iforest = tads_model::iforest::train(&z_rows, Some(0.95));
+    let forest_scorer = Scorer::new(&with_kmeans);
+    g.bench_function("iforest_score", |b| {
+        b.iter(|| forest_scorer.iforest_score(black_box(&refs), &mut out))
+    });
     // The alert machine over fused scores with a few alerts in them.
     scorer.spe_t2_zmax(&refs, &mut out, &mut t2, &mut z);
-    fusion.combine(factors, &mut out, &t2, &z, &[]);
+    fusion.combine(factors, &mut out, &t2, &z, Default::default());
     let scores: Vec<f64> = out
         .iter()
         .enumerate()

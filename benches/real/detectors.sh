@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
 # Every detector alone and the ensembles on the real sets (issue 18): runs benches/real/run.sh
-# once per setting, with models trained `--kmeans`, and prints one Markdown table per set with a
+# once per setting, with models trained `--kmeans --iforest`, and prints one Markdown table per set with a
 # row per setting and the scikit-learn PCA peer (same rows, same evaluator).
 #
 #   benches/real/detectors.sh [run.sh options, e.g. --sets nab]
 #
-# Settings: defaults (pca and mad, max), pca alone, mad alone, kmeans alone, pca + mad + kmeans.
+# Settings: defaults (pca and mad, max), pca alone, mad alone, kmeans alone, iforest alone,
+# pca + mad + kmeans, pca + mad + iforest.
 # Work directories: ~/.cache/tads/real-bench/detectors-<setting>.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cache="${TADS_CACHE:-$HOME/.cache/tads}"
 labels=()
-for setting in "defaults:" "pca:pca" "mad:mad" "kmeans:kmeans" "pca+mad+kmeans:pca,mad,kmeans"; do
+for setting in "defaults:" "pca:pca" "mad:mad" "kmeans:kmeans" "iforest:iforest" \
+  "pca+mad+kmeans:pca,mad,kmeans" "pca+mad+iforest:pca,mad,iforest"; do
   name="${setting%%:*}"
   detectors="${setting#*:}"
   label="detectors-${name//+/-}"
   score_args=""
   [ -n "$detectors" ] && score_args="--set fusion.detectors=$detectors"
   echo "== $name ($label)" >&2
-  TADS_TRAIN_ARGS="--kmeans" TADS_SCORE_ARGS="$score_args" \
+  TADS_TRAIN_ARGS="--kmeans --iforest" TADS_SCORE_ARGS="$score_args" \
     "$here/run.sh" --label "$label" --report none "$@" > "$cache/real-bench-$label.log" 2>&1 ||
     { echo "run.sh failed for $name: $cache/real-bench-$label.log" >&2; exit 1; }
   labels+=("$name=$cache/real-bench/$label/summary.json")

@@ -112,7 +112,8 @@ fn tiny_model() -> ModelArtifact {
     .unwrap()
 }
 
-/// The tiny model with a k-means section fitted on its own training rows, as `tiny_km`.
+/// The tiny model with a k-means section and an Isolation Forest fitted on its own training
+/// rows, as `tiny_km`.
 fn tiny_kmeans_model() -> ModelArtifact {
     let mut m = tiny_model();
     let data = tiny_data();
@@ -125,7 +126,9 @@ fn tiny_kmeans_model() -> ModelArtifact {
         .collect();
     m.name = "tiny_km".into();
     m.kmeans = tads_model::kmeans::train(&rows, m.robust_z_cut, Some(0.95));
-    assert!(m.kmeans.is_some());
+    // A small forest (10 trees of 64 rows) keeps the fixture file small.
+    m.iforest = tads_model::iforest::train_with(&rows, Some(0.95), 10, 64);
+    assert!(m.kmeans.is_some() && m.iforest.is_some());
     m.seal()
 }
 

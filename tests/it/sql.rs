@@ -132,6 +132,7 @@ fn every_tads_function_is_registered_and_documented() {
         "pca_top_metric",
         "pca_top_deviation",
         "kmeans_distance",
+        "iforest_score",
         "pca_scores",
         "anomaly_score",
         "mad_zscore",

@@ -664,19 +664,31 @@ fn auto_quantiles_are_exact_where_they_fit_and_sketched_beyond() {
     }
 }
 
-/// `--kmeans`: the same section on one thread or four (a sample chosen by the rows' values and a
-/// fixed seed), and `fusion.detectors = ["kmeans"]` scores each row as `kmeans_distance` over the
-/// model's limit (raised to its training tail) says.
+/// `--kmeans --iforest`: the same sections on one thread or four (a sample chosen by the rows'
+/// values and fixed seeds), and `fusion.detectors = ["kmeans"]` (or `["iforest"]`) scores each
+/// row as `kmeans_distance` over the model's limit (raised to its training tail) says (or
+/// `iforest_score` put at 0 at its training median and 1 at its limit).
 #[tokio::test]
-async fn kmeans_trains_alike_on_any_thread_count_and_scores_as_sql_says() {
+async fn sampled_detectors_train_alike_on_any_thread_count_and_score_as_sql_says() {
     let f = Fixture::new();
     for (name, threads) in [("k1", "1"), ("k4", "4")] {
-        let run = f.train(&["--model", name, "--threads", threads, "--kmeans", "--quiet"]);
+        let run = f.train(&[
+            "--model",
+            name,
+            "--threads",
+            threads,
+            "--kmeans",
+            "--iforest",
+            "--quiet",
+        ]);
         assert_ok(&run);
     }
     let (one, four) = (read_model(&f.models, "k1"), read_model(&f.models, "k4"));
     let km = one.kmeans.clone().expect("a k-means section");
     assert_eq!(Some(&km), four.kmeans.as_ref());
+    let forest = one.iforest.clone().expect("an Isolation Forest");
+    assert_eq!(Some(&forest), four.iforest.as_ref());
+    assert_eq!((forest.trees.len(), forest.psi), (100, 256));
     assert_eq!(km.k, 8);
     assert!(km.sample_rows > 1000 && km.sample_rows <= 20_000, "{km:?}");
     assert!(read_model(&f.models, "k1").validate().is_ok());
@@ -708,6 +720,26 @@ async fn kmeans_trains_alike_on_any_thread_count_and_scores_as_sql_says() {
     assert!(v[0] > 10_000, "rows scored: {}", v[0]);
     assert_eq!(v[1], 0, "rows whose score is not the k-means signal");
     assert!(v[2] > 0, "no row above the k-means limit");
+
+    // The forest alone: its score put at 0 at the training median and 1 at the limit.
+    let out = f.tmp.path().join("iforest-scores");
+    let mut settings = settings;
+    settings[2] = "fusion.detectors=iforest";
+    assert_ok(&score_cmd("k1", &f.data, &f.models, &out, &settings));
+    let limit = forest.limit.max(forest.tail.unwrap_or(0.0));
+    let (median, x) = (forest.median, FEATURES.join(", "));
+    let v = scored_counts(
+        &f.models,
+        &out,
+        &format!(
+            "SELECT count(score), \
+                    count(*) FILTER (WHERE NOT abs(score - greatest(iforest_score('k1', {x}) - \
+                      {median:?}, 0) / ({limit:?} - {median:?})) <= 1e-9 * (1 + score)) FROM s"
+        ),
+    )
+    .await;
+    assert!(v[0] > 10_000, "rows scored: {}", v[0]);
+    assert_eq!(v[1], 0, "rows whose score is not the forest's signal");
 }
 
 /// The counts (one row of integers) `sql` gives over the scored rows of the run at `out` as table

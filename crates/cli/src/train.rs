@@ -75,6 +75,11 @@ pub(crate) struct TrainArgs {
     /// kmeans_distance()
     #[arg(long)]
     kmeans: bool,
+    /// Also grow the Isolation Forest detector: 100 trees of 256 rows each from the same sample
+    /// as --kmeans (seeded: the same data gives the same forest). Scoring uses it with
+    /// `--set fusion.detectors=pca,mad,iforest`, SQL with iforest_score()
+    #[arg(long)]
+    iforest: bool,
     /// Train one model per value of this column (e.g. host_id), written as <models>/<name>/group.json
     #[arg(long, value_name = "COLUMN")]
     group_by: Option<String>,
@@ -179,6 +184,7 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
             tail_quantile: Some(args.tail_quantile).filter(|q| *q > 0.0),
             seasonal: !args.no_seasonal,
             kmeans: args.kmeans,
+            iforest: args.iforest,
         },
         overwrite: args.overwrite,
         group_by: args.group_by.clone(),

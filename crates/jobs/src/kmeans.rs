@@ -1,8 +1,9 @@
-//! The k-means section of a model (`tads train --kmeans`): one pass over the training rows keeps
-//! a bounded, deterministic sample of their standardized values (the rows with the smallest hash,
-//! [`tads_model::kmeans::Sample`], one per partition, merged), and the centroids and the
-//! distance's limits are fitted on it in memory. A group of models gets one sample per member,
-//! standardized by the member's own medians and scales.
+//! The detectors fitted on a sample of the training rows, k-means (`tads train --kmeans`) and
+//! Isolation Forest (`--iforest`): one pass over the training rows keeps a bounded,
+//! deterministic sample of their standardized values (the rows with the smallest hash,
+//! [`tads_model::kmeans::Sample`], one per partition, merged), and each detector and its limits
+//! are fitted on it in memory. A group of models gets one sample per member, standardized by the
+//! member's own medians and scales.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -29,6 +30,10 @@ pub(crate) struct KMeansInput<'a> {
     pub(crate) cols: &'a [String],
     pub(crate) filter: &'a str,
     pub(crate) tail_quantile: Option<f64>,
+    /// Fit k-means.
+    pub(crate) kmeans: bool,
+    /// Grow an Isolation Forest.
+    pub(crate) iforest: bool,
 }
 
 /// Each sample's centre: medians and 1 / scales.
@@ -112,23 +117,32 @@ fn offer_batch(
     Ok(())
 }
 
-/// The k-means section fitted on `sample`, or `None` with a note on stderr when the sample gives
-/// nothing to fit (no finite row inside the robust cut, or all alike).
-fn fitted(
-    model: &ModelArtifact,
-    sample: Option<&Sample>,
-    tail: Option<f64>,
-) -> Option<tads_model::KMeansParams> {
+/// Sets the detectors `input` asks for in `m`, fitted on `sample`; one that cannot be fitted
+/// (no finite row inside the robust cut, or all alike) is left out with a note on stderr.
+fn fit(input: &KMeansInput<'_>, m: &mut ModelArtifact, sample: Option<&Sample>) {
     let rows = sample.map(Sample::rows).unwrap_or_default();
-    let found = tads_model::kmeans::train(&rows, model.robust_z_cut, tail);
-    if found.is_none() {
+    let tail = input.tail_quantile;
+    let name = m.name.clone();
+    let note = |what: &str| {
         eprintln!(
-            "note: model `{}`: no k-means section (its {} sampled training rows give nothing to fit: none inside the robust cut, or all alike)",
-            model.name,
+            "note: model `{name}`: no {what} (its {} sampled training rows give nothing to fit: none inside the robust cut, or all alike)",
             rows.len()
         );
+    };
+    if input.kmeans {
+        let found = tads_model::kmeans::train(&rows, m.robust_z_cut, tail);
+        if found.is_none() {
+            note("k-means section");
+        }
+        m.kmeans = found;
     }
-    found
+    if input.iforest {
+        let found = tads_model::iforest::train(&rows, tail);
+        if found.is_none() {
+            note("Isolation Forest");
+        }
+        m.iforest = found;
+    }
 }
 
 fn features(input: &KMeansInput<'_>) -> String {
@@ -140,8 +154,7 @@ fn features(input: &KMeansInput<'_>) -> String {
         .join(", ")
 }
 
-/// Samples the training rows standardized by `model` and stores the fitted k-means section in
-/// it (a model whose sample gives nothing to fit is kept as it is).
+/// Samples the training rows standardized by `model` and stores the detectors fitted on them.
 pub(crate) async fn single(input: &KMeansInput<'_>, model: ModelArtifact) -> Result<ModelArtifact> {
     let sql = format!(
         "SELECT {} FROM telemetry WHERE {}",
@@ -150,10 +163,7 @@ pub(crate) async fn single(input: &KMeansInput<'_>, model: ModelArtifact) -> Res
     );
     let centres = Centres::from([(String::new(), centre(&model))]);
     let found = samples(input.ctx, &sql, false, centres, SAMPLE_ROWS).await?;
-    match fitted(&model, found.get(""), input.tail_quantile) {
-        Some(k) => amend(model, |m| m.kmeans = Some(k)),
-        None => Ok(model),
-    }
+    amend(model, |m| fit(input, m, found.get("")))
 }
 
 /// The same for each member of a group, one sample of at most [`MEMBER_SAMPLE_ROWS`] rows per
@@ -171,7 +181,5 @@ pub(crate) async fn group(input: &KMeansInput<'_>, group: ModelGroup) -> Result<
         .map(|m| (group.key_of(m).to_string(), centre(m)))
         .collect();
     let found = samples(input.ctx, &sql, true, centres, MEMBER_SAMPLE_ROWS).await?;
-    amend_members(group, |k, m| {
-        m.kmeans = fitted(m, found.get(k), input.tail_quantile);
-    })
+    amend_members(group, |k, m| fit(input, m, found.get(k)))
 }

@@ -259,6 +259,8 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
         cols: &cols,
         filter: &filter,
         tail_quantile: job.options.tail_quantile,
+        kmeans: job.options.kmeans,
+        iforest: job.options.iforest,
     };
     let (trained, rows_seen, written) = match &job.group_by {
         None => {
@@ -269,7 +271,7 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
             if job.options.seasonal {
                 model = crate::seasonal::single(&season, model).await?;
             }
-            if job.options.kmeans {
+            if job.options.kmeans || job.options.iforest {
                 model = crate::kmeans::single(&kmeans, model).await?;
             }
             let rows = model.training.rows_seen;
@@ -284,7 +286,7 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
             if job.options.seasonal {
                 group = crate::seasonal::group(&season, group).await?;
             }
-            if job.options.kmeans {
+            if job.options.kmeans || job.options.iforest {
                 group = crate::kmeans::group(&kmeans, group).await?;
             }
             let json = group.to_json();

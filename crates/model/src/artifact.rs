@@ -140,6 +140,9 @@ pub struct ModelArtifact {
     /// The k-means distance detector's centroids and limits, if trained (`kmeans`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kmeans: Option<crate::KMeansParams>,
+    /// The Isolation Forest detector's trees and limits, if trained (`iforest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iforest: Option<crate::IForestParams>,
     /// Provenance.
     pub training: Training,
     /// `sha256:` and the hex SHA-256 of the parameters (everything but `training` and the
@@ -186,6 +189,8 @@ struct Parameters<'a> {
     seasonal: &'a Option<Seasonal>,
     #[serde(skip_serializing_if = "Option::is_none")]
     kmeans: &'a Option<crate::KMeansParams>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iforest: &'a Option<crate::IForestParams>,
 }
 
 impl ModelArtifact {
@@ -208,6 +213,7 @@ impl ModelArtifact {
             thresholds: &self.thresholds,
             seasonal: &self.seasonal,
             kmeans: &self.kmeans,
+            iforest: &self.iforest,
         };
         sha256_tag(&serde_json::to_vec(&p).unwrap_or_default())
     }
@@ -444,6 +450,9 @@ impl ModelArtifact {
         }
         if let Some(k) = &self.kmeans {
             k.check(self.dims()).or_else(|e| bad("kmeans", e))?;
+        }
+        if let Some(f) = &self.iforest {
+            f.check(self.dims()).or_else(|e| bad("iforest", e))?;
         }
         if self.training.rows_used > self.training.rows_seen {
             return bad(

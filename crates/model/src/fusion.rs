@@ -78,8 +78,9 @@ impl T2Limit {
 }
 
 /// Which detectors the fused score is made of (`fusion.detectors`): a list of `pca` (the SPE
-/// and T² signal), `mad` (the largest robust |z|) and `kmeans` (the distance to the nearest
-/// training centroid, for models trained with it), or the same names comma-separated.
+/// and T² signal), `mad` (the largest robust |z|), `kmeans` (the distance to the nearest
+/// training centroid) and `iforest` (the Isolation Forest score), the last two for models
+/// trained with them; or the same names comma-separated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Detectors {
     /// The PCA signal.
@@ -88,6 +89,8 @@ pub struct Detectors {
     pub mad: bool,
     /// The k-means distance signal.
     pub kmeans: bool,
+    /// The Isolation Forest signal.
+    pub iforest: bool,
 }
 
 impl Default for Detectors {
@@ -96,16 +99,17 @@ impl Default for Detectors {
             pca: true,
             mad: true,
             kmeans: false,
+            iforest: false,
         }
     }
 }
 
 impl Detectors {
     /// Every name a detector can have.
-    pub const NAMES: [&'static str; 3] = ["pca", "mad", "kmeans"];
+    pub const NAMES: [&'static str; 4] = ["pca", "mad", "kmeans", "iforest"];
 
     fn names(&self) -> Vec<&'static str> {
-        [self.pca, self.mad, self.kmeans]
+        [self.pca, self.mad, self.kmeans, self.iforest]
             .into_iter()
             .zip(Self::NAMES)
             .filter_map(|(on, n)| on.then_some(n))
@@ -117,12 +121,14 @@ impl Detectors {
             pca: false,
             mad: false,
             kmeans: false,
+            iforest: false,
         };
         for n in names {
             match n.trim() {
                 "pca" => d.pca = true,
                 "mad" => d.mad = true,
                 "kmeans" => d.kmeans = true,
+                "iforest" => d.iforest = true,
                 "" => {}
                 other => {
                     return Err(format!(
@@ -278,13 +284,31 @@ impl Fusion {
                 )),
             ),
             kmeans: on(d.kmeans, inv(kmeans)),
+            iforest: model
+                .iforest
+                .as_ref()
+                .filter(|_| d.iforest)
+                .map_or((0.0, 0.0), |f| {
+                    let limit =
+                        raise(Some(f.limit), f.tail.filter(|_| self.tail)).unwrap_or(f.limit);
+                    (f.median, 1.0 / (limit - f.median))
+                }),
         }
     }
 
     /// Combines the signals in place: `spe[i]` becomes the fused score of row `i`, from
-    /// `spe[i]`, `t2[i]` and `zmax[i]` scaled by `f`, and with k-means `kmeans[i]` (the
-    /// distance; empty without k-means), which joins by its maximum under either rule.
-    pub fn combine(&self, f: Factors, spe: &mut [f64], t2: &[f64], zmax: &[f64], kmeans: &[f64]) {
+    /// `spe[i]`, `t2[i]` and `zmax[i]` scaled by `f`, and with the sampled detectors' values of
+    /// `more` (empty slices where a detector is left out), which join by their maximum under
+    /// either rule: the k-means distance over its limit, and the Isolation Forest score put at 0
+    /// at its training median and 1.0 at its limit (never below 0).
+    pub fn combine(
+        &self,
+        f: Factors,
+        spe: &mut [f64],
+        t2: &[f64],
+        zmax: &[f64],
+        more: Sampled<'_>,
+    ) {
         let (w, v) = match self.rule {
             Rule::Max => (1.0, 1.0),
             Rule::Weighted => (self.pca_weight, 1.0 - self.pca_weight),
@@ -298,10 +322,21 @@ impl Fusion {
             };
         }
         if f.kmeans > 0.0 {
-            for (s, d) in spe.iter_mut().zip(kmeans) {
+            for (s, d) in spe.iter_mut().zip(more.kmeans) {
                 *s = s.max(d * f.kmeans);
             }
         }
+        let (median, scale) = f.iforest;
+        if scale > 0.0 {
+            for (s, v) in spe.iter_mut().zip(more.iforest) {
+                *s = s.max((v - median).max(0.0) * scale);
+            }
+        }
+    }
+
+    /// Whether [`Fusion::combine`] needs the Isolation Forest scores of rows scored with `model`.
+    pub fn needs_iforest(&self, model: &ModelArtifact) -> bool {
+        self.detectors.iforest && model.iforest.is_some()
     }
 
     /// Whether [`Fusion::combine`] needs the k-means distances of rows scored with `model`.
@@ -321,6 +356,17 @@ pub struct Factors {
     pub mad: f64,
     /// 1 / the k-means distance limit (0: k-means left out).
     pub kmeans: f64,
+    /// The Isolation Forest score's training median and 1 / (limit − median) (0: left out).
+    pub iforest: (f64, f64),
+}
+
+/// The values of the detectors fitted on a training sample, one per row (empty where left out).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sampled<'a> {
+    /// The k-means distances.
+    pub kmeans: &'a [f64],
+    /// The Isolation Forest scores.
+    pub iforest: &'a [f64],
 }
 
 /// Severity bands on an alert's peak fused score.
@@ -384,28 +430,50 @@ mod tests {
             t2: 0.5,
             mad: 0.25,
             kmeans: 0.0,
+            iforest: (0.0, 0.0),
         };
         let mut spe = vec![10.0, 5.0, 0.0, 0.0];
+        let none = Sampled::default();
         f.combine(
             k,
             &mut spe,
             &[0.0, 0.0, 0.0, 6.0],
             &[2.0, 8.0, 4.0, 0.0],
-            &[],
+            none,
         );
         assert_eq!(spe, vec![1.0, 2.0, 1.0, 3.0]);
         // k-means joins by its maximum.
         let mut spe = vec![10.0, 5.0];
         let km = Factors { kmeans: 0.5, ..k };
-        f.combine(km, &mut spe, &[0.0, 0.0], &[2.0, 8.0], &[6.0, 2.0]);
+        let more = Sampled {
+            kmeans: &[6.0, 2.0],
+            iforest: &[],
+        };
+        f.combine(km, &mut spe, &[0.0, 0.0], &[2.0, 8.0], more);
         assert_eq!(spe, vec![3.0, 2.0]);
+        // The forest's score: 0 at its median (0.5), 1 at its limit (0.7), never below 0.
+        let mut spe = vec![0.0, 0.0, 0.0];
+        let forest = Factors {
+            iforest: (0.5, 5.0),
+            ..k
+        };
+        let more = Sampled {
+            kmeans: &[],
+            iforest: &[0.4, 0.7, 0.9],
+        };
+        f.combine(forest, &mut spe, &[0.0; 3], &[0.0; 3], more);
+        assert!(
+            (spe[0] - 0.0).abs() < 1e-12 && (spe[1] - 1.0).abs() < 1e-12,
+            "{spe:?}"
+        );
+        assert!((spe[2] - 2.0).abs() < 1e-12, "{spe:?}");
         let w = Fusion {
             rule: Rule::Weighted,
             pca_weight: 0.75,
             ..f
         };
         let mut spe = vec![10.0];
-        w.combine(k, &mut spe, &[1.0], &[8.0], &[]);
+        w.combine(k, &mut spe, &[1.0], &[8.0], none);
         assert_eq!(spe, vec![0.75 + 0.5]);
         assert!(
             Fusion {
@@ -476,6 +544,7 @@ mod tests {
             t2: 1.0,
             mad: 1.0,
             kmeans: 0.0,
+            iforest: (0.0, 0.0),
         };
         let mad_only = Fusion {
             detectors: Detectors::from_names(["mad"]).unwrap(),

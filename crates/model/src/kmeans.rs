@@ -177,10 +177,15 @@ impl Sample {
 
 /// SplitMix64: a small seeded generator, so the fit needs no dependency and gives the same
 /// centroids everywhere.
-struct SplitMix(u64);
+pub(crate) struct SplitMix(u64);
 
 impl SplitMix {
-    fn next(&mut self) -> u64 {
+    /// The generator from `seed`.
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -189,7 +194,7 @@ impl SplitMix {
     }
 
     /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
@@ -254,7 +259,7 @@ pub fn fit(rows: &[Vec<f64>], k: usize, seed: u64) -> Option<Vec<Vec<f64>>> {
 }
 
 /// The `q` quantile of `values` (sorted in place; linear interpolation), `None` when empty.
-fn quantile(values: &mut [f64], q: f64) -> Option<f64> {
+pub(crate) fn quantile(values: &mut [f64], q: f64) -> Option<f64> {
     if values.is_empty() {
         return None;
     }

@@ -19,6 +19,7 @@ pub mod artifact;
 pub mod dist;
 pub mod fusion;
 pub mod group;
+pub mod iforest;
 pub mod kmeans;
 pub mod linalg;
 pub mod moments;
@@ -35,8 +36,9 @@ pub use alert::{AlertMachine, Cooldown, Event, Step};
 pub use artifact::{
     ModelArtifact, PcaParams, SCHEMA_VERSION, Seasonal, Tail, Thresholds, Training,
 };
-pub use fusion::{Factors, Fusion, Rule, Severity, SpeLimit, T2Limit};
+pub use fusion::{Factors, Fusion, Rule, Sampled, Severity, SpeLimit, T2Limit};
 pub use group::{ModelGroup, SkippedMember};
+pub use iforest::IForestParams;
 pub use kmeans::KMeansParams;
 pub use moments::CoMoments;
 pub use pca::{KRule, Pca};

@@ -28,6 +28,8 @@ pub struct Scorer {
     inv_lambda: Vec<f64>,
     /// The k-means section, if the model has one.
     kmeans: Option<crate::KMeansParams>,
+    /// The Isolation Forest, if the model has one.
+    iforest: Option<crate::IForestParams>,
 }
 
 impl Scorer {
@@ -44,6 +46,7 @@ impl Scorer {
         };
         Self {
             kmeans: model.kmeans.clone(),
+            iforest: model.iforest.clone(),
             ..Self::from_pca(model.median.clone(), model.scale.clone(), &pca)
         }
     }
@@ -73,6 +76,7 @@ impl Scorer {
             p,
             inv_lambda,
             kmeans: None,
+            iforest: None,
         }
     }
 
@@ -271,6 +275,23 @@ impl Scorer {
             }
             best.iter_mut().for_each(|b| *b = b.sqrt());
             start += len;
+        }
+        true
+    }
+
+    /// Writes each row's Isolation Forest score into `out` (in the standardized space, each z
+    /// clamped as for the other scores); `false`, with `out` untouched, when the model has no
+    /// forest.
+    pub fn iforest_score(&self, columns: &[&[f64]], out: &mut [f64]) -> bool {
+        let Some(forest) = &self.iforest else {
+            return false;
+        };
+        let mut z = vec![0.0; self.d];
+        for (i, o) in out.iter_mut().enumerate() {
+            for (j, col) in columns.iter().enumerate().take(self.d) {
+                z[j] = ((col[i] - self.median[j]) * self.a[j]).clamp(-Z_LIMIT, Z_LIMIT);
+            }
+            *o = forest.score(&z);
         }
         true
     }

@@ -36,6 +36,8 @@ pub struct TrainOptions {
     pub seasonal: bool,
     /// Fit the k-means distance detector on a sample of the training rows and store it.
     pub kmeans: bool,
+    /// Grow the Isolation Forest detector on a sample of the training rows and store it.
+    pub iforest: bool,
 }
 
 impl Default for TrainOptions {
@@ -47,6 +49,7 @@ impl Default for TrainOptions {
             tail_quantile: Some(0.95),
             seasonal: true,
             kmeans: false,
+            iforest: false,
         }
     }
 }
@@ -172,6 +175,7 @@ pub fn artifact(
         },
         seasonal: None,
         kmeans: None,
+        iforest: None,
         training: Training {
             rows_seen,
             rows_used: n,

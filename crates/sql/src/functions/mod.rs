@@ -32,6 +32,7 @@ pub fn scalar_udfs(registry: &ModelRegistry) -> Vec<ScalarUDF> {
         ModelScore::TopMetric,
         ModelScore::TopDeviation,
         ModelScore::KMeansDistance,
+        ModelScore::IForestScore,
         ModelScore::All,
         ModelScore::Fused,
     ]

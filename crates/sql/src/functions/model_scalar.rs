@@ -14,7 +14,7 @@ use datafusion::common::{Result, internal_err};
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature,
 };
-use tads_model::{AllScores, Fusion};
+use tads_model::{AllScores, Fusion, Sampled};
 
 use super::common::{check_model_call, doc, finite_rows, for_each_model_run, metric_arrays};
 use crate::registry::ModelRegistry;
@@ -36,6 +36,8 @@ pub enum ModelScore {
     TopDeviation,
     /// `kmeans_distance`: the distance to the nearest k-means centroid.
     KMeansDistance,
+    /// `iforest_score`: the Isolation Forest score.
+    IForestScore,
     /// `pca_scores`: the SPE, T², largest |z|, top metric and fused score at once, as a struct.
     All,
     /// `anomaly_score`: the SPE over its limit fused with the largest |z| over its cut.
@@ -69,6 +71,7 @@ impl ModelScore {
             Self::TopMetric => "pca_top_metric",
             Self::TopDeviation => "pca_top_deviation",
             Self::KMeansDistance => "kmeans_distance",
+            Self::IForestScore => "iforest_score",
             Self::All => "pca_scores",
             Self::Fused => "anomaly_score",
         }
@@ -81,7 +84,8 @@ impl ModelScore {
             | Self::MadZmax
             | Self::Fused
             | Self::TopDeviation
-            | Self::KMeansDistance => DataType::Float64,
+            | Self::KMeansDistance
+            | Self::IForestScore => DataType::Float64,
             Self::Contrib => {
                 DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true)))
             }
@@ -141,6 +145,15 @@ impl ModelScore {
                  puts it into anomaly_score. NULL also where the model has no k-means section.",
                 "kmeans_distance(model, x1, ..., xd)",
                 "SELECT kmeans_distance('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
+            ),
+            Self::IForestScore => (
+                "The Isolation Forest score of the row's robustly standardized metrics under the model's \
+                 forest (trained by `tads train --iforest`): 2^(-E[h]/c(psi)), about 0.5 for ordinary rows \
+                 and towards 1 for rows that random splits isolate quickly. `fusion.detectors = \
+                 [\"pca\", \"mad\", \"iforest\"]` puts it into anomaly_score, 0 at its training median and \
+                 1.0 at its limit. NULL also where the model has no forest.",
+                "iforest_score(model, x1, ..., xd)",
+                "SELECT iforest_score('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
             ),
             Self::All => (
                 "Every score of a row at once, from one standardization and projection: a struct {pca_spe, pca_t2, mad_zmax, top_metric, score} equal to pca_score, pca_t2, mad_zmax, pca_top_metric and anomaly_score. One projection instead of five; `tads score` writes its fields as columns. Each field is NULL where that function would be.",
@@ -260,7 +273,8 @@ impl ScalarUDFImpl for ModelFunction {
             | ModelScore::T2
             | ModelScore::MadZmax
             | ModelScore::Fused
-            | ModelScore::KMeansDistance => {
+            | ModelScore::KMeansDistance
+            | ModelScore::IForestScore => {
                 let mut out = vec![0.0; n];
                 let fused = self.score == ModelScore::Fused;
                 let mut zmax = if fused { vec![0.0; n] } else { Vec::new() };
@@ -276,18 +290,22 @@ impl ScalarUDFImpl for ModelFunction {
                                 return Ok(());
                             }
                         }
+                        ModelScore::IForestScore => {
+                            if !m.scorer.iforest_score(&slices, target) {
+                                return Ok(());
+                            }
+                        }
                         ModelScore::Fused => {
                             let z = &mut zmax[rows.clone()];
                             let t = &mut t2[rows.clone()];
                             m.scorer.spe_t2_zmax(&slices, target, t, z);
-                            let km = kmeans_of(&self.fusion, m, &slices);
-                            self.fusion.combine(
-                                self.fusion.factors(&m.artifact),
-                                target,
-                                t,
-                                z,
-                                &km,
-                            );
+                            let (km, forest) = sampled_of(&self.fusion, m, &slices);
+                            let more = Sampled {
+                                kmeans: &km,
+                                iforest: &forest,
+                            };
+                            let f = self.fusion.factors(&m.artifact);
+                            self.fusion.combine(f, target, t, z, more);
                         }
                         _ => m.scorer.zmax(&slices, target),
                     }
@@ -317,13 +335,17 @@ impl ScalarUDFImpl for ModelFunction {
                     );
                     let target = &mut fused[rows.clone()];
                     target.copy_from_slice(&spe[rows.clone()]);
-                    let km = kmeans_of(&self.fusion, m, &slices);
+                    let (km, forest) = sampled_of(&self.fusion, m, &slices);
+                    let more = Sampled {
+                        kmeans: &km,
+                        iforest: &forest,
+                    };
                     self.fusion.combine(
                         self.fusion.factors(&m.artifact),
                         target,
                         &t2[rows.clone()],
                         &zmax[rows.clone()],
-                        &km,
+                        more,
                     );
                     scored[rows.clone()].fill(true);
                     runs.push((rows, m.artifact.features.clone()));
@@ -397,14 +419,25 @@ impl ScalarUDFImpl for ModelFunction {
     }
 }
 
-/// The k-means distances of `slices` when the fusion uses them for this model, else nothing.
-fn kmeans_of(fusion: &Fusion, m: &crate::registry::LoadedModel, slices: &[&[f64]]) -> Vec<f64> {
-    if !fusion.needs_kmeans(&m.artifact) {
-        return Vec::new();
+/// The k-means distances and the Isolation Forest scores of `slices`, each where the fusion
+/// uses it for this model (else empty).
+fn sampled_of(
+    fusion: &Fusion,
+    m: &crate::registry::LoadedModel,
+    slices: &[&[f64]],
+) -> (Vec<f64>, Vec<f64>) {
+    let n = slices.first().map_or(0, |s| s.len());
+    let mut km = Vec::new();
+    if fusion.needs_kmeans(&m.artifact) {
+        km = vec![0.0; n];
+        m.scorer.kmeans_distance(slices, &mut km);
     }
-    let mut out = vec![0.0; slices.first().map_or(0, |s| s.len())];
-    m.scorer.kmeans_distance(slices, &mut out);
-    out
+    let mut forest = Vec::new();
+    if fusion.needs_iforest(&m.artifact) {
+        forest = vec![0.0; n];
+        m.scorer.iforest_score(slices, &mut forest);
+    }
+    (km, forest)
 }
 
 /// The names of each row's top feature: NULL outside the model runs, where a metric is not
