@@ -42,6 +42,8 @@ pub struct Tree {
     pub right: Vec<u32>,
     /// The training rows that reached a leaf (0 at an inner node).
     pub size: Vec<u32>,
+    /// `c(size)` of each node, computed once (not stored in `model.json`).
+    leaf_c: Vec<f64>,
 }
 
 /// The Isolation Forest section of a model.
@@ -100,7 +102,14 @@ impl Tree {
             left: Vec::new(),
             right: Vec::new(),
             size: Vec::new(),
+            leaf_c: Vec::new(),
         }
+    }
+
+    /// The tree with `c(size)` of each node computed.
+    fn with_leaf_c(mut self) -> Self {
+        self.leaf_c = self.size.iter().map(|n| c(f64::from(*n))).collect();
+        self
     }
 
     /// Writes node `at` and its subtree in preorder.
@@ -127,7 +136,7 @@ impl Tree {
         if tokens.next().is_some() {
             return Err("iforest: a tree has tokens after its last leaf".into());
         }
-        Ok(t)
+        Ok(t.with_leaf_c())
     }
 
     fn read<'a>(
@@ -169,7 +178,7 @@ impl Tree {
     fn grow(rows: &mut [&[f64]], rng: &mut SplitMix, max_depth: usize) -> Self {
         let mut t = Tree::empty();
         t.node(rows, rng, 0, max_depth);
-        t
+        t.with_leaf_c()
     }
 
     /// Adds the node for `rows` at `depth` and returns its index.
@@ -231,7 +240,7 @@ impl Tree {
             } as usize;
             depth += 1.0;
         }
-        depth + c(f64::from(self.size[at]))
+        depth + self.leaf_c[at]
     }
 
     fn check(&self, d: usize) -> Result<(), String> {
@@ -288,8 +297,24 @@ impl IForestParams {
 
     /// The anomaly score `2^(−E[h] / c(psi))` of a standardized row, in (0, 1].
     pub fn score(&self, z: &[f64]) -> f64 {
-        let mean = self.trees.iter().map(|t| t.path(z)).sum::<f64>() / self.trees.len() as f64;
-        2f64.powf(-mean / c(self.psi as f64))
+        let mut out = [0.0];
+        self.scores(z, z.len(), &mut out);
+        out[0]
+    }
+
+    /// The scores of `out.len()` standardized rows stored row after row in `z` (`d` values
+    /// each): a tree at a time over all the rows, so each tree stays in cache.
+    pub fn scores(&self, z: &[f64], d: usize, out: &mut [f64]) {
+        out.fill(0.0);
+        for t in &self.trees {
+            for (o, row) in out.iter_mut().zip(z.chunks_exact(d.max(1))) {
+                *o += t.path(row);
+            }
+        }
+        let norm = 1.0 / (self.trees.len() as f64 * c(self.psi as f64));
+        for o in out.iter_mut() {
+            *o = 2f64.powf(-*o * norm);
+        }
     }
 }
 
