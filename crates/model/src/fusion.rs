@@ -176,6 +176,9 @@ pub enum Rule {
     Max,
     /// `pca_weight · pca + (1 − pca_weight) · mad`.
     Weighted,
+    /// The `votes`-th largest signal of the detectors: at or above 1.0 exactly where `votes`
+    /// of them are at or above their thresholds (all of them where fewer are present).
+    Vote,
 }
 
 /// The fusion settings.
@@ -188,6 +191,8 @@ pub struct Fusion {
     pub rule: Rule,
     /// The PCA signal's weight under [`Rule::Weighted`], in [0, 1].
     pub pca_weight: f64,
+    /// How many detectors must agree under [`Rule::Vote`], 1 to 4.
+    pub votes: usize,
     /// The SPE limit the SPE is divided by.
     pub spe_limit: SpeLimit,
     /// The T² limit T² is divided by (or `off`).
@@ -208,6 +213,7 @@ impl Default for Fusion {
             detectors: Detectors::default(),
             rule: Rule::Max,
             pca_weight: 0.5,
+            votes: 2,
             spe_limit: SpeLimit::default(),
             t2_limit: T2Limit::default(),
             mad_cut: None,
@@ -222,6 +228,7 @@ impl std::hash::Hash for Fusion {
         self.detectors.hash(state);
         self.rule.hash(state);
         self.pca_weight.to_bits().hash(state);
+        self.votes.hash(state);
         self.spe_limit.hash(state);
         self.t2_limit.hash(state);
         self.mad_cut.map(f64::to_bits).hash(state);
@@ -236,6 +243,13 @@ impl Fusion {
             return Err(format!(
                 "fusion.pca_weight: {} is not in [0, 1]",
                 self.pca_weight
+            ));
+        }
+        if !(1..=Detectors::NAMES.len()).contains(&self.votes) {
+            return Err(format!(
+                "fusion.votes: {} is not from 1 to {}",
+                self.votes,
+                Detectors::NAMES.len()
             ));
         }
         if let Some(c) = self.mad_cut
@@ -309,16 +323,19 @@ impl Fusion {
         zmax: &[f64],
         more: Sampled<'_>,
     ) {
+        if self.rule == Rule::Vote {
+            return self.vote(f, spe, t2, zmax, more);
+        }
         let (w, v) = match self.rule {
-            Rule::Max => (1.0, 1.0),
             Rule::Weighted => (self.pca_weight, 1.0 - self.pca_weight),
+            _ => (1.0, 1.0),
         };
         for ((s, t), z) in spe.iter_mut().zip(t2).zip(zmax) {
             let pca = (*s * f.spe).max(t * f.t2);
             let mad = z * f.mad;
             *s = match self.rule {
-                Rule::Max => pca.max(mad),
                 Rule::Weighted => w * pca + v * mad,
+                _ => pca.max(mad),
             };
         }
         if f.kmeans > 0.0 {
@@ -331,6 +348,51 @@ impl Fusion {
             for (s, v) in spe.iter_mut().zip(more.iforest) {
                 *s = s.max((v - median).max(0.0) * scale);
             }
+        }
+    }
+
+    /// [`Rule::Vote`]: each row's `votes`-th largest signal among the detectors present.
+    fn vote(&self, f: Factors, spe: &mut [f64], t2: &[f64], zmax: &[f64], more: Sampled<'_>) {
+        let pca = f.spe > 0.0 || f.t2 > 0.0;
+        let mad = f.mad > 0.0;
+        let kmeans = f.kmeans > 0.0 && !more.kmeans.is_empty();
+        let (median, scale) = f.iforest;
+        let forest = scale > 0.0 && !more.iforest.is_empty();
+        for i in 0..spe.len() {
+            let candidates = [
+                (pca, (spe[i] * f.spe).max(t2[i] * f.t2)),
+                (mad, zmax[i] * f.mad),
+                (
+                    kmeans,
+                    if kmeans {
+                        more.kmeans[i] * f.kmeans
+                    } else {
+                        0.0
+                    },
+                ),
+                (
+                    forest,
+                    if forest {
+                        (more.iforest[i] - median).max(0.0) * scale
+                    } else {
+                        0.0
+                    },
+                ),
+            ];
+            let mut signals = [0.0f64; 4];
+            let mut n = 0;
+            for (present, value) in candidates {
+                if present {
+                    signals[n] = value;
+                    n += 1;
+                }
+            }
+            let present = &mut signals[..n];
+            present.sort_by(|a, b| b.total_cmp(a));
+            spe[i] = present
+                .get(self.votes.min(n).saturating_sub(1))
+                .copied()
+                .unwrap_or(0.0);
         }
     }
 
@@ -522,6 +584,36 @@ mod tests {
     }
 
     #[test]
+    fn a_vote_is_the_kth_largest_signal_of_the_detectors_present() {
+        let f = Factors {
+            spe: 1.0,
+            t2: 0.0,
+            mad: 1.0,
+            kmeans: 1.0,
+            iforest: (0.0, 0.0),
+        };
+        let two = Fusion {
+            rule: Rule::Vote,
+            ..Fusion::default()
+        };
+        // Rows: one detector high; two high; none.
+        let mut spe = vec![3.0, 2.0, 0.1];
+        let more = Sampled {
+            kmeans: &[0.2, 1.5, 0.3],
+            iforest: &[],
+        };
+        two.combine(f, &mut spe, &[0.0; 3], &[0.5, 0.4, 0.2], more);
+        assert_eq!(spe, vec![0.5, 1.5, 0.2]);
+        // More votes than detectors present: all must agree (the smallest).
+        let mut spe = vec![3.0];
+        let all = Fusion { votes: 4, ..two };
+        all.combine(f, &mut spe, &[0.0], &[2.0], Sampled::default());
+        assert_eq!(spe, vec![2.0]);
+        assert!(Fusion { votes: 0, ..two }.validate().is_err());
+        assert!(Fusion { votes: 5, ..two }.validate().is_err());
+    }
+
+    #[test]
     fn detectors_read_as_a_list_or_comma_separated_and_leave_signals_out() {
         let read = |v: serde_json::Value| serde_json::from_value::<Detectors>(v);
         let d = read(serde_json::json!(["pca", "kmeans"])).unwrap();
@@ -539,13 +631,6 @@ mod tests {
             serde_json::to_value(Detectors::default()).unwrap(),
             serde_json::json!(["pca", "mad"])
         );
-        let f = Factors {
-            spe: 1.0,
-            t2: 1.0,
-            mad: 1.0,
-            kmeans: 0.0,
-            iforest: (0.0, 0.0),
-        };
         let mad_only = Fusion {
             detectors: Detectors::from_names(["mad"]).unwrap(),
             ..Fusion::default()
@@ -553,7 +638,7 @@ mod tests {
         let model = small_model();
         let got = mad_only.factors(&model);
         assert_eq!((got.spe, got.t2, got.kmeans), (0.0, 0.0, 0.0));
-        assert!(got.mad > 0.0 && f.mad > 0.0);
+        assert!(got.mad > 0.0);
         assert!(!Fusion::default().needs_kmeans(&model));
     }
 

@@ -247,14 +247,6 @@ pub(super) fn strings(a: &ArrayRef) -> Result<StringArray> {
         .clone())
 }
 
-/// Any numeric array as `Float64`.
-pub(super) fn floats(a: &ArrayRef) -> Result<Float64Array> {
-    Ok(cast(a, &DataType::Float64)
-        .map_err(|e| Error::Data(format!("alerts: value column: {e}")))?
-        .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
-        .clone())
-}
-
 /// Any timestamp or date array as microseconds since the epoch.
 pub(super) fn micros(a: &ArrayRef) -> Result<TimestampMicrosecondArray> {
     Ok(cast(a, &DataType::Timestamp(TimeUnit::Microsecond, None))

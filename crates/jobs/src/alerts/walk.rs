@@ -16,7 +16,7 @@ use tads_model::{
 };
 use tads_store::Progress;
 
-use super::{Alert, Alerts, floats, micros, strings};
+use super::{Alert, Alerts, micros, strings};
 use crate::config::AlertRules;
 use crate::{Error, Result, ident};
 
@@ -293,10 +293,11 @@ pub(super) fn select(q: &AlertQuery<'_>, rules: &AlertRules) -> String {
         key = ident(&rules.key),
         time = ident(&rules.time),
     );
+    // The top metric at rows that can be inside an alert; at rows that can be an alert's peak
+    // (at or above enter), one text `metric<US>value<US>gap`: also the metric's own value (read
+    // from its column: the model may read it shifted) and its gap to what the model expected.
+    // One string column, NULL elsewhere, so that the sort's rows grow only where they must.
     let top = format!("pca_top_metric({m}, {x})");
-    select.push_str(&hot(&top, "__top"));
-    select.push_str(&hot(&format!("pca_top_deviation({m}, {x})"), "__gap"));
-    // The top metric's own value, read from its column (the model may read it shifted).
     let value = q
         .features
         .iter()
@@ -308,7 +309,15 @@ pub(super) fn select(q: &AlertQuery<'_>, rules: &AlertRules) -> String {
             )
         })
         .collect::<String>();
-    select.push_str(&hot(&format!("CASE {top}{value} END"), "__value"));
+    let packed = format!(
+        "concat({top}, '{SEP}', CAST(CASE {top}{value} END AS VARCHAR), '{SEP}', \
+         CAST(pca_top_deviation({m}, {x}) AS VARCHAR))"
+    );
+    select.push_str(&format!(
+        ", CASE WHEN {score} >= {enter} THEN {packed} WHEN {score} >= {exit} THEN {top} END AS __top",
+        enter = rules.enter,
+        exit = rules.exit
+    ));
     for (wanted, column, alias) in [
         (q.region, "region", "__region"),
         (q.project, "project_id", "__project"),
@@ -333,14 +342,28 @@ pub(super) struct Walk {
     carried: Option<Arc<Carried>>,
 }
 
+/// The separator of the hot rows' packed text (ASCII unit separator).
+const SEP: char = '\u{1f}';
+
+/// `metric<SEP>value<SEP>gap` as its parts (an empty part as `None`; the metric's name may
+/// itself hold the separator, the numbers cannot).
+fn unpack(packed: &str) -> (Option<&str>, Option<f64>, Option<f64>) {
+    let mut parts = packed.rsplitn(3, SEP);
+    let gap = parts.next().and_then(|g| g.parse().ok());
+    let value = parts.next().and_then(|v| v.parse().ok());
+    match parts.next() {
+        // Not packed (a row below enter): the whole text is the metric.
+        None => (Some(packed).filter(|m| !m.is_empty()), None, None),
+        metric => (metric.filter(|m| !m.is_empty()), value, gap),
+    }
+}
+
 /// The columns of one batch of the alert pass's plan.
 pub(super) struct Cols {
     keys: StringArray,
     pub(super) times: datafusion::arrow::array::TimestampMicrosecondArray,
     scores: datafusion::arrow::array::Float64Array,
     tops: StringArray,
-    values: datafusion::arrow::array::Float64Array,
-    gaps: datafusion::arrow::array::Float64Array,
     region: Option<StringArray>,
     project: Option<StringArray>,
 }
@@ -356,11 +379,9 @@ impl Cols {
             times: micros(batch.column(1))?,
             scores: batch.column(2).as_primitive::<Float64Type>().clone(),
             tops: strings(batch.column(3))?,
-            gaps: floats(batch.column(4))?,
-            values: floats(batch.column(5))?,
-            region: region.then(|| strings(batch.column(6))).transpose()?,
+            region: region.then(|| strings(batch.column(4))).transpose()?,
             project: project
-                .then(|| strings(batch.column(6 + usize::from(region))))
+                .then(|| strings(batch.column(4 + usize::from(region))))
                 .transpose()?,
         })
     }
@@ -372,13 +393,14 @@ impl Cols {
 
     /// What row `i` gives an alert.
     fn row(&self, i: usize) -> Row<'_> {
-        let float = |a: &datafusion::arrow::array::Float64Array| a.is_valid(i).then(|| a.value(i));
+        let packed = self.tops.is_valid(i).then(|| self.tops.value(i));
+        let (top, value, gap) = packed.map_or((None, None, None), unpack);
         Row {
             ts: self.times.value(i),
-            score: float(&self.scores),
-            top: self.tops.is_valid(i).then(|| self.tops.value(i)),
-            value: float(&self.values),
-            gap: float(&self.gaps),
+            score: self.scores.is_valid(i).then(|| self.scores.value(i)),
+            top,
+            value,
+            gap,
         }
     }
 
@@ -538,5 +560,29 @@ impl Walk {
             self.end(s.key, s.state, &mut alerts, &mut ends);
         }
         Ok((alerts, ends))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_hot_rows_unpack_into_metric_value_and_gap() {
+        let p = |parts: [&str; 3]| parts.join(&SEP.to_string());
+        assert_eq!(
+            unpack(&p(["cpu_pct", "97.5", "56.25"])),
+            (Some("cpu_pct"), Some(97.5), Some(56.25))
+        );
+        let odd = format!("a{SEP}b");
+        assert_eq!(
+            unpack(&p([&odd, "-1e-7", "2"])),
+            (Some(odd.as_str()), Some(-1e-7), Some(2.0))
+        );
+        // NULL parts (no top metric where the SPE is 0) are empty.
+        assert_eq!(unpack(&p(["", "", ""])), (None, None, None));
+        assert_eq!(unpack(&p(["m", "", ""])), (Some("m"), None, None));
+        // Below enter only the metric is sent.
+        assert_eq!(unpack("mem_pct"), (Some("mem_pct"), None, None));
     }
 }
