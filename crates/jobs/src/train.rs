@@ -254,7 +254,7 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
         filter: &filter,
         mode: job.quantiles,
     };
-    let kmeans = crate::kmeans::KMeansInput {
+    let sampled = crate::sampled::SampledInput {
         ctx: &ctx,
         cols: &cols,
         filter: &filter,
@@ -272,7 +272,7 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
                 model = crate::seasonal::single(&season, model).await?;
             }
             if job.options.kmeans || job.options.iforest {
-                model = crate::kmeans::single(&kmeans, model).await?;
+                model = crate::sampled::single(&sampled, model).await?;
             }
             let rows = model.training.rows_seen;
             let json = model.to_json();
@@ -287,7 +287,7 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
                 group = crate::seasonal::group(&season, group).await?;
             }
             if job.options.kmeans || job.options.iforest {
-                group = crate::kmeans::group(&kmeans, group).await?;
+                group = crate::sampled::group(&sampled, group).await?;
             }
             let json = group.to_json();
             (Trained::Group(Box::new(group)), rows, (&files[1], json))

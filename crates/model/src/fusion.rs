@@ -277,10 +277,11 @@ impl Fusion {
         };
         let on = |used: bool, f: f64| if used { f } else { 0.0 };
         let d = self.detectors;
-        let kmeans = model
-            .kmeans
-            .as_ref()
-            .map(|k| raise(Some(k.limit), k.tail.filter(|_| self.tail)).unwrap_or(k.limit));
+        // A sampled detector's limit, raised to its own training tail.
+        let own = |limit: f64, tail: Option<f64>| {
+            raise(Some(limit), tail.filter(|_| self.tail)).unwrap_or(limit)
+        };
+        let kmeans = model.kmeans.as_ref().map(|k| own(k.limit, k.tail));
         Factors {
             spe: on(
                 d.pca,
@@ -303,9 +304,7 @@ impl Fusion {
                 .as_ref()
                 .filter(|_| d.iforest)
                 .map_or((0.0, 0.0), |f| {
-                    let limit =
-                        raise(Some(f.limit), f.tail.filter(|_| self.tail)).unwrap_or(f.limit);
-                    (f.median, 1.0 / (limit - f.median))
+                    (f.median, 1.0 / (own(f.limit, f.tail) - f.median))
                 }),
         }
     }
@@ -331,7 +330,7 @@ impl Fusion {
             _ => (1.0, 1.0),
         };
         for ((s, t), z) in spe.iter_mut().zip(t2).zip(zmax) {
-            let pca = (*s * f.spe).max(t * f.t2);
+            let pca = f.pca(*s, *t);
             let mad = z * f.mad;
             *s = match self.rule {
                 Rule::Weighted => w * pca + v * mad,
@@ -340,13 +339,12 @@ impl Fusion {
         }
         if f.kmeans > 0.0 {
             for (s, d) in spe.iter_mut().zip(more.kmeans) {
-                *s = s.max(d * f.kmeans);
+                *s = s.max(f.kmeans_signal(*d));
             }
         }
-        let (median, scale) = f.iforest;
-        if scale > 0.0 {
+        if f.iforest.1 > 0.0 {
             for (s, v) in spe.iter_mut().zip(more.iforest) {
-                *s = s.max((v - median).max(0.0) * scale);
+                *s = s.max(f.forest(*v));
             }
         }
     }
@@ -356,28 +354,16 @@ impl Fusion {
         let pca = f.spe > 0.0 || f.t2 > 0.0;
         let mad = f.mad > 0.0;
         let kmeans = f.kmeans > 0.0 && !more.kmeans.is_empty();
-        let (median, scale) = f.iforest;
-        let forest = scale > 0.0 && !more.iforest.is_empty();
+        let forest = f.iforest.1 > 0.0 && !more.iforest.is_empty();
         for i in 0..spe.len() {
             let candidates = [
-                (pca, (spe[i] * f.spe).max(t2[i] * f.t2)),
+                (pca, f.pca(spe[i], t2[i])),
                 (mad, zmax[i] * f.mad),
                 (
                     kmeans,
-                    if kmeans {
-                        more.kmeans[i] * f.kmeans
-                    } else {
-                        0.0
-                    },
+                    more.kmeans.get(i).map_or(0.0, |d| f.kmeans_signal(*d)),
                 ),
-                (
-                    forest,
-                    if forest {
-                        (more.iforest[i] - median).max(0.0) * scale
-                    } else {
-                        0.0
-                    },
-                ),
+                (forest, more.iforest.get(i).map_or(0.0, |v| f.forest(*v))),
             ];
             let mut signals = [0.0f64; 4];
             let mut n = 0;
@@ -420,6 +406,24 @@ pub struct Factors {
     pub kmeans: f64,
     /// The Isolation Forest score's training median and 1 / (limit − median) (0: left out).
     pub iforest: (f64, f64),
+}
+
+impl Factors {
+    /// The PCA signal of an SPE and a T².
+    fn pca(&self, spe: f64, t2: f64) -> f64 {
+        (spe * self.spe).max(t2 * self.t2)
+    }
+
+    /// The k-means signal of a distance.
+    fn kmeans_signal(&self, distance: f64) -> f64 {
+        distance * self.kmeans
+    }
+
+    /// The Isolation Forest signal of a score: 0 at the training median, never below.
+    fn forest(&self, score: f64) -> f64 {
+        let (median, scale) = self.iforest;
+        (score - median).max(0.0) * scale
+    }
 }
 
 /// The values of the detectors fitted on a training sample, one per row (empty where left out).

@@ -12,8 +12,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::kmeans::{SplitMix, quantile};
+use crate::kmeans::SplitMix;
 use crate::score::Z_LIMIT;
+use crate::train::quantile_in_place;
 
 /// Trees in a forest.
 pub const TREES: usize = 100;
@@ -364,13 +365,13 @@ pub fn train_with(
         seed: SEED,
     };
     let mut scores: Vec<f64> = rows.iter().map(|r| p.score(r)).collect();
-    p.median = quantile(&mut scores, 0.5)?;
-    p.limit = quantile(&mut scores, 0.999)?;
+    p.median = quantile_in_place(&mut scores, 0.5)?;
+    p.limit = quantile_in_place(&mut scores, 0.999)?;
     if p.limit.partial_cmp(&p.median) != Some(std::cmp::Ordering::Greater) {
         return None;
     }
     p.tail = tail_quantile
-        .and_then(|q| quantile(&mut scores, q))
+        .and_then(|q| quantile_in_place(&mut scores, q))
         .filter(|t| t.is_finite());
     Some(p)
 }

@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::score::Z_LIMIT;
+use crate::train::quantile_in_place;
 
 /// The number of centroids unless the training data has fewer distinct rows.
 pub const DEFAULT_K: usize = 8;
@@ -93,14 +94,11 @@ fn squared(a: &[f64], b: &[f64]) -> f64 {
 /// [`SAMPLE_ROWS`] rows with the smallest keys (ties by the values), which any partitioning of
 /// the rows finds alike.
 pub fn sample_key(z: &[f64]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = crate::hash::Fnv1a64::default();
     for v in z {
-        for b in v.to_bits().to_le_bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        h.write(&v.to_bits().to_le_bytes());
     }
-    h
+    h.finish()
 }
 
 /// The bounded sample: the `cap` rows with the smallest [`sample_key`], merged across
@@ -258,17 +256,6 @@ pub fn fit(rows: &[Vec<f64>], k: usize, seed: u64) -> Option<Vec<Vec<f64>>> {
     Some(centroids)
 }
 
-/// The `q` quantile of `values` (sorted in place; linear interpolation), `None` when empty.
-pub(crate) fn quantile(values: &mut [f64], q: f64) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let at = q * (values.len() - 1) as f64;
-    let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
-    Some(values[lo] + (values[hi] - values[lo]) * (at - lo as f64))
-}
-
 /// The k-means section from a sample of standardized training rows: centroids fitted on the
 /// rows inside the robust cut (`|z| ≤ cut` on every feature, as the PCA), the limit from their
 /// distances, the tail from every sampled row's. `None` when no row is inside the cut or every
@@ -289,10 +276,10 @@ pub fn train(sample: &[Vec<f64>], cut: f64, tail_quantile: Option<f64>) -> Optio
         seed: SEED,
     };
     let mut near: Vec<f64> = inside.iter().map(|r| p.distance(r)).collect();
-    p.limit = quantile(&mut near, 0.999).filter(|l| *l > 0.0)?;
+    p.limit = quantile_in_place(&mut near, 0.999).filter(|l| *l > 0.0)?;
     p.tail = tail_quantile.and_then(|q| {
         let mut all: Vec<f64> = sample.iter().map(|r| p.distance(r)).collect();
-        quantile(&mut all, q).filter(|t| t.is_finite() && *t > 0.0)
+        quantile_in_place(&mut all, q).filter(|t| t.is_finite() && *t > 0.0)
     });
     Some(p)
 }

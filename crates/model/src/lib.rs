@@ -19,6 +19,7 @@ pub mod artifact;
 pub mod dist;
 pub mod fusion;
 pub mod group;
+pub mod hash;
 pub mod iforest;
 pub mod kmeans;
 pub mod linalg;

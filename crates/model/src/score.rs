@@ -253,10 +253,9 @@ impl Scorer {
         while start < out.len() {
             let len = BLOCK.min(out.len() - start);
             for (j, col) in columns.iter().enumerate().take(d) {
-                let (m, a) = (self.median[j], self.a[j]);
                 let zj = &mut z[j * BLOCK..j * BLOCK + len];
                 for (zv, x) in zj.iter_mut().zip(&col[start..start + len]) {
-                    *zv = ((x - m) * a).clamp(-Z_LIMIT, Z_LIMIT);
+                    *zv = self.clamped_z(j, *x);
                 }
             }
             let best = &mut out[start..start + len];
@@ -293,9 +292,8 @@ impl Scorer {
         for (b, chunk) in out.chunks_mut(ROWS).enumerate() {
             let start = b * ROWS;
             for (j, col) in columns.iter().enumerate().take(d) {
-                let (m, a) = (self.median[j], self.a[j]);
                 for (i, x) in col[start..start + chunk.len()].iter().enumerate() {
-                    z[i * d + j] = ((x - m) * a).clamp(-Z_LIMIT, Z_LIMIT);
+                    z[i * d + j] = self.clamped_z(j, *x);
                 }
             }
             forest.scores(&z[..chunk.len() * d], d, chunk);
@@ -306,6 +304,11 @@ impl Scorer {
     /// The robust z of feature `j` at value `x`.
     pub fn robust_z(&self, j: usize, x: f64) -> f64 {
         (x - self.median[j]) * self.a[j]
+    }
+
+    /// [`Scorer::robust_z`] within ±[`Z_LIMIT`], as the detectors fitted on a sample read it.
+    fn clamped_z(&self, j: usize, x: f64) -> f64 {
+        self.robust_z(j, x).clamp(-Z_LIMIT, Z_LIMIT)
     }
 }
 
@@ -543,13 +546,7 @@ mod tests {
         // there is no gap. Moving b alone by +8 (y = (0, 2)): t = 1.2, the reconstruction is
         // (0.96, 0.72), the residual (-0.96, 1.28); b is top, 1.28 scales = 5.12 units above
         // what a says it should be.
-        let pca = Pca {
-            mean: vec![0.0, 0.0],
-            components: vec![vec![0.8, 0.6]],
-            eigenvalues: vec![1.9, 0.1],
-            explained_variance_ratio: vec![0.95, 0.05],
-        };
-        let s = Scorer::from_pca(vec![10.0, 20.0], vec![2.0, 4.0], &pca);
+        let s = two_metric_scorer();
         assert_eq!(s.top_deviation(&[10.0, 20.0]), None);
         let (j, gap) = s.top_deviation(&[10.0, 28.0]).unwrap();
         assert_eq!(j, 1);

@@ -299,13 +299,9 @@ impl ScalarUDFImpl for ModelFunction {
                             let z = &mut zmax[rows.clone()];
                             let t = &mut t2[rows.clone()];
                             m.scorer.spe_t2_zmax(&slices, target, t, z);
-                            let (km, forest) = sampled_of(&self.fusion, m, &slices);
-                            let more = Sampled {
-                                kmeans: &km,
-                                iforest: &forest,
-                            };
+                            let more = SampledValues::of(&self.fusion, m, &slices);
                             let f = self.fusion.factors(&m.artifact);
-                            self.fusion.combine(f, target, t, z, more);
+                            self.fusion.combine(f, target, t, z, more.view());
                         }
                         _ => m.scorer.zmax(&slices, target),
                     }
@@ -335,17 +331,13 @@ impl ScalarUDFImpl for ModelFunction {
                     );
                     let target = &mut fused[rows.clone()];
                     target.copy_from_slice(&spe[rows.clone()]);
-                    let (km, forest) = sampled_of(&self.fusion, m, &slices);
-                    let more = Sampled {
-                        kmeans: &km,
-                        iforest: &forest,
-                    };
+                    let more = SampledValues::of(&self.fusion, m, &slices);
                     self.fusion.combine(
                         self.fusion.factors(&m.artifact),
                         target,
                         &t2[rows.clone()],
                         &zmax[rows.clone()],
-                        more,
+                        more.view(),
                     );
                     scored[rows.clone()].fill(true);
                     runs.push((rows, m.artifact.features.clone()));
@@ -419,25 +411,37 @@ impl ScalarUDFImpl for ModelFunction {
     }
 }
 
-/// The k-means distances and the Isolation Forest scores of `slices`, each where the fusion
-/// uses it for this model (else empty).
-fn sampled_of(
-    fusion: &Fusion,
-    m: &crate::registry::LoadedModel,
-    slices: &[&[f64]],
-) -> (Vec<f64>, Vec<f64>) {
-    let n = slices.first().map_or(0, |s| s.len());
-    let mut km = Vec::new();
-    if fusion.needs_kmeans(&m.artifact) {
-        km = vec![0.0; n];
-        m.scorer.kmeans_distance(slices, &mut km);
+/// The k-means distances and the Isolation Forest scores of some rows, each where the fusion
+/// uses it for the rows' model (else empty).
+struct SampledValues {
+    kmeans: Vec<f64>,
+    iforest: Vec<f64>,
+}
+
+impl SampledValues {
+    fn of(fusion: &Fusion, m: &crate::registry::LoadedModel, slices: &[&[f64]]) -> Self {
+        let n = slices.first().map_or(0, |s| s.len());
+        let mut v = Self {
+            kmeans: Vec::new(),
+            iforest: Vec::new(),
+        };
+        if fusion.needs_kmeans(&m.artifact) {
+            v.kmeans = vec![0.0; n];
+            m.scorer.kmeans_distance(slices, &mut v.kmeans);
+        }
+        if fusion.needs_iforest(&m.artifact) {
+            v.iforest = vec![0.0; n];
+            m.scorer.iforest_score(slices, &mut v.iforest);
+        }
+        v
     }
-    let mut forest = Vec::new();
-    if fusion.needs_iforest(&m.artifact) {
-        forest = vec![0.0; n];
-        m.scorer.iforest_score(slices, &mut forest);
+
+    fn view(&self) -> Sampled<'_> {
+        Sampled {
+            kmeans: &self.kmeans,
+            iforest: &self.iforest,
+        }
     }
-    (km, forest)
 }
 
 /// The names of each row's top feature: NULL outside the model runs, where a metric is not

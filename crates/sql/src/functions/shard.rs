@@ -16,14 +16,7 @@ use super::common::doc;
 
 /// FNV-1a, 64 bits, of `bytes`: a fixed, documented hash (std's hasher may change between
 /// releases, and shards must not).
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+pub use tads_model::hash::fnv1a64;
 
 /// The shard (1 to `n`) of a key's text.
 pub fn shard_of(key: &str, n: u32) -> u32 {

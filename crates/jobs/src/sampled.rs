@@ -14,7 +14,7 @@ use datafusion::arrow::datatypes::{DataType, Float64Type};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use tads_model::kmeans::{SAMPLE_ROWS, Sample};
-use tads_model::{ModelArtifact, ModelGroup};
+use tads_model::{ModelArtifact, ModelGroup, Scorer};
 
 use crate::train::{amend, amend_members};
 use crate::{Error, Result, ident};
@@ -25,7 +25,7 @@ pub(crate) const MEMBER_SAMPLE_ROWS: usize = 2_000;
 
 /// What the sampling pass needs: the session with the training table `telemetry`, the quoted
 /// feature columns and the training filter.
-pub(crate) struct KMeansInput<'a> {
+pub(crate) struct SampledInput<'a> {
     pub(crate) ctx: &'a SessionContext,
     pub(crate) cols: &'a [String],
     pub(crate) filter: &'a str,
@@ -36,12 +36,8 @@ pub(crate) struct KMeansInput<'a> {
     pub(crate) iforest: bool,
 }
 
-/// Each sample's centre: medians and 1 / scales.
-type Centres = HashMap<String, (Vec<f64>, Vec<f64>)>;
-
-fn centre(m: &ModelArtifact) -> (Vec<f64>, Vec<f64>) {
-    (m.median.clone(), m.scale.iter().map(|s| 1.0 / s).collect())
-}
+/// Each key's model, prepared for scoring: what standardizes its rows (`Scorer::robust_z`).
+type Scorers = HashMap<String, Scorer>;
 
 /// One sample per key (`""` without a group column) of the rows `sql` returns: the key first
 /// when `keyed`, then the features as doubles.
@@ -49,18 +45,18 @@ async fn samples(
     ctx: &SessionContext,
     sql: &str,
     keyed: bool,
-    centres: Centres,
+    scorers: Scorers,
     cap: usize,
 ) -> Result<BTreeMap<String, Sample>> {
     let streams = ctx.sql(sql).await?.execute_stream_partitioned().await?;
-    let centres = Arc::new(centres);
+    let scorers = Arc::new(scorers);
     let mut tasks = tokio::task::JoinSet::new();
     for mut stream in streams {
-        let centres = Arc::clone(&centres);
+        let scorers = Arc::clone(&scorers);
         tasks.spawn(async move {
             let mut found: HashMap<String, Sample> = HashMap::new();
             while let Some(batch) = stream.next().await {
-                offer_batch(&batch?, keyed, &centres, cap, &mut found)?;
+                offer_batch(&batch?, keyed, &scorers, cap, &mut found)?;
             }
             Ok::<_, Error>(found)
         });
@@ -79,11 +75,11 @@ async fn samples(
 }
 
 /// Offers each row of `batch` with every feature present to its key's sample, standardized by
-/// its key's centre (rows of a key without a centre are left out).
+/// its key's model (rows of a key without a model are left out).
 fn offer_batch(
     batch: &RecordBatch,
     keyed: bool,
-    centres: &Centres,
+    scorers: &Scorers,
     cap: usize,
     found: &mut HashMap<String, Sample>,
 ) -> Result<()> {
@@ -100,14 +96,14 @@ fn offer_batch(
     let mut z = vec![0.0; columns.len()];
     for i in 0..batch.num_rows() {
         let key = keys.map_or("", |k| if k.is_valid(i) { k.value(i) } else { "" });
-        let Some((median, inv)) = centres.get(key) else {
+        let Some(scorer) = scorers.get(key) else {
             continue;
         };
         if columns.iter().any(|c| c.is_null(i)) {
             continue;
         }
         for (j, c) in columns.iter().enumerate() {
-            z[j] = (c.value(i) - median[j]) * inv[j];
+            z[j] = scorer.robust_z(j, c.value(i));
         }
         found
             .entry(key.to_string())
@@ -119,7 +115,7 @@ fn offer_batch(
 
 /// Sets the detectors `input` asks for in `m`, fitted on `sample`; one that cannot be fitted
 /// (no finite row inside the robust cut, or all alike) is left out with a note on stderr.
-fn fit(input: &KMeansInput<'_>, m: &mut ModelArtifact, sample: Option<&Sample>) {
+fn fit(input: &SampledInput<'_>, m: &mut ModelArtifact, sample: Option<&Sample>) {
     let rows = sample.map(Sample::rows).unwrap_or_default();
     let tail = input.tail_quantile;
     let name = m.name.clone();
@@ -145,7 +141,7 @@ fn fit(input: &KMeansInput<'_>, m: &mut ModelArtifact, sample: Option<&Sample>) 
     }
 }
 
-fn features(input: &KMeansInput<'_>) -> String {
+fn features(input: &SampledInput<'_>) -> String {
     input
         .cols
         .iter()
@@ -155,31 +151,34 @@ fn features(input: &KMeansInput<'_>) -> String {
 }
 
 /// Samples the training rows standardized by `model` and stores the detectors fitted on them.
-pub(crate) async fn single(input: &KMeansInput<'_>, model: ModelArtifact) -> Result<ModelArtifact> {
+pub(crate) async fn single(
+    input: &SampledInput<'_>,
+    model: ModelArtifact,
+) -> Result<ModelArtifact> {
     let sql = format!(
         "SELECT {} FROM telemetry WHERE {}",
         features(input),
         input.filter
     );
-    let centres = Centres::from([(String::new(), centre(&model))]);
-    let found = samples(input.ctx, &sql, false, centres, SAMPLE_ROWS).await?;
+    let scorers = Scorers::from([(String::new(), Scorer::new(&model))]);
+    let found = samples(input.ctx, &sql, false, scorers, SAMPLE_ROWS).await?;
     amend(model, |m| fit(input, m, found.get("")))
 }
 
 /// The same for each member of a group, one sample of at most [`MEMBER_SAMPLE_ROWS`] rows per
 /// member, by the group's column.
-pub(crate) async fn group(input: &KMeansInput<'_>, group: ModelGroup) -> Result<ModelGroup> {
+pub(crate) async fn group(input: &SampledInput<'_>, group: ModelGroup) -> Result<ModelGroup> {
     let key = format!("CAST({} AS VARCHAR)", ident(&group.group_by));
     let sql = format!(
         "SELECT {key}, {} FROM telemetry WHERE {}",
         features(input),
         input.filter
     );
-    let centres: Centres = group
+    let scorers: Scorers = group
         .members
         .iter()
-        .map(|m| (group.key_of(m).to_string(), centre(m)))
+        .map(|m| (group.key_of(m).to_string(), Scorer::new(m)))
         .collect();
-    let found = samples(input.ctx, &sql, true, centres, MEMBER_SAMPLE_ROWS).await?;
+    let found = samples(input.ctx, &sql, true, scorers, MEMBER_SAMPLE_ROWS).await?;
     amend_members(group, |k, m| fit(input, m, found.get(k)))
 }
