@@ -203,7 +203,7 @@ async fn every_row_gets_the_scores_sql_gives_in_the_input_partitioning() {
              WHERE (s.pca_spe IS DISTINCT FROM pca_score('m', {r})) \
                 OR (s.pca_t2 IS DISTINCT FROM pca_t2('m', {r})) \
                 OR (s.mad_zmax IS DISTINCT FROM mad_zmax('m', {r})) \
-                OR (s.top_metric IS DISTINCT FROM pca_top_metric('m', {r}))",
+                OR (s.top_metric IS DISTINCT FROM anomaly_top_metric('m', {r}))",
             day("r.ts"),
             hour("r.ts")
         ),
@@ -452,7 +452,7 @@ async fn a_files_column_chunks_are_kept_and_each_row_gets_its_own_scores() {
         scalar(
             &ctx,
             "SELECT count(*) FROM s WHERE (pca_spe IS DISTINCT FROM pca_score('u', a, b, c)) \
-             OR (top_metric IS DISTINCT FROM pca_top_metric('u', a, b, c)) \
+             OR (top_metric IS DISTINCT FROM anomaly_top_metric('u', a, b, c)) \
              OR (score IS DISTINCT FROM anomaly_score('u', a, b, c))"
         )
         .await,

@@ -113,7 +113,7 @@ fn tiny_model() -> ModelArtifact {
 }
 
 /// The tiny model with a k-means section and an Isolation Forest fitted on its own training
-/// rows, as `tiny_km`.
+/// rows, and a seasonal baseline made by hand, as `tiny_km`.
 fn tiny_kmeans_model() -> ModelArtifact {
     let mut m = tiny_model();
     let data = tiny_data();
@@ -128,6 +128,23 @@ fn tiny_kmeans_model() -> ModelArtifact {
     m.kmeans = tads_model::kmeans::train(&rows, m.robust_z_cut, Some(0.95));
     // A small forest (10 trees of 64 rows) keeps the fixture file small.
     m.iforest = tads_model::iforest::train_with(&rows, Some(0.95), 10, 64);
+    // A daily seasonal baseline on `a` alone: its centre 1 below its median before noon UTC and
+    // 1 above after, its spread 0.5 (unscaled MAD) in every hour.
+    let period = tads_model::season::Detected {
+        period_hours: 24,
+        strength: vec![0.9, 0.0, 0.0],
+    };
+    let slots: Vec<Vec<tads_model::season::SlotStat>> = (0..24)
+        .map(|h| {
+            let a = tads_model::season::SlotStat {
+                rows: 100,
+                median: Some(if h < 12 { -1.0 } else { 1.0 }),
+                mad: Some(0.5),
+            };
+            vec![a, Default::default(), Default::default()]
+        })
+        .collect();
+    m.season = Some(tads_model::season::build(&m, &period, &slots, "ts"));
     assert!(m.kmeans.is_some() && m.iforest.is_some());
     m.seal()
 }

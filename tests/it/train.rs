@@ -742,6 +742,85 @@ async fn sampled_detectors_train_alike_on_any_thread_count_and_score_as_sql_says
     assert_eq!(v[1], 0, "rows whose score is not the forest's signal");
 }
 
+/// `--seasonal-baseline`: generated hosts follow a daily cycle, so training finds a period of
+/// 24 hours with slots for the cycling metrics, for one model and for each member of a group;
+/// `fusion.detectors = ["seasonal"]` scores each row as `seasonal_zmax` over the section's
+/// limit (raised to its training tail) says.
+#[tokio::test]
+async fn the_seasonal_baseline_finds_the_daily_period_and_scores_as_sql_says() {
+    let f = Fixture::new();
+    // Without the daily cycle, so that the plan reads the columns as SQL does below.
+    let run = f.train(&[
+        "--model",
+        "s1",
+        "--no-seasonal",
+        "--seasonal-baseline",
+        "--quiet",
+    ]);
+    assert_ok(&run);
+    let m = read_model(&f.models, "s1");
+    let season = m.season.clone().expect("a seasonal section");
+    assert_eq!(season.period_hours, 24, "{:?}", season.strength);
+    assert!(season.features.iter().any(|f| f == "cpu_pct"), "{season:?}");
+    assert!(season.tail.is_some());
+    // Slots of a cycling metric differ by hour; a metric without slots keeps the model's.
+    let j = m.features.iter().position(|f| f == "cpu_pct").unwrap();
+    let centers: Vec<f64> = season.center.iter().map(|r| r[j]).collect();
+    let spread = centers.iter().cloned().fold(f64::MIN, f64::max)
+        - centers.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(spread > m.scale[j], "cpu_pct's hourly centres: {centers:?}");
+
+    let out = f.tmp.path().join("seasonal-scores");
+    let settings = [
+        "--no-alerts",
+        "--set",
+        "fusion.detectors=seasonal",
+        "--set",
+        "drift.baseline=off",
+        "--set",
+        "drift.seasonal=false",
+    ];
+    assert_ok(&score_cmd("s1", &f.data, &f.models, &out, &settings));
+    let limit = season.limit.max(season.tail.unwrap_or(0.0));
+    let x = FEATURES.join(", ");
+    let v = scored_counts(
+        &f.models,
+        &out,
+        &format!(
+            "SELECT count(score), \
+                    count(*) FILTER (WHERE NOT abs(score - seasonal_zmax('s1', {x}, ts) / {limit:?}) \
+                      <= 1e-9 * (1 + score)), \
+                    count(*) FILTER (WHERE score > 1) FROM s"
+        ),
+    )
+    .await;
+    assert!(v[0] > 10_000, "rows scored: {}", v[0]);
+    assert_eq!(v[1], 0, "rows whose score is not the seasonal signal");
+    assert!(v[2] > 0, "no row above the seasonal limit");
+
+    // A group: each member its own period and slots.
+    let run = f.train(&[
+        "--model",
+        "hosts",
+        "--group-by",
+        "host_id",
+        "--seasonal-baseline",
+        "--quiet",
+    ]);
+    assert_ok(&run);
+    let group = tads_model::ModelGroup::from_json(
+        &std::fs::read(f.models.join("hosts/group.json")).unwrap(),
+    )
+    .unwrap();
+    let with = group.members.iter().filter(|m| m.season.is_some()).count();
+    assert!(
+        with >= 4,
+        "{with} of {} members have a seasonal section",
+        group.members.len()
+    );
+    assert!(group.validate().is_ok());
+}
+
 /// The counts (one row of integers) `sql` gives over the scored rows of the run at `out` as table
 /// `s`, in a session with the models of `models`.
 async fn scored_counts(models: &std::path::Path, out: &std::path::Path, sql: &str) -> Vec<i64> {

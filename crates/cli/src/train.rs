@@ -80,6 +80,12 @@ pub(crate) struct TrainArgs {
     /// `--set fusion.detectors=pca,mad,iforest`, SQL with iforest_score()
     #[arg(long)]
     iforest: bool,
+    /// Also fit the seasonal baseline detector: the period of the data (a day or a week, from
+    /// the autocorrelation of each metric's hourly medians) and per hour of that period each
+    /// repeating metric's median and MAD (four more passes over the data). Scoring uses it with
+    /// `--set fusion.detectors=pca,mad,seasonal`, SQL with seasonal_zscore() and seasonal_zmax()
+    #[arg(long)]
+    seasonal_baseline: bool,
     /// Train one model per value of this column (e.g. host_id), written as <models>/<name>/group.json
     #[arg(long, value_name = "COLUMN")]
     group_by: Option<String>,
@@ -185,6 +191,7 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
             seasonal: !args.no_seasonal,
             kmeans: args.kmeans,
             iforest: args.iforest,
+            season_baseline: args.seasonal_baseline,
         },
         overwrite: args.overwrite,
         group_by: args.group_by.clone(),

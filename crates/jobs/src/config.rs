@@ -4,8 +4,9 @@
 //!
 //! ```toml
 //! [fusion]
-//! rule = "max"              # or "weighted"
+//! rule = "max"              # or "weighted", or "vote"
 //! pca_weight = 0.5          # the PCA signal's weight under "weighted"
+//! # weights = { pca = 2, mad = 1, seasonal = 1 }  # "weighted": a mean of every signal
 //! spe_limit = "jm_999"     # jm_99, jm_999, empirical_99 or empirical_999
 //! t2_limit = "t2_999"       # t2_99, t2_999 or off
 //! # mad_cut = 6.0           # default: the model's own cut

@@ -23,6 +23,7 @@ mod passthrough;
 pub mod quantiles;
 mod sampled;
 pub mod score;
+mod season;
 mod seasonal;
 mod tail;
 pub mod train;

@@ -30,7 +30,7 @@ pub(crate) struct SeasonInput<'a> {
 }
 
 /// Whether the training table has a timestamp column `ts`.
-async fn has_time(ctx: &SessionContext) -> Result<bool> {
+pub(crate) async fn has_time(ctx: &SessionContext) -> Result<bool> {
     let schema = ctx.table("telemetry").await?.schema().as_arrow().clone();
     Ok(schema
         .field_with_name(TIME)

@@ -262,6 +262,13 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
         kmeans: job.options.kmeans,
         iforest: job.options.iforest,
     };
+    let baseline = crate::season::BaselineInput {
+        ctx: &ctx,
+        cols: &cols,
+        filter: &filter,
+        mode: job.quantiles,
+        tail_quantile: job.options.tail_quantile,
+    };
     let (trained, rows_seen, written) = match &job.group_by {
         None => {
             let mut model = train_one(job, prepared).await?;
@@ -273,6 +280,9 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
             }
             if job.options.kmeans || job.options.iforest {
                 model = crate::sampled::single(&sampled, model).await?;
+            }
+            if job.options.season_baseline {
+                model = crate::season::single(&baseline, model).await?;
             }
             let rows = model.training.rows_seen;
             let json = model.to_json();
@@ -288,6 +298,9 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
             }
             if job.options.kmeans || job.options.iforest {
                 group = crate::sampled::group(&sampled, group).await?;
+            }
+            if job.options.season_baseline {
+                group = crate::season::group(&baseline, group).await?;
             }
             let json = group.to_json();
             (Trained::Group(Box::new(group)), rows, (&files[1], json))

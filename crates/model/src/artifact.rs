@@ -143,6 +143,9 @@ pub struct ModelArtifact {
     /// The Isolation Forest detector's trees and limits, if trained (`iforest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iforest: Option<crate::IForestParams>,
+    /// The seasonal baseline detector's slots and limits, if trained (`season`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub season: Option<crate::SeasonParams>,
     /// Provenance.
     pub training: Training,
     /// `sha256:` and the hex SHA-256 of the parameters (everything but `training` and the
@@ -191,6 +194,8 @@ struct Parameters<'a> {
     kmeans: &'a Option<crate::KMeansParams>,
     #[serde(skip_serializing_if = "Option::is_none")]
     iforest: &'a Option<crate::IForestParams>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    season: &'a Option<crate::SeasonParams>,
 }
 
 impl ModelArtifact {
@@ -214,6 +219,7 @@ impl ModelArtifact {
             seasonal: &self.seasonal,
             kmeans: &self.kmeans,
             iforest: &self.iforest,
+            season: &self.season,
         };
         sha256_tag(&serde_json::to_vec(&p).unwrap_or_default())
     }
@@ -453,6 +459,9 @@ impl ModelArtifact {
         }
         if let Some(f) = &self.iforest {
             f.check(self.dims()).or_else(|e| bad("iforest", e))?;
+        }
+        if let Some(s) = &self.season {
+            s.check(self.dims()).or_else(|e| bad("season", e))?;
         }
         if self.training.rows_used > self.training.rows_seen {
             return bad(

@@ -79,8 +79,9 @@ impl T2Limit {
 
 /// Which detectors the fused score is made of (`fusion.detectors`): a list of `pca` (the SPE
 /// and T² signal), `mad` (the largest robust |z|), `kmeans` (the distance to the nearest
-/// training centroid) and `iforest` (the Isolation Forest score), the last two for models
-/// trained with them; or the same names comma-separated.
+/// training centroid), `iforest` (the Isolation Forest score) and `seasonal` (the largest |z|
+/// against the row's hour of the day or week), the last three for models trained with them; or
+/// the same names comma-separated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Detectors {
     /// The PCA signal.
@@ -91,6 +92,8 @@ pub struct Detectors {
     pub kmeans: bool,
     /// The Isolation Forest signal.
     pub iforest: bool,
+    /// The seasonal baseline signal.
+    pub seasonal: bool,
 }
 
 impl Default for Detectors {
@@ -100,16 +103,22 @@ impl Default for Detectors {
             mad: true,
             kmeans: false,
             iforest: false,
+            seasonal: false,
         }
     }
 }
 
 impl Detectors {
     /// Every name a detector can have.
-    pub const NAMES: [&'static str; 4] = ["pca", "mad", "kmeans", "iforest"];
+    pub const NAMES: [&'static str; 5] = ["pca", "mad", "kmeans", "iforest", "seasonal"];
+
+    /// Which are on, in the order of [`Detectors::NAMES`].
+    fn flags(&self) -> [bool; 5] {
+        [self.pca, self.mad, self.kmeans, self.iforest, self.seasonal]
+    }
 
     fn names(&self) -> Vec<&'static str> {
-        [self.pca, self.mad, self.kmeans, self.iforest]
+        self.flags()
             .into_iter()
             .zip(Self::NAMES)
             .filter_map(|(on, n)| on.then_some(n))
@@ -122,6 +131,7 @@ impl Detectors {
             mad: false,
             kmeans: false,
             iforest: false,
+            seasonal: false,
         };
         for n in names {
             match n.trim() {
@@ -129,6 +139,7 @@ impl Detectors {
                 "mad" => d.mad = true,
                 "kmeans" => d.kmeans = true,
                 "iforest" => d.iforest = true,
+                "seasonal" => d.seasonal = true,
                 "" => {}
                 other => {
                     return Err(format!(
@@ -174,7 +185,8 @@ pub enum Rule {
     /// The larger of the two.
     #[default]
     Max,
-    /// `pca_weight · pca + (1 − pca_weight) · mad`.
+    /// With `weights`, the weighted mean of the signals of the detectors present; without,
+    /// `pca_weight · pca + (1 − pca_weight) · mad` (the other detectors joining by maximum).
     Weighted,
     /// The `votes`-th largest signal of the detectors: at or above 1.0 exactly where `votes`
     /// of them are at or above their thresholds (all of them where fewer are present).
@@ -189,9 +201,12 @@ pub struct Fusion {
     pub detectors: Detectors,
     /// How the signals combine.
     pub rule: Rule,
-    /// The PCA signal's weight under [`Rule::Weighted`], in [0, 1].
+    /// The PCA signal's weight under [`Rule::Weighted`], in [0, 1] (without `weights`).
     pub pca_weight: f64,
-    /// How many detectors must agree under [`Rule::Vote`], 1 to 4.
+    /// Each detector's weight under [`Rule::Weighted`] (`fusion.weights = { pca = 2, mad = 1 }`,
+    /// or `--set fusion.weights.iforest=1`); a detector left out weighs 0.
+    pub weights: Option<Weights>,
+    /// How many detectors must agree under [`Rule::Vote`], 1 to 5.
     pub votes: usize,
     /// The SPE limit the SPE is divided by.
     pub spe_limit: SpeLimit,
@@ -213,6 +228,7 @@ impl Default for Fusion {
             detectors: Detectors::default(),
             rule: Rule::Max,
             pca_weight: 0.5,
+            weights: None,
             votes: 2,
             spe_limit: SpeLimit::default(),
             t2_limit: T2Limit::default(),
@@ -228,6 +244,9 @@ impl std::hash::Hash for Fusion {
         self.detectors.hash(state);
         self.rule.hash(state);
         self.pca_weight.to_bits().hash(state);
+        self.weights
+            .map(|w| w.values().map(f64::to_bits))
+            .hash(state);
         self.votes.hash(state);
         self.spe_limit.hash(state);
         self.t2_limit.hash(state);
@@ -244,6 +263,24 @@ impl Fusion {
                 "fusion.pca_weight: {} is not in [0, 1]",
                 self.pca_weight
             ));
+        }
+        if let Some(w) = self.weights {
+            if let Some((name, v)) = Detectors::NAMES
+                .iter()
+                .zip(w.values())
+                .find(|(_, v)| !(v.is_finite() && *v >= 0.0))
+            {
+                return Err(format!(
+                    "fusion.weights.{name}: {v} is not a number of 0 or more"
+                ));
+            }
+            let used = self.detectors.flags();
+            if !w.values().iter().zip(used).any(|(v, on)| on && *v > 0.0) {
+                return Err(format!(
+                    "fusion.weights: no detector of fusion.detectors ({}) has a weight above 0",
+                    self.detectors.names().join(", ")
+                ));
+            }
         }
         if !(1..=Detectors::NAMES.len()).contains(&self.votes) {
             return Err(format!(
@@ -306,14 +343,19 @@ impl Fusion {
                 .map_or((0.0, 0.0), |f| {
                     (f.median, 1.0 / (own(f.limit, f.tail) - f.median))
                 }),
+            seasonal: on(
+                d.seasonal,
+                inv(model.season.as_ref().map(|s| own(s.limit, s.tail))),
+            ),
         }
     }
 
     /// Combines the signals in place: `spe[i]` becomes the fused score of row `i`, from
     /// `spe[i]`, `t2[i]` and `zmax[i]` scaled by `f`, and with the sampled detectors' values of
     /// `more` (empty slices where a detector is left out), which join by their maximum under
-    /// either rule: the k-means distance over its limit, and the Isolation Forest score put at 0
-    /// at its training median and 1.0 at its limit (never below 0).
+    /// either rule: the k-means distance over its limit, the Isolation Forest score put at 0
+    /// at its training median and 1.0 at its limit (never below 0), and the largest seasonal
+    /// |z| over its limit (a NaN, a row without a time, leaves it out).
     pub fn combine(
         &self,
         f: Factors,
@@ -324,6 +366,9 @@ impl Fusion {
     ) {
         if self.rule == Rule::Vote {
             return self.vote(f, spe, t2, zmax, more);
+        }
+        if let (Rule::Weighted, Some(w)) = (self.rule, self.weights) {
+            return weighted_mean(w, f, spe, t2, zmax, more);
         }
         let (w, v) = match self.rule {
             Rule::Weighted => (self.pca_weight, 1.0 - self.pca_weight),
@@ -347,25 +392,21 @@ impl Fusion {
                 *s = s.max(f.forest(*v));
             }
         }
+        if f.seasonal > 0.0 {
+            for (s, z) in spe.iter_mut().zip(more.seasonal) {
+                *s = s.max(f.seasonal_signal(*z));
+            }
+        }
     }
 
     /// [`Rule::Vote`]: each row's `votes`-th largest signal among the detectors present.
     fn vote(&self, f: Factors, spe: &mut [f64], t2: &[f64], zmax: &[f64], more: Sampled<'_>) {
-        let pca = f.spe > 0.0 || f.t2 > 0.0;
-        let mad = f.mad > 0.0;
-        let kmeans = f.kmeans > 0.0 && !more.kmeans.is_empty();
-        let forest = f.iforest.1 > 0.0 && !more.iforest.is_empty();
+        let present = f.present(more);
         for i in 0..spe.len() {
-            let candidates = [
-                (pca, f.pca(spe[i], t2[i])),
-                (mad, zmax[i] * f.mad),
-                (
-                    kmeans,
-                    more.kmeans.get(i).map_or(0.0, |d| f.kmeans_signal(*d)),
-                ),
-                (forest, more.iforest.get(i).map_or(0.0, |v| f.forest(*v))),
-            ];
-            let mut signals = [0.0f64; 4];
+            let candidates = present
+                .into_iter()
+                .zip(f.signals(spe[i], t2[i], zmax[i], more, i));
+            let mut signals = [0.0f64; 5];
             let mut n = 0;
             for (present, value) in candidates {
                 if present {
@@ -382,15 +423,108 @@ impl Fusion {
         }
     }
 
+    /// Which signal of row `i` is the largest, for naming the metric that explains the row: PCA
+    /// (on a tie too), the seasonal baseline, or another (the MAD signal, and k-means and the
+    /// forest, which name no metric: the metric with the largest robust |z| explains them).
+    pub fn lead(&self, f: Factors, row: Signals, more: Sampled<'_>, i: usize) -> Lead {
+        let s = f.signals(row.spe, row.t2, row.zmax, more, i);
+        let (pca, seasonal, others) = (s[0], s[4], s[1].max(s[2]).max(s[3]));
+        if pca >= seasonal && pca >= others {
+            Lead::Pca
+        } else if seasonal >= others {
+            Lead::Seasonal
+        } else {
+            Lead::Z
+        }
+    }
+
     /// Whether [`Fusion::combine`] needs the Isolation Forest scores of rows scored with `model`.
     pub fn needs_iforest(&self, model: &ModelArtifact) -> bool {
         self.detectors.iforest && model.iforest.is_some()
+    }
+
+    /// Whether [`Fusion::combine`] needs the seasonal |z| of rows scored with `model` (and
+    /// their times).
+    pub fn needs_seasonal(&self, model: &ModelArtifact) -> bool {
+        self.detectors.seasonal && model.season.is_some()
     }
 
     /// Whether [`Fusion::combine`] needs the k-means distances of rows scored with `model`.
     pub fn needs_kmeans(&self, model: &ModelArtifact) -> bool {
         self.detectors.kmeans && model.kmeans.is_some()
     }
+}
+
+/// [`Rule::Weighted`] with `weights`: each row's weighted mean of the signals of the detectors
+/// present (1.0 where every one is at its threshold).
+fn weighted_mean(
+    w: Weights,
+    f: Factors,
+    spe: &mut [f64],
+    t2: &[f64],
+    zmax: &[f64],
+    more: Sampled<'_>,
+) {
+    let present = f.present(more);
+    let weights = w.values();
+    let total: f64 = (0..5).filter(|d| present[*d]).map(|d| weights[d]).sum();
+    if total <= 0.0 {
+        spe.fill(0.0);
+        return;
+    }
+    for i in 0..spe.len() {
+        let signals = f.signals(spe[i], t2[i], zmax[i], more, i);
+        spe[i] = (0..5)
+            .filter(|d| present[*d])
+            .map(|d| weights[d] * signals[d])
+            .sum::<f64>()
+            / total;
+    }
+}
+
+/// Per-detector weights (`fusion.weights`), in the order of [`Detectors::NAMES`].
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Weights {
+    /// The PCA signal's.
+    pub pca: f64,
+    /// The MAD signal's.
+    pub mad: f64,
+    /// The k-means signal's.
+    pub kmeans: f64,
+    /// The Isolation Forest's.
+    pub iforest: f64,
+    /// The seasonal baseline's.
+    pub seasonal: f64,
+}
+
+impl Weights {
+    /// The weights in the order of [`Detectors::NAMES`].
+    pub fn values(&self) -> [f64; 5] {
+        [self.pca, self.mad, self.kmeans, self.iforest, self.seasonal]
+    }
+}
+
+/// A row's SPE, T² and largest robust |z|.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Signals {
+    /// The SPE.
+    pub spe: f64,
+    /// Hotelling's T².
+    pub t2: f64,
+    /// The largest robust |z|.
+    pub zmax: f64,
+}
+
+/// The detector a row's largest signal comes from, as [`Fusion::lead`] tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lead {
+    /// PCA: its top metric (the largest share of the SPE) explains the row.
+    Pca,
+    /// The seasonal baseline: the metric with the largest seasonal |z|.
+    Seasonal,
+    /// Another: the metric with the largest robust |z|.
+    Z,
 }
 
 /// What [`Fusion::combine`] multiplies each statistic by.
@@ -406,6 +540,8 @@ pub struct Factors {
     pub kmeans: f64,
     /// The Isolation Forest score's training median and 1 / (limit − median) (0: left out).
     pub iforest: (f64, f64),
+    /// 1 / the seasonal |z| limit (0: left out).
+    pub seasonal: f64,
 }
 
 impl Factors {
@@ -417,6 +553,36 @@ impl Factors {
     /// The k-means signal of a distance.
     fn kmeans_signal(&self, distance: f64) -> f64 {
         distance * self.kmeans
+    }
+
+    /// Which detectors give row signals, in the order of [`Detectors::NAMES`]: those with a
+    /// factor (and values, for the ones `more` carries).
+    fn present(&self, more: Sampled<'_>) -> [bool; 5] {
+        [
+            self.spe > 0.0 || self.t2 > 0.0,
+            self.mad > 0.0,
+            self.kmeans > 0.0 && !more.kmeans.is_empty(),
+            self.iforest.1 > 0.0 && !more.iforest.is_empty(),
+            self.seasonal > 0.0 && !more.seasonal.is_empty(),
+        ]
+    }
+
+    /// Row `i`'s signals, in the order of [`Detectors::NAMES`] (0 where a value is missing).
+    fn signals(&self, spe: f64, t2: f64, zmax: f64, more: Sampled<'_>, i: usize) -> [f64; 5] {
+        [
+            self.pca(spe, t2),
+            zmax * self.mad,
+            more.kmeans.get(i).map_or(0.0, |d| self.kmeans_signal(*d)),
+            more.iforest.get(i).map_or(0.0, |v| self.forest(*v)),
+            more.seasonal
+                .get(i)
+                .map_or(0.0, |z| self.seasonal_signal(*z)),
+        ]
+    }
+
+    /// The seasonal signal of a largest |z|: 0 where it is NaN (a row without a time).
+    fn seasonal_signal(&self, z: f64) -> f64 {
+        if z.is_nan() { 0.0 } else { z * self.seasonal }
     }
 
     /// The Isolation Forest signal of a score: 0 at the training median, never below.
@@ -433,6 +599,8 @@ pub struct Sampled<'a> {
     pub kmeans: &'a [f64],
     /// The Isolation Forest scores.
     pub iforest: &'a [f64],
+    /// The largest seasonal |z|.
+    pub seasonal: &'a [f64],
 }
 
 /// Severity bands on an alert's peak fused score.
@@ -497,6 +665,7 @@ mod tests {
             mad: 0.25,
             kmeans: 0.0,
             iforest: (0.0, 0.0),
+            seasonal: 0.0,
         };
         let mut spe = vec![10.0, 5.0, 0.0, 0.0];
         let none = Sampled::default();
@@ -513,7 +682,7 @@ mod tests {
         let km = Factors { kmeans: 0.5, ..k };
         let more = Sampled {
             kmeans: &[6.0, 2.0],
-            iforest: &[],
+            ..Sampled::default()
         };
         f.combine(km, &mut spe, &[0.0, 0.0], &[2.0, 8.0], more);
         assert_eq!(spe, vec![3.0, 2.0]);
@@ -524,8 +693,8 @@ mod tests {
             ..k
         };
         let more = Sampled {
-            kmeans: &[],
             iforest: &[0.4, 0.7, 0.9],
+            ..Sampled::default()
         };
         f.combine(forest, &mut spe, &[0.0; 3], &[0.0; 3], more);
         assert!(
@@ -533,6 +702,18 @@ mod tests {
             "{spe:?}"
         );
         assert!((spe[2] - 2.0).abs() < 1e-12, "{spe:?}");
+        // The seasonal |z| over its limit (4): a row without a time (NaN) leaves it out.
+        let mut spe = vec![0.5, 0.5, 0.5];
+        let seasonal = Factors {
+            seasonal: 0.25,
+            ..k
+        };
+        let more = Sampled {
+            seasonal: &[8.0, 1.0, f64::NAN],
+            ..Sampled::default()
+        };
+        f.combine(seasonal, &mut spe, &[0.0; 3], &[0.0; 3], more);
+        assert_eq!(spe, vec![2.0, 0.25, 0.05]);
         let w = Fusion {
             rule: Rule::Weighted,
             pca_weight: 0.75,
@@ -595,6 +776,7 @@ mod tests {
             mad: 1.0,
             kmeans: 1.0,
             iforest: (0.0, 0.0),
+            seasonal: 1.0,
         };
         let two = Fusion {
             rule: Rule::Vote,
@@ -604,17 +786,97 @@ mod tests {
         let mut spe = vec![3.0, 2.0, 0.1];
         let more = Sampled {
             kmeans: &[0.2, 1.5, 0.3],
-            iforest: &[],
+            ..Sampled::default()
         };
         two.combine(f, &mut spe, &[0.0; 3], &[0.5, 0.4, 0.2], more);
         assert_eq!(spe, vec![0.5, 1.5, 0.2]);
+        // The seasonal signal votes too.
+        let mut spe = vec![3.0];
+        let more = Sampled {
+            kmeans: &[0.2],
+            seasonal: &[2.5],
+            ..Sampled::default()
+        };
+        two.combine(f, &mut spe, &[0.0], &[0.5], more);
+        assert_eq!(spe, vec![2.5]);
         // More votes than detectors present: all must agree (the smallest).
         let mut spe = vec![3.0];
-        let all = Fusion { votes: 4, ..two };
+        let all = Fusion { votes: 5, ..two };
         all.combine(f, &mut spe, &[0.0], &[2.0], Sampled::default());
         assert_eq!(spe, vec![2.0]);
         assert!(Fusion { votes: 0, ..two }.validate().is_err());
-        assert!(Fusion { votes: 5, ..two }.validate().is_err());
+        assert!(Fusion { votes: 6, ..two }.validate().is_err());
+    }
+
+    #[test]
+    fn weights_make_a_weighted_mean_of_the_signals_present_and_are_checked() {
+        let f = Factors {
+            spe: 1.0,
+            t2: 0.0,
+            mad: 1.0,
+            kmeans: 0.0,
+            iforest: (0.0, 0.0),
+            seasonal: 1.0,
+        };
+        let w = Fusion {
+            rule: Rule::Weighted,
+            weights: Some(Weights {
+                pca: 3.0,
+                mad: 1.0,
+                seasonal: 4.0,
+                ..Weights::default()
+            }),
+            ..Fusion::default()
+        };
+        // With the seasonal values: (3·2 + 1·1 + 4·0.5) / 8; without them (a row set without
+        // times), the seasonal weight leaves the total too: (3·2 + 1·1) / 4.
+        let mut spe = vec![2.0];
+        let more = Sampled {
+            seasonal: &[0.5],
+            ..Sampled::default()
+        };
+        w.combine(f, &mut spe, &[0.0], &[1.0], more);
+        assert_eq!(spe, vec![9.0 / 8.0]);
+        let mut spe = vec![2.0];
+        w.combine(f, &mut spe, &[0.0], &[1.0], Sampled::default());
+        assert_eq!(spe, vec![7.0 / 4.0]);
+        // The largest signal names the metric: the seasonal one here.
+        let row = Signals {
+            spe: 2.0,
+            t2: 0.0,
+            zmax: 1.0,
+        };
+        let high = Sampled {
+            seasonal: &[2.5],
+            ..Sampled::default()
+        };
+        assert_eq!(w.lead(f, row, high, 0), Lead::Seasonal);
+        assert_eq!(w.lead(f, row, more, 0), Lead::Pca);
+        let z = Signals { zmax: 4.0, ..row };
+        assert_eq!(w.lead(f, z, more, 0), Lead::Z);
+        // Checked: no negative weight, and some detector in use weighs more than 0.
+        let bad = |weights: Weights| {
+            Fusion {
+                weights: Some(weights),
+                ..w
+            }
+            .validate()
+            .unwrap_err()
+        };
+        let e = bad(Weights {
+            mad: -1.0,
+            ..Weights::default()
+        });
+        assert!(e.contains("fusion.weights.mad: -1"), "{e}");
+        let e = bad(Weights {
+            kmeans: 1.0,
+            ..Weights::default()
+        });
+        assert!(
+            e.contains("no detector of fusion.detectors (pca, mad)"),
+            "{e}"
+        );
+        assert!(w.validate().is_ok());
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod moments;
 pub mod pca;
 pub mod robust;
 pub mod score;
+pub mod season;
 pub mod train;
 
 #[cfg(test)]
@@ -37,7 +38,9 @@ pub use alert::{AlertMachine, Cooldown, Event, Step};
 pub use artifact::{
     ModelArtifact, PcaParams, SCHEMA_VERSION, Seasonal, Tail, Thresholds, Training,
 };
-pub use fusion::{Factors, Fusion, Rule, Sampled, Severity, SpeLimit, T2Limit};
+pub use fusion::{
+    Factors, Fusion, Lead, Rule, Sampled, Severity, Signals, SpeLimit, T2Limit, Weights,
+};
 pub use group::{ModelGroup, SkippedMember};
 pub use iforest::IForestParams;
 pub use kmeans::KMeansParams;
@@ -45,6 +48,7 @@ pub use moments::CoMoments;
 pub use pca::{KRule, Pca};
 pub use robust::{MAD_SCALE, MEAN_AD_SCALE, RobustStats};
 pub use score::{AllScores, Scorer};
+pub use season::SeasonParams;
 pub use train::{Standardizer, TrainOptions};
 
 /// Errors of this crate.

@@ -30,6 +30,8 @@ pub struct Scorer {
     kmeans: Option<crate::KMeansParams>,
     /// The Isolation Forest, if the model has one.
     iforest: Option<crate::IForestParams>,
+    /// The seasonal baseline, if the model has one.
+    season: Option<crate::SeasonParams>,
 }
 
 impl Scorer {
@@ -47,6 +49,7 @@ impl Scorer {
         Self {
             kmeans: model.kmeans.clone(),
             iforest: model.iforest.clone(),
+            season: model.season.clone(),
             ..Self::from_pca(model.median.clone(), model.scale.clone(), &pca)
         }
     }
@@ -77,6 +80,7 @@ impl Scorer {
             inv_lambda,
             kmeans: None,
             iforest: None,
+            season: None,
         }
     }
 
@@ -221,6 +225,40 @@ impl Scorer {
         gap.is_finite().then_some((j, gap))
     }
 
+    /// The metric that explains a row under `lead` (see [`crate::Fusion::lead`]) and how far it
+    /// lies from what that detector expected of it, in its own units: `(j, actual − expected)`.
+    /// PCA: [`Scorer::top_deviation`]; the seasonal baseline: the largest seasonal |z|, from its
+    /// slot's centre (needs the row's time in microseconds); otherwise the largest robust |z|,
+    /// from the median. `None` where a value is not finite (or, for PCA, the SPE is 0).
+    pub fn explain(
+        &self,
+        lead: crate::Lead,
+        row: &[f64],
+        micros: Option<i64>,
+    ) -> Option<(usize, f64)> {
+        if row.len() < self.d || row[..self.d].iter().any(|x| !x.is_finite()) {
+            return None;
+        }
+        let largest = |z: &dyn Fn(usize) -> f64, center: &dyn Fn(usize) -> f64| {
+            let j = (0..self.d).fold(
+                0,
+                |best, j| {
+                    if z(j).abs() > z(best).abs() { j } else { best }
+                },
+            );
+            Some((j, row[j] - center(j)))
+        };
+        match lead {
+            crate::Lead::Pca => self.top_deviation(row),
+            crate::Lead::Seasonal => {
+                let s = self.season.as_ref()?;
+                let slot = s.slot_of(micros?);
+                largest(&|j| s.z(j, slot, row[j]), &|j| s.center[slot][j])
+            }
+            crate::Lead::Z => largest(&|j| self.clamped_z(j, row[j]), &|j| self.median[j]),
+        }
+    }
+
     /// Writes the largest robust |z| over the features of each row into `out`.
     pub fn zmax(&self, columns: &[&[f64]], out: &mut [f64]) {
         self.zmax_rows(columns, 0, out);
@@ -299,6 +337,24 @@ impl Scorer {
             forest.scores(&z[..chunk.len() * d], d, chunk);
         }
         true
+    }
+
+    /// Writes each row's largest seasonal |z| (see [`crate::season`]) into `out`, the rows'
+    /// times in microseconds in `micros` (NaN where a time is missing); `false`, with `out`
+    /// untouched, when the model has no seasonal section.
+    pub fn season_zmax(&self, columns: &[&[f64]], micros: &[Option<i64>], out: &mut [f64]) -> bool {
+        let Some(season) = &self.season else {
+            return false;
+        };
+        season.zmax(&columns[..self.d.min(columns.len())], micros, out);
+        true
+    }
+
+    /// The seasonal z of feature `j` at value `x` and time `micros`, if the model has a
+    /// seasonal section.
+    pub fn season_z(&self, j: usize, micros: i64, x: f64) -> Option<f64> {
+        let season = self.season.as_ref()?;
+        Some(season.z(j, season.slot_of(micros), x))
     }
 
     /// The robust z of feature `j` at value `x`.

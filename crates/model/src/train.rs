@@ -38,6 +38,8 @@ pub struct TrainOptions {
     pub kmeans: bool,
     /// Grow the Isolation Forest detector on a sample of the training rows and store it.
     pub iforest: bool,
+    /// Fit the seasonal baseline detector (per hour of the day or week) and store it.
+    pub season_baseline: bool,
 }
 
 impl Default for TrainOptions {
@@ -50,6 +52,7 @@ impl Default for TrainOptions {
             seasonal: true,
             kmeans: false,
             iforest: false,
+            season_baseline: false,
         }
     }
 }
@@ -176,6 +179,7 @@ pub fn artifact(
         seasonal: None,
         kmeans: None,
         iforest: None,
+        season: None,
         training: Training {
             rows_seen,
             rows_used: n,

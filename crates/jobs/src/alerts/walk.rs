@@ -297,7 +297,7 @@ pub(super) fn select(q: &AlertQuery<'_>, rules: &AlertRules) -> String {
     // (at or above enter), one text `metric<US>value<US>gap`: also the metric's own value (read
     // from its column: the model may read it shifted) and its gap to what the model expected.
     // One string column, NULL elsewhere, so that the sort's rows grow only where they must.
-    let top = format!("pca_top_metric({m}, {x})");
+    let top = format!("anomaly_top_metric({m}, {x})");
     let value = q
         .features
         .iter()
@@ -311,7 +311,7 @@ pub(super) fn select(q: &AlertQuery<'_>, rules: &AlertRules) -> String {
         .collect::<String>();
     let packed = format!(
         "concat({top}, '{SEP}', CAST(CASE {top}{value} END AS VARCHAR), '{SEP}', \
-         CAST(pca_top_deviation({m}, {x}) AS VARCHAR))"
+         CAST(anomaly_top_deviation({m}, {x}) AS VARCHAR))"
     );
     select.push_str(&format!(
         ", CASE WHEN {score} >= {enter} THEN {packed} WHEN {score} >= {exit} THEN {top} END AS __top",

@@ -556,3 +556,25 @@ impl ScalarUDFImpl for ShiftFunction {
         )?)))
     }
 }
+
+/// The scoring functions' arguments after the model: the metrics, and last the rows' time
+/// column (`alerts.time`) when the fusion uses the seasonal detector, which reads it (a time
+/// column that is missing, not a timestamp or a partition leaves the detector out).
+pub(crate) fn with_time(
+    job: &crate::score::ScoreJob,
+    metrics: String,
+    schema: &Schema,
+    partitions: &[String],
+) -> String {
+    let time = &job.config.alerts.time;
+    let usable = job.config.fusion.detectors.seasonal
+        && !partitions.contains(time)
+        && schema
+            .field_with_name(time)
+            .is_ok_and(|f| matches!(f.data_type(), DataType::Timestamp(..)));
+    if usable {
+        format!("{metrics}, {}", ident(time))
+    } else {
+        metrics
+    }
+}

@@ -299,9 +299,15 @@ impl Prepared {
             registry.clone(),
             job.config.fusion,
         )));
-        ctx.register_udf(ScalarUDF::new_from_impl(
-            ModelFunction::new(ModelScore::All, registry.clone()).with_fusion(job.config.fusion),
-        ));
+        for score in [
+            ModelScore::All,
+            ModelScore::FusedTopMetric,
+            ModelScore::FusedTopDeviation,
+        ] {
+            ctx.register_udf(ScalarUDF::new_from_impl(
+                ModelFunction::new(score, registry.clone()).with_fusion(job.config.fusion),
+            ));
+        }
         // The input's manifest as it was before reading: checked again before the output's
         // manifest is written, so a dataset replaced while it was read is never scored silently.
         let (input_manifest, partitions) = match &job.follow {
@@ -371,6 +377,7 @@ impl Prepared {
             &filter,
         )
         .await?;
+        let metrics = crate::drift::with_time(job, metrics, &table_schema, &partitions);
         // One pca_scores() call: one standardization and projection per row for all five
         // scores. Its struct is split into columns in Rust (`write_unit`), not by `s['field']`
         // in SQL, which DataFusion would evaluate as one call per field.

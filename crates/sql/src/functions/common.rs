@@ -66,8 +66,34 @@ pub(crate) fn is_metric(t: &DataType) -> bool {
     t.is_numeric() || matches!(t, DataType::Null)
 }
 
-/// Plan-time checks of `f('model', x1, …, xd)`: a text first argument, numeric metrics, and, if
-/// the model is a literal, a known model with exactly d features. Returns that model.
+/// Whether `t` is a timestamp: the optional last argument of the model functions, the rows'
+/// times, which the seasonal detector reads.
+pub(crate) fn is_time(t: &DataType) -> bool {
+    matches!(t, DataType::Timestamp(..))
+}
+
+/// The arguments after the model without a last timestamp argument, and whether there was one.
+pub(crate) fn split_time<T>(after_model: &[T], kind: impl Fn(&T) -> DataType) -> (&[T], bool) {
+    match after_model.split_last() {
+        Some((last, rest)) if !rest.is_empty() && is_time(&kind(last)) => (rest, true),
+        _ => (after_model, false),
+    }
+}
+
+/// A timestamp argument as microseconds since the epoch, per row (`None` where NULL).
+pub(crate) fn micros_of(arg: &ColumnarValue, n: usize) -> Result<Vec<Option<i64>>> {
+    use datafusion::arrow::datatypes::{TimeUnit, TimestampMicrosecondType};
+    let array = arg.to_array(n)?;
+    let micros = cast(&array, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+    Ok(micros
+        .as_primitive::<TimestampMicrosecondType>()
+        .iter()
+        .collect())
+}
+
+/// Plan-time checks of `f('model', x1, …, xd [, ts])`: a text first argument, numeric metrics
+/// (and an optional last timestamp, the rows' times), and, if the model is a literal, a known
+/// model with exactly d features. Returns that model.
 pub(crate) fn check_model_call(
     function: &str,
     registry: &ModelRegistry,
@@ -85,6 +111,7 @@ pub(crate) fn check_model_call(
             first.data_type()
         );
     }
+    let (metrics, _) = split_time(metrics, |f| f.data_type().clone());
     for (i, f) in metrics.iter().enumerate() {
         if !is_metric(f.data_type()) {
             return plan_err!(

@@ -49,12 +49,13 @@ impl MadZscore {
         let Some(m) = self.registry.get(model) else {
             return plan_err!("mad_zscore: {}", self.registry.unknown(model));
         };
-        metric_position(&m.artifact, metric).or_else(|e| plan_err!("{e}"))
+        metric_position("mad_zscore", &m.artifact, metric).or_else(|e| plan_err!("{e}"))
     }
 }
 
 /// The position of `metric` among the model's features, or the error naming both.
-fn metric_position(
+pub(super) fn metric_position(
+    function: &str,
     model: &tads_model::ModelArtifact,
     metric: &str,
 ) -> std::result::Result<usize, String> {
@@ -64,7 +65,7 @@ fn metric_position(
         .position(|f| f == metric)
         .ok_or_else(|| {
             format!(
-                "mad_zscore: model `{}` has no metric `{metric}` (its metrics: {})",
+                "{function}: model `{}` has no metric `{metric}` (its metrics: {})",
                 model.name,
                 model.features.join(", ")
             )
@@ -146,7 +147,8 @@ impl ScalarUDFImpl for MadZscore {
             let mut scored = vec![false; n];
             let values = x[0].values();
             for_each_model_run(self.name(), &self.registry, a, None, n, |m, rows| {
-                let j = metric_position(&m.artifact, &metric).or_else(|e| exec_err!("{e}"))?;
+                let j = metric_position(self.name(), &m.artifact, &metric)
+                    .or_else(|e| exec_err!("{e}"))?;
                 for i in rows {
                     out[i] = m.scorer.robust_z(j, values[i]);
                     scored[i] = true;

@@ -6,6 +6,7 @@ mod common;
 mod help;
 mod mad_zscore;
 mod model_scalar;
+mod seasonal_zscore;
 mod shard;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ pub use alert_state::AlertState;
 pub use help::TadsHelp;
 pub use mad_zscore::MadZscore;
 pub use model_scalar::{ALL_FIELDS, ModelFunction, ModelScore};
+pub use seasonal_zscore::SeasonalZscore;
 pub use shard::{ShardOf, fnv1a64, shard_of};
 
 use crate::registry::ModelRegistry;
@@ -33,6 +35,9 @@ pub fn scalar_udfs(registry: &ModelRegistry) -> Vec<ScalarUDF> {
         ModelScore::TopDeviation,
         ModelScore::KMeansDistance,
         ModelScore::IForestScore,
+        ModelScore::SeasonalZmax,
+        ModelScore::FusedTopMetric,
+        ModelScore::FusedTopDeviation,
         ModelScore::All,
         ModelScore::Fused,
     ]
@@ -40,6 +45,9 @@ pub fn scalar_udfs(registry: &ModelRegistry) -> Vec<ScalarUDF> {
     .map(|s| ScalarUDF::new_from_impl(ModelFunction::new(s, registry.clone())))
     .collect();
     udfs.push(ScalarUDF::new_from_impl(MadZscore::new(registry.clone())));
+    udfs.push(ScalarUDF::new_from_impl(SeasonalZscore::new(
+        registry.clone(),
+    )));
     udfs.push(ScalarUDF::new_from_impl(ShardOf::default()));
     udfs
 }

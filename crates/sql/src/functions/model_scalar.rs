@@ -10,13 +10,15 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
-use datafusion::common::{Result, internal_err};
+use datafusion::common::{Result, internal_err, plan_err};
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature,
 };
-use tads_model::{AllScores, Fusion, Sampled};
+use tads_model::{AllScores, Fusion, Lead, Sampled, Signals};
 
-use super::common::{check_model_call, doc, finite_rows, for_each_model_run, metric_arrays};
+use super::common::{
+    check_model_call, doc, finite_rows, for_each_model_run, metric_arrays, micros_of, split_time,
+};
 use crate::registry::ModelRegistry;
 
 /// Which score a [`ModelFunction`] computes.
@@ -38,6 +40,12 @@ pub enum ModelScore {
     KMeansDistance,
     /// `iforest_score`: the Isolation Forest score.
     IForestScore,
+    /// `seasonal_zmax`: the largest |z| against the row's hour of the day or week.
+    SeasonalZmax,
+    /// `anomaly_top_metric`: the metric that explains the fused score.
+    FusedTopMetric,
+    /// `anomaly_top_deviation`: how far that metric lies from what its detector expected.
+    FusedTopDeviation,
     /// `pca_scores`: the SPE, T², largest |z|, top metric and fused score at once, as a struct.
     All,
     /// `anomaly_score`: the SPE over its limit fused with the largest |z| over its cut.
@@ -72,6 +80,9 @@ impl ModelScore {
             Self::TopDeviation => "pca_top_deviation",
             Self::KMeansDistance => "kmeans_distance",
             Self::IForestScore => "iforest_score",
+            Self::SeasonalZmax => "seasonal_zmax",
+            Self::FusedTopMetric => "anomaly_top_metric",
+            Self::FusedTopDeviation => "anomaly_top_deviation",
             Self::All => "pca_scores",
             Self::Fused => "anomaly_score",
         }
@@ -85,11 +96,13 @@ impl ModelScore {
             | Self::Fused
             | Self::TopDeviation
             | Self::KMeansDistance
-            | Self::IForestScore => DataType::Float64,
+            | Self::IForestScore
+            | Self::SeasonalZmax
+            | Self::FusedTopDeviation => DataType::Float64,
             Self::Contrib => {
                 DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true)))
             }
-            Self::TopMetric => DataType::Utf8,
+            Self::TopMetric | Self::FusedTopMetric => DataType::Utf8,
             Self::All => DataType::Struct(all_fields()),
         }
     }
@@ -155,17 +168,46 @@ impl ModelScore {
                 "iforest_score(model, x1, ..., xd)",
                 "SELECT iforest_score('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
             ),
+            Self::SeasonalZmax => (
+                "The largest |z| of the row's metrics against the model's seasonal baseline (trained by \
+                 `tads train --seasonal`): per metric, the median and MAD of its slot, the hour of the \
+                 day or of the week that training found to repeat, for the metrics that repeat; the \
+                 plain robust z for the others. The rows' timestamps come last. `fusion.detectors = \
+                 [\"pca\", \"mad\", \"seasonal\"]` puts it into anomaly_score over its limit (the MAD \
+                 cut, raised to the training tail). NULL also where the time is NULL or the model has \
+                 no seasonal section.",
+                "seasonal_zmax(model, x1, ..., xd, ts)",
+                "SELECT seasonal_zmax('m', cpu_pct, mem_pct, latency_ms, ts) FROM telemetry",
+            ),
+            Self::FusedTopMetric => (
+                "The metric that explains the row's fused score (anomaly_score): where the PCA signal \
+                 is the largest, its top metric (pca_top_metric); where the seasonal baseline's is, \
+                 the metric with the largest seasonal |z|; where another's is (MAD, k-means, the \
+                 Isolation Forest), the metric with the largest robust |z|. `tads score` writes it as \
+                 `top_metric` and names an alert's top metrics by it.",
+                "anomaly_top_metric(model, x1, ..., xd [, ts])",
+                "SELECT anomaly_top_metric('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
+            ),
+            Self::FusedTopDeviation => (
+                "How far the metric anomaly_top_metric names lies from what its detector expected of \
+                 it, in its own units (actual minus expected): PCA's reconstruction \
+                 (pca_top_deviation), the seasonal slot's centre, or the model's median. Alerts \
+                 deliver it as expected against actual.",
+                "anomaly_top_deviation(model, x1, ..., xd [, ts])",
+                "SELECT anomaly_top_deviation('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
+            ),
             Self::All => (
-                "Every score of a row at once, from one standardization and projection: a struct {pca_spe, pca_t2, mad_zmax, top_metric, score} equal to pca_score, pca_t2, mad_zmax, pca_top_metric and anomaly_score. One projection instead of five; `tads score` writes its fields as columns. Each field is NULL where that function would be.",
-                "pca_scores(model, x1, ..., xd)",
+                "Every score of a row at once, from one standardization and projection: a struct {pca_spe, pca_t2, mad_zmax, top_metric, score} equal to pca_score, pca_t2, mad_zmax, anomaly_top_metric and anomaly_score. One projection instead of five; `tads score` writes its fields as columns. Each field is NULL where that function would be.",
+                "pca_scores(model, x1, ..., xd [, ts])",
                 "SELECT s['pca_spe'], s['top_metric'] FROM (SELECT pca_scores('m', cpu_pct, mem_pct, latency_ms) AS s FROM telemetry)",
             ),
             Self::Fused => (
                 "The fused anomaly score of a row, 1.0 at threshold: the largest of the SPE divided by \
                  the model's SPE limit (spe_jm_999), Hotelling's T² divided by its limit (t2_999) and the \
-                 largest robust |z| divided by the model's cut. `tads score` writes it as `score` (with the \
+                 largest robust |z| divided by the model's cut, with the detectors of `fusion.detectors` \
+                 (the seasonal one only when the rows' timestamps are passed last). `tads score` writes it as `score` (with the \
                  fusion of its configuration) and opens alerts on it.",
-                "anomaly_score(model, x1, ..., xd)",
+                "anomaly_score(model, x1, ..., xd [, ts])",
                 "SELECT host_id, ts, anomaly_score('m', cpu_pct, mem_pct, latency_ms) AS score FROM telemetry",
             ),
         };
@@ -177,6 +219,11 @@ impl ModelScore {
             .with_argument(
                 "x1, ..., xd",
                 "The model's metrics in its feature order; any numeric type.",
+            )
+            .with_argument(
+                "ts",
+                "Optional (required by seasonal_zmax): the rows' timestamps, last; anomaly_score and \
+                 pca_scores need them for the `seasonal` detector.",
             )
             .build()
     }
@@ -220,6 +267,56 @@ impl ModelFunction {
     }
 }
 
+impl ModelFunction {
+    /// Scores the rows of one model's run as `pca_scores` does: the SPE, T², largest |z| and
+    /// top metric into `out`, the fused score into `fused`; where a row's largest signal is not
+    /// PCA's, its top metric is the one that detector's |z| names (see `Fusion::lead`). Returns
+    /// each row's lead.
+    fn fuse_run(
+        &self,
+        m: &crate::registry::LoadedModel,
+        slices: &[&[f64]],
+        times: Option<&[Option<i64>]>,
+        out: AllScores<'_>,
+        fused: &mut [f64],
+    ) -> Vec<Lead> {
+        let AllScores { spe, t2, zmax, top } = out;
+        m.scorer.all(
+            slices,
+            AllScores {
+                spe: &mut *spe,
+                t2: &mut *t2,
+                zmax: &mut *zmax,
+                top: &mut *top,
+            },
+        );
+        fused.copy_from_slice(spe);
+        let more = SampledValues::of(&self.fusion, m, slices, times);
+        let f = self.fusion.factors(&m.artifact);
+        self.fusion.combine(f, fused, t2, zmax, more.view());
+        let mut row = vec![0.0; slices.len()];
+        (0..fused.len())
+            .map(|i| {
+                let signals = Signals {
+                    spe: spe[i],
+                    t2: t2[i],
+                    zmax: zmax[i],
+                };
+                let lead = self.fusion.lead(f, signals, more.view(), i);
+                if lead != Lead::Pca {
+                    slices
+                        .iter()
+                        .zip(row.iter_mut())
+                        .for_each(|(c, x)| *x = c[i]);
+                    let at = times.and_then(|t| t[i]);
+                    top[i] = m.scorer.explain(lead, &row, at).map(|(j, _)| j as u32);
+                }
+                lead
+            })
+            .collect()
+    }
+}
+
 impl PartialEq for ModelFunction {
     fn eq(&self, other: &Self) -> bool {
         self.score == other.score
@@ -251,6 +348,15 @@ impl ScalarUDFImpl for ModelFunction {
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
         let literal = args.scalar_arguments.first().copied().flatten();
         check_model_call(self.name(), &self.registry, args.arg_fields, literal)?;
+        let after_model = args.arg_fields.get(1..).unwrap_or_default();
+        if self.score == ModelScore::SeasonalZmax
+            && !split_time(after_model, |f| f.data_type().clone()).1
+        {
+            return plan_err!(
+                "{}: expects (model, x1, ..., xd, ts): the rows' timestamps come last",
+                self.name()
+            );
+        }
         Ok(Arc::new(Field::new(
             self.name(),
             self.score.return_type(),
@@ -263,6 +369,12 @@ impl ScalarUDFImpl for ModelFunction {
         let Some((model, metrics)) = args.args.split_first() else {
             return internal_err!("{}: no arguments at plan time's check", self.name());
         };
+        let (metrics, timed) = split_time(metrics, ColumnarValue::data_type);
+        let micros = match args.args.last().filter(|_| timed) {
+            Some(t) => Some(micros_of(t, n)?),
+            None => None,
+        };
+        let times = |rows: &std::ops::Range<usize>| micros.as_ref().map(|t| &t[rows.clone()]);
         let columns = metric_arrays(metrics, n)?;
         let mut valid = finite_rows(&columns, n);
         let mut scored = vec![false; n];
@@ -274,7 +386,8 @@ impl ScalarUDFImpl for ModelFunction {
             | ModelScore::MadZmax
             | ModelScore::Fused
             | ModelScore::KMeansDistance
-            | ModelScore::IForestScore => {
+            | ModelScore::IForestScore
+            | ModelScore::SeasonalZmax => {
                 let mut out = vec![0.0; n];
                 let fused = self.score == ModelScore::Fused;
                 let mut zmax = if fused { vec![0.0; n] } else { Vec::new() };
@@ -295,11 +408,19 @@ impl ScalarUDFImpl for ModelFunction {
                                 return Ok(());
                             }
                         }
+                        ModelScore::SeasonalZmax => {
+                            let Some(t) = times(&rows) else {
+                                return Ok(());
+                            };
+                            if !m.scorer.season_zmax(&slices, t, target) {
+                                return Ok(());
+                            }
+                        }
                         ModelScore::Fused => {
                             let z = &mut zmax[rows.clone()];
                             let t = &mut t2[rows.clone()];
                             m.scorer.spe_t2_zmax(&slices, target, t, z);
-                            let more = SampledValues::of(&self.fusion, m, &slices);
+                            let more = SampledValues::of(&self.fusion, m, &slices, times(&rows));
                             let f = self.fusion.factors(&m.artifact);
                             self.fusion.combine(f, target, t, z, more.view());
                         }
@@ -320,25 +441,13 @@ impl ScalarUDFImpl for ModelFunction {
                 let mut runs: Vec<(std::ops::Range<usize>, Vec<String>)> = Vec::new();
                 for_each_model_run(self.name(), &self.registry, model, Some(d), n, |m, rows| {
                     let slices: Vec<&[f64]> = values.iter().map(|v| &v[rows.clone()]).collect();
-                    m.scorer.all(
-                        &slices,
-                        AllScores {
-                            spe: &mut spe[rows.clone()],
-                            t2: &mut t2[rows.clone()],
-                            zmax: &mut zmax[rows.clone()],
-                            top: &mut top[rows.clone()],
-                        },
-                    );
-                    let target = &mut fused[rows.clone()];
-                    target.copy_from_slice(&spe[rows.clone()]);
-                    let more = SampledValues::of(&self.fusion, m, &slices);
-                    self.fusion.combine(
-                        self.fusion.factors(&m.artifact),
-                        target,
-                        &t2[rows.clone()],
-                        &zmax[rows.clone()],
-                        more.view(),
-                    );
+                    let out = AllScores {
+                        spe: &mut spe[rows.clone()],
+                        t2: &mut t2[rows.clone()],
+                        zmax: &mut zmax[rows.clone()],
+                        top: &mut top[rows.clone()],
+                    };
+                    self.fuse_run(m, &slices, times(&rows), out, &mut fused[rows.clone()]);
                     scored[rows.clone()].fill(true);
                     runs.push((rows, m.artifact.features.clone()));
                     Ok(())
@@ -355,6 +464,50 @@ impl ScalarUDFImpl for ModelFunction {
                     vec![float(spe), float(t2), float(zmax), names, float(fused)],
                     None,
                 ))
+            }
+            ModelScore::FusedTopMetric | ModelScore::FusedTopDeviation => {
+                let mut top: Vec<Option<u32>> = vec![None; n];
+                let mut gap = vec![0.0; n];
+                let mut runs: Vec<(std::ops::Range<usize>, Vec<String>)> = Vec::new();
+                for_each_model_run(self.name(), &self.registry, model, Some(d), n, |m, rows| {
+                    let slices: Vec<&[f64]> = values.iter().map(|v| &v[rows.clone()]).collect();
+                    let len = rows.len();
+                    let (mut spe, mut t2, mut zmax) =
+                        (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
+                    let mut fused = vec![0.0; len];
+                    let out = AllScores {
+                        spe: &mut spe,
+                        t2: &mut t2,
+                        zmax: &mut zmax,
+                        top: &mut top[rows.clone()],
+                    };
+                    let leads = self.fuse_run(m, &slices, times(&rows), out, &mut fused);
+                    if self.score == ModelScore::FusedTopDeviation {
+                        let t = times(&rows);
+                        let mut row = vec![0.0; d];
+                        for (r, lead) in leads.into_iter().enumerate() {
+                            slices
+                                .iter()
+                                .zip(row.iter_mut())
+                                .for_each(|(c, x)| *x = c[r]);
+                            let at = t.and_then(|t| t[r]);
+                            match m.scorer.explain(lead, &row, at) {
+                                Some((_, g)) => gap[rows.start + r] = g,
+                                None => top[rows.start + r] = None,
+                            }
+                        }
+                    }
+                    runs.push((rows, m.artifact.features.clone()));
+                    Ok(())
+                })?;
+                if self.score == ModelScore::FusedTopMetric {
+                    top_names(&top, &valid, runs, n)
+                } else {
+                    let ok: Vec<bool> = (0..n)
+                        .map(|i| valid[i] && top[i].is_some() && gap[i].is_finite())
+                        .collect();
+                    Arc::new(Float64Array::new(gap.into(), Some(NullBuffer::from(ok))))
+                }
             }
             ModelScore::TopMetric => {
                 // Columnar: the argmax of the squared residuals, no allocation per row.
@@ -411,20 +564,31 @@ impl ScalarUDFImpl for ModelFunction {
     }
 }
 
-/// The k-means distances and the Isolation Forest scores of some rows, each where the fusion
-/// uses it for the rows' model (else empty).
+/// The k-means distances, the Isolation Forest scores and the seasonal |z| of some rows, each
+/// where the fusion uses it for the rows' model (else empty; the seasonal also without times).
 struct SampledValues {
     kmeans: Vec<f64>,
     iforest: Vec<f64>,
+    seasonal: Vec<f64>,
 }
 
 impl SampledValues {
-    fn of(fusion: &Fusion, m: &crate::registry::LoadedModel, slices: &[&[f64]]) -> Self {
+    fn of(
+        fusion: &Fusion,
+        m: &crate::registry::LoadedModel,
+        slices: &[&[f64]],
+        micros: Option<&[Option<i64>]>,
+    ) -> Self {
         let n = slices.first().map_or(0, |s| s.len());
         let mut v = Self {
             kmeans: Vec::new(),
             iforest: Vec::new(),
+            seasonal: Vec::new(),
         };
+        if let Some(t) = micros.filter(|_| fusion.needs_seasonal(&m.artifact)) {
+            v.seasonal = vec![0.0; n];
+            m.scorer.season_zmax(slices, t, &mut v.seasonal);
+        }
         if fusion.needs_kmeans(&m.artifact) {
             v.kmeans = vec![0.0; n];
             m.scorer.kmeans_distance(slices, &mut v.kmeans);
@@ -440,6 +604,7 @@ impl SampledValues {
         Sampled {
             kmeans: &self.kmeans,
             iforest: &self.iforest,
+            seasonal: &self.seasonal,
         }
     }
 }
