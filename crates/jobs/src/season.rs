@@ -167,10 +167,11 @@ async fn slots(
     let batch = collect(
         input.ctx,
         &format!(
-            "{rows} SELECT w.__k, {slot} AS __slot, {}, {} FROM w JOIN {PERIODS} p ON w.__k = p.__k \
+            "{rows} SELECT w.__k, {slot} AS __slot, {}, {}, {} FROM w JOIN {PERIODS} p ON w.__k = p.__k \
              JOIN {SLOTS} s ON s.__k = w.__k AND s.__slot = {slot} GROUP BY 1, 2, {}",
             list(&|j| format!("s.__c{j}")),
             list(&|j| input.mode.small_median(&format!("abs(w.__w{j} - s.__c{j})"))),
+            list(&|j| format!("s.__n{j}")),
             list(&|j| format!("s.__c{j}, s.__n{j}")),
         ),
     )
@@ -190,8 +191,7 @@ async fn slots(
         };
         for (j, stat) in row.iter_mut().enumerate() {
             *stat = SlotStat {
-                // The counts follow the medians and MADs in the group-by's columns.
-                rows: at(2 + 2 * d + 2 * j + 1, i).map_or(0, |n| n as u64),
+                rows: at(2 + 2 * d + j, i).map_or(0, |n| n as u64),
                 median: at(2 + j, i),
                 mad: at(2 + d + j, i),
             };
