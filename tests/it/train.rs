@@ -748,7 +748,23 @@ async fn sampled_detectors_train_alike_on_any_thread_count_and_score_as_sql_says
 /// limit (raised to its training tail) says.
 #[tokio::test]
 async fn the_seasonal_baseline_finds_the_daily_period_and_scores_as_sql_says() {
-    let f = Fixture::new();
+    // Nine days: a daily period needs seven days of distances from the previous day's median.
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, models) = (tmp.path().join("data"), tmp.path().join("models"));
+    let nine_days = [
+        "--hosts",
+        "5",
+        "--duration",
+        "9d",
+        "--interval",
+        "5m",
+        "--anomaly-rate",
+        "1",
+        "--seed",
+        "7",
+    ];
+    assert_ok(&generate(data.to_str().unwrap(), &nine_days));
+    let f = Fixture { tmp, data, models };
     // Without the daily cycle, so that the plan reads the columns as SQL does below.
     let run = f.train(&[
         "--model",
@@ -763,13 +779,17 @@ async fn the_seasonal_baseline_finds_the_daily_period_and_scores_as_sql_says() {
     assert_eq!(season.period_hours, 24, "{:?}", season.strength);
     assert!(season.features.iter().any(|f| f == "cpu_pct"), "{season:?}");
     assert!(season.tail.is_some());
-    // Slots of a cycling metric differ by hour; a metric without slots keeps the model's.
+    // Without the daily cycle the slots' centres carry it: they differ by hour by more than
+    // a slot's scale.
     let j = m.features.iter().position(|f| f == "cpu_pct").unwrap();
     let centers: Vec<f64> = season.center.iter().map(|r| r[j]).collect();
     let spread = centers.iter().cloned().fold(f64::MIN, f64::max)
         - centers.iter().cloned().fold(f64::MAX, f64::min);
-    assert!(spread > m.scale[j], "cpu_pct's hourly centres: {centers:?}");
-
+    let smallest = season.scale.iter().map(|r| r[j]).fold(f64::MAX, f64::min);
+    assert!(
+        spread > smallest,
+        "cpu_pct's hourly centres {centers:?}, scales from {smallest}"
+    );
     let out = f.tmp.path().join("seasonal-scores");
     let settings = [
         "--no-alerts",
@@ -813,6 +833,24 @@ async fn the_seasonal_baseline_finds_the_daily_period_and_scores_as_sql_says() {
     )
     .unwrap();
     let with = group.members.iter().filter(|m| m.season.is_some()).count();
+    // A member's daily cycle (trained by default) is already taken out of the rows the plan
+    // scores, so its slots' centres lie near the median: they keep only what the cycle did not.
+    for m in group.members.iter().filter(|m| m.season.is_some()) {
+        let season = m.season.as_ref().unwrap();
+        assert!(m.seasonal.is_some(), "{}: no daily cycle", m.name);
+        for (j, f) in m.features.iter().enumerate() {
+            for row in &season.center {
+                assert!(
+                    (row[j] - m.median[j]).abs() < 3.0 * m.scale[j],
+                    "{}: {f}'s centre {} against median {} (scale {})",
+                    m.name,
+                    row[j],
+                    m.median[j],
+                    m.scale[j]
+                );
+            }
+        }
+    }
     assert!(
         with >= 4,
         "{with} of {} members have a seasonal section",

@@ -1,6 +1,6 @@
 //! Trains the seasonal baseline detector (`tads train --seasonal-baseline`, see
 //! [`tads_model::season`]): per key (the model, or each member of a group), the period of its
-//! metrics and each slot's median and MAD of their distance from their day's median.
+//! metrics and each slot's median and MAD of their distance from the previous day's median.
 //!
 //! Four statements over the training rows, each grouped by key and a time bucket, their small
 //! results joined from memory: the day medians; the hourly medians of the distances, from which
@@ -66,7 +66,9 @@ fn register(ctx: &SessionContext, name: &str, columns: Vec<(String, ArrayRef)>) 
 }
 
 /// The training rows as `w(__k, __hr, __x{j}, __w{j})`: the key, the hour since the epoch, each
-/// value and its distance from its day's median (the day medians are joined from memory).
+/// value and its distance from the previous day's median, as the scoring plan's drift baseline
+/// measures a row (the day medians are joined from memory; the first day has none, and drops
+/// out).
 async fn rows_sql(input: &BaselineInput<'_>, key: Option<&str>) -> Result<String> {
     let ts = ident(TIME);
     let k = key_sql(key);
@@ -91,7 +93,7 @@ async fn rows_sql(input: &BaselineInput<'_>, key: Option<&str>) -> Result<String
     Ok(format!(
         "WITH t AS (SELECT {k} AS __k, {day} AS __day, {hour} AS __hr, {} FROM telemetry \
            WHERE {filter} AND {ts} IS NOT NULL), \
-         w AS (SELECT t.__k, t.__hr, {}, {} FROM t JOIN {DAYS} d ON t.__k = d.__k AND t.__day = d.__day)",
+         w AS (SELECT t.__k, t.__hr, {}, {} FROM t JOIN {DAYS} d ON t.__k = d.__k AND t.__day = d.__day + 1)",
         list(&|j| format!("{} AS __x{j}", nan_as_null(&input.cols[j]))),
         list(&|j| format!("t.__x{j}")),
         list(&|j| format!("t.__x{j} - d.__m{j} AS __w{j}")),
@@ -211,7 +213,7 @@ struct Found<'a> {
 }
 
 /// Per key, the training tail of the largest |z| of its section, measured in the training rows'
-/// space: a feature with its own slot statistics from its day's median (`__r` = 1) by its slot
+/// space: a feature with its own slot statistics from the previous day's median (`__r` = 1) by its slot
 /// median, the others from their value by the model's median. One row per key and slot goes
 /// into memory.
 async fn tails(
@@ -247,7 +249,7 @@ async fn tails(
         table.push((format!("{name}{}", i % d), Arc::new(Float64Array::from(c))));
     }
     register(input.ctx, FINAL, table)?;
-    // x − r·(x − w) is w (the distance from the day's median) where r is 1, else x.
+    // x − r·(x − w) is w (the distance from the previous day's median) where r is 1, else x.
     let z: Vec<String> = (0..d)
         .map(|j| format!("abs(w.__x{j} - f.__r{j} * (w.__x{j} - w.__w{j}) - f.__c{j}) / f.__s{j}"))
         .collect();
@@ -328,7 +330,7 @@ fn note(m: &ModelArtifact) {
     eprintln!(
         "note: model `{}`: no seasonal baseline (its training data shows no daily or weekly cycle: \
          no metric's hourly medians correlate by {} or more at 24 or 168 hours, or it covers less \
-         than three days, or it has no timestamp column `{TIME}`)",
+         than a week, or it has no timestamp column `{TIME}`)",
         m.name,
         season::MIN_STRENGTH
     );

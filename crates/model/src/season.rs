@@ -7,12 +7,12 @@
 //! row before PCA and MAD see it. What it does not know is that an hour's *spread* differs (a
 //! service is quiet at night and busy by day: the same step is ordinary at noon and alarming at
 //! 3:00) and that a week has its own shape (Monday mornings). This detector keeps, per slot, the
-//! median and MAD of each metric's distance from its own day's median, in the same space the
-//! scoring plan hands the detectors (the drift baseline and the daily cycle taken out), so its
+//! median and MAD of each metric's distance from the previous day's median, in the same space
+//! the scoring plan hands the detectors (the drift baseline and the daily cycle taken out), so its
 //! z-score needs no more than the row and its timestamp.
 //!
 //! The period is found in the data, not assumed: the autocorrelation of each metric's hourly
-//! medians (less their day's median) at a lag of 24 and of 168 hours. A metric with an
+//! medians (less the previous day's median) at a lag of 24 and of 168 hours. A metric with an
 //! autocorrelation of at least [`MIN_STRENGTH`] at the chosen period gets slots; the others keep
 //! the model's median and scale in every slot, so their z is the plain robust z.
 
@@ -28,6 +28,13 @@ pub const PERIODS: [u32; 2] = [24, 168];
 
 /// The autocorrelation at the period a metric needs to get slots.
 pub const MIN_STRENGTH: f64 = 0.3;
+
+/// The days of distances a daily period needs: a slot's median and MAD from fewer describe
+/// those days more than the hour.
+pub const DAILY_MIN_DAYS: usize = 7;
+
+/// The days of distances a weekly period needs: each hour of the week seen twice.
+pub const WEEKLY_MIN_DAYS: usize = 14;
 
 /// How much more the weekly period's mean autocorrelation must be than the daily's for a week
 /// to be chosen (a week repeats every day's cycle too).
@@ -184,8 +191,9 @@ impl Detected {
 }
 
 /// Finds the period of `hourly` (per hour since the epoch, each feature's median distance from
-/// its day's median): a week when at least two are covered and the metrics' mean autocorrelation
-/// at 168 hours beats the one at 24 hours, else a day when at least three are covered. `None`
+/// the previous day's median): a week when [`WEEKLY_MIN_DAYS`] are covered and the metrics' mean
+/// autocorrelation at 168 hours beats the one at 24 hours, else a day when [`DAILY_MIN_DAYS`]
+/// are. `None`
 /// when no feature reaches [`MIN_STRENGTH`] at the period chosen.
 pub fn detect(hourly: &BTreeMap<i64, Vec<Option<f64>>>, d: usize) -> Option<Detected> {
     let (first, last) = (*hourly.keys().next()?, *hourly.keys().next_back()?);
@@ -206,8 +214,8 @@ pub fn detect(hourly: &BTreeMap<i64, Vec<Option<f64>>>, d: usize) -> Option<Dete
     };
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
     let days = span / 24;
-    let daily = (days >= 3).then(|| strengths(24));
-    let weekly = (days >= 14).then(|| strengths(168));
+    let daily = (days >= DAILY_MIN_DAYS).then(|| strengths(24));
+    let weekly = (days >= WEEKLY_MIN_DAYS).then(|| strengths(168));
     let (period_hours, strength) = match (daily, weekly) {
         (Some(day), Some(week)) if mean(&week) > mean(&day) + WEEKLY_MARGIN => (168, week),
         (Some(day), _) => (24, day),
@@ -220,7 +228,7 @@ pub fn detect(hourly: &BTreeMap<i64, Vec<Option<f64>>>, d: usize) -> Option<Dete
     (0..d).any(|j| found.seasonal(j)).then_some(found)
 }
 
-/// One slot's statistics of one feature's distance from its day's median.
+/// One slot's statistics of one feature's distance from the previous day's median.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct SlotStat {
     /// Rows with a value.
