@@ -294,3 +294,37 @@ fn every_bad_input_gets_one_line_and_exit_2_as_the_readme_lists() {
         );
     }
 }
+
+/// A reader that goes away before the output is written (`tads eval --json … | true`) ends the
+/// process quietly with the shell's code for SIGPIPE, 141: no panic, no backtrace.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, models, out) = (
+        tmp.path().join("data"),
+        tmp.path().join("models"),
+        tmp.path().join("out"),
+    );
+    assert_ok(&generate(data.to_str().unwrap(), SMALL));
+    assert_ok(&train_cmd("m", &data, &models, &[]));
+    assert_ok(&crate::support::score_cmd(
+        "m",
+        &data,
+        &models,
+        &out,
+        &["--quiet"],
+    ));
+    let mut child = tads()
+        .args(["eval", "--json", "--scored"])
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the reading end at once: the evaluation runs first, then writes into a closed pipe.
+    drop(child.stdout.take());
+    let done = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(141), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -111,6 +111,25 @@ pub(crate) fn check_command_line(argv: &[String]) -> Result<(), String> {
         .map_err(|e| clap_error_line(&e.render().to_string()))
 }
 
+/// A reader that goes away (`tads eval | head -3`) makes `println!` panic on the broken pipe:
+/// end the process quietly then, with the shell's code for SIGPIPE (141), as command-line tools
+/// do, instead of printing a panic and a backtrace. Any other panic is reported as before.
+fn quiet_on_closed_stdout() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        report(info);
+    }));
+}
+
 /// Runs the command line in `std::env::args` and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -134,6 +153,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    quiet_on_closed_stdout();
     // Deep input is refused before planning (`tads_sql::depth`); the big stacks are the margin
     // for what DataFusion still does by recursion (planning, dropping and printing plans).
     let spawned = std::thread::Builder::new()
