@@ -1,9 +1,11 @@
-//! One anomaly score from two signals, and severity bands on it.
+//! One anomaly score from the detectors' signals (`fusion/detectors.rs` says which), and
+//! severity bands on it (`fusion/severity.rs`).
 //!
 //! The PCA signal is the SPE divided by the model's SPE limit, or Hotelling's T² divided by its
-//! limit where that is larger; the MAD signal is the largest robust |z| divided by its cut. Each
-//! is 1.0 exactly at its threshold, so they can be combined: by their maximum (a row is as
-//! anomalous as its worse signal), or by a weighted mean.
+//! limit where that is larger; the MAD signal is the largest robust |z| divided by its cut; the
+//! k-means, Isolation Forest and seasonal signals are their own statistics over their limits.
+//! Each is 1.0 exactly at its threshold, so they can be combined: by their maximum (a row is as
+//! anomalous as its worse signal), by a weighted mean, or by a vote.
 //!
 //! Why T² too: the components a model keeps (by explained variance) include directions that
 //! belong to single metrics, so a step or a drift on one metric moves a row along a kept
@@ -13,6 +15,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ModelArtifact;
+
+mod detectors;
+mod severity;
+
+pub use detectors::{Detectors, Weights};
+pub use severity::Severity;
 
 /// Which of the model's SPE limits divides the SPE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -74,107 +82,6 @@ impl T2Limit {
             Self::Off => None,
         }
         .filter(|l| l.is_finite() && *l > 0.0)
-    }
-}
-
-/// Which detectors the fused score is made of (`fusion.detectors`): a list of `pca` (the SPE
-/// and T² signal), `mad` (the largest robust |z|), `kmeans` (the distance to the nearest
-/// training centroid), `iforest` (the Isolation Forest score) and `seasonal` (the largest |z|
-/// against the row's hour of the day or week), the last three for models trained with them; or
-/// the same names comma-separated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Detectors {
-    /// The PCA signal.
-    pub pca: bool,
-    /// The MAD signal.
-    pub mad: bool,
-    /// The k-means distance signal.
-    pub kmeans: bool,
-    /// The Isolation Forest signal.
-    pub iforest: bool,
-    /// The seasonal baseline signal.
-    pub seasonal: bool,
-}
-
-impl Default for Detectors {
-    fn default() -> Self {
-        Self {
-            pca: true,
-            mad: true,
-            kmeans: false,
-            iforest: false,
-            seasonal: false,
-        }
-    }
-}
-
-impl Detectors {
-    /// Every name a detector can have.
-    pub const NAMES: [&'static str; 5] = ["pca", "mad", "kmeans", "iforest", "seasonal"];
-
-    /// Which are on, in the order of [`Detectors::NAMES`].
-    fn flags(&self) -> [bool; 5] {
-        [self.pca, self.mad, self.kmeans, self.iforest, self.seasonal]
-    }
-
-    fn names(&self) -> Vec<&'static str> {
-        self.flags()
-            .into_iter()
-            .zip(Self::NAMES)
-            .filter_map(|(on, n)| on.then_some(n))
-            .collect()
-    }
-
-    fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
-        let mut d = Self {
-            pca: false,
-            mad: false,
-            kmeans: false,
-            iforest: false,
-            seasonal: false,
-        };
-        for n in names {
-            match n.trim() {
-                "pca" => d.pca = true,
-                "mad" => d.mad = true,
-                "kmeans" => d.kmeans = true,
-                "iforest" => d.iforest = true,
-                "seasonal" => d.seasonal = true,
-                "" => {}
-                other => {
-                    return Err(format!(
-                        "fusion.detectors: unknown detector `{other}` (expected {})",
-                        Self::NAMES.join(", ")
-                    ));
-                }
-            }
-        }
-        if d.names().is_empty() {
-            return Err("fusion.detectors: name at least one detector".into());
-        }
-        Ok(d)
-    }
-}
-
-impl Serialize for Detectors {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.names().serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Detectors {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Names {
-            List(Vec<String>),
-            Text(String),
-        }
-        let names = match Names::deserialize(d)? {
-            Names::List(l) => l,
-            Names::Text(t) => t.split(',').map(str::to_string).collect(),
-        };
-        Self::from_names(names.iter().map(String::as_str)).map_err(serde::de::Error::custom)
     }
 }
 
@@ -482,29 +389,6 @@ fn weighted_mean(
     }
 }
 
-/// Per-detector weights (`fusion.weights`), in the order of [`Detectors::NAMES`].
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Weights {
-    /// The PCA signal's.
-    pub pca: f64,
-    /// The MAD signal's.
-    pub mad: f64,
-    /// The k-means signal's.
-    pub kmeans: f64,
-    /// The Isolation Forest's.
-    pub iforest: f64,
-    /// The seasonal baseline's.
-    pub seasonal: f64,
-}
-
-impl Weights {
-    /// The weights in the order of [`Detectors::NAMES`].
-    pub fn values(&self) -> [f64; 5] {
-        [self.pca, self.mad, self.kmeans, self.iforest, self.seasonal]
-    }
-}
-
 /// A row's SPE, T² and largest robust |z|.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Signals {
@@ -601,55 +485,6 @@ pub struct Sampled<'a> {
     pub iforest: &'a [f64],
     /// The largest seasonal |z|.
     pub seasonal: &'a [f64],
-}
-
-/// Severity bands on an alert's peak fused score.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Severity {
-    /// Peaks at or above this are `warning`.
-    pub warning: f64,
-    /// Peaks at or above this are `critical`.
-    pub critical: f64,
-}
-
-impl Default for Severity {
-    fn default() -> Self {
-        Self {
-            warning: 2.0,
-            critical: 4.0,
-        }
-    }
-}
-
-impl Severity {
-    /// The names, lowest first.
-    pub const NAMES: [&'static str; 3] = ["info", "warning", "critical"];
-
-    /// Checks that the bands are finite and ordered.
-    pub fn validate(&self) -> Result<(), String> {
-        if !(self.warning.is_finite() && self.critical.is_finite()) {
-            return Err("severity: warning and critical must be numbers".into());
-        }
-        if self.critical < self.warning {
-            return Err(format!(
-                "severity: critical ({}) is below warning ({})",
-                self.critical, self.warning
-            ));
-        }
-        Ok(())
-    }
-
-    /// The band of a peak score.
-    pub fn of(&self, peak: f64) -> &'static str {
-        if peak >= self.critical {
-            "critical"
-        } else if peak >= self.warning {
-            "warning"
-        } else {
-            "info"
-        }
-    }
 }
 
 #[cfg(test)]
