@@ -1,6 +1,6 @@
 //! Kernel benchmarks on in-memory batches of 8192 rows × 8 metrics, one thread:
 //! `pca_score` (SPE), `pca_t2`, `mad_zmax`, `anomaly_score` (the fused score),
-//! `kmeans_distance` (8 centroids), `pca_contrib`
+//! `kmeans_distance` (8 centroids), `iforest_score`, `seasonal_zmax`, `pca_contrib`
 //! (per row), the `pca_fit` accumulator (update and merge), the alert state machine behind
 //! `alert_state`, and `mad_zscore(x, median, mad)` through DataFusion (1M rows, one partition). Targets: SPE ≥ 100M rows/s per core, `pca_fit` ≥ 20M rows/s.
 //!
@@ -98,6 +98,28 @@ fn bench(c: &mut Criterion) {
     let forest_scorer = Scorer::new(&with_kmeans);
     g.bench_function("iforest_score", |b| {
         b.iter(|| forest_scorer.iforest_score(black_box(&refs), &mut out))
+    });
+    // The seasonal baseline's largest |z| (a daily section on every metric, 10 s rows).
+    let period = tads_model::season::Detected {
+        period_hours: 24,
+        strength: vec![0.9; cols.len()],
+    };
+    let slots: Vec<Vec<tads_model::season::SlotStat>> = (0..24)
+        .map(|h| {
+            let stat = tads_model::season::SlotStat {
+                rows: 100,
+                median: Some(f64::from(h) / 24.0),
+                mad: Some(1.0),
+            };
+            vec![stat; cols.len()]
+        })
+        .collect();
+    let mut with_season = model.clone();
+    with_season.season = Some(tads_model::season::build(&model, &period, &slots, "ts"));
+    let season_scorer = Scorer::new(&with_season);
+    let micros: Vec<Option<i64>> = (0..ROWS as i64).map(|i| Some(i * 10_000_000)).collect();
+    g.bench_function("seasonal_zmax", |b| {
+        b.iter(|| season_scorer.season_zmax(black_box(&refs), &micros, &mut out))
     });
     // The alert machine over fused scores with a few alerts in them.
     scorer.spe_t2_zmax(&refs, &mut out, &mut t2, &mut z);
