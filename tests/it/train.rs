@@ -693,51 +693,20 @@ async fn sampled_detectors_train_alike_on_any_thread_count_and_score_as_sql_says
     assert!(km.sample_rows > 1000 && km.sample_rows <= 20_000, "{km:?}");
     assert!(read_model(&f.models, "k1").validate().is_ok());
 
-    let out = f.tmp.path().join("kmeans-scores");
-    let settings = [
-        "--no-alerts",
-        "--set",
-        "fusion.detectors=kmeans",
-        "--set",
-        "drift.baseline=off",
-        "--set",
-        "drift.seasonal=false",
-    ];
-    assert_ok(&score_cmd("k1", &f.data, &f.models, &out, &settings));
     let limit = km.limit.max(km.tail.unwrap_or(0.0));
     let x = FEATURES.join(", ");
-    let v = scored_counts(
-        &f.models,
-        &out,
-        &format!(
-            "SELECT count(score), \
-                    count(*) FILTER (WHERE NOT abs(score - kmeans_distance('k1', {x}) / {limit:?}) \
-                      <= 1e-9 * (1 + score)), \
-                    count(*) FILTER (WHERE score > 1) FROM s"
-        ),
-    )
-    .await;
+    let signal = format!("kmeans_distance('k1', {x}) / {limit:?}");
+    let v = score_alone(&f, "k1", "kmeans", &signal).await;
     assert!(v[0] > 10_000, "rows scored: {}", v[0]);
     assert_eq!(v[1], 0, "rows whose score is not the k-means signal");
     assert!(v[2] > 0, "no row above the k-means limit");
 
     // The forest alone: its score put at 0 at the training median and 1 at the limit.
-    let out = f.tmp.path().join("iforest-scores");
-    let mut settings = settings;
-    settings[2] = "fusion.detectors=iforest";
-    assert_ok(&score_cmd("k1", &f.data, &f.models, &out, &settings));
     let limit = forest.limit.max(forest.tail.unwrap_or(0.0));
-    let (median, x) = (forest.median, FEATURES.join(", "));
-    let v = scored_counts(
-        &f.models,
-        &out,
-        &format!(
-            "SELECT count(score), \
-                    count(*) FILTER (WHERE NOT abs(score - greatest(iforest_score('k1', {x}) - \
-                      {median:?}, 0) / ({limit:?} - {median:?})) <= 1e-9 * (1 + score)) FROM s"
-        ),
-    )
-    .await;
+    let median = forest.median;
+    let signal =
+        format!("greatest(iforest_score('k1', {x}) - {median:?}, 0) / ({limit:?} - {median:?})");
+    let v = score_alone(&f, "k1", "iforest", &signal).await;
     assert!(v[0] > 10_000, "rows scored: {}", v[0]);
     assert_eq!(v[1], 0, "rows whose score is not the forest's signal");
 }
@@ -790,30 +759,10 @@ async fn the_seasonal_baseline_finds_the_daily_period_and_scores_as_sql_says() {
         spread > smallest,
         "cpu_pct's hourly centres {centers:?}, scales from {smallest}"
     );
-    let out = f.tmp.path().join("seasonal-scores");
-    let settings = [
-        "--no-alerts",
-        "--set",
-        "fusion.detectors=seasonal",
-        "--set",
-        "drift.baseline=off",
-        "--set",
-        "drift.seasonal=false",
-    ];
-    assert_ok(&score_cmd("s1", &f.data, &f.models, &out, &settings));
     let limit = season.limit.max(season.tail.unwrap_or(0.0));
     let x = FEATURES.join(", ");
-    let v = scored_counts(
-        &f.models,
-        &out,
-        &format!(
-            "SELECT count(score), \
-                    count(*) FILTER (WHERE NOT abs(score - seasonal_zmax('s1', {x}, ts) / {limit:?}) \
-                      <= 1e-9 * (1 + score)), \
-                    count(*) FILTER (WHERE score > 1) FROM s"
-        ),
-    )
-    .await;
+    let signal = format!("seasonal_zmax('s1', {x}, ts) / {limit:?}");
+    let v = score_alone(&f, "s1", "seasonal", &signal).await;
     assert!(v[0] > 10_000, "rows scored: {}", v[0]);
     assert_eq!(v[1], 0, "rows whose score is not the seasonal signal");
     assert!(v[2] > 0, "no row above the seasonal limit");
@@ -857,6 +806,35 @@ async fn the_seasonal_baseline_finds_the_daily_period_and_scores_as_sql_says() {
         group.members.len()
     );
     assert!(group.validate().is_ok());
+}
+
+/// Scores the fixture's data with `model` and `fusion.detectors = [detector]` (no alerts, no
+/// drift baseline, no daily cycle, so the plan reads the columns as SQL does) and counts, over
+/// the scored rows: the rows with a score, those whose score is not `signal` (a SQL expression
+/// over the metric columns), and those above 1.
+async fn score_alone(f: &Fixture, model: &str, detector: &str, signal: &str) -> Vec<i64> {
+    let out = f.tmp.path().join(format!("{detector}-scores"));
+    let detectors = format!("fusion.detectors={detector}");
+    let settings = [
+        "--no-alerts",
+        "--set",
+        &detectors,
+        "--set",
+        "drift.baseline=off",
+        "--set",
+        "drift.seasonal=false",
+    ];
+    assert_ok(&score_cmd(model, &f.data, &f.models, &out, &settings));
+    scored_counts(
+        &f.models,
+        &out,
+        &format!(
+            "SELECT count(score), \
+                    count(*) FILTER (WHERE NOT abs(score - {signal}) <= 1e-9 * (1 + score)), \
+                    count(*) FILTER (WHERE score > 1) FROM s"
+        ),
+    )
+    .await
 }
 
 /// The counts (one row of integers) `sql` gives over the scored rows of the run at `out` as table
