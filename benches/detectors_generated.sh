@@ -6,6 +6,7 @@
 #   benches/detectors_generated.sh [setting …]   (default: defaults seasonal pca+mad+seasonal)
 #
 # A setting is a name of benches/real/detectors.sh: defaults, or detectors joined by `+`.
+# TADS_GEN_ARGS adds generate flags: TADS_GEN_ARGS="--profile network" for 30 network links.
 # Binary: $TADS, else ~/.cache/tads/target/debug/tads (build it first). Work: $TADS_WORK or
 # ~/.cache/tads/generated-detectors.
 set -euo pipefail
@@ -16,7 +17,7 @@ settings=("$@")
 rm -rf "$work"
 mkdir -p "$work"
 "$tads" generate --out "$work/data" --hosts 30 --duration 14d --interval 1m --anomaly-rate 1 \
-  --seed 11 --quiet
+  --seed 11 --quiet ${TADS_GEN_ARGS:-}
 "$tads" train --data "$work/data" --models "$work/models" --model hosts --group-by host_id \
   --kmeans --iforest --seasonal-baseline --quiet
 echo "| detectors | point precision | point recall | point F1 | event recall | normal rows in alert | AU-PRC |"

@@ -24,7 +24,7 @@ fn columns() -> Vec<Vec<f64>> {
     };
     let plan = Plan::new(&config).unwrap();
     let batch = plan.host_batch(0, (0, ROWS as u64)).unwrap();
-    Metric::ALL
+    Metric::SERVER
         .iter()
         .map(|m| {
             let c = batch.column_by_name(m.column()).unwrap();
@@ -45,7 +45,10 @@ fn bench(c: &mut Criterion) {
         ..TrainOptions::default()
     };
     let fitted = fit_in_memory(&cols, &options).unwrap();
-    let names: Vec<String> = Metric::ALL.iter().map(|m| m.column().to_string()).collect();
+    let names: Vec<String> = Metric::SERVER
+        .iter()
+        .map(|m| m.column().to_string())
+        .collect();
     let model = artifact(
         "bench",
         &names,

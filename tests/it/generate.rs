@@ -76,7 +76,7 @@ async fn writes_a_labelled_hive_partitioned_dataset() {
             "{dict}"
         );
     }
-    for m in tads_gen::Metric::ALL {
+    for m in tads_gen::Metric::SERVER {
         assert_eq!(ty(m.column()), DataType::Float64);
     }
     assert_eq!(ty("is_anomaly"), DataType::Boolean);
@@ -403,6 +403,11 @@ fn bad_input_is_one_line_exit_2_and_writes_nothing() {
             "unknown anomaly type `meteor`",
         ),
         (vec!["--duration", "1m", "--interval", "1h"], "--duration"),
+        (vec!["--profile", "wifi"], "unknown profile `wifi`"),
+        (
+            vec!["--profile", "network", "--anomaly-types", "burst"],
+            "--anomaly-types: `burst` is not an anomaly of the network profile",
+        ),
     ];
     for (args, needle) in cases {
         let res = generate(o, &args);

@@ -12,6 +12,7 @@ mod golden;
 mod jobs;
 mod kill;
 mod live;
+mod network;
 mod pg;
 mod prometheus;
 mod s3;

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use clap::Args;
-use tads_gen::{AnomalyConfig, AnomalyType, GenConfig, Plan, Span, SpanRange, WriteOptions};
+use tads_gen::{
+    AnomalyConfig, AnomalyType, GenConfig, Plan, Profile, Span, SpanRange, WriteOptions,
+};
 use tads_store::Location;
 
 use crate::progress::RowBar;
@@ -19,6 +21,10 @@ Each host gets its own baseline and a shared latent load with daily and weekly s
 CPU, disk, network, latency and errors together. Spikes, bursts, trends, correlation breaks and level \
 shifts are injected at --anomaly-rate events per host-day and labelled on every row they touch \
 (is_anomaly, anomaly_type, anomaly_id).\n\n\
+With --profile network each key is a network link (link-0000, still in the host_id column, so train, \
+score and eval run unchanged) with bandwidth_mbps, latency_ms, packet_loss_pct (0-100, mostly near 0), \
+jitter_ms and retransmits (whole counts), driven by the same daily utilisation cycle; it injects loss bursts, \
+jitter storms, bandwidth collapses and latency steps.\n\n\
 Output: <out>/date=YYYY-MM-DD/part-NNNNN.parquet (zstd, rows sorted by host_id, ts) and \
 <out>/_manifest.json, written last. The same arguments always give the same rows.\n\nWith --follow it keeps writing: one file per --flush of data time (date=YYYY-MM-DD/part-HHMMSS.parquet), each once its time has passed since the start (or --speed times faster), until Ctrl-C or the end of --duration; then the manifest lists what was written. `tads watch` follows such a folder.",
     after_help = "Examples:\n  tads generate --out ./data/generated/telemetry --hosts 50 --duration 7d\n  \
@@ -28,9 +34,12 @@ pub(crate) struct GenerateArgs {
     /// Where to write: a directory, file:///path or s3://bucket/prefix
     #[arg(long, value_name = "DIR|URL")]
     out: String,
-    /// Number of hosts
+    /// Number of hosts (links with --profile network)
     #[arg(long, default_value_t = GenConfig::default().hosts)]
     hosts: u32,
+    /// What the rows are: `server` hosts (CPU, memory, disk, network, latency, errors) or `network` links (bandwidth, latency, packet loss, jitter, retransmits)
+    #[arg(long, default_value_t = Profile::Server)]
+    profile: Profile,
     /// First timestamp, RFC 3339 (2026-01-01T00:00:00Z) or a date (midnight UTC)
     #[arg(long, value_parser = tads_gen::config::parse_start, default_value = "2026-01-01T00:00:00Z")]
     start: DateTime<Utc>,
@@ -84,14 +93,9 @@ pub(crate) struct GenerateArgs {
     )]
     speed: f64,
 
-    /// Kinds to inject, comma-separated: spike, burst, trend, correlation_break, level_shift
-    #[arg(
-        long,
-        value_delimiter = ',',
-        help_heading = "Anomalies",
-        default_value = "spike,burst,trend,correlation_break,level_shift"
-    )]
-    anomaly_types: Vec<AnomalyType>,
+    /// Kinds to inject, comma-separated. Server: spike, burst, trend, correlation_break, level_shift (default: all). Network: loss_burst, jitter_storm, bandwidth_collapse, latency_step (default: these four), spike, level_shift. Loss bursts and jitter storms take the burst's magnitude and duration, a bandwidth collapse the break's duration and the shift's magnitude (downwards), a latency step the shift's
+    #[arg(long, value_delimiter = ',', help_heading = "Anomalies")]
+    anomaly_types: Option<Vec<AnomalyType>>,
     /// Spike height in standard deviations of the metric
     #[arg(long, help_heading = "Anomalies", allow_negative_numbers = true, default_value_t = AnomalyConfig::default().spike_magnitude)]
     spike_magnitude: f64,
@@ -143,8 +147,12 @@ impl GenerateArgs {
             anomaly_rate: self.anomaly_rate,
             regions: self.regions,
             projects: self.projects,
+            profile: self.profile,
             anomalies: AnomalyConfig {
-                types: self.anomaly_types.clone(),
+                types: self
+                    .anomaly_types
+                    .clone()
+                    .unwrap_or_else(|| self.profile.default_kinds().to_vec()),
                 spike_magnitude: self.spike_magnitude,
                 spike_points: self.spike_points,
                 burst_magnitude: self.burst_magnitude,
@@ -232,9 +240,10 @@ pub(crate) async fn run(args: GenerateArgs, pg: &crate::pg::PgArgs) -> anyhow::R
     if !args.quiet {
         let m = &summary.manifest;
         println!(
-            "wrote {} rows ({} hosts, {} events) in {} files ({}) to {} in {:.2}s: {} rows/s",
+            "wrote {} rows ({} {}s, {} events) in {} files ({}) to {} in {:.2}s: {} rows/s",
             thousands(m.rows),
             m.hosts,
+            config.profile.key_prefix(),
             m.events,
             m.files.len(),
             mib(summary.bytes()),

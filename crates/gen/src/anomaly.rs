@@ -25,16 +25,28 @@ pub enum AnomalyType {
     CorrelationBreak,
     /// A sustained step up or down on one to three metrics.
     LevelShift,
+    /// A link drops packets for minutes: packet loss and retransmits jump (network profile).
+    LossBurst,
+    /// Jitter, and often latency with it, rises for minutes (network profile).
+    JitterStorm,
+    /// A link's throughput falls towards 0 for an hour or more (network profile).
+    BandwidthCollapse,
+    /// Latency steps up and stays up for hours, as after a route change (network profile).
+    LatencyStep,
 }
 
 impl AnomalyType {
-    /// Every kind, in label-dictionary order.
-    pub const ALL: [AnomalyType; 5] = [
+    /// Every kind of every profile.
+    pub const ALL: [AnomalyType; 9] = [
         Self::Spike,
         Self::Burst,
         Self::Trend,
         Self::CorrelationBreak,
         Self::LevelShift,
+        Self::LossBurst,
+        Self::JitterStorm,
+        Self::BandwidthCollapse,
+        Self::LatencyStep,
     ];
 
     /// The label written to `anomaly_type`.
@@ -45,12 +57,11 @@ impl AnomalyType {
             Self::Trend => "trend",
             Self::CorrelationBreak => "correlation_break",
             Self::LevelShift => "level_shift",
+            Self::LossBurst => "loss_burst",
+            Self::JitterStorm => "jitter_storm",
+            Self::BandwidthCollapse => "bandwidth_collapse",
+            Self::LatencyStep => "latency_step",
         }
-    }
-
-    /// Position in [`AnomalyType::ALL`], the dictionary key of the label.
-    pub fn index(self) -> usize {
-        self as usize
     }
 }
 
@@ -108,13 +119,8 @@ impl Event {
     }
 }
 
-fn pick<const N: usize>(
-    rng: &mut Xoshiro256PlusPlus,
-    pool: [Metric; N],
-    min: usize,
-    max: usize,
-) -> MetricSet {
-    let count = rng.random_range(min..=max.min(N));
+fn pick(rng: &mut Xoshiro256PlusPlus, pool: &[Metric], min: usize, max: usize) -> MetricSet {
+    let count = rng.random_range(min..=max.min(pool.len()));
     let mut pool = pool.to_vec();
     let mut set = MetricSet::EMPTY;
     for _ in 0..count {
@@ -140,10 +146,16 @@ fn mean_occupancy(a: &AnomalyConfig, interval_us: i64) -> f64 {
         .iter()
         .map(|t| match t {
             AnomalyType::Spike => f64::from(a.spike_points.0 + a.spike_points.1) / 2.0,
-            AnomalyType::Burst => mean_points(a.burst_duration, interval_us),
+            AnomalyType::Burst | AnomalyType::LossBurst | AnomalyType::JitterStorm => {
+                mean_points(a.burst_duration, interval_us)
+            }
             AnomalyType::Trend => mean_points(a.trend_duration, interval_us),
-            AnomalyType::CorrelationBreak => mean_points(a.break_duration, interval_us),
-            AnomalyType::LevelShift => mean_points(a.shift_duration, interval_us),
+            AnomalyType::CorrelationBreak | AnomalyType::BandwidthCollapse => {
+                mean_points(a.break_duration, interval_us)
+            }
+            AnomalyType::LevelShift | AnomalyType::LatencyStep => {
+                mean_points(a.shift_duration, interval_us)
+            }
         })
         .sum();
     each / a.types.len().max(1) as f64 + a.min_gap.micros() as f64 / interval_us as f64
@@ -194,6 +206,99 @@ fn visible_start(
     best.0
 }
 
+/// The length in points, the metrics and the signed magnitude of one event of `kind`, drawn
+/// from `rng`. The network kinds take their knobs from the server kinds they resemble: loss
+/// bursts and jitter storms the burst's, a bandwidth collapse the correlation break's length
+/// and the level shift's step (downwards), a latency step the level shift's.
+fn shape(
+    kind: AnomalyType,
+    config: &GenConfig,
+    rng: &mut Xoshiro256PlusPlus,
+) -> (u64, MetricSet, f64) {
+    use Metric::*;
+    let a = &config.anomalies;
+    let interval = config.interval.micros();
+    let all = config.profile.metrics();
+    match kind {
+        AnomalyType::Spike => (
+            u64::from(rng.random_range(a.spike_points.0..=a.spike_points.1)),
+            pick(rng, all, 1, 2),
+            a.spike_magnitude * rng.random_range(0.75..1.25),
+        ),
+        AnomalyType::Burst => (
+            points(a.burst_duration, interval, rng),
+            pick(
+                rng,
+                &[
+                    CpuPct,
+                    LatencyMs,
+                    ErrorRate,
+                    NetRxMbps,
+                    NetTxMbps,
+                    DiskReadMbps,
+                ],
+                2,
+                4,
+            ),
+            a.burst_magnitude * rng.random_range(0.8..1.2),
+        ),
+        AnomalyType::Trend => (
+            points(a.trend_duration, interval, rng),
+            pick(
+                rng,
+                &[MemPct, MemPct, MemPct, LatencyMs, DiskWriteMbps, ErrorRate],
+                1,
+                1,
+            ),
+            a.trend_magnitude * rng.random_range(0.8..1.2),
+        ),
+        AnomalyType::CorrelationBreak => (
+            points(a.break_duration, interval, rng),
+            pick(
+                rng,
+                &[CpuPct, DiskReadMbps, DiskWriteMbps, NetRxMbps, NetTxMbps],
+                1,
+                2,
+            ),
+            0.0,
+        ),
+        AnomalyType::LevelShift => {
+            let sign = if rng.random_bool(0.75) { 1.0 } else { -1.0 };
+            (
+                points(a.shift_duration, interval, rng),
+                pick(rng, all, 1, 3),
+                sign * a.shift_magnitude * rng.random_range(0.8..1.2),
+            )
+        }
+        AnomalyType::LossBurst => (
+            points(a.burst_duration, interval, rng),
+            MetricSet::of(&[PacketLossPct, Retransmits]),
+            a.burst_magnitude * rng.random_range(0.8..1.2),
+        ),
+        AnomalyType::JitterStorm => {
+            let mut set = MetricSet::of(&[JitterMs]);
+            if rng.random_bool(0.5) {
+                set.insert(LatencyMs);
+            }
+            (
+                points(a.burst_duration, interval, rng),
+                set,
+                a.burst_magnitude * rng.random_range(0.8..1.2),
+            )
+        }
+        AnomalyType::BandwidthCollapse => (
+            points(a.break_duration, interval, rng),
+            MetricSet::of(&[BandwidthMbps]),
+            -a.shift_magnitude * rng.random_range(0.8..1.2),
+        ),
+        AnomalyType::LatencyStep => (
+            points(a.shift_duration, interval, rng),
+            MetricSet::of(&[LatencyMs]),
+            a.shift_magnitude * rng.random_range(0.8..1.2),
+        ),
+    }
+}
+
 /// Schedules one host's events (ids left at 0; the caller numbers them dataset-wide).
 /// `departure` says how far a correlation break would move a metric at a point index; breaks
 /// are moved to where they show (see [`visible_start`]).
@@ -226,59 +331,7 @@ pub fn schedule(
             break;
         }
         let kind = a.types[rng.random_range(0..a.types.len())];
-        use Metric::*;
-        let (len, metrics, magnitude) = match kind {
-            AnomalyType::Spike => (
-                u64::from(rng.random_range(a.spike_points.0..=a.spike_points.1)),
-                pick(rng, Metric::ALL, 1, 2),
-                a.spike_magnitude * rng.random_range(0.75..1.25),
-            ),
-            AnomalyType::Burst => (
-                points(a.burst_duration, interval, rng),
-                pick(
-                    rng,
-                    [
-                        CpuPct,
-                        LatencyMs,
-                        ErrorRate,
-                        NetRxMbps,
-                        NetTxMbps,
-                        DiskReadMbps,
-                    ],
-                    2,
-                    4,
-                ),
-                a.burst_magnitude * rng.random_range(0.8..1.2),
-            ),
-            AnomalyType::Trend => (
-                points(a.trend_duration, interval, rng),
-                pick(
-                    rng,
-                    [MemPct, MemPct, MemPct, LatencyMs, DiskWriteMbps, ErrorRate],
-                    1,
-                    1,
-                ),
-                a.trend_magnitude * rng.random_range(0.8..1.2),
-            ),
-            AnomalyType::CorrelationBreak => (
-                points(a.break_duration, interval, rng),
-                pick(
-                    rng,
-                    [CpuPct, DiskReadMbps, DiskWriteMbps, NetRxMbps, NetTxMbps],
-                    1,
-                    2,
-                ),
-                0.0,
-            ),
-            AnomalyType::LevelShift => {
-                let sign = if rng.random_bool(0.75) { 1.0 } else { -1.0 };
-                (
-                    points(a.shift_duration, interval, rng),
-                    pick(rng, Metric::ALL, 1, 3),
-                    sign * a.shift_magnitude * rng.random_range(0.8..1.2),
-                )
-            }
-        };
+        let (len, metrics, magnitude) = shape(kind, config, rng);
         let start = if kind == AnomalyType::CorrelationBreak {
             visible_start(start, len, metrics, interval, departure)
         } else {

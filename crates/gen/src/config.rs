@@ -6,7 +6,7 @@ use std::str::FromStr;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{AnomalyType, Error, Result};
+use crate::{AnomalyType, Error, Profile, Result};
 
 /// Microseconds in one second.
 pub const MICROS_PER_SECOND: i64 = 1_000_000;
@@ -214,7 +214,7 @@ impl Default for AnomalyConfig {
     fn default() -> Self {
         let m = |mins: i64| Span::from_secs(mins * 60);
         Self {
-            types: AnomalyType::ALL.to_vec(),
+            types: Profile::Server.kinds().to_vec(),
             spike_magnitude: 8.0,
             spike_points: (1, 3),
             burst_magnitude: 4.0,
@@ -250,6 +250,9 @@ pub struct GenConfig {
     pub regions: u32,
     /// Number of projects the hosts are spread over.
     pub projects: u32,
+    /// Server hosts or network links (left out of the manifest when it is the default).
+    #[serde(default, skip_serializing_if = "Profile::is_server")]
+    pub profile: Profile,
     /// Shapes of the injected anomalies.
     pub anomalies: AnomalyConfig,
 }
@@ -265,6 +268,7 @@ impl Default for GenConfig {
             anomaly_rate: 0.5,
             regions: 3,
             projects: 4,
+            profile: Profile::Server,
             anomalies: AnomalyConfig::default(),
         }
     }
@@ -351,6 +355,17 @@ impl GenConfig {
             return bad(
                 "anomaly-types",
                 "name at least one type, or set --anomaly-rate 0".into(),
+            );
+        }
+        if let Some(t) = a.types.iter().find(|t| !self.profile.kinds().contains(t)) {
+            let names: Vec<_> = self.profile.kinds().iter().map(|k| k.as_str()).collect();
+            return bad(
+                "anomaly-types",
+                format!(
+                    "`{t}` is not an anomaly of the {} profile (its kinds: {})",
+                    self.profile,
+                    names.join(", ")
+                ),
             );
         }
         for (field, m) in [
@@ -506,7 +521,48 @@ mod tests {
         let c = GenConfig::default();
         let json = serde_json::to_string(&c).unwrap();
         assert!(json.contains("\"interval\":\"10s\""), "{json}");
+        assert!(
+            !json.contains("profile"),
+            "the default profile is left out: {json}"
+        );
         let back: GenConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back, c);
+        let links = GenConfig {
+            profile: Profile::Network,
+            anomalies: AnomalyConfig {
+                types: Profile::Network.default_kinds().to_vec(),
+                ..AnomalyConfig::default()
+            },
+            ..GenConfig::default()
+        };
+        let json = serde_json::to_string(&links).unwrap();
+        assert!(json.contains("\"profile\":\"network\""), "{json}");
+        assert_eq!(serde_json::from_str::<GenConfig>(&json).unwrap(), links);
+    }
+
+    #[test]
+    fn a_kind_of_another_profile_is_refused() {
+        let c = GenConfig {
+            profile: Profile::Network,
+            ..GenConfig::default()
+        };
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "--anomaly-types: `burst` is not an anomaly of the network profile (its kinds: \
+             loss_burst, jitter_storm, bandwidth_collapse, latency_step, spike, level_shift)"
+        );
+        let c = GenConfig {
+            anomalies: AnomalyConfig {
+                types: vec![AnomalyType::LossBurst],
+                ..AnomalyConfig::default()
+            },
+            ..GenConfig::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("server profile")
+        );
     }
 }

@@ -8,6 +8,9 @@
 //! * Anomalies of five kinds are scheduled per host ([`anomaly`]): spikes, bursts, slow trends,
 //!   correlation breaks (in range, but decoupled from the load) and level shifts; every row an
 //!   event touches carries `is_anomaly`, `anomaly_type` and `anomaly_id`.
+//! * The network profile ([`Profile::Network`]) makes links instead of hosts: bandwidth, latency,
+//!   packet loss, jitter and retransmits, with loss bursts, jitter storms, bandwidth collapses
+//!   and latency steps.
 //! * Everything random comes from streams keyed by (seed, host, day), so the same
 //!   [`GenConfig`] gives the same rows whatever the number of threads, and any file can be made
 //!   on its own ([`plan`]).
@@ -33,6 +36,7 @@ pub mod config;
 pub mod follow;
 pub mod metrics;
 pub mod plan;
+pub mod profile;
 pub mod writer;
 
 pub use anomaly::{AnomalyType, Event};
@@ -40,6 +44,7 @@ pub use config::{AnomalyConfig, GenConfig, Span, SpanRange};
 pub use follow::{FollowOptions, follow_dataset};
 pub use metrics::Metric;
 pub use plan::{Plan, schema};
+pub use profile::Profile;
 pub use writer::{
     IN_PROGRESS, MANIFEST, Manifest, NoProgress, Progress, WriteOptions, WriteSummary,
     write_dataset,

@@ -7,6 +7,10 @@
 //! memory, disk and network and `g(L) = L²` for latency and errors (they climb faster under load).
 //! So CPU, network, disk and latency move together, and a PCA of normal data finds one strong
 //! component and noise.
+//!
+//! A network link ([`Profile::Network`]) has the same load, read as its utilisation: bandwidth
+//! follows it, latency and jitter grow with its square (queueing), packet loss is mostly 0 with a
+//! little more under load (a sparse metric, bounded 0–100 %), and retransmits are whole counts.
 
 use std::f64::consts::TAU;
 
@@ -14,9 +18,10 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::config::MICROS_PER_DAY;
+use crate::profile::Profile;
 
 /// A telemetry metric, in column order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[allow(missing_docs)]
 pub enum Metric {
     CpuPct,
@@ -27,14 +32,43 @@ pub enum Metric {
     NetTxMbps,
     LatencyMs,
     ErrorRate,
+    BandwidthMbps,
+    PacketLossPct,
+    JitterMs,
+    Retransmits,
 }
 
-/// Number of metrics.
-pub const METRIC_COUNT: usize = 8;
+/// Number of metrics of every profile together.
+pub const METRIC_COUNT: usize = 12;
 
 impl Metric {
-    /// Every metric, in column order.
-    pub const ALL: [Metric; METRIC_COUNT] = [
+    /// Every metric of every profile, in declaration order.
+    pub const EVERY: [Metric; METRIC_COUNT] = [
+        Self::CpuPct,
+        Self::MemPct,
+        Self::DiskReadMbps,
+        Self::DiskWriteMbps,
+        Self::NetRxMbps,
+        Self::NetTxMbps,
+        Self::LatencyMs,
+        Self::ErrorRate,
+        Self::BandwidthMbps,
+        Self::PacketLossPct,
+        Self::JitterMs,
+        Self::Retransmits,
+    ];
+
+    /// The metrics of a link ([`Profile::Network`]), in column order.
+    pub const NETWORK: [Metric; 5] = [
+        Self::BandwidthMbps,
+        Self::LatencyMs,
+        Self::PacketLossPct,
+        Self::JitterMs,
+        Self::Retransmits,
+    ];
+
+    /// The metrics of a host ([`Profile::Server`]), in column order.
+    pub const SERVER: [Metric; 8] = [
         Self::CpuPct,
         Self::MemPct,
         Self::DiskReadMbps,
@@ -56,39 +90,52 @@ impl Metric {
             Self::NetTxMbps => "net_tx_mbps",
             Self::LatencyMs => "latency_ms",
             Self::ErrorRate => "error_rate",
+            Self::BandwidthMbps => "bandwidth_mbps",
+            Self::PacketLossPct => "packet_loss_pct",
+            Self::JitterMs => "jitter_ms",
+            Self::Retransmits => "retransmits",
         }
     }
 
     /// The largest value the metric can take (percentages stop at 100).
     fn upper(self) -> f64 {
         match self {
-            Self::CpuPct | Self::MemPct => 100.0,
+            Self::CpuPct | Self::MemPct | Self::PacketLossPct => 100.0,
             _ => f64::INFINITY,
         }
     }
 }
 
-/// A set of metrics, as a bit mask over [`Metric::ALL`].
+/// A set of metrics, as a bit mask over the metrics' positions in [`Metric`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct MetricSet(u8);
+pub struct MetricSet(u16);
 
 impl MetricSet {
     /// No metric.
     pub const EMPTY: Self = Self(0);
 
+    /// The set of `metrics`.
+    pub fn of(metrics: &[Metric]) -> Self {
+        let mut set = Self::EMPTY;
+        for m in metrics {
+            set.insert(*m);
+        }
+        set
+    }
+
     /// Adds `m`.
     pub fn insert(&mut self, m: Metric) {
-        self.0 |= 1 << m as u8;
+        self.0 |= 1 << m as u16;
     }
 
     /// Whether `m` is in the set.
     pub fn contains(self, m: Metric) -> bool {
-        self.0 & (1 << m as u8) != 0
+        self.0 & (1 << m as u16) != 0
     }
 
-    /// The metrics in the set, in column order.
+    /// The metrics in the set, in the order of [`Metric`] (column order within a profile).
     pub fn iter(self) -> impl Iterator<Item = Metric> {
-        Metric::ALL.into_iter().filter(move |m| self.contains(*m))
+        Metric::EVERY.into_iter().filter(move |m| self.contains(*m))
     }
 }
 
@@ -100,9 +147,39 @@ struct Response {
     quadratic: bool,
     noise: f64,
     upper: f64,
+    /// Whole counts (retransmits): the value is rounded.
+    whole: bool,
 }
 
 impl Response {
+    /// The response of a metric the profile does not have.
+    const NONE: Self = Self {
+        base: 0.0,
+        gain: 0.0,
+        quadratic: false,
+        noise: 0.0,
+        upper: 0.0,
+        whole: false,
+    };
+
+    /// A metric that grows with the load (`quadratic`: with its square) up to `upper`.
+    fn new(base: f64, gain: f64, quadratic: bool, noise: f64, upper: f64) -> Self {
+        Self {
+            base,
+            gain,
+            quadratic,
+            noise,
+            upper,
+            whole: false,
+        }
+    }
+
+    /// A latency: `base` when idle, growing with the load's square by `gain` times `base`
+    /// (queueing), with noise of `noise` times `base`.
+    fn queueing(base: f64, gain: f64, noise: f64) -> Self {
+        Self::new(base, base * gain, true, base * noise, f64::INFINITY)
+    }
+
     fn value(&self, load: f64, z: f64) -> f64 {
         let g = if self.quadratic { load * load } else { load };
         self.base + self.gain * g + self.noise * z
@@ -147,9 +224,11 @@ fn hashed_normal(key: u64) -> f64 {
 /// Spacing of the random knots of the slow load wander.
 const KNOT_MICROS: i64 = 15 * 60 * 1_000_000;
 
-/// Everything fixed about one host.
+/// Everything fixed about one host (or link).
 #[derive(Debug, Clone)]
 pub struct HostProfile {
+    /// The metrics it has, in column order.
+    metrics: &'static [Metric],
     /// Hours the host's local time is ahead of UTC (from its region).
     tz_offset_hours: f64,
     /// Load at the night trough on a weekday.
@@ -166,68 +245,88 @@ pub struct HostProfile {
     sigma: [f64; METRIC_COUNT],
 }
 
+/// Draws a uniform value in `lo..hi`.
+type Uniform<'a> = dyn FnMut(f64, f64) -> f64 + 'a;
+
+/// A host's responses: CPU, memory, disk and network throughput grow with the load, latency and
+/// errors with its square.
+fn server_responses(u: &mut Uniform<'_>, r: &mut [Response; METRIC_COUNT]) {
+    let lin = |base: f64, gain: f64, noise: f64, m: Metric| {
+        Response::new(base, gain, false, noise, m.upper())
+    };
+    r[Metric::CpuPct as usize] = lin(u(3.0, 10.0), u(45.0, 75.0), u(1.0, 2.0), Metric::CpuPct);
+    r[Metric::MemPct as usize] = lin(u(25.0, 55.0), u(5.0, 15.0), u(0.5, 1.0), Metric::MemPct);
+    r[Metric::DiskReadMbps as usize] = lin(
+        u(2.0, 10.0),
+        u(20.0, 80.0),
+        u(1.5, 3.0),
+        Metric::DiskReadMbps,
+    );
+    r[Metric::DiskWriteMbps as usize] = lin(
+        u(1.0, 6.0),
+        u(10.0, 40.0),
+        u(1.0, 2.0),
+        Metric::DiskWriteMbps,
+    );
+    let rx_gain = u(80.0, 300.0);
+    r[Metric::NetRxMbps as usize] = lin(
+        u(1.0, 5.0),
+        rx_gain,
+        rx_gain * u(0.02, 0.04),
+        Metric::NetRxMbps,
+    );
+    let tx_gain = rx_gain * u(0.3, 0.8);
+    r[Metric::NetTxMbps as usize] = lin(
+        u(1.0, 5.0),
+        tx_gain,
+        tx_gain * u(0.02, 0.04),
+        Metric::NetTxMbps,
+    );
+    let lat_base = u(15.0, 50.0);
+    r[Metric::LatencyMs as usize] = Response::queueing(lat_base, u(0.8, 1.6), u(0.03, 0.05));
+    r[Metric::ErrorRate as usize] =
+        Response::new(u(0.1, 0.3), u(0.5, 2.0), true, u(0.03, 0.06), f64::INFINITY);
+}
+
+/// A link's responses to its utilisation (the load): throughput up to the link's capacity (100
+/// Mbit/s, 1 or 10 Gbit/s); latency and jitter grow with its square (queueing); packet loss is
+/// 0 or a few hundredths of a percent, a little more under load; retransmits are whole counts.
+fn network_responses(u: &mut Uniform<'_>, r: &mut [Response; METRIC_COUNT]) {
+    let capacity = [100.0, 1_000.0, 10_000.0][(u(0.0, 3.0) as usize).min(2)];
+    r[Metric::BandwidthMbps as usize] = Response::new(
+        capacity * u(0.01, 0.03),
+        capacity * u(0.4, 0.7),
+        false,
+        capacity * u(0.01, 0.02),
+        capacity,
+    );
+    let propagation = u(2.0, 60.0);
+    r[Metric::LatencyMs as usize] = Response::queueing(propagation, u(0.3, 0.8), u(0.02, 0.05));
+    r[Metric::PacketLossPct as usize] =
+        Response::new(0.0, u(0.02, 0.1), true, u(0.005, 0.02), 100.0);
+    r[Metric::JitterMs as usize] =
+        Response::new(u(0.2, 1.5), u(1.0, 4.0), true, u(0.1, 0.3), f64::INFINITY);
+    r[Metric::Retransmits as usize] = Response {
+        whole: true,
+        ..Response::new(u(0.0, 2.0), u(5.0, 40.0), true, u(1.0, 3.0), f64::INFINITY)
+    };
+}
+
 impl HostProfile {
-    /// Draws the profile of host `host` under `seed`; `tz_offset_hours` comes from its region.
-    pub fn new(seed: u64, host: u64, tz_offset_hours: f64) -> Self {
+    /// Draws the profile of host (or link) `host` of a `profile` dataset under `seed`;
+    /// `tz_offset_hours` comes from its region.
+    pub fn new(profile: Profile, seed: u64, host: u64, tz_offset_hours: f64) -> Self {
         let mut rng = stream(seed, tag::PROFILE, host, 0);
         let mut u = |lo: f64, hi: f64| rng.random_range(lo..hi);
         let load_base = u(0.15, 0.35);
         let load_amp = u(0.25, 0.45);
         let weekend = u(0.55, 0.85);
         let wander = u(0.02, 0.04);
-        let lin = |base: f64, gain: f64, noise: f64, m: Metric| Response {
-            base,
-            gain,
-            quadratic: false,
-            noise,
-            upper: m.upper(),
-        };
-        let cpu = lin(u(3.0, 10.0), u(45.0, 75.0), u(1.0, 2.0), Metric::CpuPct);
-        let mem = lin(u(25.0, 55.0), u(5.0, 15.0), u(0.5, 1.0), Metric::MemPct);
-        let disk_read = lin(
-            u(2.0, 10.0),
-            u(20.0, 80.0),
-            u(1.5, 3.0),
-            Metric::DiskReadMbps,
-        );
-        let disk_write = lin(
-            u(1.0, 6.0),
-            u(10.0, 40.0),
-            u(1.0, 2.0),
-            Metric::DiskWriteMbps,
-        );
-        let rx_gain = u(80.0, 300.0);
-        let net_rx = lin(
-            u(1.0, 5.0),
-            rx_gain,
-            rx_gain * u(0.02, 0.04),
-            Metric::NetRxMbps,
-        );
-        let tx_gain = rx_gain * u(0.3, 0.8);
-        let net_tx = lin(
-            u(1.0, 5.0),
-            tx_gain,
-            tx_gain * u(0.02, 0.04),
-            Metric::NetTxMbps,
-        );
-        let lat_base = u(15.0, 50.0);
-        let latency = Response {
-            base: lat_base,
-            gain: lat_base * u(0.8, 1.6),
-            quadratic: true,
-            noise: lat_base * u(0.03, 0.05),
-            upper: f64::INFINITY,
-        };
-        let errors = Response {
-            base: u(0.1, 0.3),
-            gain: u(0.5, 2.0),
-            quadratic: true,
-            noise: u(0.03, 0.06),
-            upper: f64::INFINITY,
-        };
-        let responses = [
-            cpu, mem, disk_read, disk_write, net_rx, net_tx, latency, errors,
-        ];
+        let mut responses = [Response::NONE; METRIC_COUNT];
+        match profile {
+            Profile::Server => server_responses(&mut u, &mut responses),
+            Profile::Network => network_responses(&mut u, &mut responses),
+        }
         // The daily shape 0.5 - 0.5 cos has standard deviation 1/sqrt(8) of its height.
         let sigma_load = (load_amp * load_amp / 8.0 + wander * wander).sqrt();
         let mean_load = load_base + load_amp / 2.0;
@@ -236,6 +335,7 @@ impl HostProfile {
             ((r.gain * slope * sigma_load).powi(2) + r.noise * r.noise).sqrt()
         });
         Self {
+            metrics: profile.metrics(),
             tz_offset_hours,
             load_base,
             load_amp,
@@ -333,7 +433,10 @@ impl<'a> HostSeries<'a> {
         // The mirror image of the load within the day's normal range: high when the host is
         // quiet, low when it is busy.
         let mirrored = (low + high - seasonal + wander).clamp(low, high).max(0.01);
-        let noise = std::array::from_fn(|_| rng.sample::<f64, _>(rand_distr::StandardNormal));
+        let mut noise = [0.0; METRIC_COUNT];
+        for m in p.metrics {
+            noise[*m as usize] = rng.sample::<f64, _>(rand_distr::StandardNormal);
+        }
         Point {
             load,
             mirrored,
@@ -351,8 +454,8 @@ impl<'a> HostSeries<'a> {
         } else {
             point.load
         };
-        let v = r.value(load, point.noise[i]) + shift * self.profile.sigma[i];
-        v.clamp(0.0, r.upper)
+        let v = (r.value(load, point.noise[i]) + shift * self.profile.sigma[i]).clamp(0.0, r.upper);
+        if r.whole { v.round() } else { v }
     }
 }
 
@@ -362,19 +465,27 @@ mod tests {
 
     #[test]
     fn profiles_are_reproducible_and_differ_between_hosts() {
-        let a = HostProfile::new(7, 1, 0.0);
-        let b = HostProfile::new(7, 1, 0.0);
-        let c = HostProfile::new(7, 2, 0.0);
+        let a = HostProfile::new(Profile::Server, 7, 1, 0.0);
+        let b = HostProfile::new(Profile::Server, 7, 1, 0.0);
+        let c = HostProfile::new(Profile::Server, 7, 2, 0.0);
         assert_eq!(a.load_base, b.load_base);
         assert_ne!(a.load_base, c.load_base);
-        for m in Metric::ALL {
+        for m in Metric::SERVER {
             assert!(a.sigma(m) > 0.0, "{m:?}");
+        }
+        let link = HostProfile::new(Profile::Network, 7, 1, 0.0);
+        assert_eq!(
+            link.load_base, a.load_base,
+            "the same load, read as utilisation"
+        );
+        for m in Metric::NETWORK {
+            assert!(link.sigma(m) > 0.0, "{m:?}");
         }
     }
 
     #[test]
     fn load_follows_the_day_and_the_week() {
-        let p = HostProfile::new(1, 0, 0.0);
+        let p = HostProfile::new(Profile::Server, 1, 0, 0.0);
         let monday = 1_767_571_200_000_000_i64; // 2026-01-05T00:00:00Z, a Monday
         let hour = 3_600_000_000_i64;
         let (night, _, _) = p.seasonal(monday + 3 * hour);
@@ -387,7 +498,7 @@ mod tests {
 
     #[test]
     fn wander_is_continuous_across_knots() {
-        let p = HostProfile::new(3, 5, 0.0);
+        let p = HostProfile::new(Profile::Server, 3, 5, 0.0);
         let mut s = HostSeries::new(&p);
         let mut rng = stream(0, 0, 0, 0);
         let t = 10 * KNOT_MICROS;

@@ -13,8 +13,8 @@ use chrono::DateTime;
 
 use crate::anomaly::{self, AnomalyType, Event};
 use crate::config::{GenConfig, MICROS_PER_DAY};
-use crate::metrics::{HostProfile, HostSeries, METRIC_COUNT, Metric, stream, tag};
-use crate::{Error, Result};
+use crate::metrics::{HostProfile, HostSeries, METRIC_COUNT, stream, tag};
+use crate::{Error, Profile, Result};
 
 /// Rows per Parquet file (and row group) the planner aims for.
 pub const TARGET_ROWS_PER_FILE: u64 = 1 << 20;
@@ -41,8 +41,9 @@ const PROJECTS: [&str; 8] = [
     "mobile-api",
 ];
 
-/// The schema of generated telemetry (the `date` partition column lives in the directory names).
-pub fn schema() -> SchemaRef {
+/// The schema of generated telemetry of `profile` (the `date` partition column lives in the
+/// directory names).
+pub fn schema(profile: Profile) -> SchemaRef {
     let dict = || DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
     let mut fields = vec![
         Field::new(
@@ -55,7 +56,8 @@ pub fn schema() -> SchemaRef {
         Field::new("project_id", dict(), false),
     ];
     fields.extend(
-        Metric::ALL
+        profile
+            .metrics()
             .iter()
             .map(|m| Field::new(m.column(), DataType::Float64, false)),
     );
@@ -137,7 +139,7 @@ impl Plan {
                 |p| (*p).to_string(),
             );
             let mut rng = stream(config.seed, tag::EVENTS, key, 0);
-            let profile = HostProfile::new(config.seed, key, tz);
+            let profile = HostProfile::new(config.profile, config.seed, key, tz);
             let (t0, step) = (config.start_micros(), config.interval.micros());
             let departure = |i: u64, m| profile.break_departure(t0 + i as i64 * step, m);
             let mut events = anomaly::schedule(config, &mut rng, &departure);
@@ -146,7 +148,7 @@ impl Plan {
                 next_id += 1;
             }
             hosts.push(Host {
-                id: format!("host-{h:0width$}"),
+                id: format!("{}-{h:0width$}", config.profile.key_prefix()),
                 region,
                 project,
                 profile,
@@ -166,9 +168,10 @@ impl Plan {
         self.files.iter().map(|f| f.rows).sum()
     }
 
-    /// Events by kind (every kind present, zero where none).
+    /// Events by kind (every kind of the profile present, zero where none).
     pub fn events_by_type(&self) -> BTreeMap<AnomalyType, u64> {
-        let mut counts: BTreeMap<_, _> = AnomalyType::ALL.iter().map(|t| (*t, 0)).collect();
+        let kinds = self.config.profile.kinds();
+        let mut counts: BTreeMap<_, _> = kinds.iter().map(|t| (*t, 0)).collect();
         for e in self.hosts.iter().flat_map(|h| &h.events) {
             *counts.entry(e.kind).or_default() += 1;
         }
@@ -204,7 +207,12 @@ impl Plan {
         let mut rng = stream(c.seed, tag::NOISE, host as u64, key);
         let mut series = HostSeries::new(&h.profile);
         let mut ts = Vec::with_capacity(n);
-        let mut cols: [Vec<f64>; METRIC_COUNT] = std::array::from_fn(|_| Vec::with_capacity(n));
+        let metrics = c.profile.metrics();
+        let kinds = c.profile.kinds();
+        let mut cols: [Vec<f64>; METRIC_COUNT] = std::array::from_fn(|_| Vec::new());
+        for m in metrics {
+            cols[*m as usize].reserve_exact(n);
+        }
         let mut is_anomaly = BooleanBuilder::with_capacity(n);
         let mut kind_keys = Vec::with_capacity(n);
         let mut ids = Vec::with_capacity(n);
@@ -220,7 +228,7 @@ impl Plan {
             let active = h.events.get(next).filter(|e| e.start <= i);
             match active {
                 None => {
-                    for m in Metric::ALL {
+                    for &m in metrics {
                         cols[m as usize].push(series.value(&point, m, 0.0, false));
                     }
                     is_anomaly.append_value(false);
@@ -230,13 +238,14 @@ impl Plan {
                 Some(e) => {
                     let shift = e.magnitude * e.intensity(i);
                     let decouple = e.kind == AnomalyType::CorrelationBreak;
-                    for m in Metric::ALL {
+                    for &m in metrics {
                         let hit = e.metrics.contains(m);
                         let s = if hit && !decouple { shift } else { 0.0 };
                         cols[m as usize].push(series.value(&point, m, s, hit && decouple));
                     }
                     is_anomaly.append_value(true);
-                    kind_keys.push(Some(e.kind.index() as i8));
+                    let key = kinds.iter().position(|k| *k == e.kind).unwrap_or(0);
+                    kind_keys.push(Some(key as i8));
                     ids.push(Some(e.id));
                 }
             }
@@ -251,7 +260,7 @@ impl Plan {
         let kinds = DictionaryArray::<Int8Type>::new(
             Int8Array::from(kind_keys),
             Arc::new(StringArray::from_iter_values(
-                AnomalyType::ALL.iter().map(|t| t.as_str()),
+                kinds.iter().map(|t| t.as_str()),
             )),
         );
         let mut arrays: Vec<ArrayRef> = vec![
@@ -260,14 +269,15 @@ impl Plan {
             constant(&h.region),
             constant(&h.project),
         ];
-        arrays.extend(
-            cols.into_iter()
-                .map(|c| Arc::new(Float64Array::from(c)) as ArrayRef),
-        );
+        let mut cols = cols.map(Some);
+        arrays.extend(metrics.iter().map(|m| {
+            let values = cols[*m as usize].take().unwrap_or_default();
+            Arc::new(Float64Array::from(values)) as ArrayRef
+        }));
         arrays.push(Arc::new(is_anomaly.finish()));
         arrays.push(Arc::new(kinds));
         arrays.push(Arc::new(Int64Array::from(ids)));
-        RecordBatch::try_new(schema(), arrays)
+        RecordBatch::try_new(schema(c.profile), arrays)
             .map_err(|e| Error::Internal(format!("building a batch: {e}")))
     }
 }
@@ -312,6 +322,18 @@ fn plan_files(c: &GenConfig) -> Vec<FileTask> {
 mod tests {
     use super::*;
     use crate::config::Span;
+    use crate::metrics::Metric;
+
+    /// The values of the Float64 column `name` of `b`.
+    fn values(b: &RecordBatch, name: &str) -> Vec<f64> {
+        b.column_by_name(name)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap()
+            .values()
+            .to_vec()
+    }
 
     fn small() -> GenConfig {
         GenConfig {
@@ -404,16 +426,8 @@ mod tests {
         };
         let plan = Plan::new(&c).unwrap();
         let b = plan.host_batch(0, (0, c.points_per_host())).unwrap();
-        let col = |name: &str| {
-            b.column_by_name(name)
-                .unwrap()
-                .as_any()
-                .downcast_ref::<Float64Array>()
-                .unwrap()
-                .values()
-                .to_vec()
-        };
-        for m in Metric::ALL {
+        let col = |name: &str| values(&b, name);
+        for m in Metric::SERVER {
             let v = col(m.column());
             assert!(v.iter().all(|x| x.is_finite() && *x >= 0.0), "{m:?}");
             if matches!(m, Metric::CpuPct | Metric::MemPct) {
@@ -475,5 +489,112 @@ mod tests {
             "{inside} of {}",
             e.len
         );
+    }
+
+    #[test]
+    fn a_network_link_has_its_own_columns_and_each_event_moves_its_metrics() {
+        let c = GenConfig {
+            profile: Profile::Network,
+            hosts: 12,
+            duration: Span::from_secs(5 * 86_400),
+            interval: Span::from_secs(60),
+            anomaly_rate: 3.0,
+            anomalies: crate::AnomalyConfig {
+                types: Profile::Network.default_kinds().to_vec(),
+                ..crate::AnomalyConfig::default()
+            },
+            ..GenConfig::default()
+        };
+        let plan = Plan::new(&c).unwrap();
+        assert_eq!(plan.hosts[3].id, "link-0003");
+        let by_type = plan.events_by_type();
+        assert_eq!(by_type.len(), Profile::Network.kinds().len());
+        for k in Profile::Network.default_kinds() {
+            assert!(by_type[k] > 5, "{k}: {by_type:?}");
+        }
+        // How far each kind moves each metric, on average over its rows, in standard
+        // deviations of the link's normal values; and the metrics' ranges.
+        let mut moved: BTreeMap<(AnomalyType, Metric), (f64, u64)> = BTreeMap::new();
+        let mut normal_loss = Vec::new();
+        for (h, host) in plan.hosts.iter().enumerate() {
+            let b = plan.host_batch(h, (0, c.points_per_host())).unwrap();
+            let names: Vec<_> = b
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            assert_eq!(
+                names[4..9],
+                [
+                    "bandwidth_mbps",
+                    "latency_ms",
+                    "packet_loss_pct",
+                    "jitter_ms",
+                    "retransmits"
+                ]
+            );
+            let col = |m: Metric| values(&b, m.column());
+            let loss = col(Metric::PacketLossPct);
+            assert!(loss.iter().all(|x| (0.0..=100.0).contains(x)));
+            assert!(col(Metric::Retransmits).iter().all(|x| x.fract() == 0.0));
+            let inside = |i: usize| {
+                host.events
+                    .iter()
+                    .any(|e| (e.start..e.end()).contains(&(i as u64)))
+            };
+            normal_loss.extend((0..loss.len()).filter(|i| !inside(*i)).map(|i| loss[i]));
+            for m in Metric::NETWORK {
+                let v = col(m);
+                let normal: Vec<f64> = (0..v.len()).filter(|i| !inside(*i)).map(|i| v[i]).collect();
+                let mean = normal.iter().sum::<f64>() / normal.len() as f64;
+                let sd = host.profile.sigma(m);
+                for e in &host.events {
+                    let rows = e.start as usize..e.end() as usize;
+                    let d: f64 = rows.clone().map(|i| (v[i] - mean) / sd).sum();
+                    let entry = moved.entry((e.kind, m)).or_default();
+                    entry.0 += d;
+                    entry.1 += rows.len() as u64;
+                }
+            }
+        }
+        normal_loss.sort_by(f64::total_cmp);
+        let median = normal_loss[normal_loss.len() / 2];
+        assert!(median < 0.05, "median packet loss {median} %");
+        let mean = |k, m| {
+            let (sum, n) = moved[&(k, m)];
+            sum / n as f64
+        };
+        use AnomalyType::*;
+        assert!(mean(LossBurst, Metric::PacketLossPct) > 2.5);
+        assert!(mean(LossBurst, Metric::Retransmits) > 2.5);
+        assert!(mean(JitterStorm, Metric::JitterMs) > 2.5);
+        assert!(mean(LatencyStep, Metric::LatencyMs) > 2.5);
+        assert!(mean(BandwidthCollapse, Metric::BandwidthMbps) < -1.5);
+        assert!(mean(LatencyStep, Metric::BandwidthMbps).abs() < 1.0);
+    }
+
+    #[test]
+    fn server_rows_stay_what_they_were_before_profiles() {
+        // A fingerprint of every value and label of a small server dataset, taken when the
+        // network profile was added (the code before it wrote the same bytes): drawing a host's
+        // profile, noise or events differently changes the data every earlier result was
+        // measured on, so it must be a deliberate change of this number.
+        let plan = Plan::new(&small()).unwrap();
+        let mut h = 0u64;
+        for host in 0..plan.hosts.len() {
+            let b = plan
+                .host_batch(host, (0, plan.config.points_per_host()))
+                .unwrap();
+            for m in Metric::SERVER {
+                for v in values(&b, m.column()) {
+                    h = crate::metrics::mix(h, v.to_bits());
+                }
+            }
+            for e in &plan.hosts[host].events {
+                h = crate::metrics::mix(h, e.start ^ (e.len << 32) ^ ((e.kind as u64) << 60));
+            }
+        }
+        assert_eq!(h, 0x08be_6bc4_6c01_575f, "{h:#x}");
     }
 }

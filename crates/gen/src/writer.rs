@@ -121,9 +121,9 @@ pub fn dataset_id(config: &GenConfig) -> String {
     format!("ds-{hex}")
 }
 
-/// The Parquet settings of generated data: zstd, about 1M-row row groups, dictionaries only for
-/// the string columns, delta-encoded timestamps.
-pub fn writer_properties() -> WriterProperties {
+/// The Parquet settings of generated data of `profile`: zstd, about 1M-row row groups,
+/// dictionaries only for the string columns, delta-encoded timestamps.
+pub fn writer_properties(profile: crate::Profile) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_2_0)
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
@@ -134,7 +134,7 @@ pub fn writer_properties() -> WriterProperties {
     for col in ["host_id", "region", "project_id", "anomaly_type"] {
         b = b.set_column_dictionary_enabled(ColumnPath::from(col), true);
     }
-    for m in crate::Metric::ALL {
+    for m in profile.metrics() {
         b = b.set_column_encoding(ColumnPath::from(m.column()), Encoding::BYTE_STREAM_SPLIT);
     }
     b.build()
@@ -142,12 +142,13 @@ pub fn writer_properties() -> WriterProperties {
 
 /// Generates the rows of one file and encodes them as Parquet in memory.
 pub fn encode_file(plan: &Plan, task: &FileTask, progress: &dyn Progress) -> Result<Vec<u8>> {
-    let schema = crate::plan::schema();
+    let profile = plan.config.profile;
+    let schema = crate::plan::schema(profile);
     let capacity = (task.rows as usize).saturating_mul(70);
     let mut writer = ArrowWriter::try_new(
         Vec::with_capacity(capacity),
         schema,
-        Some(writer_properties()),
+        Some(writer_properties(profile)),
     )
     .map_err(|e| Error::Internal(format!("parquet writer: {e}")))?;
     for host in task.hosts.0..task.hosts.1 {
@@ -249,7 +250,7 @@ pub(crate) fn manifest(plan: &Plan, id: String, points: u64, files: Vec<FileEntr
         .filter(|e| e.start < points)
         .collect();
     let mut by_type = std::collections::BTreeMap::new();
-    for t in crate::AnomalyType::ALL {
+    for t in c.profile.kinds() {
         by_type.insert(t.as_str().to_string(), 0u64);
     }
     for e in &events {
