@@ -1,6 +1,6 @@
 //! Kernel benchmarks on in-memory batches of 8192 rows × 8 metrics, one thread:
 //! `pca_score` (SPE), `pca_t2`, `mad_zmax`, `anomaly_score` (the fused score),
-//! `kmeans_distance` (8 centroids), `iforest_score`, `seasonal_zmax`, `pca_contrib`
+//! `kmeans_distance` (8 centroids), `iforest_score`, `ocsvm_score`, `seasonal_zmax`, `pca_contrib`
 //! (per row), the `pca_fit` accumulator (update and merge), the alert state machine behind
 //! `alert_state`, and `mad_zscore(x, median, mad)` through DataFusion (1M rows, one partition). Targets: SPE ≥ 100M rows/s per core, `pca_fit` ≥ 20M rows/s.
 //!
@@ -101,6 +101,12 @@ fn bench(c: &mut Criterion) {
     let forest_scorer = Scorer::new(&with_kmeans);
     g.bench_function("iforest_score", |b| {
         b.iter(|| forest_scorer.iforest_score(black_box(&refs), &mut out))
+    });
+    // The one-class SVM score (fitted on the first 1,000 of the same rows).
+    with_kmeans.ocsvm = tads_model::ocsvm::train(&z_rows, Some(0.95));
+    let svm_scorer = Scorer::new(&with_kmeans);
+    g.bench_function("ocsvm_score", |b| {
+        b.iter(|| svm_scorer.ocsvm_score(black_box(&refs), &mut out))
     });
     // The seasonal baseline's largest |z| (a daily section on every metric, 10 s rows).
     let period = tads_model::season::Detected {

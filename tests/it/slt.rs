@@ -112,8 +112,8 @@ fn tiny_model() -> ModelArtifact {
     .unwrap()
 }
 
-/// The tiny model with a k-means section and an Isolation Forest fitted on its own training
-/// rows, and a seasonal baseline made by hand, as `tiny_km`.
+/// The tiny model with a k-means section, an Isolation Forest and a one-class SVM fitted on its
+/// own training rows, and a seasonal baseline made by hand, as `tiny_km`.
 fn tiny_kmeans_model() -> ModelArtifact {
     let mut m = tiny_model();
     let data = tiny_data();
@@ -128,6 +128,7 @@ fn tiny_kmeans_model() -> ModelArtifact {
     m.kmeans = tads_model::kmeans::train(&rows, m.robust_z_cut, Some(0.95));
     // A small forest (10 trees of 64 rows) keeps the fixture file small.
     m.iforest = tads_model::iforest::train_with(&rows, Some(0.95), 10, 64);
+    m.ocsvm = tads_model::ocsvm::train(&rows, Some(0.95));
     // A daily seasonal baseline on `a` alone: its centre 1 below its median before noon UTC and
     // 1 above after, its spread 0.5 (unscaled MAD) in every hour.
     let period = tads_model::season::Detected {

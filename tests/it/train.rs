@@ -664,10 +664,11 @@ fn auto_quantiles_are_exact_where_they_fit_and_sketched_beyond() {
     }
 }
 
-/// `--kmeans --iforest`: the same sections on one thread or four (a sample chosen by the rows'
-/// values and fixed seeds), and `fusion.detectors = ["kmeans"]` (or `["iforest"]`) scores each
-/// row as `kmeans_distance` over the model's limit (raised to its training tail) says (or
-/// `iforest_score` put at 0 at its training median and 1 at its limit).
+/// `--kmeans --iforest --ocsvm`: the same sections on one thread or four (a sample chosen by the
+/// rows' values and fixed seeds), and `fusion.detectors = ["kmeans"]` (or `["iforest"]`,
+/// `["ocsvm"]`) scores each row as `kmeans_distance` over the model's limit (raised to its
+/// training tail) says (or `iforest_score` / `ocsvm_score` put at 0 at its training median and
+/// 1 at its limit).
 #[tokio::test]
 async fn sampled_detectors_train_alike_on_any_thread_count_and_score_as_sql_says() {
     let f = Fixture::new();
@@ -679,6 +680,7 @@ async fn sampled_detectors_train_alike_on_any_thread_count_and_score_as_sql_says
             threads,
             "--kmeans",
             "--iforest",
+            "--ocsvm",
             "--quiet",
         ]);
         assert_ok(&run);
@@ -689,6 +691,14 @@ async fn sampled_detectors_train_alike_on_any_thread_count_and_score_as_sql_says
     let forest = one.iforest.clone().expect("an Isolation Forest");
     assert_eq!(Some(&forest), four.iforest.as_ref());
     assert_eq!((forest.trees.len(), forest.psi), (100, 256));
+    let svm = one.ocsvm.clone().expect("a one-class SVM");
+    assert_eq!(Some(&svm), four.ocsvm.as_ref());
+    assert_eq!(svm.sample_rows, 1_000);
+    assert!(
+        svm.support.len() >= 50,
+        "{} support vectors",
+        svm.support.len()
+    );
     assert_eq!(km.k, 8);
     assert!(km.sample_rows > 1000 && km.sample_rows <= 20_000, "{km:?}");
     assert!(read_model(&f.models, "k1").validate().is_ok());
@@ -709,6 +719,19 @@ async fn sampled_detectors_train_alike_on_any_thread_count_and_score_as_sql_says
     let v = score_alone(&f, "k1", "iforest", &signal).await;
     assert!(v[0] > 10_000, "rows scored: {}", v[0]);
     assert_eq!(v[1], 0, "rows whose score is not the forest's signal");
+
+    // The one-class SVM alike.
+    let limit = svm.limit.max(svm.tail.unwrap_or(f64::MIN));
+    let median = svm.median;
+    let signal =
+        format!("greatest(ocsvm_score('k1', {x}) - {median:?}, 0) / ({limit:?} - {median:?})");
+    let v = score_alone(&f, "k1", "ocsvm", &signal).await;
+    assert!(v[0] > 10_000, "rows scored: {}", v[0]);
+    assert_eq!(
+        v[1], 0,
+        "rows whose score is not the one-class SVM's signal"
+    );
+    assert!(v[2] > 0, "no row above the one-class SVM's limit");
 }
 
 /// `--seasonal-baseline`: generated hosts follow a daily cycle, so training finds a period of

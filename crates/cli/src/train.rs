@@ -80,6 +80,12 @@ pub(crate) struct TrainArgs {
     /// `--set fusion.detectors=pca,mad,iforest`, SQL with iforest_score()
     #[arg(long)]
     iforest: bool,
+    /// Also fit the one-class SVM detector (linfa-svm, ν = 0.05, Gaussian kernel) on the first
+    /// 1,000 rows of the same sample as --kmeans (its kernel matrix is n × n); its limits come
+    /// from the whole sample. Scoring uses it with `--set fusion.detectors=pca,mad,ocsvm`, SQL
+    /// with ocsvm_score()
+    #[arg(long)]
+    ocsvm: bool,
     /// Also fit the seasonal baseline detector: the period of the data (a day or a week, from
     /// the autocorrelation of each metric's hourly medians) and per hour of that period each
     /// repeating metric's median and MAD (four more passes over the data). Scoring uses it with
@@ -191,6 +197,7 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
             seasonal: !args.no_seasonal,
             kmeans: args.kmeans,
             iforest: args.iforest,
+            ocsvm: args.ocsvm,
             season_baseline: args.seasonal_baseline,
         },
         overwrite: args.overwrite,

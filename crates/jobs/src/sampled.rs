@@ -1,5 +1,5 @@
-//! The detectors fitted on a sample of the training rows, k-means (`tads train --kmeans`) and
-//! Isolation Forest (`--iforest`): one pass over the training rows keeps a bounded,
+//! The detectors fitted on a sample of the training rows, k-means (`tads train --kmeans`),
+//! Isolation Forest (`--iforest`) and one-class SVM (`--ocsvm`, on the sample's first 1,000 rows): one pass over the training rows keeps a bounded,
 //! deterministic sample of their standardized values (the rows with the smallest hash,
 //! [`tads_model::kmeans::Sample`], one per partition, merged), and each detector and its limits
 //! are fitted on it in memory. A group of models gets one sample per member, standardized by the
@@ -34,6 +34,8 @@ pub(crate) struct SampledInput<'a> {
     pub(crate) kmeans: bool,
     /// Grow an Isolation Forest.
     pub(crate) iforest: bool,
+    /// Fit a one-class SVM.
+    pub(crate) ocsvm: bool,
 }
 
 /// Each key's model, prepared for scoring: what standardizes its rows (`Scorer::robust_z`).
@@ -138,6 +140,13 @@ fn fit(input: &SampledInput<'_>, m: &mut ModelArtifact, sample: Option<&Sample>)
             note("Isolation Forest");
         }
         m.iforest = found;
+    }
+    if input.ocsvm {
+        let found = tads_model::ocsvm::train(&rows, tail);
+        if found.is_none() {
+            note("one-class SVM");
+        }
+        m.ocsvm = found;
     }
 }
 

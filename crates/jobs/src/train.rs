@@ -261,6 +261,7 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
         tail_quantile: job.options.tail_quantile,
         kmeans: job.options.kmeans,
         iforest: job.options.iforest,
+        ocsvm: job.options.ocsvm,
     };
     let baseline = crate::season::BaselineInput {
         ctx: &ctx,
@@ -278,7 +279,7 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
             if job.options.seasonal {
                 model = crate::seasonal::single(&season, model).await?;
             }
-            if job.options.kmeans || job.options.iforest {
+            if job.options.kmeans || job.options.iforest || job.options.ocsvm {
                 model = crate::sampled::single(&sampled, model).await?;
             }
             if job.options.season_baseline {
@@ -296,7 +297,7 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
             if job.options.seasonal {
                 group = crate::seasonal::group(&season, group).await?;
             }
-            if job.options.kmeans || job.options.iforest {
+            if job.options.kmeans || job.options.iforest || job.options.ocsvm {
                 group = crate::sampled::group(&sampled, group).await?;
             }
             if job.options.season_baseline {

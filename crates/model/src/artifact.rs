@@ -143,6 +143,9 @@ pub struct ModelArtifact {
     /// The Isolation Forest detector's trees and limits, if trained (`iforest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iforest: Option<crate::IForestParams>,
+    /// The one-class SVM detector's support vectors and limits, if trained (`ocsvm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocsvm: Option<crate::OcsvmParams>,
     /// The seasonal baseline detector's slots and limits, if trained (`season`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub season: Option<crate::SeasonParams>,
@@ -195,6 +198,8 @@ struct Parameters<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     iforest: &'a Option<crate::IForestParams>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    ocsvm: &'a Option<crate::OcsvmParams>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     season: &'a Option<crate::SeasonParams>,
 }
 
@@ -219,6 +224,7 @@ impl ModelArtifact {
             seasonal: &self.seasonal,
             kmeans: &self.kmeans,
             iforest: &self.iforest,
+            ocsvm: &self.ocsvm,
             season: &self.season,
         };
         sha256_tag(&serde_json::to_vec(&p).unwrap_or_default())
@@ -459,6 +465,9 @@ impl ModelArtifact {
         }
         if let Some(f) = &self.iforest {
             f.check(self.dims()).or_else(|e| bad("iforest", e))?;
+        }
+        if let Some(o) = &self.ocsvm {
+            o.check(self.dims()).or_else(|e| bad("ocsvm", e))?;
         }
         if let Some(s) = &self.season {
             s.check(self.dims()).or_else(|e| bad("season", e))?;

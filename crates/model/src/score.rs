@@ -30,6 +30,8 @@ pub struct Scorer {
     kmeans: Option<crate::KMeansParams>,
     /// The Isolation Forest, if the model has one.
     iforest: Option<crate::IForestParams>,
+    /// The one-class SVM, if the model has one.
+    ocsvm: Option<crate::OcsvmParams>,
     /// The seasonal baseline, if the model has one.
     season: Option<crate::SeasonParams>,
 }
@@ -49,6 +51,7 @@ impl Scorer {
         Self {
             kmeans: model.kmeans.clone(),
             iforest: model.iforest.clone(),
+            ocsvm: model.ocsvm.clone(),
             season: model.season.clone(),
             ..Self::from_pca(model.median.clone(), model.scale.clone(), &pca)
         }
@@ -80,6 +83,7 @@ impl Scorer {
             inv_lambda,
             kmeans: None,
             iforest: None,
+            ocsvm: None,
             season: None,
         }
     }
@@ -323,7 +327,29 @@ impl Scorer {
         let Some(forest) = &self.iforest else {
             return false;
         };
-        // Rows in blocks, row after row, so that each tree is walked for the whole block.
+        self.in_blocks(columns, out, |z, d, chunk| forest.scores(z, d, chunk));
+        true
+    }
+
+    /// Writes each row's one-class SVM score `ρ − Σ αᵢ K(svᵢ, z)` into `out` (in the
+    /// standardized space, each z clamped as for the other scores); `false`, with `out`
+    /// untouched, when the model has no one-class SVM.
+    pub fn ocsvm_score(&self, columns: &[&[f64]], out: &mut [f64]) -> bool {
+        let Some(svm) = &self.ocsvm else {
+            return false;
+        };
+        self.in_blocks(columns, out, |z, d, chunk| svm.scores(z, d, chunk));
+        true
+    }
+
+    /// Calls `score` on blocks of rows standardized row after row (`d` values each), so that a
+    /// detector's own data (trees, support vectors) is walked for a whole block at a time.
+    fn in_blocks(
+        &self,
+        columns: &[&[f64]],
+        out: &mut [f64],
+        score: impl Fn(&[f64], usize, &mut [f64]),
+    ) {
         const ROWS: usize = 1024;
         let d = self.d;
         let mut z = vec![0.0; d * ROWS];
@@ -334,9 +360,8 @@ impl Scorer {
                     z[i * d + j] = self.clamped_z(j, *x);
                 }
             }
-            forest.scores(&z[..chunk.len() * d], d, chunk);
+            score(&z[..chunk.len() * d], d, chunk);
         }
-        true
     }
 
     /// Writes each row's largest seasonal |z| (see [`crate::season`]) into `out`, the rows'

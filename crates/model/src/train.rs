@@ -38,6 +38,8 @@ pub struct TrainOptions {
     pub kmeans: bool,
     /// Grow the Isolation Forest detector on a sample of the training rows and store it.
     pub iforest: bool,
+    /// Fit the one-class SVM detector on a subsample of the training rows and store it.
+    pub ocsvm: bool,
     /// Fit the seasonal baseline detector (per hour of the day or week) and store it.
     pub season_baseline: bool,
 }
@@ -52,6 +54,7 @@ impl Default for TrainOptions {
             seasonal: true,
             kmeans: false,
             iforest: false,
+            ocsvm: false,
             season_baseline: false,
         }
     }
@@ -179,6 +182,7 @@ pub fn artifact(
         seasonal: None,
         kmeans: None,
         iforest: None,
+        ocsvm: None,
         season: None,
         training: Training {
             rows_seen,

@@ -5,9 +5,9 @@ use serde::{Deserialize, Serialize};
 
 /// Which detectors the fused score is made of (`fusion.detectors`): a list of `pca` (the SPE
 /// and T² signal), `mad` (the largest robust |z|), `kmeans` (the distance to the nearest
-/// training centroid), `iforest` (the Isolation Forest score) and `seasonal` (the largest |z|
-/// against the row's hour of the day or week), the last three for models trained with them; or
-/// the same names comma-separated.
+/// training centroid), `iforest` (the Isolation Forest score), `seasonal` (the largest |z|
+/// against the row's hour of the day or week) and `ocsvm` (the one-class SVM score), the last
+/// four for models trained with them; or the same names comma-separated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Detectors {
     /// The PCA signal.
@@ -20,6 +20,8 @@ pub struct Detectors {
     pub iforest: bool,
     /// The seasonal baseline signal.
     pub seasonal: bool,
+    /// The one-class SVM signal.
+    pub ocsvm: bool,
 }
 
 impl Default for Detectors {
@@ -30,17 +32,25 @@ impl Default for Detectors {
             kmeans: false,
             iforest: false,
             seasonal: false,
+            ocsvm: false,
         }
     }
 }
 
 impl Detectors {
     /// Every name a detector can have.
-    pub const NAMES: [&'static str; 5] = ["pca", "mad", "kmeans", "iforest", "seasonal"];
+    pub const NAMES: [&'static str; 6] = ["pca", "mad", "kmeans", "iforest", "seasonal", "ocsvm"];
 
     /// Which are on, in the order of [`Detectors::NAMES`].
-    pub(super) fn flags(&self) -> [bool; 5] {
-        [self.pca, self.mad, self.kmeans, self.iforest, self.seasonal]
+    pub(super) fn flags(&self) -> [bool; 6] {
+        [
+            self.pca,
+            self.mad,
+            self.kmeans,
+            self.iforest,
+            self.seasonal,
+            self.ocsvm,
+        ]
     }
 
     pub(super) fn names(&self) -> Vec<&'static str> {
@@ -58,6 +68,7 @@ impl Detectors {
             kmeans: false,
             iforest: false,
             seasonal: false,
+            ocsvm: false,
         };
         for n in names {
             match n.trim() {
@@ -66,6 +77,7 @@ impl Detectors {
                 "kmeans" => d.kmeans = true,
                 "iforest" => d.iforest = true,
                 "seasonal" => d.seasonal = true,
+                "ocsvm" => d.ocsvm = true,
                 "" => {}
                 other => {
                     return Err(format!(
@@ -118,11 +130,20 @@ pub struct Weights {
     pub iforest: f64,
     /// The seasonal baseline's.
     pub seasonal: f64,
+    /// The one-class SVM's.
+    pub ocsvm: f64,
 }
 
 impl Weights {
     /// The weights in the order of [`Detectors::NAMES`].
-    pub fn values(&self) -> [f64; 5] {
-        [self.pca, self.mad, self.kmeans, self.iforest, self.seasonal]
+    pub fn values(&self) -> [f64; 6] {
+        [
+            self.pca,
+            self.mad,
+            self.kmeans,
+            self.iforest,
+            self.seasonal,
+            self.ocsvm,
+        ]
     }
 }

@@ -113,7 +113,7 @@ pub struct Fusion {
     /// Each detector's weight under [`Rule::Weighted`] (`fusion.weights = { pca = 2, mad = 1 }`,
     /// or `--set fusion.weights.iforest=1`); a detector left out weighs 0.
     pub weights: Option<Weights>,
-    /// How many detectors must agree under [`Rule::Vote`], 1 to 5.
+    /// How many detectors must agree under [`Rule::Vote`], 1 to 6.
     pub votes: usize,
     /// The SPE limit the SPE is divided by.
     pub spe_limit: SpeLimit,
@@ -254,15 +254,22 @@ impl Fusion {
                 d.seasonal,
                 inv(model.season.as_ref().map(|s| own(s.limit, s.tail))),
             ),
+            ocsvm: model
+                .ocsvm
+                .as_ref()
+                .filter(|_| d.ocsvm)
+                .map_or((0.0, 0.0), |o| {
+                    (o.median, 1.0 / (own(o.limit, o.tail) - o.median))
+                }),
         }
     }
 
     /// Combines the signals in place: `spe[i]` becomes the fused score of row `i`, from
     /// `spe[i]`, `t2[i]` and `zmax[i]` scaled by `f`, and with the sampled detectors' values of
     /// `more` (empty slices where a detector is left out), which join by their maximum under
-    /// either rule: the k-means distance over its limit, the Isolation Forest score put at 0
-    /// at its training median and 1.0 at its limit (never below 0), and the largest seasonal
-    /// |z| over its limit (a NaN, a row without a time, leaves it out).
+    /// either rule: the k-means distance over its limit, the Isolation Forest and one-class SVM
+    /// scores put at 0 at their training median and 1.0 at their limit (never below 0), and the
+    /// largest seasonal |z| over its limit (a NaN, a row without a time, leaves it out).
     pub fn combine(
         &self,
         f: Factors,
@@ -294,9 +301,11 @@ impl Fusion {
                 *s = s.max(f.kmeans_signal(*d));
             }
         }
-        if f.iforest.1 > 0.0 {
-            for (s, v) in spe.iter_mut().zip(more.iforest) {
-                *s = s.max(f.forest(*v));
+        for (factor, values) in [(f.iforest, more.iforest), (f.ocsvm, more.ocsvm)] {
+            if factor.1 > 0.0 {
+                for (s, v) in spe.iter_mut().zip(values) {
+                    *s = s.max(above_median(*v, factor));
+                }
             }
         }
         if f.seasonal > 0.0 {
@@ -313,7 +322,7 @@ impl Fusion {
             let candidates = present
                 .into_iter()
                 .zip(f.signals(spe[i], t2[i], zmax[i], more, i));
-            let mut signals = [0.0f64; 5];
+            let mut signals = [0.0f64; Detectors::NAMES.len()];
             let mut n = 0;
             for (present, value) in candidates {
                 if present {
@@ -332,10 +341,11 @@ impl Fusion {
 
     /// Which signal of row `i` is the largest, for naming the metric that explains the row: PCA
     /// (on a tie too), the seasonal baseline, or another (the MAD signal, and k-means and the
-    /// forest, which name no metric: the metric with the largest robust |z| explains them).
+    /// forest and the one-class SVM, which name no metric: the metric with the largest robust
+    /// |z| explains them).
     pub fn lead(&self, f: Factors, row: Signals, more: Sampled<'_>, i: usize) -> Lead {
         let s = f.signals(row.spe, row.t2, row.zmax, more, i);
-        let (pca, seasonal, others) = (s[0], s[4], s[1].max(s[2]).max(s[3]));
+        let (pca, seasonal, others) = (s[0], s[4], s[1].max(s[2]).max(s[3]).max(s[5]));
         if pca >= seasonal && pca >= others {
             Lead::Pca
         } else if seasonal >= others {
@@ -348,6 +358,11 @@ impl Fusion {
     /// Whether [`Fusion::combine`] needs the Isolation Forest scores of rows scored with `model`.
     pub fn needs_iforest(&self, model: &ModelArtifact) -> bool {
         self.detectors.iforest && model.iforest.is_some()
+    }
+
+    /// Whether [`Fusion::combine`] needs the one-class SVM scores of rows scored with `model`.
+    pub fn needs_ocsvm(&self, model: &ModelArtifact) -> bool {
+        self.detectors.ocsvm && model.ocsvm.is_some()
     }
 
     /// Whether [`Fusion::combine`] needs the seasonal |z| of rows scored with `model` (and
@@ -374,14 +389,20 @@ fn weighted_mean(
 ) {
     let present = f.present(more);
     let weights = w.values();
-    let total: f64 = (0..5).filter(|d| present[*d]).map(|d| weights[d]).sum();
+    let all = 0..Detectors::NAMES.len();
+    let total: f64 = all
+        .clone()
+        .filter(|d| present[*d])
+        .map(|d| weights[d])
+        .sum();
     if total <= 0.0 {
         spe.fill(0.0);
         return;
     }
     for i in 0..spe.len() {
         let signals = f.signals(spe[i], t2[i], zmax[i], more, i);
-        spe[i] = (0..5)
+        spe[i] = all
+            .clone()
             .filter(|d| present[*d])
             .map(|d| weights[d] * signals[d])
             .sum::<f64>()
@@ -426,6 +447,8 @@ pub struct Factors {
     pub iforest: (f64, f64),
     /// 1 / the seasonal |z| limit (0: left out).
     pub seasonal: f64,
+    /// The one-class SVM score's training median and 1 / (limit − median) (0: left out).
+    pub ocsvm: (f64, f64),
 }
 
 impl Factors {
@@ -441,26 +464,39 @@ impl Factors {
 
     /// Which detectors give row signals, in the order of [`Detectors::NAMES`]: those with a
     /// factor (and values, for the ones `more` carries).
-    fn present(&self, more: Sampled<'_>) -> [bool; 5] {
+    fn present(&self, more: Sampled<'_>) -> [bool; Detectors::NAMES.len()] {
         [
             self.spe > 0.0 || self.t2 > 0.0,
             self.mad > 0.0,
             self.kmeans > 0.0 && !more.kmeans.is_empty(),
             self.iforest.1 > 0.0 && !more.iforest.is_empty(),
             self.seasonal > 0.0 && !more.seasonal.is_empty(),
+            self.ocsvm.1 > 0.0 && !more.ocsvm.is_empty(),
         ]
     }
 
     /// Row `i`'s signals, in the order of [`Detectors::NAMES`] (0 where a value is missing).
-    fn signals(&self, spe: f64, t2: f64, zmax: f64, more: Sampled<'_>, i: usize) -> [f64; 5] {
+    fn signals(
+        &self,
+        spe: f64,
+        t2: f64,
+        zmax: f64,
+        more: Sampled<'_>,
+        i: usize,
+    ) -> [f64; Detectors::NAMES.len()] {
         [
             self.pca(spe, t2),
             zmax * self.mad,
             more.kmeans.get(i).map_or(0.0, |d| self.kmeans_signal(*d)),
-            more.iforest.get(i).map_or(0.0, |v| self.forest(*v)),
+            more.iforest
+                .get(i)
+                .map_or(0.0, |v| above_median(*v, self.iforest)),
             more.seasonal
                 .get(i)
                 .map_or(0.0, |z| self.seasonal_signal(*z)),
+            more.ocsvm
+                .get(i)
+                .map_or(0.0, |v| above_median(*v, self.ocsvm)),
         ]
     }
 
@@ -468,12 +504,12 @@ impl Factors {
     fn seasonal_signal(&self, z: f64) -> f64 {
         if z.is_nan() { 0.0 } else { z * self.seasonal }
     }
+}
 
-    /// The Isolation Forest signal of a score: 0 at the training median, never below.
-    fn forest(&self, score: f64) -> f64 {
-        let (median, scale) = self.iforest;
-        (score - median).max(0.0) * scale
-    }
+/// The signal of an Isolation Forest or one-class SVM score with its training `(median, 1 /
+/// (limit − median))`: 0 at the median, never below, 1.0 at the limit.
+fn above_median(score: f64, (median, scale): (f64, f64)) -> f64 {
+    (score - median).max(0.0) * scale
 }
 
 /// The values of the detectors fitted on a training sample, one per row (empty where left out).
@@ -485,6 +521,8 @@ pub struct Sampled<'a> {
     pub iforest: &'a [f64],
     /// The largest seasonal |z|.
     pub seasonal: &'a [f64],
+    /// The one-class SVM scores.
+    pub ocsvm: &'a [f64],
 }
 
 #[cfg(test)]
@@ -501,6 +539,7 @@ mod tests {
             kmeans: 0.0,
             iforest: (0.0, 0.0),
             seasonal: 0.0,
+            ocsvm: (0.0, 0.0),
         };
         let mut spe = vec![10.0, 5.0, 0.0, 0.0];
         let none = Sampled::default();
@@ -537,6 +576,18 @@ mod tests {
             "{spe:?}"
         );
         assert!((spe[2] - 2.0).abs() < 1e-12, "{spe:?}");
+        // The one-class SVM's score alike: 0 at its median (−0.1), 1 at its limit (0.1).
+        let mut spe = vec![0.0, 0.0];
+        let svm = Factors {
+            ocsvm: (-0.1, 5.0),
+            ..k
+        };
+        let more = Sampled {
+            ocsvm: &[-0.3, 0.1],
+            ..Sampled::default()
+        };
+        f.combine(svm, &mut spe, &[0.0; 2], &[0.0; 2], more);
+        assert!(spe[0] == 0.0 && (spe[1] - 1.0).abs() < 1e-12, "{spe:?}");
         // The seasonal |z| over its limit (4): a row without a time (NaN) leaves it out.
         let mut spe = vec![0.5, 0.5, 0.5];
         let seasonal = Factors {
@@ -612,6 +663,7 @@ mod tests {
             kmeans: 1.0,
             iforest: (0.0, 0.0),
             seasonal: 1.0,
+            ocsvm: (0.0, 0.0),
         };
         let two = Fusion {
             rule: Rule::Vote,
@@ -640,7 +692,7 @@ mod tests {
         all.combine(f, &mut spe, &[0.0], &[2.0], Sampled::default());
         assert_eq!(spe, vec![2.0]);
         assert!(Fusion { votes: 0, ..two }.validate().is_err());
-        assert!(Fusion { votes: 6, ..two }.validate().is_err());
+        assert!(Fusion { votes: 7, ..two }.validate().is_err());
     }
 
     #[test]
@@ -652,6 +704,7 @@ mod tests {
             kmeans: 0.0,
             iforest: (0.0, 0.0),
             seasonal: 1.0,
+            ocsvm: (0.0, 0.0),
         };
         let w = Fusion {
             rule: Rule::Weighted,

@@ -35,6 +35,7 @@ pub fn scalar_udfs(registry: &ModelRegistry) -> Vec<ScalarUDF> {
         ModelScore::TopDeviation,
         ModelScore::KMeansDistance,
         ModelScore::IForestScore,
+        ModelScore::OcsvmScore,
         ModelScore::SeasonalZmax,
         ModelScore::FusedTopMetric,
         ModelScore::FusedTopDeviation,

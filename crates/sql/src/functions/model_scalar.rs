@@ -40,6 +40,8 @@ pub enum ModelScore {
     KMeansDistance,
     /// `iforest_score`: the Isolation Forest score.
     IForestScore,
+    /// `ocsvm_score`: the one-class SVM score.
+    OcsvmScore,
     /// `seasonal_zmax`: the largest |z| against the row's hour of the day or week.
     SeasonalZmax,
     /// `anomaly_top_metric`: the metric that explains the fused score.
@@ -80,6 +82,7 @@ impl ModelScore {
             Self::TopDeviation => "pca_top_deviation",
             Self::KMeansDistance => "kmeans_distance",
             Self::IForestScore => "iforest_score",
+            Self::OcsvmScore => "ocsvm_score",
             Self::SeasonalZmax => "seasonal_zmax",
             Self::FusedTopMetric => "anomaly_top_metric",
             Self::FusedTopDeviation => "anomaly_top_deviation",
@@ -97,6 +100,7 @@ impl ModelScore {
             | Self::TopDeviation
             | Self::KMeansDistance
             | Self::IForestScore
+            | Self::OcsvmScore
             | Self::SeasonalZmax
             | Self::FusedTopDeviation => DataType::Float64,
             Self::Contrib => {
@@ -167,6 +171,11 @@ impl ModelScore {
                  1.0 at its limit. NULL also where the model has no forest.",
                 "iforest_score(model, x1, ..., xd)",
                 "SELECT iforest_score('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
+            ),
+            Self::OcsvmScore => (
+                "The one-class SVM score of the row's robustly standardized metrics (trained by `tads                  train --ocsvm` on up to 1,000 sampled training rows, ν = 0.05, a Gaussian kernel of                  width d): rho - sum(alpha_i exp(-|sv_i - z|^2 / d)), 0 on the boundary around the                  training rows, above 0 outside it. `fusion.detectors = [\"pca\", \"mad\", \"ocsvm\"]`                  puts it into anomaly_score, 0 at its training median and 1.0 at its limit. NULL also                  where the model has no one-class SVM.",
+                "ocsvm_score(model, x1, ..., xd)",
+                "SELECT ocsvm_score('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
             ),
             Self::SeasonalZmax => (
                 "The largest |z| of the row's metrics against the model's seasonal baseline (trained by \
@@ -387,6 +396,7 @@ impl ScalarUDFImpl for ModelFunction {
             | ModelScore::Fused
             | ModelScore::KMeansDistance
             | ModelScore::IForestScore
+            | ModelScore::OcsvmScore
             | ModelScore::SeasonalZmax => {
                 let mut out = vec![0.0; n];
                 let fused = self.score == ModelScore::Fused;
@@ -405,6 +415,11 @@ impl ScalarUDFImpl for ModelFunction {
                         }
                         ModelScore::IForestScore => {
                             if !m.scorer.iforest_score(&slices, target) {
+                                return Ok(());
+                            }
+                        }
+                        ModelScore::OcsvmScore => {
+                            if !m.scorer.ocsvm_score(&slices, target) {
                                 return Ok(());
                             }
                         }
@@ -564,12 +579,14 @@ impl ScalarUDFImpl for ModelFunction {
     }
 }
 
-/// The k-means distances, the Isolation Forest scores and the seasonal |z| of some rows, each
-/// where the fusion uses it for the rows' model (else empty; the seasonal also without times).
+/// The k-means distances, the Isolation Forest and one-class SVM scores and the seasonal |z| of
+/// some rows, each where the fusion uses it for the rows' model (else empty; the seasonal also
+/// without times).
 struct SampledValues {
     kmeans: Vec<f64>,
     iforest: Vec<f64>,
     seasonal: Vec<f64>,
+    ocsvm: Vec<f64>,
 }
 
 impl SampledValues {
@@ -584,6 +601,7 @@ impl SampledValues {
             kmeans: Vec::new(),
             iforest: Vec::new(),
             seasonal: Vec::new(),
+            ocsvm: Vec::new(),
         };
         if let Some(t) = micros.filter(|_| fusion.needs_seasonal(&m.artifact)) {
             v.seasonal = vec![0.0; n];
@@ -597,6 +615,10 @@ impl SampledValues {
             v.iforest = vec![0.0; n];
             m.scorer.iforest_score(slices, &mut v.iforest);
         }
+        if fusion.needs_ocsvm(&m.artifact) {
+            v.ocsvm = vec![0.0; n];
+            m.scorer.ocsvm_score(slices, &mut v.ocsvm);
+        }
         v
     }
 
@@ -605,6 +627,7 @@ impl SampledValues {
             kmeans: &self.kmeans,
             iforest: &self.iforest,
             seasonal: &self.seasonal,
+            ocsvm: &self.ocsvm,
         }
     }
 }
