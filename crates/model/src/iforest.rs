@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kmeans::SplitMix;
 use crate::score::Z_LIMIT;
-use crate::train::quantile_in_place;
+use crate::train::median_limit_tail;
 
 /// Trees in a forest.
 pub const TREES: usize = 100;
@@ -365,14 +365,7 @@ pub fn train_with(
         seed: SEED,
     };
     let mut scores: Vec<f64> = rows.iter().map(|r| p.score(r)).collect();
-    p.median = quantile_in_place(&mut scores, 0.5)?;
-    p.limit = quantile_in_place(&mut scores, 0.999)?;
-    if p.limit.partial_cmp(&p.median) != Some(std::cmp::Ordering::Greater) {
-        return None;
-    }
-    p.tail = tail_quantile
-        .and_then(|q| quantile_in_place(&mut scores, q))
-        .filter(|t| t.is_finite());
+    (p.median, p.limit, p.tail) = median_limit_tail(&mut scores, tail_quantile)?;
     Some(p)
 }
 

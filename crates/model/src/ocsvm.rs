@@ -18,7 +18,7 @@ use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
 use crate::score::Z_LIMIT;
-use crate::train::quantile_in_place;
+use crate::train::median_limit_tail;
 
 /// The most sampled rows the boundary is fitted on (the kernel matrix holds `ROWS²` values).
 pub const ROWS: usize = 1_000;
@@ -165,14 +165,7 @@ pub fn train(sample: &[Vec<f64>], tail_quantile: Option<f64>) -> Option<OcsvmPar
     }
     // The limits from every sampled row, most of them not fitted on.
     let mut scores: Vec<f64> = sample.iter().map(|r| p.score(r)).collect();
-    p.median = quantile_in_place(&mut scores, 0.5)?;
-    p.limit = quantile_in_place(&mut scores, 0.999)?;
-    if p.limit.partial_cmp(&p.median) != Some(std::cmp::Ordering::Greater) {
-        return None;
-    }
-    p.tail = tail_quantile
-        .and_then(|q| quantile_in_place(&mut scores, q))
-        .filter(|t| t.is_finite());
+    (p.median, p.limit, p.tail) = median_limit_tail(&mut scores, tail_quantile)?;
     Some(p)
 }
 

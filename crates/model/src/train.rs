@@ -199,6 +199,23 @@ pub fn artifact(
     Ok(model)
 }
 
+/// The median, the 0.999 quantile (the limit) and the `tail_quantile` of a sampled detector's
+/// training `scores` (reordered); `None` when the limit is not above the median.
+pub(crate) fn median_limit_tail(
+    scores: &mut [f64],
+    tail_quantile: Option<f64>,
+) -> Option<(f64, f64, Option<f64>)> {
+    let median = quantile_in_place(scores, 0.5)?;
+    let limit = quantile_in_place(scores, 0.999)?;
+    if limit.partial_cmp(&median) != Some(std::cmp::Ordering::Greater) {
+        return None;
+    }
+    let tail = tail_quantile
+        .and_then(|q| quantile_in_place(scores, q))
+        .filter(|t| t.is_finite());
+    Some((median, limit, tail))
+}
+
 /// The continuous q-quantile of `values` (sorted in place): linear interpolation at position
 /// q·(n − 1), the definition of SQL's `percentile_cont`.
 pub fn quantile_in_place(values: &mut [f64], q: f64) -> Option<f64> {
