@@ -58,7 +58,7 @@ TRAIN_QUANTILE = 0.995      # the peers' threshold: this quantile of their train
 LEADING_TRAIN_FRACTION = 0.30  # a series without a split trains on its first 30% of rows
 PCA_VARIANCE = 0.95
 MAD_SCALE_FLOOR = 1e-9
-# With TADS_REAL_PEERS=iforest,kmeans,lof, more peers (for the detectors of issue 18).
+# With TADS_REAL_PEERS=iforest,kmeans,lof,ocsvm, more peers (for the detectors of issue 18).
 METHODS = ["tads", "sklearn_pca", "mad_max"] + [
     n for n in os.environ.get("TADS_REAL_PEERS", "").split(",") if n
 ]
@@ -68,6 +68,7 @@ METHOD_TITLES = {
     "iforest": "scikit-learn Isolation Forest (100 trees), train 99.5% quantile",
     "kmeans": "k-means distance (k = 8), train 99.5% quantile",
     "lof": "scikit-learn LOF (20 neighbours), train 99.5% quantile",
+    "ocsvm": "scikit-learn one-class SVM (nu 0.05, RBF, 1,000 rows), train 99.5% quantile",
 }
 
 
@@ -256,8 +257,17 @@ def peer_lof(x_train, x_test):
     return -lof.score_samples(z_train), -lof.score_samples(z_test), "20 neighbours"
 
 
-# More peers for the detectors of issue 18: TADS_REAL_PEERS=iforest,kmeans,lof.
-EXTRA_PEERS = {"iforest": peer_iforest, "kmeans": peer_kmeans, "lof": peer_lof}
+def peer_ocsvm(x_train, x_test):
+    """One-class SVM (nu 0.05, RBF with gamma 'scale') fitted on the first 1,000 standardized
+    training rows, as `tads train --ocsvm` bounds its kernel matrix; score = −decision_function."""
+    from sklearn.svm import OneClassSVM
+    z_train, z_test = _standardized(x_train, x_test)
+    svm = OneClassSVM(nu=0.05, kernel="rbf", gamma="scale").fit(z_train[:1000])
+    return -svm.decision_function(z_train), -svm.decision_function(z_test), "nu 0.05"
+
+
+# More peers for the detectors of issue 18: TADS_REAL_PEERS=iforest,kmeans,lof,ocsvm.
+EXTRA_PEERS = {"iforest": peer_iforest, "kmeans": peer_kmeans, "lof": peer_lof, "ocsvm": peer_ocsvm}
 for _name in METHODS[3:]:
     if _name not in EXTRA_PEERS:
         sys.exit(f"TADS_REAL_PEERS: unknown peer `{_name}` (known: {', '.join(EXTRA_PEERS)})")

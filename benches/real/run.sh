@@ -22,8 +22,9 @@
 #   TADS_SCORE_ARGS='--set fusion.spe_limit=empirical_999 --set fusion.t2_limit=off' \
 #     benches/real/run.sh --label empirical-spe --report none
 #
-# TADS_REAL_PEERS=iforest,kmeans,lof adds scikit-learn's Isolation Forest, k-means distance and
-# LOF as peers, with the same threshold rule (the detectors of issue 18, measured before built).
+# TADS_REAL_PEERS=iforest,kmeans,lof,ocsvm adds scikit-learn's Isolation Forest, k-means
+# distance, LOF and one-class SVM as peers, with the same threshold rule (the detectors of
+# issue 18).
 #
 # For every series it trains TADS on the training rows and scores the test rows, computes the two
 # peers on exactly the same rows (thresholds from the training rows only), evaluates all three
