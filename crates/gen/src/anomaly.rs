@@ -139,23 +139,29 @@ fn mean_points(range: SpanRange, interval_us: i64) -> f64 {
     ((range.min.micros() + range.max.micros()) as f64 / 2.0 / interval_us as f64).max(1.0)
 }
 
+/// The range of lengths an event of `kind` draws from (`None`: a spike, drawn in points). The
+/// network kinds take the knobs of the server kinds they resemble: loss bursts and jitter
+/// storms the burst's, a bandwidth collapse the correlation break's, a latency step the level
+/// shift's.
+fn duration(kind: AnomalyType, a: &AnomalyConfig) -> Option<SpanRange> {
+    use AnomalyType::*;
+    match kind {
+        Spike => None,
+        Burst | LossBurst | JitterStorm => Some(a.burst_duration),
+        Trend => Some(a.trend_duration),
+        CorrelationBreak | BandwidthCollapse => Some(a.break_duration),
+        LevelShift | LatencyStep => Some(a.shift_duration),
+    }
+}
+
 /// Average number of points one event of the configured mix occupies, gap included.
 fn mean_occupancy(a: &AnomalyConfig, interval_us: i64) -> f64 {
     let each: f64 = a
         .types
         .iter()
-        .map(|t| match t {
-            AnomalyType::Spike => f64::from(a.spike_points.0 + a.spike_points.1) / 2.0,
-            AnomalyType::Burst | AnomalyType::LossBurst | AnomalyType::JitterStorm => {
-                mean_points(a.burst_duration, interval_us)
-            }
-            AnomalyType::Trend => mean_points(a.trend_duration, interval_us),
-            AnomalyType::CorrelationBreak | AnomalyType::BandwidthCollapse => {
-                mean_points(a.break_duration, interval_us)
-            }
-            AnomalyType::LevelShift | AnomalyType::LatencyStep => {
-                mean_points(a.shift_duration, interval_us)
-            }
+        .map(|t| match duration(*t, a) {
+            None => f64::from(a.spike_points.0 + a.spike_points.1) / 2.0,
+            Some(range) => mean_points(range, interval_us),
         })
         .sum();
     each / a.types.len().max(1) as f64 + a.min_gap.micros() as f64 / interval_us as f64
@@ -207,9 +213,8 @@ fn visible_start(
 }
 
 /// The length in points, the metrics and the signed magnitude of one event of `kind`, drawn
-/// from `rng`. The network kinds take their knobs from the server kinds they resemble: loss
-/// bursts and jitter storms the burst's, a bandwidth collapse the correlation break's length
-/// and the level shift's step (downwards), a latency step the level shift's.
+/// from `rng`; its length from [`duration`], its step from the burst's, trend's or level
+/// shift's magnitude (a bandwidth collapse's downwards).
 fn shape(
     kind: AnomalyType,
     config: &GenConfig,
@@ -219,6 +224,8 @@ fn shape(
     let a = &config.anomalies;
     let interval = config.interval.micros();
     let all = config.profile.metrics();
+    // A spike draws its length in points and reads no range.
+    let range = duration(kind, a).unwrap_or(a.burst_duration);
     match kind {
         AnomalyType::Spike => (
             u64::from(rng.random_range(a.spike_points.0..=a.spike_points.1)),
@@ -226,7 +233,7 @@ fn shape(
             a.spike_magnitude * rng.random_range(0.75..1.25),
         ),
         AnomalyType::Burst => (
-            points(a.burst_duration, interval, rng),
+            points(range, interval, rng),
             pick(
                 rng,
                 &[
@@ -243,7 +250,7 @@ fn shape(
             a.burst_magnitude * rng.random_range(0.8..1.2),
         ),
         AnomalyType::Trend => (
-            points(a.trend_duration, interval, rng),
+            points(range, interval, rng),
             pick(
                 rng,
                 &[MemPct, MemPct, MemPct, LatencyMs, DiskWriteMbps, ErrorRate],
@@ -253,7 +260,7 @@ fn shape(
             a.trend_magnitude * rng.random_range(0.8..1.2),
         ),
         AnomalyType::CorrelationBreak => (
-            points(a.break_duration, interval, rng),
+            points(range, interval, rng),
             pick(
                 rng,
                 &[CpuPct, DiskReadMbps, DiskWriteMbps, NetRxMbps, NetTxMbps],
@@ -265,13 +272,13 @@ fn shape(
         AnomalyType::LevelShift => {
             let sign = if rng.random_bool(0.75) { 1.0 } else { -1.0 };
             (
-                points(a.shift_duration, interval, rng),
+                points(range, interval, rng),
                 pick(rng, all, 1, 3),
                 sign * a.shift_magnitude * rng.random_range(0.8..1.2),
             )
         }
         AnomalyType::LossBurst => (
-            points(a.burst_duration, interval, rng),
+            points(range, interval, rng),
             MetricSet::of(&[PacketLossPct, Retransmits]),
             a.burst_magnitude * rng.random_range(0.8..1.2),
         ),
@@ -281,18 +288,18 @@ fn shape(
                 set.insert(LatencyMs);
             }
             (
-                points(a.burst_duration, interval, rng),
+                points(range, interval, rng),
                 set,
                 a.burst_magnitude * rng.random_range(0.8..1.2),
             )
         }
         AnomalyType::BandwidthCollapse => (
-            points(a.break_duration, interval, rng),
+            points(range, interval, rng),
             MetricSet::of(&[BandwidthMbps]),
             -a.shift_magnitude * rng.random_range(0.8..1.2),
         ),
         AnomalyType::LatencyStep => (
-            points(a.shift_duration, interval, rng),
+            points(range, interval, rng),
             MetricSet::of(&[LatencyMs]),
             a.shift_magnitude * rng.random_range(0.8..1.2),
         ),

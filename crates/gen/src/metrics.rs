@@ -302,8 +302,13 @@ fn network_responses(u: &mut Uniform<'_>, r: &mut [Response; METRIC_COUNT]) {
     );
     let propagation = u(2.0, 60.0);
     r[Metric::LatencyMs as usize] = Response::queueing(propagation, u(0.3, 0.8), u(0.02, 0.05));
-    r[Metric::PacketLossPct as usize] =
-        Response::new(0.0, u(0.02, 0.1), true, u(0.005, 0.02), 100.0);
+    r[Metric::PacketLossPct as usize] = Response::new(
+        0.0,
+        u(0.02, 0.1),
+        true,
+        u(0.005, 0.02),
+        Metric::PacketLossPct.upper(),
+    );
     r[Metric::JitterMs as usize] =
         Response::new(u(0.2, 1.5), u(1.0, 4.0), true, u(0.1, 0.3), f64::INFINITY);
     r[Metric::Retransmits as usize] = Response {

@@ -269,9 +269,8 @@ impl Plan {
             constant(&h.region),
             constant(&h.project),
         ];
-        let mut cols = cols.map(Some);
         arrays.extend(metrics.iter().map(|m| {
-            let values = cols[*m as usize].take().unwrap_or_default();
+            let values = std::mem::take(&mut cols[*m as usize]);
             Arc::new(Float64Array::from(values)) as ArrayRef
         }));
         arrays.push(Arc::new(is_anomaly.finish()));

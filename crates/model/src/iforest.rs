@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kmeans::SplitMix;
 use crate::score::Z_LIMIT;
-use crate::train::median_limit_tail;
+use crate::train::{check_median_limit, median_limit_tail};
 
 /// Trees in a forest.
 pub const TREES: usize = 100;
@@ -287,13 +287,7 @@ impl IForestParams {
         for t in &self.trees {
             t.check(d)?;
         }
-        if !(self.median.is_finite() && self.limit.is_finite() && self.limit > self.median) {
-            return Err(format!(
-                "iforest: limit {} is not above the median {}",
-                self.limit, self.median
-            ));
-        }
-        Ok(())
+        check_median_limit("iforest", self.median, self.limit)
     }
 
     /// The anomaly score `2^(−E[h] / c(psi))` of a standardized row, in (0, 1].

@@ -18,7 +18,7 @@ use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
 use crate::score::Z_LIMIT;
-use crate::train::median_limit_tail;
+use crate::train::{check_median_limit, median_limit_tail};
 
 /// The most sampled rows the boundary is fitted on (the kernel matrix holds `ROWS²` values).
 pub const ROWS: usize = 1_000;
@@ -81,13 +81,7 @@ impl OcsvmParams {
                 "ocsvm: a support vector, weight, rho or eps is not a finite number".into(),
             );
         }
-        if !(self.median.is_finite() && self.limit.is_finite() && self.limit > self.median) {
-            return Err(format!(
-                "ocsvm: limit {} is not above the median {}",
-                self.limit, self.median
-            ));
-        }
-        Ok(())
+        check_median_limit("ocsvm", self.median, self.limit)
     }
 
     /// The raw score `ρ − Σ αᵢ K(svᵢ, z)` of a standardized row (clamped as training was).

@@ -216,6 +216,18 @@ pub(crate) fn median_limit_tail(
     Some((median, limit, tail))
 }
 
+/// Checks a sampled detector's stored training median and limit (`what` names the section):
+/// both finite, the limit above the median, as [`median_limit_tail`] makes them.
+pub(crate) fn check_median_limit(what: &str, median: f64, limit: f64) -> Result<(), String> {
+    if median.is_finite() && limit.is_finite() && limit > median {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: limit {limit} is not above the median {median}"
+        ))
+    }
+}
+
 /// The continuous q-quantile of `values` (sorted in place): linear interpolation at position
 /// q·(n − 1), the definition of SQL's `percentile_cont`.
 pub fn quantile_in_place(values: &mut [f64], q: f64) -> Option<f64> {
