@@ -19,7 +19,7 @@ mkdir -p "$work"
 "$tads" generate --out "$work/data" --hosts 30 --duration 14d --interval 1m --anomaly-rate 1 \
   --seed 11 --quiet ${TADS_GEN_ARGS:-}
 "$tads" train --data "$work/data" --models "$work/models" --model hosts --group-by host_id \
-  --kmeans --iforest --ocsvm --seasonal-baseline --quiet
+  --kmeans --iforest --ocsvm --seasonal-baseline --forecast --quiet
 echo "| detectors | point precision | point recall | point F1 | event recall | normal rows in alert | AU-PRC |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
 for name in "${settings[@]}"; do

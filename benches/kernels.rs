@@ -130,6 +130,26 @@ fn bench(c: &mut Criterion) {
     g.bench_function("seasonal_zmax", |b| {
         b.iter(|| season_scorer.season_zmax(black_box(&refs), &micros, &mut out))
     });
+    // The forecast's largest |z| (a weekly profile on every metric, 10 s rows).
+    let decomposition = tads_model::forecast::Decomposition {
+        periods: vec![24, 168],
+        strength: vec![vec![0.9; cols.len()]; 2],
+        profile: (0..168)
+            .map(|h| vec![f64::from(h % 24) / 24.0; cols.len()])
+            .collect(),
+    };
+    let mut with_forecast = model.clone();
+    let residuals = vec![Default::default(); cols.len()];
+    with_forecast.forecast = Some(tads_model::forecast::build(
+        &model,
+        &decomposition,
+        &residuals,
+        "ts",
+    ));
+    let forecast_scorer = Scorer::new(&with_forecast);
+    g.bench_function("forecast_zmax", |b| {
+        b.iter(|| forecast_scorer.forecast_zmax(black_box(&refs), &micros, &mut out))
+    });
     // The alert machine over fused scores with a few alerts in them.
     scorer.spe_t2_zmax(&refs, &mut out, &mut t2, &mut z);
     fusion.combine(factors, &mut out, &t2, &z, Default::default());

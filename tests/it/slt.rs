@@ -146,6 +146,28 @@ fn tiny_kmeans_model() -> ModelArtifact {
         })
         .collect();
     m.season = Some(tads_model::season::build(&m, &period, &slots, "ts"));
+    // A daily forecast on `a` alone: 2 above its median from noon UTC, the interval 1 below it
+    // (raised to a's scale, 3.13) and 9 above; `b` and `c` without residuals get the Gaussian
+    // interval of their scale.
+    let decomposition = tads_model::forecast::Decomposition {
+        periods: vec![24],
+        strength: vec![vec![0.9, 0.0, 0.0]],
+        profile: (0..24)
+            .map(|h| vec![if h < 12 { 0.0 } else { 2.0 }, 0.0, 0.0])
+            .collect(),
+    };
+    let a = tads_model::forecast::Residuals {
+        median: Some(0.0),
+        low: Some(-1.0),
+        high: Some(9.0),
+    };
+    let residuals = [a, Default::default(), Default::default()];
+    m.forecast = Some(tads_model::forecast::build(
+        &m,
+        &decomposition,
+        &residuals,
+        "ts",
+    ));
     assert!(m.kmeans.is_some() && m.iforest.is_some());
     m.seal()
 }

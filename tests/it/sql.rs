@@ -134,6 +134,8 @@ fn every_tads_function_is_registered_and_documented() {
         "kmeans_distance",
         "iforest_score",
         "seasonal_zmax",
+        "forecast_zmax",
+        "ocsvm_score",
         "seasonal_zscore",
         "pca_scores",
         "anomaly_score",

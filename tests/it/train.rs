@@ -737,7 +737,7 @@ async fn sampled_detectors_train_alike_on_any_thread_count_and_score_as_sql_says
 /// `--seasonal-baseline`: generated hosts follow a daily cycle, so training finds a period of
 /// 24 hours with slots for the cycling metrics, for one model and for each member of a group;
 /// `fusion.detectors = ["seasonal"]` scores each row as `seasonal_zmax` over the section's
-/// limit (raised to its training tail) says.
+/// limit (raised to its training tail) says. `--forecast` alike, with a daily component.
 #[tokio::test]
 async fn the_seasonal_baseline_finds_the_daily_period_and_scores_as_sql_says() {
     // Nine days: a daily period needs seven days of distances from the previous day's median.
@@ -763,6 +763,7 @@ async fn the_seasonal_baseline_finds_the_daily_period_and_scores_as_sql_says() {
         "s1",
         "--no-seasonal",
         "--seasonal-baseline",
+        "--forecast",
         "--quiet",
     ]);
     assert_ok(&run);
@@ -790,6 +791,30 @@ async fn the_seasonal_baseline_finds_the_daily_period_and_scores_as_sql_says() {
     assert_eq!(v[1], 0, "rows whose score is not the seasonal signal");
     assert!(v[2] > 0, "no row above the seasonal limit");
 
+    // The forecast: a daily component for cpu_pct, whose forecast swings over the day by more
+    // than the metric's robust scale (its interval is wider: one model of five hosts holds their
+    // differences in its residuals); scored alone as forecast_zmax over its limit says.
+    let forecast = m.forecast.clone().expect("a forecast section");
+    assert_eq!(forecast.periods, vec![24]);
+    assert!(
+        forecast.strength[0][j] >= tads_model::forecast::MIN_STRENGTH,
+        "{:?}",
+        forecast.strength
+    );
+    let hours: Vec<f64> = forecast.center.iter().map(|r| r[j]).collect();
+    let swing = hours.iter().cloned().fold(f64::MIN, f64::max)
+        - hours.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(
+        swing > m.scale[j],
+        "cpu_pct's forecast {hours:?}, scale {}",
+        m.scale[j]
+    );
+    let tail = forecast.tail.expect("a training tail");
+    let limit = forecast.limit.max(tail);
+    let signal = format!("forecast_zmax('s1', {x}, ts) / {limit:?}");
+    let v = score_alone(&f, "s1", "forecast", &signal).await;
+    assert!(v[0] > 10_000, "rows scored: {}", v[0]);
+    assert_eq!(v[1], 0, "rows whose score is not the forecast signal");
     // A group: each member its own period and slots.
     let run = f.train(&[
         "--model",
@@ -797,6 +822,7 @@ async fn the_seasonal_baseline_finds_the_daily_period_and_scores_as_sql_says() {
         "--group-by",
         "host_id",
         "--seasonal-baseline",
+        "--forecast",
         "--quiet",
     ]);
     assert_ok(&run);
@@ -827,6 +853,37 @@ async fn the_seasonal_baseline_finds_the_daily_period_and_scores_as_sql_says() {
         with >= 4,
         "{with} of {} members have a seasonal section",
         group.members.len()
+    );
+    // Every member has a forecast (nine days: a daily component), valid as its model is.
+    let mut at_tail = String::from("CASE CAST(host_id AS VARCHAR)");
+    for m in &group.members {
+        let forecast = m.forecast.as_ref().expect("a member's forecast");
+        assert_eq!(forecast.periods, vec![24], "{}", m.name);
+        let tail = forecast.tail.expect("a training tail");
+        let level = tail / forecast.limit.max(tail);
+        at_tail.push_str(&format!(" WHEN '{}' THEN {level:?}", group.key_of(m)));
+    }
+    at_tail.push_str(" END");
+    // Scored as the plan scores (each host's rows from its previous day's median), the
+    // training rows after the first day lie at or above each member's training tail as often
+    // as training measured: the plan's space is the one the interval and the tail were
+    // measured in.
+    let out = f.tmp.path().join("forecast-plan");
+    let settings = ["--no-alerts", "--set", "fusion.detectors=forecast"];
+    assert_ok(&score_cmd("hosts", &f.data, &f.models, &out, &settings));
+    let v = scored_counts(
+        &f.models,
+        &out,
+        &format!(
+            "SELECT count(score), count(*) FILTER (WHERE score >= {at_tail}) FROM s \
+             WHERE ts >= (SELECT min(ts) FROM s) + INTERVAL '1 day'"
+        ),
+    )
+    .await;
+    let share = v[1] as f64 / v[0] as f64;
+    assert!(
+        (0.04..=0.06).contains(&share),
+        "{share} of the rows at or above their member's training tail (trained at 0.95)"
     );
     assert!(group.validate().is_ok());
 }

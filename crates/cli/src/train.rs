@@ -92,6 +92,13 @@ pub(crate) struct TrainArgs {
     /// `--set fusion.detectors=pca,mad,seasonal`, SQL with seasonal_zscore() and seasonal_zmax()
     #[arg(long)]
     seasonal_baseline: bool,
+    /// Also fit the forecast residual detector: an MSTL decomposition (daily, and weekly with
+    /// two weeks or more) of each metric's hourly medians, its last cycle as the forecast of each
+    /// hour, and the interval holding 99 % of the training residuals (three more passes over the
+    /// data). Scoring uses it with `--set fusion.detectors=pca,mad,forecast`, SQL with
+    /// forecast_zmax()
+    #[arg(long)]
+    forecast: bool,
     /// Train one model per value of this column (e.g. host_id), written as <models>/<name>/group.json
     #[arg(long, value_name = "COLUMN")]
     group_by: Option<String>,
@@ -199,6 +206,7 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
             iforest: args.iforest,
             ocsvm: args.ocsvm,
             season_baseline: args.seasonal_baseline,
+            forecast: args.forecast,
         },
         overwrite: args.overwrite,
         group_by: args.group_by.clone(),

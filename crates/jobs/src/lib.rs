@@ -18,6 +18,7 @@ pub mod alerts;
 pub mod config;
 pub mod drift;
 pub mod eval;
+mod forecast;
 pub mod parquet_out;
 mod passthrough;
 pub mod quantiles;

@@ -46,7 +46,11 @@ fn key_sql(key: Option<&str>) -> String {
 }
 
 /// Registers `columns` as the in-memory table `name`.
-fn register(ctx: &SessionContext, name: &str, columns: Vec<(String, ArrayRef)>) -> Result<()> {
+pub(crate) fn register(
+    ctx: &SessionContext,
+    name: &str,
+    columns: Vec<(String, ArrayRef)>,
+) -> Result<()> {
     let fields: Vec<Field> = columns
         .iter()
         .map(|(n, a)| Field::new(n, a.data_type().clone(), true))
@@ -68,8 +72,8 @@ fn register(ctx: &SessionContext, name: &str, columns: Vec<(String, ArrayRef)>) 
 /// The training rows as `w(__k, __hr, __x{j}, __w{j})`: the key, the hour since the epoch, each
 /// value and its distance from the previous day's median, as the scoring plan's drift baseline
 /// measures a row (the day medians are joined from memory; the first day has none, and drops
-/// out).
-async fn rows_sql(input: &BaselineInput<'_>, key: Option<&str>) -> Result<String> {
+/// out). Registers the day medians as a table that the caller deregisters (`forget_days`).
+pub(crate) async fn rows_sql(input: &BaselineInput<'_>, key: Option<&str>) -> Result<String> {
     let ts = ident(TIME);
     let k = key_sql(key);
     let d = input.cols.len();
@@ -100,8 +104,28 @@ async fn rows_sql(input: &BaselineInput<'_>, key: Option<&str>) -> Result<String
     ))
 }
 
+/// Deregisters the day medians `rows_sql` registered.
+pub(crate) fn forget_days(ctx: &SessionContext) -> Result<()> {
+    ctx.deregister_table(DAYS)?;
+    Ok(())
+}
+
 /// Per key, the period found in its hourly medians.
 async fn periods(input: &BaselineInput<'_>, rows: &str) -> Result<BTreeMap<String, Detected>> {
+    let d = input.cols.len();
+    Ok(hourly(input, rows)
+        .await?
+        .into_iter()
+        .filter_map(|(k, h)| season::detect(&h, d).map(|p| (k, p)))
+        .collect())
+}
+
+/// Per key, each feature's median distance from the previous day's median per hour since the
+/// epoch (the rows `rows` makes).
+pub(crate) async fn hourly(
+    input: &BaselineInput<'_>,
+    rows: &str,
+) -> Result<BTreeMap<String, BTreeMap<i64, Vec<Option<f64>>>>> {
     let d = input.cols.len();
     let medians = (0..d)
         .map(|j| input.mode.small_median(&format!("__w{j}")))
@@ -124,10 +148,7 @@ async fn periods(input: &BaselineInput<'_>, rows: &str) -> Result<BTreeMap<Strin
                 .insert(hours.value(i), values);
         }
     }
-    Ok(hourly
-        .into_iter()
-        .filter_map(|(k, h)| season::detect(&h, d).map(|p| (k, p)))
-        .collect())
+    Ok(hourly)
 }
 
 /// Per key, each slot's statistics (`slots[s][j]`).
@@ -316,7 +337,7 @@ async fn sections(
         Some(q) if !built.is_empty() => tails(input, &rows, q, &built).await?,
         _ => BTreeMap::new(),
     };
-    input.ctx.deregister_table(DAYS)?;
+    forget_days(input.ctx)?;
     Ok(built
         .into_iter()
         .map(|(k, f)| {

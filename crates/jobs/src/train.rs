@@ -285,6 +285,9 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
             if job.options.season_baseline {
                 model = crate::season::single(&baseline, model).await?;
             }
+            if job.options.forecast {
+                model = crate::forecast::single(&baseline, model).await?;
+            }
             let rows = model.training.rows_seen;
             let json = model.to_json();
             (Trained::Model(Box::new(model)), rows, (&files[0], json))
@@ -302,6 +305,9 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
             }
             if job.options.season_baseline {
                 group = crate::season::group(&baseline, group).await?;
+            }
+            if job.options.forecast {
+                group = crate::forecast::group(&baseline, group).await?;
             }
             let json = group.to_json();
             (Trained::Group(Box::new(group)), rows, (&files[1], json))

@@ -149,6 +149,9 @@ pub struct ModelArtifact {
     /// The seasonal baseline detector's slots and limits, if trained (`season`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub season: Option<crate::SeasonParams>,
+    /// The forecast residual detector's forecast and intervals, if trained (`forecast`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<crate::ForecastParams>,
     /// Provenance.
     pub training: Training,
     /// `sha256:` and the hex SHA-256 of the parameters (everything but `training` and the
@@ -201,6 +204,8 @@ struct Parameters<'a> {
     ocsvm: &'a Option<crate::OcsvmParams>,
     #[serde(skip_serializing_if = "Option::is_none")]
     season: &'a Option<crate::SeasonParams>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forecast: &'a Option<crate::ForecastParams>,
 }
 
 impl ModelArtifact {
@@ -226,6 +231,7 @@ impl ModelArtifact {
             iforest: &self.iforest,
             ocsvm: &self.ocsvm,
             season: &self.season,
+            forecast: &self.forecast,
         };
         sha256_tag(&serde_json::to_vec(&p).unwrap_or_default())
     }
@@ -471,6 +477,9 @@ impl ModelArtifact {
         }
         if let Some(s) = &self.season {
             s.check(self.dims()).or_else(|e| bad("season", e))?;
+        }
+        if let Some(f) = &self.forecast {
+            f.check(self.dims()).or_else(|e| bad("forecast", e))?;
         }
         if self.training.rows_used > self.training.rows_seen {
             return bad(

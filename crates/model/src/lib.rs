@@ -17,6 +17,7 @@ pub mod adapt;
 pub mod alert;
 pub mod artifact;
 pub mod dist;
+pub mod forecast;
 pub mod fusion;
 pub mod group;
 pub mod hash;
@@ -39,6 +40,7 @@ pub use alert::{AlertMachine, Cooldown, Event, Step};
 pub use artifact::{
     ModelArtifact, PcaParams, SCHEMA_VERSION, Seasonal, Tail, Thresholds, Training,
 };
+pub use forecast::ForecastParams;
 pub use fusion::{
     Factors, Fusion, Lead, Rule, Sampled, Severity, Signals, SpeLimit, T2Limit, Weights,
 };

@@ -34,6 +34,8 @@ pub struct Scorer {
     ocsvm: Option<crate::OcsvmParams>,
     /// The seasonal baseline, if the model has one.
     season: Option<crate::SeasonParams>,
+    /// The forecast residual detector, if the model has one.
+    forecast: Option<crate::ForecastParams>,
 }
 
 impl Scorer {
@@ -53,6 +55,7 @@ impl Scorer {
             iforest: model.iforest.clone(),
             ocsvm: model.ocsvm.clone(),
             season: model.season.clone(),
+            forecast: model.forecast.clone(),
             ..Self::from_pca(model.median.clone(), model.scale.clone(), &pca)
         }
     }
@@ -85,6 +88,7 @@ impl Scorer {
             iforest: None,
             ocsvm: None,
             season: None,
+            forecast: None,
         }
     }
 
@@ -259,6 +263,11 @@ impl Scorer {
                 let slot = s.slot_of(micros?);
                 largest(&|j| s.z(j, slot, row[j]), &|j| s.center[slot][j])
             }
+            crate::Lead::Forecast => {
+                let f = self.forecast.as_ref()?;
+                let slot = f.slot_of(micros?);
+                largest(&|j| f.z(j, slot, row[j]), &|j| f.center[slot][j])
+            }
             crate::Lead::Z => largest(&|j| self.clamped_z(j, row[j]), &|j| self.median[j]),
         }
     }
@@ -372,6 +381,22 @@ impl Scorer {
             return false;
         };
         season.zmax(&columns[..self.d.min(columns.len())], micros, out);
+        true
+    }
+
+    /// Writes each row's largest forecast |z| (see [`crate::forecast`]) into `out`, the rows'
+    /// times in microseconds in `micros` (NaN where a time is missing); `false`, with `out`
+    /// untouched, when the model has no forecast section.
+    pub fn forecast_zmax(
+        &self,
+        columns: &[&[f64]],
+        micros: &[Option<i64>],
+        out: &mut [f64],
+    ) -> bool {
+        let Some(forecast) = &self.forecast else {
+            return false;
+        };
+        forecast.zmax(&columns[..self.d.min(columns.len())], micros, out);
         true
     }
 

@@ -228,6 +228,18 @@ pub fn detect(hourly: &BTreeMap<i64, Vec<Option<f64>>>, d: usize) -> Option<Dete
     (0..d).any(|j| found.seasonal(j)).then_some(found)
 }
 
+/// What the scoring plan takes out of feature `j` of a row in `slot` (an hour of the day or
+/// week) for the model's daily cycle: the cycle's value at the slot's hour of the day, 0
+/// without a cycle.
+pub fn cycle_at(model: &ModelArtifact, slot: usize, j: usize) -> f64 {
+    model
+        .seasonal
+        .as_ref()
+        .and_then(|c| c.profile.get(slot % 24))
+        .and_then(|h| h.get(j).copied())
+        .unwrap_or(0.0)
+}
+
 /// One slot's statistics of one feature's distance from the previous day's median.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct SlotStat {
@@ -263,14 +275,7 @@ pub fn build(
 ) -> SeasonParams {
     let d = model.dims();
     let p = found.period_hours as usize;
-    let cycle = |slot: usize, j: usize| -> f64 {
-        model
-            .seasonal
-            .as_ref()
-            .and_then(|c| c.profile.get(slot % 24))
-            .and_then(|h| h.get(j).copied())
-            .unwrap_or(0.0)
-    };
+    let cycle = |slot: usize, j: usize| cycle_at(model, slot, j);
     let mut center = vec![model.median.clone(); p];
     let mut scale = vec![model.scale.clone(); p];
     for s in 0..p {

@@ -42,6 +42,8 @@ pub struct TrainOptions {
     pub ocsvm: bool,
     /// Fit the seasonal baseline detector (per hour of the day or week) and store it.
     pub season_baseline: bool,
+    /// Fit the forecast residual detector (MSTL of the hourly medians) and store it.
+    pub forecast: bool,
 }
 
 impl Default for TrainOptions {
@@ -56,6 +58,7 @@ impl Default for TrainOptions {
             iforest: false,
             ocsvm: false,
             season_baseline: false,
+            forecast: false,
         }
     }
 }
@@ -184,6 +187,7 @@ pub fn artifact(
         iforest: None,
         ocsvm: None,
         season: None,
+        forecast: None,
         training: Training {
             rows_seen,
             rows_used: n,

@@ -558,8 +558,8 @@ impl ScalarUDFImpl for ShiftFunction {
 }
 
 /// The scoring functions' arguments after the model: the metrics, and last the rows' time
-/// column (`alerts.time`) when the fusion uses the seasonal detector, which reads it (a time
-/// column that is missing, not a timestamp or a partition leaves the detector out).
+/// column (`alerts.time`) when the fusion uses the seasonal or the forecast detector, which read
+/// it (a time column that is missing, not a timestamp or a partition leaves them out).
 pub(crate) fn with_time(
     job: &crate::score::ScoreJob,
     metrics: String,
@@ -567,7 +567,8 @@ pub(crate) fn with_time(
     partitions: &[String],
 ) -> String {
     let time = &job.config.alerts.time;
-    let usable = job.config.fusion.detectors.seasonal
+    let detectors = job.config.fusion.detectors;
+    let usable = (detectors.seasonal || detectors.forecast)
         && !partitions.contains(time)
         && schema
             .field_with_name(time)

@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 /// Which detectors the fused score is made of (`fusion.detectors`): a list of `pca` (the SPE
 /// and T² signal), `mad` (the largest robust |z|), `kmeans` (the distance to the nearest
 /// training centroid), `iforest` (the Isolation Forest score), `seasonal` (the largest |z|
-/// against the row's hour of the day or week) and `ocsvm` (the one-class SVM score), the last
-/// four for models trained with them; or the same names comma-separated.
+/// against the row's hour of the day or week), `ocsvm` (the one-class SVM score) and `forecast`
+/// (the largest |z| outside the MSTL forecast's interval), the last five for models trained with
+/// them; or the same names comma-separated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Detectors {
     /// The PCA signal.
@@ -22,6 +23,8 @@ pub struct Detectors {
     pub seasonal: bool,
     /// The one-class SVM signal.
     pub ocsvm: bool,
+    /// The forecast residual signal.
+    pub forecast: bool,
 }
 
 impl Default for Detectors {
@@ -33,16 +36,19 @@ impl Default for Detectors {
             iforest: false,
             seasonal: false,
             ocsvm: false,
+            forecast: false,
         }
     }
 }
 
 impl Detectors {
     /// Every name a detector can have.
-    pub const NAMES: [&'static str; 6] = ["pca", "mad", "kmeans", "iforest", "seasonal", "ocsvm"];
+    pub const NAMES: [&'static str; 7] = [
+        "pca", "mad", "kmeans", "iforest", "seasonal", "ocsvm", "forecast",
+    ];
 
     /// Which are on, in the order of [`Detectors::NAMES`].
-    pub(super) fn flags(&self) -> [bool; 6] {
+    pub(super) fn flags(&self) -> [bool; 7] {
         [
             self.pca,
             self.mad,
@@ -50,6 +56,7 @@ impl Detectors {
             self.iforest,
             self.seasonal,
             self.ocsvm,
+            self.forecast,
         ]
     }
 
@@ -69,6 +76,7 @@ impl Detectors {
             iforest: false,
             seasonal: false,
             ocsvm: false,
+            forecast: false,
         };
         for n in names {
             match n.trim() {
@@ -78,6 +86,7 @@ impl Detectors {
                 "iforest" => d.iforest = true,
                 "seasonal" => d.seasonal = true,
                 "ocsvm" => d.ocsvm = true,
+                "forecast" => d.forecast = true,
                 "" => {}
                 other => {
                     return Err(format!(
@@ -132,11 +141,13 @@ pub struct Weights {
     pub seasonal: f64,
     /// The one-class SVM's.
     pub ocsvm: f64,
+    /// The forecast residual's.
+    pub forecast: f64,
 }
 
 impl Weights {
     /// The weights in the order of [`Detectors::NAMES`].
-    pub fn values(&self) -> [f64; 6] {
+    pub fn values(&self) -> [f64; 7] {
         [
             self.pca,
             self.mad,
@@ -144,6 +155,7 @@ impl Weights {
             self.iforest,
             self.seasonal,
             self.ocsvm,
+            self.forecast,
         ]
     }
 }

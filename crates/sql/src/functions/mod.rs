@@ -5,6 +5,7 @@ mod alert_state;
 mod common;
 mod help;
 mod mad_zscore;
+mod model_docs;
 mod model_scalar;
 mod seasonal_zscore;
 mod shard;
@@ -37,6 +38,7 @@ pub fn scalar_udfs(registry: &ModelRegistry) -> Vec<ScalarUDF> {
         ModelScore::IForestScore,
         ModelScore::OcsvmScore,
         ModelScore::SeasonalZmax,
+        ModelScore::ForecastZmax,
         ModelScore::FusedTopMetric,
         ModelScore::FusedTopDeviation,
         ModelScore::All,

@@ -17,7 +17,7 @@ use datafusion::logical_expr::{
 use tads_model::{AllScores, Fusion, Lead, Sampled, Signals};
 
 use super::common::{
-    check_model_call, doc, finite_rows, for_each_model_run, metric_arrays, micros_of, split_time,
+    check_model_call, finite_rows, for_each_model_run, metric_arrays, micros_of, split_time,
 };
 use crate::registry::ModelRegistry;
 
@@ -44,6 +44,8 @@ pub enum ModelScore {
     OcsvmScore,
     /// `seasonal_zmax`: the largest |z| against the row's hour of the day or week.
     SeasonalZmax,
+    /// `forecast_zmax`: the largest |z| against the MSTL forecast's interval.
+    ForecastZmax,
     /// `anomaly_top_metric`: the metric that explains the fused score.
     FusedTopMetric,
     /// `anomaly_top_deviation`: how far that metric lies from what its detector expected.
@@ -84,6 +86,7 @@ impl ModelScore {
             Self::IForestScore => "iforest_score",
             Self::OcsvmScore => "ocsvm_score",
             Self::SeasonalZmax => "seasonal_zmax",
+            Self::ForecastZmax => "forecast_zmax",
             Self::FusedTopMetric => "anomaly_top_metric",
             Self::FusedTopDeviation => "anomaly_top_deviation",
             Self::All => "pca_scores",
@@ -102,6 +105,7 @@ impl ModelScore {
             | Self::IForestScore
             | Self::OcsvmScore
             | Self::SeasonalZmax
+            | Self::ForecastZmax
             | Self::FusedTopDeviation => DataType::Float64,
             Self::Contrib => {
                 DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true)))
@@ -109,132 +113,6 @@ impl ModelScore {
             Self::TopMetric | Self::FusedTopMetric => DataType::Utf8,
             Self::All => DataType::Struct(all_fields()),
         }
-    }
-
-    fn documentation(self) -> Documentation {
-        let null_rule = " NULL where the model is NULL or any metric is NULL, NaN or infinite.";
-        let (description, syntax, example) = match self {
-            Self::Spe => (
-                "The squared prediction error (SPE, Q statistic) of a row under a PCA model: the squared \
-                 length of the part of its robustly standardized metrics that the model's components do \
-                 not explain. Compare with the model's SPE limit (`models.spe_limit_99`).",
-                "pca_score(model, x1, ..., xd)",
-                "SELECT host_id, ts, pca_score('m', cpu_pct, mem_pct, latency_ms) AS spe FROM telemetry",
-            ),
-            Self::T2 => (
-                "Hotelling's T² of a row in the model's retained components: how unusual the row is \
-                 along the directions the model explains.",
-                "pca_t2(model, x1, ..., xd)",
-                "SELECT pca_t2('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
-            ),
-            Self::MadZmax => (
-                "The largest robust z-score |x - median| / (1.4826 MAD) over the row's metrics, with \
-                 the medians and MADs of the model.",
-                "mad_zmax(model, x1, ..., xd)",
-                "SELECT mad_zmax('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
-            ),
-            Self::Contrib => (
-                "Each metric's share of the row's SPE, in the model's feature order (sums to 1; all 0 \
-                 when the SPE is 0).",
-                "pca_contrib(model, x1, ..., xd)",
-                "SELECT pca_contrib('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
-            ),
-            Self::TopMetric => (
-                "The name of the metric with the largest share of the row's SPE: which metric is \
-                 anomalous, not only that one is. NULL also where the SPE is 0.",
-                "pca_top_metric(model, x1, ..., xd)",
-                "SELECT pca_top_metric('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
-            ),
-            Self::TopDeviation => (
-                "How far the row's top metric (`pca_top_metric`) lies from what the model expected of \
-                 it, in the metric's own units: actual minus expected, where the expected value is the \
-                 row's reconstruction from the model's components, what the other metrics say it should \
-                 be. `tads watch` and `tads score` deliver it with an alert's peak as expected against \
-                 actual. NULL also where the SPE is 0.",
-                "pca_top_deviation(model, x1, ..., xd)",
-                "SELECT pca_top_metric('m', cpu_pct, mem_pct, latency_ms), pca_top_deviation('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
-            ),
-            Self::KMeansDistance => (
-                "The distance from the row's robustly standardized metrics to the nearest of the \
-                 model's k-means centroids (trained by `tads train --kmeans`): how far the row lies from \
-                 every mode the service had in training. Compare with the model's limit, the 0.999 \
-                 quantile of the training distances; `fusion.detectors = [\"pca\", \"mad\", \"kmeans\"]` \
-                 puts it into anomaly_score. NULL also where the model has no k-means section.",
-                "kmeans_distance(model, x1, ..., xd)",
-                "SELECT kmeans_distance('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
-            ),
-            Self::IForestScore => (
-                "The Isolation Forest score of the row's robustly standardized metrics under the model's \
-                 forest (trained by `tads train --iforest`): 2^(-E[h]/c(psi)), about 0.5 for ordinary rows \
-                 and towards 1 for rows that random splits isolate quickly. `fusion.detectors = \
-                 [\"pca\", \"mad\", \"iforest\"]` puts it into anomaly_score, 0 at its training median and \
-                 1.0 at its limit. NULL also where the model has no forest.",
-                "iforest_score(model, x1, ..., xd)",
-                "SELECT iforest_score('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
-            ),
-            Self::OcsvmScore => (
-                "The one-class SVM score of the row's robustly standardized metrics (trained by `tads                  train --ocsvm` on up to 1,000 sampled training rows, ν = 0.05, a Gaussian kernel of                  width d): rho - sum(alpha_i exp(-|sv_i - z|^2 / d)), 0 on the boundary around the                  training rows, above 0 outside it. `fusion.detectors = [\"pca\", \"mad\", \"ocsvm\"]`                  puts it into anomaly_score, 0 at its training median and 1.0 at its limit. NULL also                  where the model has no one-class SVM.",
-                "ocsvm_score(model, x1, ..., xd)",
-                "SELECT ocsvm_score('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
-            ),
-            Self::SeasonalZmax => (
-                "The largest |z| of the row's metrics against the model's seasonal baseline (trained by \
-                 `tads train --seasonal`): per metric, the median and MAD of its slot, the hour of the \
-                 day or of the week that training found to repeat, for the metrics that repeat; the \
-                 plain robust z for the others. The rows' timestamps come last. `fusion.detectors = \
-                 [\"pca\", \"mad\", \"seasonal\"]` puts it into anomaly_score over its limit (the MAD \
-                 cut, raised to the training tail). NULL also where the time is NULL or the model has \
-                 no seasonal section.",
-                "seasonal_zmax(model, x1, ..., xd, ts)",
-                "SELECT seasonal_zmax('m', cpu_pct, mem_pct, latency_ms, ts) FROM telemetry",
-            ),
-            Self::FusedTopMetric => (
-                "The metric that explains the row's fused score (anomaly_score): where the PCA signal \
-                 is the largest, its top metric (pca_top_metric); where the seasonal baseline's is, \
-                 the metric with the largest seasonal |z|; where another's is (MAD, k-means, the \
-                 Isolation Forest), the metric with the largest robust |z|. `tads score` writes it as \
-                 `top_metric` and names an alert's top metrics by it.",
-                "anomaly_top_metric(model, x1, ..., xd [, ts])",
-                "SELECT anomaly_top_metric('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
-            ),
-            Self::FusedTopDeviation => (
-                "How far the metric anomaly_top_metric names lies from what its detector expected of \
-                 it, in its own units (actual minus expected): PCA's reconstruction \
-                 (pca_top_deviation), the seasonal slot's centre, or the model's median. Alerts \
-                 deliver it as expected against actual.",
-                "anomaly_top_deviation(model, x1, ..., xd [, ts])",
-                "SELECT anomaly_top_deviation('m', cpu_pct, mem_pct, latency_ms) FROM telemetry",
-            ),
-            Self::All => (
-                "Every score of a row at once, from one standardization and projection: a struct {pca_spe, pca_t2, mad_zmax, top_metric, score} equal to pca_score, pca_t2, mad_zmax, anomaly_top_metric and anomaly_score. One projection instead of five; `tads score` writes its fields as columns. Each field is NULL where that function would be.",
-                "pca_scores(model, x1, ..., xd [, ts])",
-                "SELECT s['pca_spe'], s['top_metric'] FROM (SELECT pca_scores('m', cpu_pct, mem_pct, latency_ms) AS s FROM telemetry)",
-            ),
-            Self::Fused => (
-                "The fused anomaly score of a row, 1.0 at threshold: the largest of the SPE divided by \
-                 the model's SPE limit (spe_jm_999), Hotelling's T² divided by its limit (t2_999) and the \
-                 largest robust |z| divided by the model's cut, with the detectors of `fusion.detectors` \
-                 (the seasonal one only when the rows' timestamps are passed last). `tads score` writes it as `score` (with the \
-                 fusion of its configuration) and opens alerts on it.",
-                "anomaly_score(model, x1, ..., xd [, ts])",
-                "SELECT host_id, ts, anomaly_score('m', cpu_pct, mem_pct, latency_ms) AS score FROM telemetry",
-            ),
-        };
-        doc(&format!("{description}{null_rule}"), syntax, example)
-            .with_argument(
-                "model",
-                "The model's name: a string literal, or a column (per-row models).",
-            )
-            .with_argument(
-                "x1, ..., xd",
-                "The model's metrics in its feature order; any numeric type.",
-            )
-            .with_argument(
-                "ts",
-                "Optional (required by seasonal_zmax): the rows' timestamps, last; anomaly_score and \
-                 pca_scores need them for the `seasonal` detector.",
-            )
-            .build()
     }
 }
 
@@ -358,8 +236,10 @@ impl ScalarUDFImpl for ModelFunction {
         let literal = args.scalar_arguments.first().copied().flatten();
         check_model_call(self.name(), &self.registry, args.arg_fields, literal)?;
         let after_model = args.arg_fields.get(1..).unwrap_or_default();
-        if self.score == ModelScore::SeasonalZmax
-            && !split_time(after_model, |f| f.data_type().clone()).1
+        if matches!(
+            self.score,
+            ModelScore::SeasonalZmax | ModelScore::ForecastZmax
+        ) && !split_time(after_model, |f| f.data_type().clone()).1
         {
             return plan_err!(
                 "{}: expects (model, x1, ..., xd, ts): the rows' timestamps come last",
@@ -397,7 +277,8 @@ impl ScalarUDFImpl for ModelFunction {
             | ModelScore::KMeansDistance
             | ModelScore::IForestScore
             | ModelScore::OcsvmScore
-            | ModelScore::SeasonalZmax => {
+            | ModelScore::SeasonalZmax
+            | ModelScore::ForecastZmax => {
                 let mut out = vec![0.0; n];
                 let fused = self.score == ModelScore::Fused;
                 let mut zmax = if fused { vec![0.0; n] } else { Vec::new() };
@@ -428,6 +309,14 @@ impl ScalarUDFImpl for ModelFunction {
                                 return Ok(());
                             };
                             if !m.scorer.season_zmax(&slices, t, target) {
+                                return Ok(());
+                            }
+                        }
+                        ModelScore::ForecastZmax => {
+                            let Some(t) = times(&rows) else {
+                                return Ok(());
+                            };
+                            if !m.scorer.forecast_zmax(&slices, t, target) {
                                 return Ok(());
                             }
                         }
@@ -579,14 +468,16 @@ impl ScalarUDFImpl for ModelFunction {
     }
 }
 
-/// The k-means distances, the Isolation Forest and one-class SVM scores and the seasonal |z| of
-/// some rows, each where the fusion uses it for the rows' model (else empty; the seasonal also
-/// without times).
+/// The k-means distances, the Isolation Forest and one-class SVM scores and the seasonal and
+/// forecast |z| of some rows, each where the fusion uses it for the rows' model (else empty;
+/// the seasonal and forecast ones also without times).
+#[derive(Default)]
 struct SampledValues {
     kmeans: Vec<f64>,
     iforest: Vec<f64>,
     seasonal: Vec<f64>,
     ocsvm: Vec<f64>,
+    forecast: Vec<f64>,
 }
 
 impl SampledValues {
@@ -597,15 +488,14 @@ impl SampledValues {
         micros: Option<&[Option<i64>]>,
     ) -> Self {
         let n = slices.first().map_or(0, |s| s.len());
-        let mut v = Self {
-            kmeans: Vec::new(),
-            iforest: Vec::new(),
-            seasonal: Vec::new(),
-            ocsvm: Vec::new(),
-        };
+        let mut v = Self::default();
         if let Some(t) = micros.filter(|_| fusion.needs_seasonal(&m.artifact)) {
             v.seasonal = vec![0.0; n];
             m.scorer.season_zmax(slices, t, &mut v.seasonal);
+        }
+        if let Some(t) = micros.filter(|_| fusion.needs_forecast(&m.artifact)) {
+            v.forecast = vec![0.0; n];
+            m.scorer.forecast_zmax(slices, t, &mut v.forecast);
         }
         if fusion.needs_kmeans(&m.artifact) {
             v.kmeans = vec![0.0; n];
@@ -628,6 +518,7 @@ impl SampledValues {
             iforest: &self.iforest,
             seasonal: &self.seasonal,
             ocsvm: &self.ocsvm,
+            forecast: &self.forecast,
         }
     }
 }
