@@ -888,6 +888,36 @@ async fn the_seasonal_baseline_finds_the_daily_period_and_scores_as_sql_says() {
     assert!(group.validate().is_ok());
 }
 
+/// One day of data has no previous day to measure a row from: the seasonal baseline and the
+/// forecast are left out with a note each, for one model and for a group, and the rest of the
+/// model is trained and written.
+#[test]
+fn a_day_of_data_trains_without_the_history_detectors_and_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, models) = (tmp.path().join("data"), tmp.path().join("models"));
+    let one_day = ["--hosts", "2", "--duration", "1d", "--interval", "5m"];
+    assert_ok(&generate(data.to_str().unwrap(), &one_day));
+    let f = Fixture { tmp, data, models };
+    let history = ["--seasonal-baseline", "--forecast", "--quiet"];
+    let run = f.train(&[&["--model", "one"][..], &history].concat());
+    assert_ok(&run);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("model `one`: no seasonal baseline")
+            && stderr.contains("model `one`: no forecast: it needs a timestamp column `ts` and rows after the first training day"),
+        "{stderr}"
+    );
+    let m = read_model(&f.models, "one");
+    assert!(m.season.is_none() && m.forecast.is_none());
+    let run = f.train(&[&["--model", "two", "--group-by", "host_id"][..], &history].concat());
+    assert_ok(&run);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("group `two`: 2 of 2 members have no forecast"),
+        "{stderr}"
+    );
+}
+
 /// Scores the fixture's data with `model` and `fusion.detectors = [detector]` (no alerts, no
 /// drift baseline, no daily cycle, so the plan reads the columns as SQL does) and counts, over
 /// the scored rows: the rows with a score, those whose score is not `signal` (a SQL expression

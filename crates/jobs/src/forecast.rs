@@ -19,7 +19,7 @@ use tads_model::{ForecastParams, ModelArtifact, ModelGroup};
 use crate::Result;
 use crate::season::{BaselineInput, forget_days, hourly, register, rows_sql};
 use crate::seasonal::TIME;
-use crate::train::{amend, amend_members, collect, f64_at};
+use crate::train::{amend, amend_members, collect_rows, f64_at};
 
 const SLOTS: &str = "__tads_forecast_slots";
 
@@ -100,7 +100,7 @@ async fn residuals(
         select.push(input.mode.quantile(low, &r(j)));
         select.push(input.mode.quantile(high, &r(j)));
     }
-    let batch = collect(input.ctx, &joined(rows, &select.join(", "))).await?;
+    let batch = collect_rows(input.ctx, &joined(rows, &select.join(", "))).await?;
     input.ctx.deregister_table(SLOTS)?;
     let keys = crate::train_groups::keys_of(&batch)?;
     Ok(keys
@@ -163,7 +163,7 @@ async fn tails(
     } else {
         format!("greatest({})", z.join(", "))
     };
-    let batch = collect(input.ctx, &joined(rows, &input.mode.quantile(q, &zmax))).await?;
+    let batch = collect_rows(input.ctx, &joined(rows, &input.mode.quantile(q, &zmax))).await?;
     input.ctx.deregister_table(SLOTS)?;
     let keys = crate::train_groups::keys_of(&batch)?;
     Ok(keys
@@ -217,8 +217,8 @@ async fn sections(
         .collect())
 }
 
-const WHY_NOT: &str = "it needs a timestamp column `ts` and rows after the first training day \
-                       (each row is measured from the previous day's median)";
+const WHY_NOT: &str = "it needs a timestamp column `ts` and rows after the first training day, \
+                       each measured from the previous day's median";
 
 /// Fits and stores the forecast residual detector of one model.
 pub(crate) async fn single(
@@ -232,7 +232,7 @@ pub(crate) async fn single(
     };
     let section = found.into_values().next();
     if section.is_none() {
-        eprintln!("note: model `{}`: no forecast ({WHY_NOT})", model.name);
+        eprintln!("note: model `{}`: no forecast: {WHY_NOT}", model.name);
     }
     amend(model, |m| m.forecast = section)
 }
@@ -253,7 +253,7 @@ pub(crate) async fn group(input: &BaselineInput<'_>, group: ModelGroup) -> Resul
     let missing = group.members.len() - found.len();
     if missing > 0 {
         eprintln!(
-            "note: group `{}`: {missing} of {} members have no forecast ({WHY_NOT})",
+            "note: group `{}`: {missing} of {} members have no forecast: {WHY_NOT}",
             group.name,
             group.members.len()
         );

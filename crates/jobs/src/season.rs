@@ -20,7 +20,7 @@ use tads_model::season::{self, Detected, SlotStat};
 use tads_model::{ModelArtifact, ModelGroup, SeasonParams};
 
 use crate::seasonal::TIME;
-use crate::train::{amend, amend_members, collect, f64_at};
+use crate::train::{amend, amend_members, collect_rows, f64_at};
 use crate::{Result, ident, nan_as_null};
 
 /// What the statements need.
@@ -131,7 +131,7 @@ pub(crate) async fn hourly(
         .map(|j| input.mode.small_median(&format!("__w{j}")))
         .collect::<Vec<_>>()
         .join(", ");
-    let batch = collect(
+    let batch = collect_rows(
         input.ctx,
         &format!("{rows} SELECT __k, __hr, {medians} FROM w GROUP BY 1, 2"),
     )
@@ -187,7 +187,7 @@ async fn slots(
         ),
     )
     .await?;
-    let batch = collect(
+    let batch = collect_rows(
         input.ctx,
         &format!(
             "{rows} SELECT w.__k, {slot} AS __slot, {}, {}, {} FROM w JOIN {PERIODS} p ON w.__k = p.__k \
@@ -279,7 +279,7 @@ async fn tails(
     } else {
         format!("greatest({})", z.join(", "))
     };
-    let batch = collect(
+    let batch = collect_rows(
         input.ctx,
         &format!(
             "{rows} SELECT w.__k, {} FROM w JOIN {FINAL} f ON f.__k = w.__k \

@@ -130,6 +130,19 @@ pub(crate) async fn collect(ctx: &SessionContext, sql: &str) -> Result<RecordBat
     )
 }
 
+/// The rows of a statement that may return none (a `GROUP BY` key over rows that a join left
+/// empty: a day of training data has no previous day), as one batch, empty then.
+pub(crate) async fn collect_rows(ctx: &SessionContext, sql: &str) -> Result<RecordBatch> {
+    let df = ctx.sql(sql).await?;
+    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await?;
+    Ok(match batches.first() {
+        None => RecordBatch::new_empty(schema),
+        Some(b) => datafusion::arrow::compute::concat_batches(&b.schema(), &batches)
+            .map_err(datafusion::error::DataFusionError::from)?,
+    })
+}
+
 fn f64_field(batch: &RecordBatch, column: usize, field: &str) -> Option<f64> {
     let s = batch.column(column).as_struct();
     let c = s.column_by_name(field)?.as_primitive::<Float64Type>();

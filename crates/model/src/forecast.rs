@@ -155,18 +155,9 @@ impl ForecastParams {
     /// Writes each row's largest |z| over the features into `out`; rows without a time get
     /// NaN.
     pub fn zmax(&self, columns: &[&[f64]], micros: &[Option<i64>], out: &mut [f64]) {
-        for (i, o) in out.iter_mut().enumerate() {
-            let Some(t) = micros.get(i).copied().flatten() else {
-                *o = f64::NAN;
-                continue;
-            };
-            let s = self.slot_of(t);
-            *o = columns
-                .iter()
-                .enumerate()
-                .map(|(j, c)| self.z(j, s, c[i]).abs())
-                .fold(0.0, f64::max);
-        }
+        crate::season::zmax_by_slot(columns, micros, out, self.period_hours, |j, s, x| {
+            self.z(j, s, x)
+        });
     }
 }
 

@@ -127,18 +127,32 @@ impl SeasonParams {
     /// Writes each row's largest |z| over the features into `out`; rows without a time get
     /// NaN.
     pub fn zmax(&self, columns: &[&[f64]], micros: &[Option<i64>], out: &mut [f64]) {
-        for (i, o) in out.iter_mut().enumerate() {
-            let Some(t) = micros.get(i).copied().flatten() else {
-                *o = f64::NAN;
-                continue;
-            };
-            let s = self.slot_of(t);
-            *o = columns
-                .iter()
-                .enumerate()
-                .map(|(j, c)| self.z(j, s, c[i]).abs())
-                .fold(0.0, f64::max);
-        }
+        zmax_by_slot(columns, micros, out, self.period_hours, |j, s, x| {
+            self.z(j, s, x)
+        });
+    }
+}
+
+/// Writes each row's largest |z(j, slot, x)| over the features into `out`, the slot from the
+/// row's time (microseconds) and a period of `period_hours`; rows without a time get NaN.
+pub(crate) fn zmax_by_slot(
+    columns: &[&[f64]],
+    micros: &[Option<i64>],
+    out: &mut [f64],
+    period_hours: u32,
+    z: impl Fn(usize, usize, f64) -> f64,
+) {
+    for (i, o) in out.iter_mut().enumerate() {
+        let Some(t) = micros.get(i).copied().flatten() else {
+            *o = f64::NAN;
+            continue;
+        };
+        let s = slot_of(period_hours, t);
+        *o = columns
+            .iter()
+            .enumerate()
+            .map(|(j, c)| z(j, s, c[i]).abs())
+            .fold(0.0, f64::max);
     }
 }
 
