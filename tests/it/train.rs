@@ -916,6 +916,19 @@ fn a_day_of_data_trains_without_the_history_detectors_and_says_why() {
         stderr.contains("group `two`: 2 of 2 members have no forecast"),
         "{stderr}"
     );
+    // Scoring with a detector the model lacks says so instead of leaving it out silently.
+    let out = f.tmp.path().join("scores");
+    let settings = ["--quiet", "--set", "fusion.detectors=pca,forecast"];
+    let run = score_cmd("two", &f.data, &f.models, &out, &settings);
+    assert_ok(&run);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains(
+            "note: fusion.detectors names `forecast`, but model `two` was trained without it \
+             (`tads train --forecast`): its signal is left out of the scores"
+        ),
+        "{stderr}"
+    );
 }
 
 /// Scores the fixture's data with `model` and `fusion.detectors = [detector]` (no alerts, no

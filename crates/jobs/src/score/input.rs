@@ -223,3 +223,65 @@ pub(super) async fn input_state(data: &Location) -> Result<Option<(Option<bytes:
     let marker = data.get_opt(tads_store::IN_PROGRESS).await?.is_some();
     Ok(Some((manifest, marker)))
 }
+
+/// Says on stderr which detectors of `fusion.detectors` the model (no member of a group) was
+/// trained without: their signal is left out of every score, silently otherwise. (`tads score`
+/// only: `tads watch` would repeat it every round.)
+pub(crate) fn note_missing_detectors(
+    job: &ScoreJob,
+    registry: &tads_sql::ModelRegistry,
+    loaded: &tads_sql::registry::Loaded,
+) {
+    let artifacts: Vec<Arc<tads_sql::registry::LoadedModel>> = match loaded {
+        tads_sql::registry::Loaded::Single(m) => vec![Arc::clone(m)],
+        tads_sql::registry::Loaded::Group(g) => {
+            let prefix = format!("{}/", g.name);
+            registry
+                .names()
+                .iter()
+                .filter(|n| n.starts_with(&prefix))
+                .filter_map(|n| registry.get(n))
+                .collect()
+        }
+    };
+    let d = job.config.fusion.detectors;
+    let trained = |has: &dyn Fn(&tads_model::ModelArtifact) -> bool| {
+        artifacts.iter().any(|m| has(&m.artifact))
+    };
+    let optional: [(bool, &str, &str, bool); 5] = [
+        (
+            d.kmeans,
+            "kmeans",
+            "--kmeans",
+            trained(&|m| m.kmeans.is_some()),
+        ),
+        (
+            d.iforest,
+            "iforest",
+            "--iforest",
+            trained(&|m| m.iforest.is_some()),
+        ),
+        (d.ocsvm, "ocsvm", "--ocsvm", trained(&|m| m.ocsvm.is_some())),
+        (
+            d.seasonal,
+            "seasonal",
+            "--seasonal-baseline",
+            trained(&|m| m.season.is_some()),
+        ),
+        (
+            d.forecast,
+            "forecast",
+            "--forecast",
+            trained(&|m| m.forecast.is_some()),
+        ),
+    ];
+    for (wanted, name, flag, has) in optional {
+        if wanted && !has {
+            eprintln!(
+                "note: fusion.detectors names `{name}`, but model `{}` was trained without it \
+                 (`tads train {flag}`): its signal is left out of the scores",
+                job.model
+            );
+        }
+    }
+}

@@ -292,7 +292,11 @@ impl Prepared {
         }
         job.config.validate().map_err(Error::Input)?;
         let registry = ModelRegistry::new();
-        let model = ModelRef::of(&registry.load_model(&job.models, &job.model).await?);
+        let loaded = registry.load_model(&job.models, &job.model).await?;
+        if job.follow.is_none() {
+            input::note_missing_detectors(job, &registry, &loaded);
+        }
+        let model = ModelRef::of(&loaded);
         let ctx = session(job)?;
         tads_sql::register_all(&ctx, &registry)?;
         ctx.register_udf(ScalarUDF::new_from_impl(ModelFunction::fused(
