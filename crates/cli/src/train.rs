@@ -69,6 +69,14 @@ pub(crate) struct TrainArgs {
     /// scale or more, and scoring takes it out)
     #[arg(long)]
     no_seasonal: bool,
+    /// Scale each metric by its MAD alone (as models trained before this option were). By default a metric's
+    /// scale is at least the range of its training values' 0.5 % and 99.5 % quantiles over 10.3
+    /// (half of σ on normal data), so that metrics whose tails are more than twice as wide as
+    /// their MAD says (heavy-tailed, quantized, bursty) are measured against the spread they
+    /// really have; `model.json` lists them in
+    /// `tail_scaled_features`
+    #[arg(long)]
+    no_tail_scale: bool,
     /// Also fit the k-means distance detector: 8 centroids of a deterministic sample of up to
     /// 20,000 training rows in the standardized space, and the distance's limit (one more pass
     /// over the data). Scoring uses it with `--set fusion.detectors=pca,mad,kmeans`, SQL with
@@ -207,6 +215,7 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
             ocsvm: args.ocsvm,
             season_baseline: args.seasonal_baseline,
             forecast: args.forecast,
+            tail_scale: !args.no_tail_scale,
         },
         overwrite: args.overwrite,
         group_by: args.group_by.clone(),
@@ -283,6 +292,12 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
                 println!(
                     "sparse features (MAD 0, scaled by their mean absolute deviation): {}",
                     m.sparse_features.join(", ")
+                );
+            }
+            if !m.tail_scaled_features.is_empty() {
+                println!(
+                    "tail-scaled features (heavier tails than their MAD says, scaled by their 0.5–99.5 % range): {}",
+                    m.tail_scaled_features.join(", ")
                 );
             }
             if m.dims() == 1 {

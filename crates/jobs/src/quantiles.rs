@@ -3,7 +3,7 @@
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
-use tads_model::robust::{MAD_SCALE, MEAN_AD_SCALE};
+use tads_model::robust::{MAD_SCALE, MEAN_AD_SCALE, SCALE_TAIL};
 
 use crate::train::collect;
 use crate::{Result, nan_as_null};
@@ -100,7 +100,7 @@ impl Quantiles {
 
     /// Pass 1 over `source` (a table expression aliased `t` with the columns `cols`, and
     /// `t.__key` when `keyed`): `[t.__key,] count(*)` and, per column, a struct `{median, mad,
-    /// count, mean_ad}` as
+    /// count, mean_ad, low, high}` as
     /// `robust_stats` gives it. Sketched, the medians come first and the MAD and mean absolute
     /// deviation from them in a second statement, which joins them from memory (a join whose
     /// small side were still being computed would let the big side's rows pile up in memory).
@@ -139,7 +139,14 @@ impl Quantiles {
         let medians = tcols
             .iter()
             .enumerate()
-            .map(|(j, c)| format!("{} AS __m{j}", self.quantile(0.5, &fin(c))))
+            .map(|(j, c)| {
+                format!(
+                    "{} AS __m{j}, {} AS __lo{j}, {} AS __hi{j}",
+                    self.quantile(0.5, &fin(c)),
+                    self.quantile(1.0 - SCALE_TAIL, &fin(c)),
+                    self.quantile(SCALE_TAIL, &fin(c))
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ");
         let mkey = if keyed { "t.__key AS __mk, " } else { "" };
@@ -156,7 +163,8 @@ impl Quantiles {
                 let dev = format!("abs({} - m.__m{j})", fin(c));
                 format!(
                     "named_struct('median', max(m.__m{j}), 'mad', {} * {MAD_SCALE:?}, \
-                     'count', arrow_cast(count({}), 'UInt64'), 'mean_ad', avg({dev}) * {MEAN_AD_SCALE:?})",
+                     'count', arrow_cast(count({}), 'UInt64'), 'mean_ad', avg({dev}) * {MEAN_AD_SCALE:?}, \
+                     'low', max(m.__lo{j}), 'high', max(m.__hi{j}))",
                     self.quantile(0.5, &dev),
                     fin(c)
                 )

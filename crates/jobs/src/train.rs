@@ -523,9 +523,11 @@ async fn train_one(job: &TrainJob, prepared: Prepared) -> Result<ModelArtifact> 
             median,
             mad,
             mean_ad: f64_field(&batch, j + 1, "mean_ad").unwrap_or(0.0),
+            low: f64_field(&batch, j + 1, "low").unwrap_or(f64::NAN),
+            high: f64_field(&batch, j + 1, "high").unwrap_or(f64::NAN),
         });
     }
-    let standardizer = Standardizer::new(&stats);
+    let standardizer = Standardizer::new(&stats, job.options.tail_scale);
     let z: Vec<String> = (0..features.len())
         .map(|j| {
             format!(

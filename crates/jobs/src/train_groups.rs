@@ -147,6 +147,8 @@ pub(crate) async fn train_groups(
                             median,
                             mad,
                             mean_ad: field("mean_ad").unwrap_or(0.0),
+                            low: field("low").unwrap_or(f64::NAN),
+                            high: field("high").unwrap_or(f64::NAN),
                         });
                         continue;
                     }
@@ -176,7 +178,7 @@ pub(crate) async fn train_groups(
             k.clone(),
             Member {
                 rows,
-                standardizer: Standardizer::new(&stats),
+                standardizer: Standardizer::new(&stats, job.options.tail_scale),
                 moments: None,
                 pca: None,
                 limit: None,

@@ -128,6 +128,11 @@ pub struct ModelArtifact {
     /// so that a burst is not measured against a scale of 1 in the metric's own unit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sparse_features: Vec<String>,
+    /// Features whose scale is the floor from their training values' 0.5 % and 99.5 % quantiles
+    /// (their range over 4 Φ⁻¹(0.995) ≈ 10.3): heavy-tailed, quantized or bursty metrics whose
+    /// MAD sees only their bulk. Empty when trained with `--no-tail-scale`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tail_scaled_features: Vec<String>,
     /// Rows with a robust |z| above this on any feature were left out of the covariance.
     pub robust_z_cut: f64,
     /// The PCA.

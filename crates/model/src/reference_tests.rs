@@ -88,9 +88,10 @@ fn components_and_eigenvalues_match_linfa() {
 fn robust_training_ignores_a_few_gross_anomalies() {
     let clean = data(5_000, 2);
     let mut dirty = clean.clone();
-    // 1% of rows get a huge value on one feature.
+    // 1% of rows get a huge value on one feature, each feature in turn (0.2 % of its rows:
+    // under the 0.5 % that the scale's tail floor would take for a heavy tail).
     for (i, row) in dirty.iter_mut().enumerate().filter(|(i, _)| i % 100 == 0) {
-        row[i % 5] += 500.0;
+        row[(i / 100) % 5] += 500.0;
     }
     let cols = |rows: &[Vec<f64>]| -> Vec<Vec<f64>> {
         (0..5)
@@ -132,6 +133,32 @@ fn robust_training_ignores_a_few_gross_anomalies() {
         "expected the non-robust fit to bend, |cos| = {}",
         dot.abs()
     );
+    // 1 % of the rows at +500 on one feature is that feature's normal tail to the tail floor
+    // (its scale grows ~15-fold and the rows fall inside the cut); with MAD scales alone the cut
+    // leaves them out and the components stay.
+    let mut one = clean.clone();
+    for row in one.iter_mut().step_by(100) {
+        row[0] += 500.0;
+    }
+    let floored = fit_in_memory(&cols(&one), &options).unwrap();
+    assert!(floored.standardizer.scale[0] > 10.0 * a.standardizer.scale[0]);
+    assert_eq!(floored.standardizer.tail_scaled(), vec![0]);
+    let mad_only = TrainOptions {
+        tail_scale: false,
+        ..options
+    };
+    let d = fit_in_memory(&cols(&one), &mad_only).unwrap();
+    assert!(d.rows_used < 4_960, "{}", d.rows_used);
+    for i in 0..2 {
+        let dot: f64 = (0..5)
+            .map(|j| a.pca.components[i][j] * d.pca.components[i][j])
+            .sum();
+        assert!(
+            dot.abs() > 0.999,
+            "component {i} bent: |cos| = {}",
+            dot.abs()
+        );
+    }
 }
 
 #[test]

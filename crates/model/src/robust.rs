@@ -21,6 +21,29 @@ pub fn median_in_place(values: &mut [f64]) -> Option<f64> {
     }
 }
 
+/// The quantiles whose range floors a feature's scale: the 0.5 % and 99.5 % of its training
+/// values (see [`crate::train::Standardizer`]).
+pub const SCALE_TAIL: f64 = 0.995;
+
+/// The continuous q-quantile of `values` (reordered in place): linear interpolation at position
+/// q·(n − 1), as SQL's `percentile_cont`, by selection (no sort). `None` when empty; NaN must not
+/// be present.
+pub fn quantile_select(values: &mut [f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let pos = q.clamp(0.0, 1.0) * (values.len() - 1) as f64;
+    let i = pos.floor() as usize;
+    let (_, at, upper) = values.select_nth_unstable_by(i, f64::total_cmp);
+    let at = *at;
+    let frac = pos - i as f64;
+    if frac == 0.0 || upper.is_empty() {
+        return Some(at);
+    }
+    let next = upper.iter().copied().fold(f64::INFINITY, f64::min);
+    Some(at + (next - at) * frac)
+}
+
 /// Median and MAD of one feature, exactly.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RobustStats {
@@ -33,17 +56,23 @@ pub struct RobustStats {
     /// The mean absolute deviation from the median, scaled by √(π/2) (so it too estimates σ for
     /// normal data): the spread of a sparse metric, mostly one value, whose MAD is 0.
     pub mean_ad: f64,
+    /// The [`SCALE_TAIL`] lower quantile of the values (their 0.5 %), or NaN when unknown.
+    pub low: f64,
+    /// The [`SCALE_TAIL`] quantile of the values (their 99.5 %), or NaN when unknown.
+    pub high: f64,
 }
 
 /// √(π/2): the factor that makes the mean absolute deviation of normal data estimate σ.
 pub const MEAN_AD_SCALE: f64 = 1.253_314_137_315_500_3;
 
 impl RobustStats {
-    /// The exact median and scaled MAD of the finite values in `values` (reordered in place).
+    /// The exact median, scaled MAD and tail quantiles of the finite values in `values` (reordered in place).
     /// `None` when there is no finite value.
     pub fn exact(values: &mut Vec<f64>) -> Option<Self> {
         values.retain(|v| v.is_finite());
         let median = median_in_place(values)?;
+        let low = quantile_select(values, 1.0 - SCALE_TAIL)?;
+        let high = quantile_select(values, SCALE_TAIL)?;
         for v in values.iter_mut() {
             *v = (*v - median).abs();
         }
@@ -54,6 +83,8 @@ impl RobustStats {
             median,
             mad,
             mean_ad: if mean_ad.is_finite() { mean_ad } else { 0.0 },
+            low,
+            high,
         })
     }
 }
@@ -81,6 +112,19 @@ mod tests {
         assert!(RobustStats::exact(&mut vec![f64::NAN]).is_none());
         let c = RobustStats::exact(&mut vec![7.0; 10]).unwrap();
         assert_eq!((c.median, c.mad, c.mean_ad), (7.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn quantiles_by_selection_interpolate_as_percentile_cont() {
+        let mut v: Vec<f64> = (0..=200).rev().map(f64::from).collect();
+        let near = |q: Option<f64>, want: f64| (q.unwrap() - want).abs() < 1e-12;
+        assert!(near(quantile_select(&mut v, 0.005), 1.0));
+        assert!(near(quantile_select(&mut v, 0.995), 199.0));
+        assert_eq!(quantile_select(&mut [1.0, 2.0], 0.25), Some(1.25));
+        assert_eq!(quantile_select(&mut [4.0], 0.995), Some(4.0));
+        assert_eq!(quantile_select(&mut [], 0.5), None);
+        let s = RobustStats::exact(&mut (0..=200).map(f64::from).collect()).unwrap();
+        assert!((s.low - 1.0).abs() < 1e-12 && (s.high - 199.0).abs() < 1e-12);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use chrono::Utc;
 use crate::artifact::{ModelArtifact, PcaParams, SCHEMA_VERSION, Thresholds, Training};
 use crate::moments::CoMoments;
 use crate::pca::{self, KRule, Pca};
-use crate::robust::RobustStats;
+use crate::robust::{RobustStats, SCALE_TAIL};
 use crate::score::Scorer;
 use crate::{Error, Result};
 
@@ -44,6 +44,9 @@ pub struct TrainOptions {
     pub season_baseline: bool,
     /// Fit the forecast residual detector (MSTL of the hourly medians) and store it.
     pub forecast: bool,
+    /// Floor each feature's scale by the range of its training quantiles
+    /// ([`Standardizer::new`]).
+    pub tail_scale: bool,
 }
 
 impl Default for TrainOptions {
@@ -59,6 +62,7 @@ impl Default for TrainOptions {
             ocsvm: false,
             season_baseline: false,
             forecast: false,
+            tail_scale: true,
         }
     }
 }
@@ -71,33 +75,67 @@ pub struct Standardizer {
     /// MADs (scaled).
     pub mad: Vec<f64>,
     /// What z divides by: the MAD; where it is 0, the scaled mean absolute deviation (a sparse
-    /// metric, mostly one value); where that is 0 too, 1 (a constant).
+    /// metric, mostly one value); where that is 0 too, 1 (a constant). With the tail floor, at
+    /// least the range of the training values' 0.5 %–99.5 % quantiles over 4 Φ⁻¹(0.995) (half
+    /// of σ on normal data, so only tails twice as wide as the MAD says raise it).
     pub scale: Vec<f64>,
     /// Per feature: its MAD is 0 but it varies, so its scale is the mean absolute deviation.
     pub sparse: Vec<bool>,
+    /// Per feature: its scale was raised to the floor from its training quantiles.
+    pub tail_scaled: Vec<bool>,
+}
+
+/// What a feature's 0.5 %–99.5 % range is divided by to floor its scale: 4 Φ⁻¹([`SCALE_TAIL`])
+/// ≈ 10.3, half the σ that range implies for normal data. So only a metric whose tails are more
+/// than twice as wide as its MAD says is floored: on normal data nothing changes, nor on the
+/// generated metrics with their anomalies among the training rows (at most 1.55× there).
+fn scale_floor_divisor() -> f64 {
+    4.0 * crate::dist::normal_quantile(SCALE_TAIL)
 }
 
 impl Standardizer {
-    /// From each feature's robust statistics.
-    pub fn new(stats: &[RobustStats]) -> Self {
+    /// From each feature's robust statistics; `tail_floor` raises each varying feature's scale
+    /// to the range of its [`SCALE_TAIL`] quantiles over 4 Φ⁻¹(0.995) where that is larger:
+    /// a heavy-tailed, quantized or bursty metric then measures its rows against the spread its
+    /// training data really has, not against a MAD that only sees its bulk.
+    pub fn new(stats: &[RobustStats], tail_floor: bool) -> Self {
+        let base: Vec<f64> = stats
+            .iter()
+            .map(|s| {
+                if s.mad > 0.0 {
+                    s.mad
+                } else if s.mean_ad > 0.0 {
+                    s.mean_ad
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let varies = |s: &RobustStats| s.mad > 0.0 || s.mean_ad > 0.0;
+        let floor = |s: &RobustStats| {
+            let f = (s.high - s.low) / scale_floor_divisor();
+            if tail_floor && varies(s) && f.is_finite() {
+                f
+            } else {
+                0.0
+            }
+        };
         Self {
             median: stats.iter().map(|s| s.median).collect(),
             mad: stats.iter().map(|s| s.mad).collect(),
             scale: stats
                 .iter()
-                .map(|s| {
-                    if s.mad > 0.0 {
-                        s.mad
-                    } else if s.mean_ad > 0.0 {
-                        s.mean_ad
-                    } else {
-                        1.0
-                    }
-                })
+                .zip(&base)
+                .map(|(s, b)| b.max(floor(s)))
                 .collect(),
             sparse: stats
                 .iter()
                 .map(|s| s.mad <= 0.0 && s.mean_ad > 0.0)
+                .collect(),
+            tail_scaled: stats
+                .iter()
+                .zip(&base)
+                .map(|(s, b)| floor(s) > *b)
                 .collect(),
         }
     }
@@ -112,6 +150,13 @@ impl Standardizer {
     /// Indices of the sparse features: MAD 0, scaled by their mean absolute deviation.
     pub fn sparse(&self) -> Vec<usize> {
         (0..self.sparse.len()).filter(|&j| self.sparse[j]).collect()
+    }
+
+    /// Indices of the features whose scale is their training quantiles' floor.
+    pub fn tail_scaled(&self) -> Vec<usize> {
+        (0..self.tail_scaled.len())
+            .filter(|&j| self.tail_scaled[j])
+            .collect()
     }
 }
 
@@ -160,6 +205,12 @@ pub fn artifact(
         sparse_features: fitted
             .standardizer
             .sparse()
+            .into_iter()
+            .map(|j| features[j].clone())
+            .collect(),
+        tail_scaled_features: fitted
+            .standardizer
+            .tail_scaled()
             .into_iter()
             .map(|j| features[j].clone())
             .collect(),
@@ -257,7 +308,7 @@ pub fn fit_in_memory(columns: &[Vec<f64>], options: &TrainOptions) -> Result<Fit
         .map(|c| RobustStats::exact(&mut c.clone()))
         .collect::<Option<_>>()
         .ok_or_else(|| invalid("a feature has no finite value".into()))?;
-    let standardizer = Standardizer::new(&stats);
+    let standardizer = Standardizer::new(&stats, options.tail_scale);
     let cut = options.robust_z_cut;
     let keep: Vec<bool> = (0..n)
         .map(|i| {
@@ -321,4 +372,58 @@ pub fn fit_in_memory(columns: &[Vec<f64>], options: &TrainOptions) -> Result<Fit
         rows_used,
         spe_quantiles: (q99, q999),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Normal bulk (σ = 1, from a fixed sequence) plus `share` of the rows at `burst`.
+    fn column(n: usize, share: f64, burst: f64) -> Vec<f64> {
+        let bursts = (n as f64 * share) as usize;
+        (0..n)
+            .map(|i| {
+                if i < bursts {
+                    burst
+                } else {
+                    // Evenly spaced normal quantiles: a normal sample without randomness.
+                    crate::dist::normal_quantile(
+                        (i - bursts) as f64 / (n - bursts) as f64 * 0.998 + 0.001,
+                    )
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_heavy_tailed_metric_is_scaled_by_its_quantile_range_and_a_normal_one_is_not() {
+        let stats: Vec<RobustStats> = [column(10_000, 0.0, 0.0), column(10_000, 0.03, 40.0)]
+            .into_iter()
+            .map(|mut c| RobustStats::exact(&mut c).unwrap())
+            .collect();
+        let on = Standardizer::new(&stats, true);
+        // Normal: the MAD's σ and the quantiles' agree within a few %; the MAD stays.
+        assert!((on.scale[0] - 1.0).abs() < 0.05, "{}", on.scale[0]);
+        assert_eq!(on.scale[0], stats[0].mad);
+        // 3 % of the rows at 40: the 99.5 % quantile is 40, so the scale is about 42.6 / 10.3.
+        let floor = (40.0 - stats[1].low) / (4.0 * 2.575_829);
+        assert!(
+            (on.scale[1] - floor).abs() < 1e-3,
+            "{} {floor}",
+            on.scale[1]
+        );
+        assert!(on.scale[1] > 3.5 * stats[1].mad);
+        assert_eq!(on.tail_scaled(), vec![1]);
+        // Off: the MAD, as before.
+        let off = Standardizer::new(&stats, false);
+        assert_eq!(off.scale, vec![stats[0].mad, stats[1].mad]);
+        assert!(off.tail_scaled().is_empty());
+        // A constant feature keeps scale 1 and is not tail-scaled.
+        let constant = RobustStats::exact(&mut vec![3.0; 50]).unwrap();
+        let c = Standardizer::new(&[constant], true);
+        assert_eq!(
+            (c.scale[0], c.constant(), c.tail_scaled()),
+            (1.0, vec![0], vec![])
+        );
+    }
 }

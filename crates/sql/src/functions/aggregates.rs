@@ -98,13 +98,15 @@ fn robust_fields() -> Fields {
         Field::new("mad", DataType::Float64, true),
         Field::new("count", DataType::UInt64, false),
         Field::new("mean_ad", DataType::Float64, true),
+        Field::new("low", DataType::Float64, true),
+        Field::new("high", DataType::Float64, true),
     ])
 }
 
 static ROBUST_DOC: std::sync::LazyLock<Documentation> = std::sync::LazyLock::new(|| {
     doc(
         "The exact median and MAD of x, the MAD scaled by 1.4826 so that it estimates the standard \
-         deviation of normal data: a struct {median, mad, count, mean_ad}, where mean_ad is the mean absolute deviation from the median scaled by 1.2533 (the spread of a sparse metric whose MAD is 0). NULL, NaN and infinite values are \
+         deviation of normal data: a struct {median, mad, count, mean_ad, low, high}, where mean_ad is the mean absolute deviation from the median scaled by 1.2533 (the spread of a sparse metric whose MAD is 0) and low and high are the 0.5 % and 99.5 % quantiles (interpolated as percentile_cont; they floor a model's scale). NULL, NaN and infinite values are \
          skipped; no value left gives NULL. Exact, so it keeps every value of a group in memory \
          (8 bytes a row).",
         "robust_stats(x)",
@@ -189,6 +191,8 @@ impl Accumulator for RobustStatsAccumulator {
                     Arc::new(Float64Array::from(vec![s.mad])),
                     Arc::new(UInt64Array::from(vec![s.count])),
                     Arc::new(Float64Array::from(vec![s.mean_ad])),
+                    Arc::new(Float64Array::from(vec![s.low])),
+                    Arc::new(Float64Array::from(vec![s.high])),
                 ],
             ),
         }
