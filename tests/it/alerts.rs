@@ -408,6 +408,18 @@ fn eval_on_real_labelled_data() {
         &models,
         &[],
     ));
+    // m00 sits near one level with a tiny MAD and moves between training days: its tails are
+    // far wider than its MAD says, so its scale is the floor from its 0.5–99.5 % range.
+    let model: Value =
+        serde_json::from_slice(&std::fs::read(models.join("service0").join("model.json")).unwrap())
+            .unwrap();
+    let tailed = model["tail_scaled_features"].as_array().unwrap();
+    assert!(tailed.iter().any(|f| f == "m00"), "{tailed:?}");
+    let (scale, mad) = (
+        model["scale"][0].as_f64().unwrap(),
+        model["mad"][0].as_f64().unwrap(),
+    );
+    assert!(scale > 10.0 * mad, "m00: scale {scale}, MAD {mad}");
     assert_ok(&score_cmd(
         "service0",
         &series.join("test.parquet"),

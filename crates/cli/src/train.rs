@@ -296,7 +296,7 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
             }
             if !m.tail_scaled_features.is_empty() {
                 println!(
-                    "tail-scaled features (heavier tails than their MAD says, scaled by their 0.5–99.5 % range): {}",
+                    "tail-scaled features (tails over twice as wide as their MAD says; scale: their 0.5–99.5 % range / 10.3): {}",
                     m.tail_scaled_features.join(", ")
                 );
             }
