@@ -69,12 +69,11 @@ pub(crate) struct TrainArgs {
     /// scale or more, and scoring takes it out)
     #[arg(long)]
     no_seasonal: bool,
-    /// Scale each metric by its MAD alone (as models trained before this option were). By default a metric's
-    /// scale is at least the range of its training values' 0.5 % and 99.5 % quantiles over 10.3
-    /// (half of σ on normal data), so that metrics whose tails are more than twice as wide as
-    /// their MAD says (heavy-tailed, quantized, bursty) are measured against the spread they
-    /// really have; `model.json` lists them in
-    /// `tail_scaled_features`
+    /// Scale each metric by its MAD alone (as models trained before this option were). By
+    /// default a metric's scale is at least the range of its training values' 0.5 % and 99.5 %
+    /// quantiles over 10.3 (half of σ on normal data), so that metrics whose tails are more than
+    /// twice as wide as their MAD says (heavy-tailed, quantized, bursty) are measured against
+    /// the spread they really have; `model.json` lists them in `tail_scaled_features`
     #[arg(long)]
     no_tail_scale: bool,
     /// Also fit the k-means distance detector: 8 centroids of a deterministic sample of up to

@@ -66,8 +66,8 @@ pub struct RobustStats {
 pub const MEAN_AD_SCALE: f64 = 1.253_314_137_315_500_3;
 
 impl RobustStats {
-    /// The exact median, scaled MAD and tail quantiles of the finite values in `values` (reordered in place).
-    /// `None` when there is no finite value.
+    /// The exact median, scaled MAD and tail quantiles of the finite values in `values`
+    /// (reordered in place). `None` when there is no finite value.
     pub fn exact(values: &mut Vec<f64>) -> Option<Self> {
         values.retain(|v| v.is_finite());
         let median = median_in_place(values)?;

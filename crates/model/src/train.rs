@@ -283,16 +283,10 @@ pub(crate) fn check_median_limit(what: &str, median: f64, limit: f64) -> Result<
     }
 }
 
-/// The continuous q-quantile of `values` (sorted in place): linear interpolation at position
-/// q·(n − 1), the definition of SQL's `percentile_cont`.
+/// The continuous q-quantile of `values` (reordered in place): linear interpolation at position
+/// q·(n − 1), the definition of SQL's `percentile_cont` ([`crate::robust::quantile_select`]).
 pub fn quantile_in_place(values: &mut [f64], q: f64) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_unstable_by(f64::total_cmp);
-    let pos = q.clamp(0.0, 1.0) * (values.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    Some(values[lo] + (values[hi] - values[lo]) * (pos - lo as f64))
+    crate::robust::quantile_select(values, q)
 }
 
 /// Trains on columns held in memory: the reference the DataFusion job is tested against.
