@@ -5,8 +5,9 @@
 //! For a row of UTC day `d`, the threshold to open is
 //! `max(enter, the q-quantile of the key's quiet scores on days d−days … d−1)`, used when day
 //! `d−1` has at least `min_rows` quiet scores (otherwise `enter`: the first day, or after a gap);
-//! the threshold to stay open is scaled alike (`exit · threshold / enter`), which keeps the
-//! hysteresis. A *quiet* score is one of a row outside every alert (the rows of a run that could
+//! the thresholds to stay open and to open at once are scaled alike (`exit · threshold / enter`,
+//! `instant · threshold / enter`), which keeps the hysteresis and keeps a key whose ordinary
+//! scores run high from opening an alert on every single high row. A *quiet* score is one of a row outside every alert (the rows of a run that could
 //! have opened one count once the run breaks): the rows of an anomaly never raise the threshold
 //! that is to find the next one (the rule of SPOT, Siffer et al., KDD 2017, which updates its
 //! threshold with normal points only).
@@ -186,6 +187,7 @@ pub fn push_adaptive(
     state.roll(a, ts, floor);
     if let Some(level) = state.level.filter(|l| *l > enter) {
         step.exit = step.exit.map(|x| x * level / enter);
+        step.instant = step.instant.map(|x| x * level / enter);
         step.enter = Some(level);
     }
     let event = machine.push(step);
@@ -237,13 +239,19 @@ mod tests {
         (events, s)
     }
 
-    #[test]
-    fn a_high_quiet_day_raises_the_next_days_threshold() {
+    /// A state whose day 0 held quiet scores that put day 1's level at 1.5 (enter 1.0).
+    fn after_a_high_quiet_day() -> AdaptState {
         let mut s = AdaptState::default();
         s.roll(&A, 0, 1.0);
         for x in [1.5, 1.5, 1.5, 1.5, 0.2] {
             s.record(x, 1.0);
         }
+        s
+    }
+
+    #[test]
+    fn a_high_quiet_day_raises_the_next_days_threshold() {
+        let mut s = after_a_high_quiet_day();
         s.roll(&A, DAY_MICROS, 1.0);
         let level = s.level().expect("a level from day 0");
         assert!((level - 1.5).abs() / 1.5 < 0.011, "{level}");
@@ -256,6 +264,41 @@ mod tests {
         // Day 2 has no rows: on day 3 no threshold applies (a gap starts afresh).
         s.roll(&A, 3 * DAY_MICROS, 1.0);
         assert_eq!(s.level(), None);
+    }
+
+    #[test]
+    fn the_instant_threshold_rises_with_the_level() {
+        // Day 0's quiet scores put day 1's level at 1.5 (enter 1.0): the instant threshold 2.0
+        // rises alike to 3.0, so a single row at 2.5 no longer opens an alert at once and needs
+        // the run of min_points rows; 3.2 still does.
+        let mut s = after_a_high_quiet_day();
+        let at = |x: f64, i: i64| Step {
+            min_points: 3,
+            instant: Some(2.0),
+            ..step(x, DAY_MICROS + i)
+        };
+        let mut m = AlertMachine::new();
+        let e = push_adaptive(&mut m, &mut s, Some(&A), at(2.5, 1));
+        assert_eq!(
+            e,
+            Event::Outside,
+            "2.5 is under the raised instant threshold"
+        );
+        let e = push_adaptive(&mut m, &mut s, Some(&A), at(3.2, 2));
+        assert!(matches!(e, Event::Opened { .. }), "{e:?}");
+        // Without a raised level (day 0, no threshold yet) 2.5 opens at once.
+        let (mut m, mut s) = (AlertMachine::new(), AdaptState::default());
+        let e = push_adaptive(
+            &mut m,
+            &mut s,
+            Some(&A),
+            Step {
+                min_points: 3,
+                instant: Some(2.0),
+                ..step(2.5, 1)
+            },
+        );
+        assert!(matches!(e, Event::Opened { .. }), "{e:?}");
     }
 
     #[test]
