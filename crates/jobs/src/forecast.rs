@@ -241,12 +241,12 @@ pub(crate) async fn single(
 /// column.
 pub(crate) async fn group(input: &BaselineInput<'_>, group: ModelGroup) -> Result<ModelGroup> {
     let mut found = if crate::seasonal::has_time(input.ctx).await? {
-        let models: BTreeMap<String, &ModelArtifact> = group
-            .members
-            .iter()
-            .map(|m| (group.key_of(m).to_string(), m))
-            .collect();
-        sections(input, Some(&group.group_by), &models).await?
+        sections(
+            input,
+            Some(&group.group_by),
+            &crate::season::members_by_key(&group),
+        )
+        .await?
     } else {
         BTreeMap::new()
     };

@@ -357,6 +357,16 @@ fn note(m: &ModelArtifact) {
     );
 }
 
+/// A group's members by their key's text, as the per-key statements of the history detectors
+/// (this one and the forecast residual) return their sections.
+pub(crate) fn members_by_key(group: &ModelGroup) -> BTreeMap<String, &ModelArtifact> {
+    group
+        .members
+        .iter()
+        .map(|m| (group.key_of(m).to_string(), m))
+        .collect()
+}
+
 /// Finds and stores the seasonal baseline of one model.
 pub(crate) async fn single(
     input: &BaselineInput<'_>,
@@ -377,12 +387,7 @@ pub(crate) async fn single(
 /// Finds and stores the seasonal baseline of each member of a group, by the group's column.
 pub(crate) async fn group(input: &BaselineInput<'_>, group: ModelGroup) -> Result<ModelGroup> {
     let mut found = if crate::seasonal::has_time(input.ctx).await? {
-        let models: BTreeMap<String, &ModelArtifact> = group
-            .members
-            .iter()
-            .map(|m| (group.key_of(m).to_string(), m))
-            .collect();
-        sections(input, Some(&group.group_by), &models).await?
+        sections(input, Some(&group.group_by), &members_by_key(&group)).await?
     } else {
         BTreeMap::new()
     };

@@ -126,13 +126,7 @@ impl ForecastParams {
                 self.coverage
             ));
         }
-        if !(self.limit.is_finite() && self.limit > 0.0) {
-            return Err(format!(
-                "forecast: limit {} is not a positive number",
-                self.limit
-            ));
-        }
-        Ok(())
+        crate::train::check_positive_limit("forecast", self.limit)
     }
 
     /// The slot of a time in microseconds since the epoch.

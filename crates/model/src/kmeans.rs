@@ -67,13 +67,7 @@ impl KMeansParams {
         if self.centroids.iter().flatten().any(|v| !v.is_finite()) {
             return Err("kmeans: a centroid value is not finite".into());
         }
-        if !(self.limit.is_finite() && self.limit > 0.0) {
-            return Err(format!(
-                "kmeans: limit {} is not a positive number",
-                self.limit
-            ));
-        }
-        Ok(())
+        crate::train::check_positive_limit("kmeans", self.limit)
     }
 
     /// The distance from a standardized row to its nearest centroid.

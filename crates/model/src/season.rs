@@ -104,13 +104,7 @@ impl SeasonParams {
                 self.strength.len()
             ));
         }
-        if !(self.limit.is_finite() && self.limit > 0.0) {
-            return Err(format!(
-                "season: limit {} is not a positive number",
-                self.limit
-            ));
-        }
-        Ok(())
+        crate::train::check_positive_limit("season", self.limit)
     }
 
     /// The slot of a time in microseconds since the epoch.

@@ -283,6 +283,15 @@ pub(crate) fn check_median_limit(what: &str, median: f64, limit: f64) -> Result<
     }
 }
 
+/// Checks a detector's stored limit (`what` names the section): a finite positive number.
+pub(crate) fn check_positive_limit(what: &str, limit: f64) -> Result<(), String> {
+    if limit.is_finite() && limit > 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{what}: limit {limit} is not a positive number"))
+    }
+}
+
 /// The continuous q-quantile of `values` (reordered in place): linear interpolation at position
 /// q·(n − 1), the definition of SQL's `percentile_cont` ([`crate::robust::quantile_select`]).
 pub fn quantile_in_place(values: &mut [f64], q: f64) -> Option<f64> {
