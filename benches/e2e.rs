@@ -80,6 +80,7 @@ fn bench(c: &mut Criterion) {
         threads: 0,
         quantiles: Default::default(),
         memory: None,
+        cluster: None,
     };
     // The model the score benches use.
     runtime.block_on(train(&train_job)).unwrap();

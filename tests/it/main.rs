@@ -5,6 +5,7 @@
 
 mod alerts;
 mod bad_input;
+mod cluster;
 mod deliver;
 mod flight;
 mod generate;

@@ -5,30 +5,13 @@
 //! alert when the test takes 40 % of the machine's memory. `scripts/test.sh` runs that test alone,
 //! after the others, whose processes would move the machine's memory while it trains and watches.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::support::{assert_ok, assert_user_error, interrupt, scalar, tads, train_cmd};
-
-/// A child process killed when dropped.
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::{
+    Service, assert_ok, assert_user_error, free_port, interrupt, scalar, tads, train_cmd,
+};
 
 /// GETs `url` and returns the body as JSON.
 async fn get(url: &str) -> Option<serde_json::Value> {

@@ -251,3 +251,22 @@ pub async fn generated_table(dir: &Path) -> (SessionContext, String) {
         .collect();
     (ctx, columns.join(", "))
 }
+
+/// A child process killed when dropped.
+pub struct Service(pub std::process::Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port free on 127.0.0.1 now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -8,6 +8,7 @@
 //! 1 anything else (a bug: please report it).
 #![deny(missing_docs)]
 
+mod cluster;
 mod deliver;
 mod demo;
 mod eval;
@@ -65,6 +66,9 @@ enum Command {
     Demo(demo::DemoArgs),
     // An HTTP API over datasets, scores, alerts and models, with OpenAPI and Prometheus metrics
     Serve(serve::ServeArgs),
+    /// A Ballista cluster with the TADS functions: run a scheduler or an executor (see --cluster)
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 /// Ctrl-C (SIGINT), as a flag that turns true once it comes: one listener for the whole run, so
@@ -219,6 +223,7 @@ async fn dispatch(command: Command, pg: &pg::PgArgs) -> anyhow::Result<()> {
         Command::Alerts(cmd) => deliver::run(cmd).await,
         Command::Watch(args) => watch::run(args, pg).await,
         Command::Import(cmd) => import::run(cmd).await,
+        Command::Cluster(cmd) => cluster::run(cmd).await,
         Command::Demo(_) => Err(anyhow::anyhow!("tads demo cannot run inside itself")),
     }
 }

@@ -76,6 +76,9 @@ pub(crate) struct SqlArgs {
     /// Print results only: no banner, no row counts and timings
     #[arg(long, short)]
     quiet: bool,
+    /// Run the queries on a Ballista cluster of `tads cluster` processes (df://host:port); locations must be readable by its executors
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
 }
 
 /// What a location turned out to be.
@@ -164,7 +167,11 @@ impl Registered {
 /// A session with every TADS function and the locations of `args` registered; returns it and a
 /// line per table registered.
 async fn session(args: &SqlArgs) -> anyhow::Result<(SessionContext, Vec<String>)> {
-    let (ctx, _, tables, mut lines) = session_for(&args.data, args.models.as_deref()).await?;
+    let (ctx, _, tables, mut lines) =
+        session_for(&args.data, args.models.as_deref(), args.cluster.as_deref()).await?;
+    if let Some(url) = &args.cluster {
+        lines.push(format!("cluster: {url}"));
+    }
     lines.extend(tables.iter().map(|t| {
         let by = if t.partitions.is_empty() {
             String::new()
@@ -183,6 +190,7 @@ async fn session(args: &SqlArgs) -> anyhow::Result<(SessionContext, Vec<String>)
 pub(crate) async fn session_for(
     data: &[String],
     models: Option<&str>,
+    cluster: Option<&str>,
 ) -> anyhow::Result<(SessionContext, ModelRegistry, Vec<Registered>, Vec<String>)> {
     let user = |e: String| UserError(e);
     let registry = ModelRegistry::new();
@@ -210,7 +218,12 @@ pub(crate) async fn session_for(
             .map_err(|e| user(format!("--models {dir}: {e}")))?;
         lines.push(format!("models: {n} loaded from {dir}"));
     }
-    let ctx = tads_sql::session();
+    let ctx = match cluster {
+        None => tads_sql::session(),
+        Some(url) => tads_cluster::connect(url, tads_sql::session().state())
+            .await
+            .map_err(|e| user(e.to_string()))?,
+    };
     tads_sql::register_all(&ctx, &registry).map_err(|e| user(e.to_string()))?;
     let mut tables = Vec::new();
     for (location, kind) in datasets {
@@ -383,7 +396,7 @@ pub(crate) async fn run(args: SqlArgs) -> anyhow::Result<()> {
             eprintln!("error: {e}");
             failed += 1;
         } else if let Err(e) = exec_from_commands(&ctx, vec![sql.clone()], &options).await {
-            eprintln!("error: {}", e.strip_backtrace().replace('\n', " "));
+            eprintln!("error: {}", explain(&args, &e.strip_backtrace()));
             failed += 1;
         }
     }
@@ -401,7 +414,7 @@ pub(crate) async fn run(args: SqlArgs) -> anyhow::Result<()> {
                 eprintln!("error: {e}");
                 failed += 1;
             } else if let Err(e) = exec_from_commands(&ctx, vec![statement], &options).await {
-                eprintln!("error: {file}: {}", e.strip_backtrace().replace('\n', " "));
+                eprintln!("error: {file}: {}", explain(&args, &e.strip_backtrace()));
                 failed += 1;
             }
         }
@@ -411,6 +424,15 @@ pub(crate) async fn run(args: SqlArgs) -> anyhow::Result<()> {
         return Err(crate::Reported.into());
     }
     Ok(())
+}
+
+/// An error of a statement on one line; on a cluster, with what to start where it lacks the
+/// TADS functions.
+fn explain(args: &SqlArgs, e: &str) -> String {
+    match &args.cluster {
+        Some(url) => tads_cluster::explain(url, &e),
+        None => e.replace('\n', " "),
+    }
 }
 
 /// The statements of a SQL file, split as datafusion-cli splits them (a statement ends with a

@@ -129,6 +129,9 @@ pub(crate) struct TrainArgs {
     /// (default: half of the memory available)
     #[arg(long, value_name = "SIZE", value_parser = crate::parse_size)]
     memory: Option<usize>,
+    /// Run the training's statements on a Ballista cluster of `tads cluster` processes (df://host:port); --data must be readable by its executors
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
     /// Print nothing but errors
     #[arg(long, short)]
     quiet: bool,
@@ -226,6 +229,7 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
             QuantileMode::Sketch => Quantiles::Sketch,
         },
         memory: args.memory,
+        cluster: args.cluster.clone(),
     };
     let run = crate::pg::Run {
         id: crate::pg::run_id("train", started_at),

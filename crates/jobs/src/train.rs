@@ -59,6 +59,9 @@ pub struct TrainJob {
     /// The memory exact statistics may take before [`Quantiles::Auto`] sketches them (`None`:
     /// half of the memory available when the training starts).
     pub memory: Option<usize>,
+    /// Run the statements on this Ballista cluster of `tads cluster` processes (`df://host:port`)
+    /// instead of in this process.
+    pub cluster: Option<String>,
 }
 
 /// What was trained.
@@ -405,7 +408,12 @@ async fn prepare(job: &TrainJob) -> Result<Prepared> {
     if job.threads > 0 {
         state.config_mut().options_mut().execution.target_partitions = job.threads;
     }
-    let ctx = SessionContext::new_with_state(state);
+    let ctx = match &job.cluster {
+        None => SessionContext::new_with_state(state),
+        Some(url) => tads_cluster::connect(url, state)
+            .await
+            .map_err(|e| Error::Input(e.to_string()))?,
+    };
     let registry = ModelRegistry::new();
     tads_sql::register_all(&ctx, &registry)?;
     let partitions = tads_sql::register_dataset(&ctx, "telemetry", &job.data).await?;

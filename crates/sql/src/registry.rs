@@ -52,6 +52,22 @@ pub enum Loaded {
 pub struct ModelRegistry {
     models: Arc<RwLock<BTreeMap<String, Arc<LoadedModel>>>>,
     groups: Arc<RwLock<BTreeMap<String, Arc<GroupInfo>>>>,
+    /// The models and groups as loaded from a location (unchanged since), and where from.
+    persisted: Arc<RwLock<BTreeMap<String, String>>>,
+}
+
+/// A model or group of a registry by name and fingerprint: what a cluster's processes load
+/// to score with the same models (see [`ModelRegistry::entries`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Entry {
+    /// The model's or group's name.
+    pub name: String,
+    /// Its fingerprint.
+    pub fingerprint: String,
+    /// Whether it is a group (`group.json`) rather than a model (`model.json`).
+    pub group: bool,
+    /// The location it was loaded from.
+    pub location: String,
 }
 
 impl ModelRegistry {
@@ -73,7 +89,23 @@ impl ModelRegistry {
             .write()
             .map_err(|_| Error::Model("model registry lock poisoned".into()))?
             .insert(loaded.artifact.name.clone(), Arc::clone(&loaded));
+        self.mark(&loaded.artifact.name, None);
         Ok(loaded)
+    }
+
+    /// Records where `name` was loaded from (`None`: it was made in this process).
+    fn mark(&self, name: &str, location: Option<&Location>) {
+        if let Ok(mut p) = self.persisted.write() {
+            match location {
+                Some(l) => p.insert(name.to_string(), l.to_string()),
+                None => p.remove(name),
+            };
+        }
+    }
+
+    /// Where `name` was loaded from, if it was.
+    fn loaded_from(&self, name: &str) -> Option<String> {
+        self.persisted.read().ok()?.get(name).cloned()
     }
 
     /// Adds (or replaces) a checked group and its members.
@@ -94,6 +126,7 @@ impl ModelRegistry {
             .write()
             .map_err(|_| Error::Model("model registry lock poisoned".into()))?
             .insert(info.name.clone(), Arc::clone(&info));
+        self.mark(&info.name, None);
         Ok(info)
     }
 
@@ -111,6 +144,56 @@ impl ModelRegistry {
     /// Whether `other` is this same registry (not an equal copy).
     pub fn same(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.models, &other.models)
+    }
+
+    /// The models and groups as loaded from a location, by name, fingerprint and location,
+    /// without the members of a group.
+    pub fn entries(&self) -> Vec<Entry> {
+        let mut out: Vec<Entry> = self
+            .names()
+            .into_iter()
+            .filter(|n| !self.is_group_member_name(n))
+            .filter_map(|n| Some((self.get(&n)?, self.loaded_from(&n)?)))
+            .map(|(m, location)| Entry {
+                name: m.artifact.name.clone(),
+                fingerprint: m.artifact.fingerprint.clone(),
+                group: false,
+                location,
+            })
+            .collect();
+        if let Ok(groups) = self.groups.read() {
+            out.extend(groups.values().filter_map(|g| {
+                Some(Entry {
+                    name: g.name.clone(),
+                    fingerprint: g.fingerprint.clone(),
+                    group: true,
+                    location: self.loaded_from(&g.name)?,
+                })
+            }));
+        }
+        out
+    }
+
+    /// The models that exist in this process only (inserted, not loaded from a location),
+    /// without the members of a group; and the names of such groups.
+    pub fn unsaved(&self) -> (Vec<Arc<LoadedModel>>, Vec<String>) {
+        let models = self
+            .names()
+            .into_iter()
+            .filter(|n| !self.is_group_member_name(n) && self.loaded_from(n).is_none())
+            .filter_map(|n| self.get(&n))
+            .collect();
+        let groups = self
+            .groups
+            .read()
+            .map(|g| {
+                g.keys()
+                    .filter(|n| self.loaded_from(n).is_none())
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        (models, groups)
     }
 
     /// The model called `name`.
@@ -187,9 +270,10 @@ impl ModelRegistry {
             return Ok(None);
         };
         let dir = rel.split('/').next().unwrap_or_default();
-        T::load(self, &bytes, dir)
-            .map(Some)
-            .map_err(|e| Error::Model(format!("{location}{rel}: {e}")))
+        let out = T::load(self, &bytes, dir)
+            .map_err(|e| Error::Model(format!("{location}{rel}: {e}")))?;
+        self.mark(dir, Some(location));
+        Ok(Some(out))
     }
 
     /// Loads every `<name>/model.json` and `<name>/group.json` below `location` and returns

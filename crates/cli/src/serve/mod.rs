@@ -155,7 +155,8 @@ pub(crate) async fn run(args: ServeArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
         (None, Some(w)) => w.join("models").to_string_lossy().into_owned(),
         (None, None) => "models".to_string(),
     };
-    let (ctx, registry, tables, lines) = session_for(&args.data, args.models.as_deref()).await?;
+    let (ctx, registry, tables, lines) =
+        session_for(&args.data, args.models.as_deref(), None).await?;
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| anyhow::anyhow!("the metrics recorder: {e}"))?;

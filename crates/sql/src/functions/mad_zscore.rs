@@ -84,6 +84,13 @@ impl Hash for MadZscore {
     }
 }
 
+impl MadZscore {
+    /// The models it scores with.
+    pub fn registry(&self) -> &ModelRegistry {
+        &self.registry
+    }
+}
+
 impl ScalarUDFImpl for MadZscore {
     fn name(&self) -> &str {
         "mad_zscore"

@@ -24,6 +24,7 @@ pub use seasonal_zscore::SeasonalZscore;
 pub use shard::{ShardOf, fnv1a64, shard_of};
 
 use crate::registry::ModelRegistry;
+use tads_model::Fusion;
 
 /// Every TADS scalar function, scoring with models from `registry`.
 pub fn scalar_udfs(registry: &ModelRegistry) -> Vec<ScalarUDF> {
@@ -53,6 +54,44 @@ pub fn scalar_udfs(registry: &ModelRegistry) -> Vec<ScalarUDF> {
     )));
     udfs.push(ScalarUDF::new_from_impl(ShardOf::default()));
     udfs
+}
+
+/// The models (and, for the functions that fuse, the fusion settings) a TADS scalar function
+/// scores with; `None` for a function without models. A cluster codec ships this with a plan.
+pub fn model_binding(udf: &ScalarUDF) -> Option<(&ModelRegistry, Option<Fusion>)> {
+    if let Some(f) = udf.inner().downcast_ref::<ModelFunction>() {
+        return Some((f.registry(), Some(f.fusion())));
+    }
+    if let Some(f) = udf.inner().downcast_ref::<MadZscore>() {
+        return Some((f.registry(), None));
+    }
+    udf.inner()
+        .downcast_ref::<SeasonalZscore>()
+        .map(|f| (f.registry(), None))
+}
+
+/// The TADS scalar function called `name`, scoring with `registry` (and `fusion` where it
+/// fuses); `None` if TADS has no scalar function of that name.
+pub fn scalar_udf_named(name: &str, registry: &ModelRegistry, fusion: Fusion) -> Option<ScalarUDF> {
+    let udf = scalar_udfs(registry)
+        .into_iter()
+        .find(|u| u.name() == name)?;
+    match udf.inner().downcast_ref::<ModelFunction>() {
+        Some(f) => Some(ScalarUDF::new_from_impl(
+            ModelFunction::new(f.score(), registry.clone()).with_fusion(fusion),
+        )),
+        None => Some(udf),
+    }
+}
+
+/// The type the TADS scalar function `name` returns, whatever its models; `None` if TADS has
+/// no scalar function of that name.
+pub fn return_type_of(name: &str) -> Option<datafusion::arrow::datatypes::DataType> {
+    let udf = scalar_udf_named(name, &ModelRegistry::new(), Fusion::default())?;
+    match udf.inner().downcast_ref::<ModelFunction>() {
+        Some(f) => Some(f.score().return_type()),
+        None => udf.return_type(&[]).ok(),
+    }
 }
 
 /// Every TADS aggregate function.

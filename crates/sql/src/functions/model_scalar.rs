@@ -94,7 +94,8 @@ impl ModelScore {
         }
     }
 
-    fn return_type(self) -> DataType {
+    /// The type it returns.
+    pub fn return_type(self) -> DataType {
         match self {
             Self::Spe
             | Self::T2
@@ -151,6 +152,21 @@ impl ModelFunction {
     /// `score` field of `pca_scores`).
     pub fn with_fusion(self, fusion: Fusion) -> Self {
         Self { fusion, ..self }
+    }
+
+    /// The models it scores with.
+    pub fn registry(&self) -> &ModelRegistry {
+        &self.registry
+    }
+
+    /// What it computes.
+    pub fn score(&self) -> ModelScore {
+        self.score
+    }
+
+    /// Its fusion settings.
+    pub fn fusion(&self) -> Fusion {
+        self.fusion
     }
 }
 

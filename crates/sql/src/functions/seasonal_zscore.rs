@@ -72,6 +72,13 @@ impl Hash for SeasonalZscore {
     }
 }
 
+impl SeasonalZscore {
+    /// The models it scores with.
+    pub fn registry(&self) -> &ModelRegistry {
+        &self.registry
+    }
+}
+
 impl ScalarUDFImpl for SeasonalZscore {
     fn name(&self) -> &str {
         NAME

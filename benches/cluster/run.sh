@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The same TADS query in one process and on a Ballista cluster of `tads cluster` processes on
+# this machine: one executor with one task slot, then two executors with one slot each.
+# Prints the median wall time of --runs runs of each.
+#
+#   benches/cluster/run.sh [--hosts 100] [--days 7] [--runs 3] [--tads PATH]
+set -euo pipefail
+hosts=100 days=7 runs=3 tads=${TADS:-target/release/tads}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --hosts) hosts=$2; shift 2 ;;
+    --days) days=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    --tads) tads=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+tads=$(realpath "$tads")
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+cd "$work"
+"$tads" generate --quiet --out data --hosts "$hosts" --duration "${days}d" --interval 1m --seed 5
+"$tads" train --quiet --model m --data data --models models
+m="cpu_pct, mem_pct, disk_read_mbps, disk_write_mbps, net_rx_mbps, net_tx_mbps, latency_ms, error_rate"
+query="SELECT host_id, count(*) AS n, max(anomaly_score('m', $m)) AS peak, sum(pca_score('m', $m)) AS spe, (robust_stats(cpu_pct))['median'] AS cpu_median FROM telemetry GROUP BY host_id ORDER BY host_id"
+rows=$("$tads" sql --data data -q --format csv -c 'SELECT count(*) FROM telemetry' | tail -1)
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+timed() {
+  for _ in $(seq "$runs"); do
+    local start end
+    start=$(date +%s.%N)
+    "$tads" sql --data data --models models -q --format csv "$@" -c "$query" > out.csv
+    end=$(date +%s.%N)
+    echo "$end - $start" | bc
+  done | median
+}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 300); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing on port $1" >&2; exit 1; }
+start_cluster() {  # $1: executors
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  pids=()
+  local port; port=$(free_port)
+  "$tads" cluster scheduler --port "$port" 2> scheduler.log & pids+=($!)
+  wait_port "$port"
+  for i in $(seq "$1"); do
+    local flight grpc; flight=$(free_port); grpc=$(free_port)
+    "$tads" cluster executor --scheduler "df://127.0.0.1:$port" --port "$flight" --grpc-port "$grpc" \
+      --concurrent-tasks 1 2> "executor$i.log" & pids+=($!)
+    wait_port "$flight"
+  done
+  sleep 2
+  url="df://127.0.0.1:$port"
+}
+
+local_s=$(timed)
+cp out.csv local.csv
+start_cluster 1
+one_s=$(timed --cluster "$url")
+cmp -s out.csv local.csv || { echo "one executor: results differ from one process" >&2; exit 1; }
+start_cluster 2
+two_s=$(timed --cluster "$url")
+cmp -s out.csv local.csv || { echo "two executors: results differ from one process" >&2; exit 1; }
+"$tads" sql --data data --models models --cluster "$url" -q -c "EXPLAIN $query" > explain.txt
+echo "rows: $rows; query: per-host count, peak anomaly_score, sum of pca_score, robust_stats(cpu_pct) median"
+printf '| run | seconds (median of %s) | vs one executor |\n|---|---:|---:|\n' "$runs"
+printf '| one process (%s cores) | %.2f | |\n' "$(nproc)" "$local_s"
+printf '| cluster: 1 executor, 1 task slot | %.2f | 1.00× |\n' "$one_s"
+printf '| cluster: 2 executors, 1 slot each | %.2f | %.2f× |\n' "$two_s" "$(echo "$one_s / $two_s" | bc -l)"
+echo
+echo "the distributed plan (EXPLAIN on the cluster):"
+grep -E "Stage|ShuffleWriterExec|UnresolvedShuffleExec|AggregateExec|DataSourceExec" explain.txt | sed 's/^|[^|]*| *//; s/ *|$//' | cut -c1-160

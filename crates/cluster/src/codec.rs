@@ -1,0 +1,411 @@
+//! Plans that carry their models: codecs that wrap Ballista's own and serialize a TADS scalar
+//! function as its name plus the models it scores with, by name and fingerprint, the location
+//! they were loaded from, and its fusion settings.
+//!
+//! A process that decodes such a function (the scheduler a client's plan, an executor a task)
+//! loads those models by name from the location (or from its own `--models`, which takes
+//! precedence) and checks every fingerprint, so a task never scores with another model than
+//! the client's, also after a model was retrained under the same name. Models that exist only
+//! in the client's process (a training's temporary fits) travel whole. Models are loaded once
+//! per distinct set and kept.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::common::exec_err;
+use datafusion::common::{DataFusionError, Result, TableReference};
+use datafusion::datasource::file_format::FileFormatFactory;
+use datafusion::datasource::{MemTable, TableProvider};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{
+    ColumnarValue, Extension, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
+};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::logical_plan::LogicalExtensionCodec;
+use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use serde::{Deserialize, Serialize};
+use tads_model::Fusion;
+use tads_sql::ModelRegistry;
+use tads_sql::registry::Entry;
+
+/// Marks a TADS function's payload (then JSON).
+const MAGIC: &[u8] = b"TADS-UDF-1\n";
+
+/// A TADS scalar function's models, as shipped with a plan.
+#[derive(Debug, Serialize, Deserialize)]
+struct Payload {
+    /// The models and groups loaded from a location, by name, fingerprint and location.
+    models: Vec<Entry>,
+    /// The models made in the client's process (a training's temporary fits), whole.
+    inline: Vec<String>,
+    /// The fusion settings, for the functions that fuse.
+    fusion: Option<Fusion>,
+}
+
+/// Marks a function whose models could not be loaded (then the reason).
+const UNUSABLE: &[u8] = b"TADS-UDF-UNUSABLE\n";
+
+/// What identifies a loaded set: the entries and the inline models' fingerprints.
+type Key = (Vec<Entry>, Vec<String>);
+
+/// Loads the models of payloads, once per distinct set.
+#[derive(Debug, Default)]
+pub struct Models {
+    /// A process's own models location (`--models`), searched instead of the client's.
+    location: Option<String>,
+    loaded: Mutex<HashMap<Key, ModelRegistry>>,
+}
+
+impl Models {
+    /// Loads from `location` when set, else from where each client loaded its models.
+    pub fn new(location: Option<String>) -> Self {
+        Self {
+            location,
+            loaded: Mutex::default(),
+        }
+    }
+
+    /// A registry holding exactly the payload's models: those of a location loaded from it
+    /// (or from this process's own location) and checked by fingerprint, the inline ones as
+    /// they came.
+    fn registry(&self, payload: Payload) -> Result<ModelRegistry> {
+        let mut models = payload.models;
+        if let Some(own) = &self.location {
+            for m in &mut models {
+                m.location.clone_from(own);
+            }
+        }
+        let inline: Vec<tads_model::ModelArtifact> = payload
+            .inline
+            .iter()
+            .map(|json| tads_model::ModelArtifact::from_json(json.as_bytes()))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| DataFusionError::Plan(format!("a model shipped with the plan: {e}")))?;
+        let key = (
+            models.clone(),
+            inline.iter().map(|m| m.fingerprint.clone()).collect(),
+        );
+        if let Some(r) = self.loaded.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(r);
+        }
+        let registry = load_blocking(&models)?;
+        for m in inline {
+            registry.insert(m).map_err(|e| {
+                DataFusionError::Plan(format!("a model shipped with the plan: {e}"))
+            })?;
+        }
+        if let Ok(mut m) = self.loaded.lock() {
+            if m.len() >= 64 {
+                m.clear();
+            }
+            m.insert(key, registry.clone());
+        }
+        Ok(registry)
+    }
+}
+
+/// Loads `models` from their locations on a thread of its own (decoding is synchronous and
+/// may run inside an async runtime), checking every fingerprint.
+fn load_blocking(models: &[Entry]) -> Result<ModelRegistry> {
+    if models.is_empty() {
+        return Ok(ModelRegistry::new());
+    }
+    let run = || -> std::result::Result<ModelRegistry, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let registry = ModelRegistry::new();
+            for m in models {
+                let loc = tads_store::Location::parse(&m.location).map_err(|e| e.to_string())?;
+                let found = registry.load_model(&loc, &m.name).await.map_err(|e| {
+                    format!(
+                        "model `{}` is not usable on this cluster process (searched {loc}): {e}",
+                        m.name
+                    )
+                })?;
+                let fingerprint = match found {
+                    tads_sql::registry::Loaded::Single(s) => s.artifact.fingerprint.clone(),
+                    tads_sql::registry::Loaded::Group(g) => g.fingerprint.clone(),
+                };
+                if fingerprint != m.fingerprint {
+                    return Err(format!(
+                        "model `{}` at {loc} has fingerprint {fingerprint} but the client scores with {}: every cluster process must see the client's models (retrained since? give them the same --models)",
+                        m.name, m.fingerprint
+                    ));
+                }
+            }
+            Ok(registry)
+        })
+    };
+    std::thread::scope(|s| s.spawn(run).join())
+        .map_err(|_| DataFusionError::Execution("loading models panicked".into()))?
+        .map_err(DataFusionError::Plan)
+}
+
+/// The payload of a TADS scalar function; nothing for any other function (it is then found by
+/// name in the receiving process's registry).
+fn encode_udf(node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+    if let Some(u) = node.inner().downcast_ref::<Unusable>() {
+        buf.extend_from_slice(UNUSABLE);
+        buf.extend_from_slice(u.message.as_bytes());
+        return Ok(());
+    }
+    let Some((registry, fusion)) = tads_sql::functions::model_binding(node) else {
+        return Ok(());
+    };
+    let payload = Payload {
+        models: registry.entries(),
+        inline: registry
+            .unsaved()
+            .0
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.artifact.to_json()).into_owned())
+            .collect(),
+        fusion,
+    };
+    buf.extend_from_slice(MAGIC);
+    serde_json::to_writer(buf, &payload).map_err(|e| DataFusionError::External(Box::new(e)))
+}
+
+/// The TADS scalar function `name` with the models of its payload; `None` for a buffer that is
+/// not a TADS payload.
+///
+/// A process that cannot load the models gets a function that fails with the reason when it
+/// runs (and travels on as such): Ballista reports a task's execution error to the client, but
+/// only "task could not be prepared" for a plan an executor could not decode.
+fn decode_udf(models: &Models, name: &str, buf: &[u8]) -> Option<Result<Arc<ScalarUDF>>> {
+    if let Some(message) = buf.strip_prefix(UNUSABLE) {
+        let message = String::from_utf8_lossy(message).into_owned();
+        return Some(Ok(Arc::new(ScalarUDF::new_from_impl(Unusable::new(
+            name, message,
+        )))));
+    }
+    let json = buf.strip_prefix(MAGIC)?;
+    let udf = (|| {
+        let payload: Payload =
+            serde_json::from_slice(json).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let fusion = payload.fusion.unwrap_or_default();
+        let registry = models.registry(payload)?;
+        tads_sql::functions::scalar_udf_named(name, &registry, fusion)
+            .map(Arc::new)
+            .ok_or_else(|| {
+                DataFusionError::Plan(format!("`{name}` is not a function of this TADS version"))
+            })
+    })();
+    Some(udf.or_else(|e| {
+        let message = e.strip_backtrace();
+        let message = message
+            .strip_prefix("Error during planning: ")
+            .unwrap_or(&message);
+        Ok(Arc::new(ScalarUDF::new_from_impl(Unusable::new(
+            name,
+            message.to_string(),
+        ))))
+    }))
+}
+
+/// Marks an in-memory table (then an Arrow IPC stream of its rows).
+const MEMORY: &[u8] = b"TADS-MEMTABLE-1\n";
+
+/// An in-memory table of the client (the small tables TADS joins to the data: a training's
+/// medians, a group's keys, the `models` table) as Arrow IPC, so its plan can run on the
+/// cluster; its partitions become one.
+fn encode_memory(table: &MemTable, buf: &mut Vec<u8>) -> Result<()> {
+    let schema = table.schema();
+    buf.extend_from_slice(MEMORY);
+    let mut writer = StreamWriter::try_new(&mut *buf, &schema)?;
+    for partition in &table.batches {
+        let batches = partition.try_read().map_err(|_| {
+            DataFusionError::Execution("an in-memory table is being written to".into())
+        })?;
+        for b in batches.iter() {
+            writer.write(b)?;
+        }
+    }
+    writer.finish()?;
+    Ok(())
+}
+
+/// The table [`encode_memory`] wrote.
+fn decode_memory(ipc: &[u8], schema: SchemaRef) -> Result<Arc<dyn TableProvider>> {
+    let reader = StreamReader::try_new(std::io::Cursor::new(ipc), None)?;
+    let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![batches])?))
+}
+
+/// Ballista's logical codec, with TADS functions carrying their models (aggregate and window
+/// functions go by name, as in Ballista's).
+#[derive(Debug)]
+pub struct TadsLogicalCodec {
+    inner: BallistaLogicalExtensionCodec,
+    models: Arc<Models>,
+}
+
+impl TadsLogicalCodec {
+    /// The codec, loading models with `models`.
+    pub fn new(models: Arc<Models>) -> Self {
+        Self {
+            inner: BallistaLogicalExtensionCodec::default(),
+            models,
+        }
+    }
+}
+
+impl LogicalExtensionCodec for TadsLogicalCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[LogicalPlan],
+        ctx: &TaskContext,
+    ) -> Result<Extension> {
+        self.inner.try_decode(buf, inputs, ctx)
+    }
+
+    fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> Result<()> {
+        self.inner.try_encode(node, buf)
+    }
+
+    fn try_decode_table_provider(
+        &self,
+        buf: &[u8],
+        table_ref: &TableReference,
+        schema: SchemaRef,
+        ctx: &TaskContext,
+    ) -> Result<Arc<dyn TableProvider>> {
+        match buf.strip_prefix(MEMORY) {
+            Some(ipc) => decode_memory(ipc, schema),
+            None => self
+                .inner
+                .try_decode_table_provider(buf, table_ref, schema, ctx),
+        }
+    }
+
+    fn try_encode_table_provider(
+        &self,
+        table_ref: &TableReference,
+        node: Arc<dyn TableProvider>,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        match node.downcast_ref::<MemTable>() {
+            Some(table) => encode_memory(table, buf),
+            None => self.inner.try_encode_table_provider(table_ref, node, buf),
+        }
+    }
+
+    fn try_decode_file_format(
+        &self,
+        buf: &[u8],
+        ctx: &TaskContext,
+    ) -> Result<Arc<dyn FileFormatFactory>> {
+        self.inner.try_decode_file_format(buf, ctx)
+    }
+
+    fn try_encode_file_format(
+        &self,
+        buf: &mut Vec<u8>,
+        node: Arc<dyn FileFormatFactory>,
+    ) -> Result<()> {
+        self.inner.try_encode_file_format(buf, node)
+    }
+
+    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        decode_udf(&self.models, name, buf).unwrap_or_else(|| self.inner.try_decode_udf(name, buf))
+    }
+
+    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+        encode_udf(node, buf)
+    }
+}
+
+/// A TADS function whose models this process could not load: it fails with the reason when
+/// it runs.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Unusable {
+    name: String,
+    message: String,
+    signature: Signature,
+    returns: DataType,
+}
+
+impl Unusable {
+    fn new(name: &str, message: String) -> Self {
+        Self {
+            name: name.to_string(),
+            message,
+            signature: Signature::variadic_any(Volatility::Immutable),
+            returns: tads_sql::functions::return_type_of(name).unwrap_or(DataType::Float64),
+        }
+    }
+}
+
+impl ScalarUDFImpl for Unusable {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(self.returns.clone())
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        exec_err!("{}", self.message)
+    }
+}
+
+/// Ballista's physical codec, with TADS functions carrying their models.
+#[derive(Debug)]
+pub struct TadsPhysicalCodec {
+    inner: BallistaPhysicalExtensionCodec,
+    models: Arc<Models>,
+}
+
+impl TadsPhysicalCodec {
+    /// The codec, loading models with `models`.
+    pub fn new(models: Arc<Models>) -> Self {
+        Self {
+            inner: BallistaPhysicalExtensionCodec::default(),
+            models,
+        }
+    }
+}
+
+impl PhysicalExtensionCodec for TadsPhysicalCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.inner.try_decode(buf, inputs, ctx, proto_converter)
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        self.inner.try_encode(node, buf, proto_converter)
+    }
+
+    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        decode_udf(&self.models, name, buf).unwrap_or_else(|| self.inner.try_decode_udf(name, buf))
+    }
+
+    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+        encode_udf(node, buf)
+    }
+}
