@@ -24,7 +24,7 @@ cd "$work"
 "$tads" generate --quiet --out data --hosts "$hosts" --duration "${days}d" --interval 1m --seed 5
 "$tads" train --quiet --model m --data data --models models
 m="cpu_pct, mem_pct, disk_read_mbps, disk_write_mbps, net_rx_mbps, net_tx_mbps, latency_ms, error_rate"
-query="SELECT host_id, count(*) AS n, max(anomaly_score('m', $m)) AS peak, sum(pca_score('m', $m)) AS spe, (robust_stats(cpu_pct))['median'] AS cpu_median FROM telemetry GROUP BY host_id ORDER BY host_id"
+query="SELECT host_id, count(*) AS n, round(max(anomaly_score('m', $m)), 6) AS peak, round(sum(pca_score('m', $m)), 3) AS spe, round((robust_stats(cpu_pct))['median'], 6) AS cpu_median FROM telemetry GROUP BY host_id ORDER BY host_id"
 rows=$("$tads" sql --data data -q --format csv -c 'SELECT count(*) FROM telemetry' | tail -1)
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

@@ -90,6 +90,14 @@ async fn a_standalone_cluster_gives_the_results_of_one_process() {
     let plan = pretty_format_batches(&plan).unwrap().to_string();
     assert!(plan.contains("ShuffleWriterExec"), "{plan}");
     assert_eq!(results(&cluster).await, expected);
+    // Dictionary columns are read as their values on a cluster (Ballista's shuffle between
+    // executors drops the dictionary, and the next stage would fail on the mismatch).
+    let typeof_host = "SELECT arrow_typeof(host_id) FROM telemetry LIMIT 1";
+    assert_eq!(
+        crate::support::scalar(&local, typeof_host).await,
+        "Dictionary(Int32, Utf8)"
+    );
+    assert_eq!(crate::support::scalar(&cluster, typeof_host).await, "Utf8");
     assert_eq!(expected[0].matches("| host-").count(), 6, "{}", expected[0]);
 }
 

@@ -96,6 +96,7 @@ fn process_state(
 fn cluster_config(models: &Arc<Models>) -> SessionConfig {
     SessionConfig::new_with_ballista()
         .with_information_schema(true)
+        .with_extension(Arc::new(tads_sql::PlainDictionaries))
         .with_ballista_logical_extension_codec(Arc::new(TadsLogicalCodec::new(Arc::clone(models))))
         .with_ballista_physical_extension_codec(Arc::new(TadsPhysicalCodec::new(Arc::clone(
             models,

@@ -154,6 +154,7 @@ async fn register_listing(
         .with_file_extension(".parquet")
         .with_table_partition_cols(partitions);
     let config = nullable_schema(
+        ctx,
         ListingTableConfig::new_with_multi_paths(urls)
             .with_listing_options(options)
             .infer_schema(&ctx.state())
@@ -167,15 +168,37 @@ async fn register_listing(
     Ok(())
 }
 
+/// Marks a session whose plans run on a Ballista cluster (its config's extension): there,
+/// dictionary-encoded columns are read as their values, since Ballista 55's shuffle between
+/// executors hands a dictionary column on as a plain one and the next stage then fails
+/// ("RowConverter column schema mismatch").
+#[derive(Debug, Default)]
+pub struct PlainDictionaries;
+
 /// Every column nullable: a file that lacks a column the others have reads it as NULL (a
-/// non-nullable column would fail on those NULLs).
-fn nullable_schema(config: ListingTableConfig) -> ListingTableConfig {
+/// non-nullable column would fail on those NULLs). On a cluster session (see
+/// [`PlainDictionaries`]) dictionary columns become their value type.
+fn nullable_schema(ctx: &SessionContext, config: ListingTableConfig) -> ListingTableConfig {
+    let plain = ctx
+        .state()
+        .config()
+        .get_extension::<PlainDictionaries>()
+        .is_some();
     match config.file_schema.clone() {
         Some(schema) => {
             let fields: Vec<_> = schema
                 .fields()
                 .iter()
-                .map(|f| f.as_ref().clone().with_nullable(true))
+                .map(|f| {
+                    let f = f.as_ref().clone().with_nullable(true);
+                    match f.data_type() {
+                        DataType::Dictionary(_, value) if plain => {
+                            let value = value.as_ref().clone();
+                            f.with_data_type(value)
+                        }
+                        _ => f,
+                    }
+                })
                 .collect();
             config.with_schema(Arc::new(
                 datafusion::arrow::datatypes::Schema::new_with_metadata(
@@ -231,6 +254,7 @@ async fn file_schema(
     let options =
         ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     nullable_schema(
+        ctx,
         ListingTableConfig::new(file_url(location, file)?)
             .with_listing_options(options)
             .infer_schema(&ctx.state())
