@@ -350,4 +350,23 @@ fn an_unreachable_scheduler_is_one_line_naming_it() {
         .output()
         .unwrap();
     assert_user_error(&out, &url);
+    // An executor whose scheduler is not there: the scheduler named, exit 2.
+    let (flight, grpc) = (free_port(), free_port());
+    let out = tads()
+        .args(["cluster", "executor", "--scheduler", &url])
+        .args([
+            "--port",
+            &flight.to_string(),
+            "--grpc-port",
+            &grpc.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ") && last.contains(&url),
+        "{stderr}"
+    );
 }

@@ -200,9 +200,12 @@ pub async fn run_executor(opts: ExecutorOptions) -> Result<()> {
         override_physical_codec: Some(Arc::new(TadsPhysicalCodec::new(Arc::clone(&models)))),
         ..Default::default()
     };
-    start_executor_process(Arc::new(config))
-        .await
-        .map_err(|e| Error::Cluster(format!("executor: {e}")))
+    start_executor_process(Arc::new(config)).await.map_err(|e| {
+        Error::Cluster(format!(
+            "executor with the scheduler at {}: {e}",
+            opts.scheduler
+        ))
+    })
 }
 
 /// A client session on the cluster at `url` (`df://host:port`), from `state` (its config and
