@@ -409,3 +409,93 @@ impl PhysicalExtensionCodec for TadsPhysicalCodec {
         encode_udf(node, buf)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    #[test]
+    fn an_in_memory_table_travels_as_arrow_ipc() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("v", DataType::Int64, true),
+        ]));
+        let batch = |k: &str, v: i64| {
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(StringArray::from(vec![k])),
+                    Arc::new(Int64Array::from(vec![v])),
+                ],
+            )
+            .unwrap()
+        };
+        let table = MemTable::try_new(
+            Arc::clone(&schema),
+            vec![vec![batch("a", 1)], vec![batch("b", 2)]],
+        )
+        .unwrap();
+        let codec = TadsLogicalCodec::new(Arc::new(Models::default()));
+        let mut buf = vec![];
+        let table_ref = TableReference::bare("t");
+        codec
+            .try_encode_table_provider(&table_ref, Arc::new(table), &mut buf)
+            .unwrap();
+        let ctx = TaskContext::default();
+        let back = codec
+            .try_decode_table_provider(&buf, &table_ref, Arc::clone(&schema), &ctx)
+            .unwrap();
+        let back = back.downcast_ref::<MemTable>().unwrap();
+        let rows: Vec<RecordBatch> = back
+            .batches
+            .iter()
+            .flat_map(|p| p.try_read().unwrap().clone())
+            .collect();
+        assert_eq!(rows, vec![batch("a", 1), batch("b", 2)]);
+    }
+
+    #[test]
+    fn a_model_made_in_the_clients_process_travels_whole_and_a_missing_one_fails_when_run() {
+        let registry = ModelRegistry::new();
+        let udf = tads_sql::functions::scalar_udf_named("pca_score", &registry, Fusion::default())
+            .unwrap();
+        let mut buf = vec![];
+        encode_udf(&udf, &mut buf).unwrap();
+        assert!(buf.starts_with(MAGIC));
+        let models = Models::default();
+        let back = decode_udf(&models, "pca_score", &buf).unwrap().unwrap();
+        assert!(tads_sql::functions::model_binding(&back).is_some());
+        // A model of a location that is not there: a function that fails with why, and
+        // travels on as such.
+        let payload = Payload {
+            models: vec![Entry {
+                name: "gone".into(),
+                fingerprint: "sha256:0".into(),
+                group: false,
+                location: "/nonexistent/tads-models".into(),
+            }],
+            inline: vec![],
+            fusion: None,
+        };
+        let mut buf = MAGIC.to_vec();
+        serde_json::to_writer(&mut buf, &payload).unwrap();
+        let unusable = decode_udf(&models, "pca_score", &buf).unwrap().unwrap();
+        let u = unusable.inner().downcast_ref::<Unusable>().unwrap();
+        assert!(
+            u.message.contains("model `gone`") && u.message.contains("/nonexistent/tads-models"),
+            "{}",
+            u.message
+        );
+        let mut again = vec![];
+        encode_udf(&unusable, &mut again).unwrap();
+        let back = decode_udf(&models, "pca_score", &again).unwrap().unwrap();
+        assert_eq!(
+            back.inner().downcast_ref::<Unusable>().unwrap().message,
+            u.message
+        );
+        // Not TADS's: left to the receiver's registry.
+        assert!(decode_udf(&models, "abs", b"").is_none());
+    }
+}

@@ -285,3 +285,38 @@ pub fn explain(url: &str, e: &dyn std::fmt::Display) -> String {
     }
     text.replace('\n', " ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scheduler_url_is_host_and_port_with_ballistas_default() {
+        assert_eq!(
+            parse_url("df://10.0.0.5:6000").unwrap(),
+            ("10.0.0.5".into(), 6000)
+        );
+        assert_eq!(
+            parse_url("df://sched").unwrap(),
+            ("sched".into(), DEFAULT_PORT)
+        );
+        for bad in ["http2://x", "df://", "not a url"] {
+            let e = parse_url(bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("--cluster {bad}: ")), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_tasks_error_is_its_own_message_and_missing_functions_say_what_to_start() {
+        let wrapped = "Execution error: Job 1 failed: Task failed due to runtime execution error: \
+                       DataFusionError(Shared(External(DataFusionError(Execution(\"model `m` at \\\"x\\\" is gone\")))))";
+        assert_eq!(
+            explain("df://h:1", &wrapped),
+            "on the cluster at df://h:1: model `m` at \"x\" is gone"
+        );
+        let missing = "Error during planning: There is no UDF named \"pca_score\" in the registry";
+        let m = explain("df://h:1", &missing);
+        assert!(m.contains("lacks the TADS functions (`pca_score`)"), "{m}");
+        assert_eq!(explain("df://h:1", &"a\nb"), "a b");
+    }
+}
