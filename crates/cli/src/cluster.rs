@@ -50,7 +50,7 @@ pub(crate) struct ExecutorArgs {
     #[arg(long, default_value_t = 50052)]
     grpc_port: u16,
     /// Tasks run at once [default: one per core]
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     concurrent_tasks: usize,
     /// Where shuffle files are written [default: a temporary directory]
     #[arg(long, value_name = "DIR")]
