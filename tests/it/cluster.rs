@@ -145,13 +145,14 @@ fn start_cluster(
     executor_models: Option<&Path>,
 ) -> (Vec<Service>, String) {
     let port = free_port();
-    let mut scheduler = tads()
-        .args(["cluster", "scheduler", "--port", &port.to_string()])
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let spawn = |cmd: &mut std::process::Command| {
+        cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut scheduler = spawn(tads().args(["cluster", "scheduler", "--port", &port.to_string()]));
     wait_for(port, "the scheduler", &mut scheduler);
     let url = format!("df://127.0.0.1:{port}");
     let mut services = vec![Service(scheduler)];
@@ -169,12 +170,7 @@ fn start_cluster(
         if let Some(m) = executor_models {
             cmd.arg("--models").arg(m);
         }
-        let mut executor = cmd
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut executor = spawn(&mut cmd);
         wait_for(flight, "an executor", &mut executor);
         services.push(Service(executor));
     }

@@ -165,7 +165,6 @@ fn encode_udf(node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
         models: registry.entries(),
         inline: registry
             .unsaved()
-            .0
             .iter()
             .map(|m| String::from_utf8_lossy(&m.artifact.to_json()).into_owned())
             .collect(),

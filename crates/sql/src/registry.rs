@@ -175,25 +175,13 @@ impl ModelRegistry {
     }
 
     /// The models that exist in this process only (inserted, not loaded from a location),
-    /// without the members of a group; and the names of such groups.
-    pub fn unsaved(&self) -> (Vec<Arc<LoadedModel>>, Vec<String>) {
-        let models = self
-            .names()
+    /// without the members of a group.
+    pub fn unsaved(&self) -> Vec<Arc<LoadedModel>> {
+        self.names()
             .into_iter()
             .filter(|n| !self.is_group_member_name(n) && self.loaded_from(n).is_none())
             .filter_map(|n| self.get(&n))
-            .collect();
-        let groups = self
-            .groups
-            .read()
-            .map(|g| {
-                g.keys()
-                    .filter(|n| self.loaded_from(n).is_none())
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        (models, groups)
+            .collect()
     }
 
     /// The model called `name`.
