@@ -112,6 +112,7 @@ fn bench(c: &mut Criterion) {
             config,
             run_id: None,
             follow: None,
+            cluster: None,
         };
         g.bench_function(name, |b| {
             b.iter(|| {

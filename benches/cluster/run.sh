@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The same TADS query in one process and on a Ballista cluster of `tads cluster` processes on
-# this machine: one executor with one task slot, then two executors with one slot each.
-# Prints the median wall time of --runs runs of each.
+# The same TADS query, `tads score` and `tads train` in one process and on a Ballista cluster of
+# `tads cluster` processes on this machine: one executor with one task slot, then two executors
+# with one slot each. Checks the results agree and prints the median wall time of --runs runs.
 #
 #   benches/cluster/run.sh [--hosts 100] [--days 7] [--runs 3] [--tads PATH]
 set -euo pipefail
@@ -28,14 +28,24 @@ query="SELECT host_id, count(*) AS n, round(max(anomaly_score('m', $m)), 6) AS p
 rows=$("$tads" sql --data data -q --format csv -c 'SELECT count(*) FROM telemetry' | tail -1)
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-timed() {
+timed() {  # $1: sql, score or train; then the extra arguments (--cluster URL)
+  local what=$1; shift
   for _ in $(seq "$runs"); do
     local start end
     start=$(date +%s.%N)
-    "$tads" sql --data data --models models -q --format csv "$@" -c "$query" > out.csv
+    case $what in
+      sql) "$tads" sql --data data --models models -q --format csv "$@" -c "$query" > out.csv ;;
+      score) "$tads" score --quiet --overwrite --model m --data data --models models --out scores "$@" ;;
+      train) "$tads" train --quiet --overwrite --quantiles exact --model t --data data --models trained "$@" ;;
+    esac
     end=$(date +%s.%N)
     echo "$end - $start" | bc
   done | median
+}
+# What a score run wrote, to compare (sums rounded: they add in the order tasks finish).
+scored() {
+  "$tads" sql --data scores/scored -q --format csv -c \
+    "SELECT count(*), count(alert_id), count(DISTINCT alert_id), round(sum(score), 3) FROM telemetry"
 }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 300); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing on port $1" >&2; exit 1; }
@@ -55,20 +65,23 @@ start_cluster() {  # $1: executors
   url="df://127.0.0.1:$port"
 }
 
-local_s=$(timed)
+declare -A secs
+for what in sql score train; do secs[$what,local]=$(timed "$what"); done
 cp out.csv local.csv
-start_cluster 1
-one_s=$(timed --cluster "$url")
-cmp -s out.csv local.csv || { echo "one executor: results differ from one process" >&2; exit 1; }
-start_cluster 2
-two_s=$(timed --cluster "$url")
-cmp -s out.csv local.csv || { echo "two executors: results differ from one process" >&2; exit 1; }
+scored > local-scores.csv
+for n in 1 2; do
+  start_cluster "$n"
+  for what in sql score train; do secs[$what,$n]=$(timed "$what" --cluster "$url"); done
+  cmp -s out.csv local.csv || { echo "$n executor(s): query results differ from one process" >&2; exit 1; }
+  scored | cmp -s - local-scores.csv || { echo "$n executor(s): scores differ from one process" >&2; exit 1; }
+done
 "$tads" sql --data data --models models --cluster "$url" -q -c "EXPLAIN $query" > explain.txt
 echo "rows: $rows; query: per-host count, peak anomaly_score, sum of pca_score, robust_stats(cpu_pct) median"
-printf '| run | seconds (median of %s) | vs one executor |\n|---|---:|---:|\n' "$runs"
-printf '| one process (%s cores) | %.2f | |\n' "$(nproc)" "$local_s"
-printf '| cluster: 1 executor, 1 task slot | %.2f | 1.00× |\n' "$one_s"
-printf '| cluster: 2 executors, 1 slot each | %.2f | %.2f× |\n' "$two_s" "$(echo "$one_s / $two_s" | bc -l)"
+printf '| job | one process (%s cores) | 1 executor, 1 task slot | 2 executors, 1 slot each | 2 against 1 |\n|---|---:|---:|---:|---:|\n' "$(nproc)"
+for what in sql score train; do
+  printf '| %s | %.2f s | %.2f s | %.2f s | %.2f× |\n' "$what" "${secs[$what,local]}" "${secs[$what,1]}" \
+    "${secs[$what,2]}" "$(echo "${secs[$what,1]} / ${secs[$what,2]}" | bc -l)"
+done
 echo
 echo "the distributed plan (EXPLAIN on the cluster):"
 grep -E "Stage|ShuffleWriterExec|UnresolvedShuffleExec|AggregateExec|DataSourceExec" explain.txt | sed 's/^|[^|]*| *//; s/ *|$//' | cut -c1-160

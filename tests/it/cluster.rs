@@ -15,7 +15,8 @@ use tads_sql::ModelRegistry;
 use tads_store::Location;
 
 use crate::support::{
-    SMALL, Service, assert_ok, assert_user_error, free_port, generate, query, s3, tads, train_cmd,
+    S3, SMALL, Service, assert_ok, assert_user_error, free_port, generate, query, s3, tads,
+    train_cmd,
 };
 
 const METRICS: &str = "cpu_pct, mem_pct, disk_read_mbps, disk_write_mbps, net_rx_mbps, net_tx_mbps, latency_ms, error_rate";
@@ -123,19 +124,46 @@ async fn a_cluster_without_the_tads_functions_says_what_to_start() {
     assert!(!message.contains('\n'), "{message}");
 }
 
-/// Waits until something listens on `port`.
-fn wait_for(port: u16, what: &str, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited early: {status}");
+/// Starts `cmd` on `ports` fresh ports and waits until it listens on the first: another
+/// test's connection may take a port between `free_port` and the bind, so a process that exits
+/// early is started again on fresh ports (three tries; its stderr is in the failure).
+fn start_listening(
+    what: &str,
+    env: &[(&'static str, String)],
+    cmd: impl Fn(&[u16]) -> std::process::Command,
+    ports: usize,
+) -> (Child, Vec<u16>) {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let chosen: Vec<u16> = (0..ports).map(|_| free_port()).collect();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut child = cmd(&chosen)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", chosen[0])).is_ok() {
+                return (child, chosen);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                last = format!(
+                    "{status}: {}",
+                    std::fs::read_to_string(log.path()).unwrap_or_default()
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} is not listening on {}",
+                chosen[0]
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what} is not listening on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
     }
+    panic!("{what} exited early three times, last {last}");
 }
 
 /// A scheduler and two executors, each a `tads cluster` process with the S3 environment;
@@ -144,34 +172,35 @@ fn start_cluster(
     env: &[(&'static str, String)],
     executor_models: Option<&Path>,
 ) -> (Vec<Service>, String) {
-    let port = free_port();
-    let spawn = |cmd: &mut std::process::Command| {
-        cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let mut scheduler = spawn(tads().args(["cluster", "scheduler", "--port", &port.to_string()]));
-    wait_for(port, "the scheduler", &mut scheduler);
-    let url = format!("df://127.0.0.1:{port}");
+    let (scheduler, port) = start_listening(
+        "the scheduler",
+        env,
+        |p| {
+            let mut cmd = tads();
+            cmd.args(["cluster", "scheduler", "--port", &p[0].to_string()]);
+            cmd
+        },
+        1,
+    );
     let mut services = vec![Service(scheduler)];
+    let url = format!("df://127.0.0.1:{}", port[0]);
     for _ in 0..2 {
-        let (flight, grpc) = (free_port(), free_port());
-        let mut cmd = tads();
-        cmd.args(["cluster", "executor", "--scheduler", &url])
-            .args([
-                "--port",
-                &flight.to_string(),
-                "--grpc-port",
-                &grpc.to_string(),
-            ])
-            .args(["--concurrent-tasks", "2"]);
-        if let Some(m) = executor_models {
-            cmd.arg("--models").arg(m);
-        }
-        let mut executor = spawn(&mut cmd);
-        wait_for(flight, "an executor", &mut executor);
+        let (executor, _) = start_listening(
+            "an executor",
+            env,
+            |p| {
+                let mut cmd = tads();
+                cmd.args(["cluster", "executor", "--scheduler", &url])
+                    .args(["--port", &p[0].to_string()])
+                    .args(["--grpc-port", &p[1].to_string()])
+                    .args(["--concurrent-tasks", "2"]);
+                if let Some(m) = executor_models {
+                    cmd.arg("--models").arg(m);
+                }
+                cmd
+            },
+            2,
+        );
         services.push(Service(executor));
     }
     // The executors register with the scheduler by heartbeat.
@@ -266,6 +295,79 @@ fn three_processes_on_s3_give_the_results_of_one_process() {
     // with them the fingerprint) may differ: every number within 1e-9, the rest equal.
     same_model(&model(&cluster_models), &model(&local_models), "");
     let _ = models;
+    score_on_the_cluster_as_in_one_process(&s3, &bucket, &envs, &url);
+}
+
+/// `tads score --cluster` (the executors read the input and write the scored files on S3)
+/// gives every row the scores and alert id of a local run, and the same alerts and counts.
+fn score_on_the_cluster_as_in_one_process(s3: &S3, bucket: &str, envs: &[(&str, &str)], url: &str) {
+    let data = format!("s3://{bucket}/data");
+    let models = format!("s3://{bucket}/models");
+    let outs = [
+        format!("s3://{bucket}/scores-local"),
+        format!("s3://{bucket}/scores-cluster"),
+    ];
+    for (out, extra) in outs.iter().zip([vec![], vec!["--cluster", url]]) {
+        let run = tads()
+            .args(["score", "--quiet", "--model", "m", "--data", &data])
+            .args(["--models", &models, "--out", out])
+            .args(&extra)
+            .envs(envs.iter().copied())
+            .output()
+            .unwrap();
+        assert_ok(&run);
+    }
+    let env: Vec<(&'static str, String)> = s3.env();
+    let rows = |out: &str| {
+        sql_csv(
+            &env,
+            &[
+                "--data",
+                &format!("{out}/scored"),
+                "-c",
+                "SELECT host_id, ts, cpu_pct, pca_spe, pca_t2, mad_zmax, top_metric, score, alert_id                  FROM telemetry ORDER BY host_id, ts",
+            ],
+        )
+    };
+    let (local, on_cluster) = (rows(&outs[0]), rows(&outs[1]));
+    assert_eq!(local.lines().count(), 25_921, "{}", &local[..200]);
+    assert!(local == on_cluster, "the scored rows differ");
+    let alerts = |out: &str| {
+        sql_csv(
+            &env,
+            &[
+                "--data",
+                &format!("{out}/alerts"),
+                "-c",
+                "SELECT alert_id, host_id, start_ts, end_ts, points, peak_score, severity                  FROM telemetry ORDER BY alert_id",
+            ],
+        )
+    };
+    let (local, on_cluster) = (alerts(&outs[0]), alerts(&outs[1]));
+    assert!(local.lines().count() > 1, "no alerts: {local}");
+    assert_eq!(on_cluster, local);
+    // The manifests count the same rows, unscored rows and files.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let manifest = |out: &str| -> serde_json::Value {
+        let bytes = runtime
+            .block_on(s3.location(out).get_opt("_manifest.json"))
+            .unwrap()
+            .expect("a manifest");
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    let (local, on_cluster) = (manifest(&outs[0]), manifest(&outs[1]));
+    for field in ["rows_in", "rows", "rows_unscored"] {
+        assert_eq!(on_cluster[field], local[field], "{field}");
+    }
+    let paths = |m: &serde_json::Value| -> Vec<String> {
+        m["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(paths(&on_cluster), paths(&local));
 }
 
 /// Asserts two models are equal but for numbers within 1e-9 (relative), the fingerprint and
@@ -358,11 +460,30 @@ fn an_unreachable_scheduler_is_one_line_naming_it() {
         ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    let last = last_error(&out);
+    assert!(last.contains(&url), "{last}");
+    // An executor whose port is taken: the flag and the port named, not a silent exit 0.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = tads()
+        .args(["cluster", "executor", "--scheduler", &url, "--port", &port])
+        .output()
+        .unwrap();
+    let last = last_error(&out);
+    assert!(
+        last.starts_with(&format!(
+            "error: --port {port}: cannot listen on 127.0.0.1:{port}"
+        )),
+        "{last}"
+    );
+}
+
+/// The last line of a cluster process's stderr (it says what it starts on first), checked to
+/// be an error with exit code 2.
+fn last_error(out: &std::process::Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let last = stderr.trim_end().lines().last().unwrap_or_default();
-    assert!(
-        last.starts_with("error: ") && last.contains(&url),
-        "{stderr}"
-    );
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(last.starts_with("error: "), "{stderr}");
+    last.to_string()
 }

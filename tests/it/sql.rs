@@ -88,6 +88,17 @@ fn commands_and_files_run_without_a_terminal_in_every_format() {
         assert_ok(&out);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains(needle), "{format}: {text}");
+        // --maxrows is the table's: the other formats print every row of a large result (a
+        // CSV for another tool once stopped after two batches).
+        let out = sql(&["-q", "--format", format, "-c", "SELECT ts FROM telemetry"]);
+        assert_ok(&out);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let rows = match format {
+            "csv" | "tsv" => text.lines().count().saturating_sub(1),
+            "json" => text.matches('{').count(),
+            _ => text.lines().count(),
+        };
+        assert_eq!(rows, 25_920, "{format}");
     }
     // A failing statement is reported on one line; the next still runs; the exit code says so.
     let out = sql(&[

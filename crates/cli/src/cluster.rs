@@ -64,6 +64,8 @@ pub(crate) struct ExecutorArgs {
 pub(crate) async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
     // Ballista's own log: what the processes do, and why a task failed.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // Functions a client made from its data (a score run's drift shifts) travel with its plans.
+    tads_jobs::carry_on_clusters();
     let process = async {
         match cmd {
             ClusterCommand::Scheduler(a) => {

@@ -39,6 +39,7 @@ defaults, then --config FILE (TOML; ${VAR:default} is replaced from the environm
 n jobs with their own --out on n machines; together they score every row exactly once.",
     after_help = "Examples:\n  tads score --data data/generated/telemetry --model fleet --out data/scores\n  \
 tads score --data s3://bucket/telemetry --models s3://bucket/models --model fleet --out s3://bucket/scores/shard-1 --shard 1/4\n  \
+tads score --cluster df://127.0.0.1:50050 --data s3://bucket/telemetry --models s3://bucket/models --model fleet --out s3://bucket/scores\n  \
 tads score --data data/generated/telemetry --model fleet --out data/scores --config tads.toml --set alerts.enter=1.5 --set alerts.cooldown=1h\n\n\
 Settings (--set key=value) and their defaults:\n  \
 fusion.rule=max            max or weighted\n  \
@@ -93,6 +94,11 @@ pub(crate) struct ScoreArgs {
     /// Score only: no alert pass (alert_id stays NULL, no alerts/ output)
     #[arg(long)]
     no_alerts: bool,
+    /// Run the plans on a Ballista cluster of `tads cluster` processes (df://host:port): its
+    /// executors read --data and write --out, which must be shared (s3://, or one directory all
+    /// see); one output file per input file; the alerts are found on the cluster too
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
     /// Print nothing but errors
     #[arg(long, short)]
     quiet: bool,
@@ -181,6 +187,7 @@ pub(crate) async fn run(args: ScoreArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
         config,
         run_id: None,
         follow: None,
+        cluster: args.cluster.clone(),
     };
     let run_id = tads_jobs::score::new_run_id(started_at, &job);
     job.run_id = Some(run_id.clone());

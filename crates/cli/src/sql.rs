@@ -70,7 +70,7 @@ pub(crate) struct SqlArgs {
     /// How results are printed
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
-    /// At most this many rows of a result in table format (0: all)
+    /// At most this many rows of a result in table format (0: all; the other formats print all)
     #[arg(long, default_value_t = 40)]
     maxrows: usize,
     /// Print results only: no banner, no row counts and timings
@@ -367,7 +367,8 @@ pub(crate) async fn run(args: SqlArgs) -> anyhow::Result<()> {
     let mut options = PrintOptions {
         format,
         quiet: args.quiet,
-        maxrows: if args.maxrows == 0 {
+        // A limit for reading in a terminal: the other formats feed other tools, every row.
+        maxrows: if args.maxrows == 0 || !matches!(args.format, Format::Table) {
             MaxRows::Unlimited
         } else {
             MaxRows::Limited(args.maxrows)

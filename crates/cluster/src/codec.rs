@@ -51,6 +51,38 @@ struct Payload {
 /// Marks a function whose models could not be loaded (then the reason).
 const UNUSABLE: &[u8] = b"TADS-UDF-UNUSABLE\n";
 
+/// Marks a function that travels whole through a [`Carrier`] (then the carrier's name, a
+/// newline, and its bytes).
+const CARRIED: &[u8] = b"TADS-UDF-CARRIED-1\n";
+
+/// How a scalar function made in a client's process from data, not models (the drift
+/// baseline's shifts of a score run), travels whole with the plan: written by `encode` (`None`
+/// for a function that is not its own) and rebuilt by `decode` in every process that reads the
+/// plan. Register it with [`carry`] in the client and in the cluster's processes.
+#[derive(Debug, Clone, Copy)]
+pub struct Carrier {
+    /// Names the carrier in the plan.
+    pub name: &'static str,
+    /// The function's bytes, or `None` when the function is not this carrier's.
+    pub encode: fn(&ScalarUDF) -> Option<Result<Vec<u8>>>,
+    /// The function again, from its bytes.
+    pub decode: fn(&[u8]) -> Result<ScalarUDF>,
+}
+
+static CARRIERS: Mutex<Vec<Carrier>> = Mutex::new(Vec::new());
+
+/// Registers `carrier` in this process (once per name).
+pub fn carry(carrier: Carrier) {
+    let mut all = CARRIERS.lock().unwrap_or_else(|p| p.into_inner());
+    if !all.iter().any(|c| c.name == carrier.name) {
+        all.push(carrier);
+    }
+}
+
+fn carriers() -> Vec<Carrier> {
+    CARRIERS.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
 /// What identifies a loaded set: the entries and the inline models' fingerprints.
 type Key = (Vec<Entry>, Vec<String>);
 
@@ -158,6 +190,15 @@ fn encode_udf(node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
         buf.extend_from_slice(u.message.as_bytes());
         return Ok(());
     }
+    for carrier in carriers() {
+        if let Some(bytes) = (carrier.encode)(node) {
+            buf.extend_from_slice(CARRIED);
+            buf.extend_from_slice(carrier.name.as_bytes());
+            buf.push(b'\n');
+            buf.extend_from_slice(&bytes?);
+            return Ok(());
+        }
+    }
     let Some((registry, fusion)) = tads_sql::functions::model_binding(node) else {
         return Ok(());
     };
@@ -187,6 +228,9 @@ fn decode_udf(models: &Models, name: &str, buf: &[u8]) -> Option<Result<Arc<Scal
             name, message,
         )))));
     }
+    if let Some(carried) = buf.strip_prefix(CARRIED) {
+        return Some(Ok(Arc::new(decode_carried(name, carried))));
+    }
     let json = buf.strip_prefix(MAGIC)?;
     let udf = (|| {
         let payload: Payload =
@@ -209,6 +253,24 @@ fn decode_udf(models: &Models, name: &str, buf: &[u8]) -> Option<Result<Arc<Scal
             message.to_string(),
         ))))
     }))
+}
+
+/// The function a [`Carrier`] wrote, or one that fails with the reason it could not be rebuilt.
+fn decode_carried(name: &str, carried: &[u8]) -> ScalarUDF {
+    let split = carried
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(carried.len());
+    let carrier = String::from_utf8_lossy(&carried[..split]).into_owned();
+    let bytes = carried.get(split + 1..).unwrap_or_default();
+    let found = carriers().into_iter().find(|c| c.name == carrier);
+    let rebuilt = match found {
+        Some(c) => (c.decode)(bytes).map_err(|e| e.strip_backtrace()),
+        None => Err(format!(
+            "`{name}` travels as `{carrier}`, which this process cannot rebuild: run the cluster's processes with `tads cluster scheduler` and `tads cluster executor` of this TADS version"
+        )),
+    };
+    rebuilt.unwrap_or_else(|message| ScalarUDF::new_from_impl(Unusable::new(name, message)))
 }
 
 /// Marks an in-memory table (then an Arrow IPC stream of its rows).
@@ -496,5 +558,57 @@ mod tests {
         );
         // Not TADS's: left to the receiver's registry.
         assert!(decode_udf(&models, "abs", b"").is_none());
+    }
+
+    /// A registered carrier's function is written by it and rebuilt by it; one whose carrier
+    /// this process does not know fails when it runs, naming the carrier.
+    #[test]
+    fn carried_functions_travel_whole_and_an_unknown_carrier_fails_when_run() {
+        /// A function made from data: its text.
+        #[derive(Debug, PartialEq, Eq, Hash)]
+        struct Made(String, Signature);
+        impl ScalarUDFImpl for Made {
+            fn name(&self) -> &str {
+                "made_here"
+            }
+            fn signature(&self) -> &Signature {
+                &self.1
+            }
+            fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+                Ok(DataType::Utf8)
+            }
+            fn invoke_with_args(&self, _: ScalarFunctionArgs) -> Result<ColumnarValue> {
+                exec_err!("not run here")
+            }
+        }
+        fn made(text: String) -> ScalarUDF {
+            ScalarUDF::new_from_impl(Made(text, Signature::nullary(Volatility::Immutable)))
+        }
+        fn encode(udf: &ScalarUDF) -> Option<Result<Vec<u8>>> {
+            let m = udf.inner().downcast_ref::<Made>()?;
+            Some(Ok(m.0.clone().into_bytes()))
+        }
+        fn decode(bytes: &[u8]) -> Result<ScalarUDF> {
+            Ok(made(String::from_utf8_lossy(bytes).into_owned()))
+        }
+        carry(Carrier {
+            name: "test-carrier",
+            encode,
+            decode,
+        });
+        let mut buf = vec![];
+        encode_udf(&made("payload".into()), &mut buf).unwrap();
+        assert!(buf.starts_with(b"TADS-UDF-CARRIED-1\ntest-carrier\npayload"));
+        let models = Models::default();
+        let back = decode_udf(&models, "made_here", &buf).unwrap().unwrap();
+        assert_eq!(back.inner().downcast_ref::<Made>().unwrap().0, "payload");
+        let unknown = decode_udf(&models, "shift", b"TADS-UDF-CARRIED-1\nelsewhere\n{}")
+            .unwrap()
+            .unwrap();
+        let message = &unknown.inner().downcast_ref::<Unusable>().unwrap().message;
+        assert!(
+            message.contains("`elsewhere`") && message.contains("tads cluster executor"),
+            "{message}"
+        );
     }
 }

@@ -18,6 +18,7 @@ pub mod stores;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ballista::prelude::SessionContextExt;
@@ -184,6 +185,12 @@ pub async fn run_executor(opts: ExecutorOptions) -> Result<()> {
         opts.concurrent_tasks
     };
     let producer_models = Arc::clone(&models);
+    // Ballista logs why a service failed (a port in use) and returns as if stopped on purpose:
+    // check the ports first, and take a return without a signal for the failure it is.
+    for (flag, port) in [("--port", opts.port), ("--grpc-port", opts.grpc_port)] {
+        port_is_free(flag, &opts.bind, port)?;
+    }
+    let signalled = stop_signal_seen();
     let config = ExecutorProcessConfig {
         bind_host: opts.bind.clone(),
         external_host: Some(opts.bind.clone()),
@@ -200,12 +207,61 @@ pub async fn run_executor(opts: ExecutorOptions) -> Result<()> {
         override_physical_codec: Some(Arc::new(TadsPhysicalCodec::new(Arc::clone(&models)))),
         ..Default::default()
     };
-    start_executor_process(Arc::new(config)).await.map_err(|e| {
-        Error::Cluster(format!(
-            "executor with the scheduler at {}: {e}",
-            opts.scheduler
-        ))
-    })
+    start_executor_process(Arc::new(config))
+        .await
+        .map_err(|e| {
+            Error::Cluster(format!(
+                "executor with the scheduler at {}: {e}",
+                opts.scheduler
+            ))
+        })?;
+    if !signalled.load(Ordering::Acquire) {
+        // The signal's own listener may not have run yet.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if signalled.load(Ordering::Acquire) {
+        Ok(())
+    } else {
+        Err(Error::Cluster(format!(
+            "executor on {}:{}: its services stopped (the line above says why; RUST_LOG=info for more)",
+            opts.bind, opts.port
+        )))
+    }
+}
+
+/// One line naming `flag` when nothing can listen on `bind:port`.
+fn port_is_free(flag: &str, bind: &str, port: u16) -> Result<()> {
+    std::net::TcpListener::bind((bind, port))
+        .map(drop)
+        .map_err(|e| {
+            Error::Cluster(format!(
+                "{flag} {port}: cannot listen on {bind}:{port}: {e}"
+            ))
+        })
+}
+
+/// A flag set once the process receives Ctrl-C or SIGTERM, the stops Ballista's executor
+/// takes as a request.
+fn stop_signal_seen() -> Arc<AtomicBool> {
+    let seen = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&seen);
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut term) = signal(SignalKind::terminate()) else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        flag.store(true, Ordering::Release);
+    });
+    seen
 }
 
 /// A client session on the cluster at `url` (`df://host:port`), from `state` (its config and

@@ -34,6 +34,22 @@ pub mod watch;
 pub use tail::DEFAULT_QUANTILE as DEFAULT_TAIL_QUANTILE;
 pub use train_groups::min_rows;
 
+/// Teaches this process how the functions the jobs make from data (the drift baseline's shifts)
+/// travel with a plan on a Ballista cluster. Call it in the cluster's processes before they
+/// start; the jobs call it before they connect.
+pub fn carry_on_clusters() {
+    tads_cluster::codec::carry(drift::CARRIER);
+}
+
+/// `e`, from a job whose plans ran on the cluster at `cluster` when set: Ballista's wrapping
+/// taken off, and where the cluster lacks the TADS functions, what to start instead.
+pub(crate) fn on_cluster(cluster: Option<&str>, e: Error) -> Error {
+    match (cluster, e) {
+        (Some(url), Error::DataFusion(m)) => Error::DataFusion(tads_cluster::explain(url, &m)),
+        (_, e) => e,
+    }
+}
+
 /// `"name"`, quoted for SQL.
 pub(crate) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

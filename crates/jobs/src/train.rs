@@ -230,7 +230,9 @@ pub async fn train(job: &TrainJob) -> Result<TrainReport> {
     )
     .await
     .map_err(|e| Error::Input(format!("model `{}`: {e}", job.name)))?;
-    let result = train_locked(job, &lock, started).await;
+    let result = train_locked(job, &lock, started)
+        .await
+        .map_err(|e| crate::on_cluster(job.cluster.as_deref(), e));
     let released = lock.release().await;
     let report = result?;
     released?;

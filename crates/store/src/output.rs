@@ -78,6 +78,17 @@ impl Output {
         self.location.put(relative, bytes).await
     }
 
+    /// Remembers `relative` for [`Output::abort`] before another process puts it whole (an
+    /// executor of a Ballista cluster, writing through a plan); returns its path.
+    pub fn expect(&self, relative: &str) -> Path {
+        let path = self.location.child(relative);
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(path.clone());
+        path
+    }
+
     /// Puts the manifest, then removes the marker and the lock: the output is complete. Fails,
     /// writing no manifest, if this run no longer holds the lock (it was broken).
     pub async fn finish(&self, manifest: Vec<u8>) -> Result<()> {

@@ -38,7 +38,9 @@ use tads_sql::ModelRegistry;
 
 use crate::{Result, ident};
 
+mod carry;
 mod medians;
+pub(crate) use carry::CARRIER;
 use medians::{add_levels, day_medians, hour_medians};
 
 /// The name of the shift function a drift-aware score run registers.

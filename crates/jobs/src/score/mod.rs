@@ -12,6 +12,7 @@
 //! bounded by the file size and the concurrency, never by the dataset.
 //! `<out>/_manifest.json` is written last (see [`tads_store::output`]).
 
+mod cluster;
 pub(crate) mod input;
 mod manifest;
 mod write;
@@ -121,6 +122,9 @@ pub struct ScoreJob {
     pub run_id: Option<String>,
     /// A round of `tads watch`: only these files, with alert state carried in and out.
     pub follow: Option<Follow>,
+    /// Run the plans on this Ballista cluster of `tads cluster` processes (`df://host:port`):
+    /// its executors read the input and write the scored files ([`cluster`]).
+    pub cluster: Option<String>,
 }
 
 /// What a round of `tads watch` scores: some files of a dataset that is still being written
@@ -216,7 +220,9 @@ fn session(job: &ScoreJob) -> Result<SessionContext> {
 pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreReport> {
     let clock = Instant::now();
     let started_at = Utc::now();
-    let mut run = Prepared::new(job, progress.as_ref()).await?;
+    let mut run = Prepared::new(job, progress.as_ref())
+        .await
+        .map_err(|e| crate::on_cluster(job.cluster.as_deref(), e))?;
     let levels = run.levels.take();
     let run_id = job
         .run_id
@@ -243,7 +249,7 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
         }),
         Err(e) => {
             output.abort().await;
-            Err(e)
+            Err(crate::on_cluster(job.cluster.as_deref(), e))
         }
     }
 }
@@ -297,7 +303,15 @@ impl Prepared {
             input::note_missing_detectors(job, &registry, &loaded);
         }
         let model = ModelRef::of(&loaded);
-        let ctx = session(job)?;
+        let ctx = match &job.cluster {
+            None => session(job)?,
+            Some(url) => {
+                crate::carry_on_clusters();
+                tads_cluster::connect(url, session(job)?.state())
+                    .await
+                    .map_err(|e| Error::Input(e.to_string()))?
+            }
+        };
         tads_sql::register_all(&ctx, &registry)?;
         ctx.register_udf(ScalarUDF::new_from_impl(ModelFunction::fused(
             registry.clone(),
@@ -504,7 +518,9 @@ impl Prepared {
                     region: plan.region,
                     project: plan.project,
                 };
+                // On a cluster, the walk's per-file plans would each be a job: it sorts.
                 let walked = match job.follow.is_none()
+                    && job.cluster.is_none()
                     && rules.walk == crate::config::WalkOrder::Auto
                     && plan.in_files
                 {
@@ -558,7 +574,10 @@ impl Prepared {
                 .map(|a| (a, rules.key.clone(), rules.time.clone())),
             next_table: AtomicU64::new(0),
         });
-        let results = write::score_units(&shared, self.units, job.concurrency).await?;
+        let results = match job.cluster {
+            None => write::score_units(&shared, self.units, job.concurrency).await?,
+            Some(_) => cluster::score_units(&shared, self.units, job.concurrency).await?,
+        };
         let mut files: Vec<ScoredFile> = results.iter().flat_map(|r| r.files.clone()).collect();
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let summary = match &found {

@@ -331,6 +331,7 @@ impl Watcher {
                 carried: Arc::clone(&carried),
                 levels,
             }),
+            cluster: None,
         };
         let mut report = crate::score::score(&job, progress).await?;
         round.continued = report
