@@ -52,6 +52,9 @@ pub enum Error {
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The largest gRPC message the processes and clients take (Ballista's default is 16 MiB).
+const MAX_MESSAGE: u32 = 256 << 20;
+
 /// The Ballista scheduler's default port.
 pub const DEFAULT_PORT: u16 = 50050;
 
@@ -95,7 +98,13 @@ fn process_state(
 /// The session config every TADS cluster process and client shares: Ballista's, with the TADS
 /// codecs.
 fn cluster_config(models: &Arc<Models>) -> SessionConfig {
-    SessionConfig::new_with_ballista()
+    let mut config = SessionConfig::new_with_ballista();
+    // Plans that carry a score run's drift shifts (see `tads_jobs`) outgrow Ballista's 16 MiB.
+    let _ = config.options_mut().set(
+        "ballista.client.grpc_max_message_size",
+        &MAX_MESSAGE.to_string(),
+    );
+    config
         .with_information_schema(true)
         .with_extension(Arc::new(tads_sql::PlainDictionaries))
         .with_ballista_logical_extension_codec(Arc::new(TadsLogicalCodec::new(Arc::clone(models))))
@@ -144,6 +153,8 @@ pub async fn run_scheduler(opts: SchedulerOptions) -> Result<()> {
         .with_override_session_builder(Arc::new(move |config| process_state(config, &registry)))
         .with_override_config_producer(Arc::new(move || cluster_config(&producer_models)));
     config.bind_host = opts.bind.clone();
+    config.grpc_server_max_decoding_message_size = MAX_MESSAGE;
+    config.grpc_server_max_encoding_message_size = MAX_MESSAGE;
     config.override_logical_codec = Some(Arc::new(TadsLogicalCodec::new(Arc::clone(&models))));
     config.override_physical_codec = Some(Arc::new(TadsPhysicalCodec::new(Arc::clone(&models))));
     let cluster = BallistaCluster::new_from_config(&config)
@@ -200,6 +211,8 @@ pub async fn run_executor(opts: ExecutorOptions) -> Result<()> {
         scheduler_port,
         vcores,
         work_dir: opts.work_dir.clone(),
+        grpc_max_decoding_message_size: MAX_MESSAGE,
+        grpc_max_encoding_message_size: MAX_MESSAGE,
         override_function_registry: Some(Arc::new(BallistaFunctionRegistry::from(&state))),
         override_runtime_producer: Some(Arc::new(|_| runtime())),
         override_config_producer: Some(Arc::new(move || cluster_config(&producer_models))),

@@ -1,87 +1,152 @@
 //! The drift baseline's shift function on a Ballista cluster: it holds each key's shifts,
 //! computed in the client's process, so it travels whole with the plan (a
-//! [`tads_cluster::codec::Carrier`]). Numbers travel as their bits, so every process shifts
-//! every row by exactly what the client computed.
+//! [`tads_cluster::codec::Carrier`]), in a compact binary form: every number as its 8 bytes, so
+//! every process shifts every row by exactly what the client computed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use datafusion::common::{DataFusionError, Result};
 use datafusion::logical_expr::ScalarUDF;
-use serde::{Deserialize, Serialize};
 use tads_cluster::codec::Carrier;
 
 use super::{Baselines, ShiftFunction};
 
 /// The carrier of [`ShiftFunction`].
 pub(crate) const CARRIER: Carrier = Carrier {
-    name: "tads-drift-shift-1",
+    name: "tads-drift-shift-2",
     encode,
     decode,
 };
 
-/// Per key, values per hour or day, as bits.
-type Bits = Vec<(String, Vec<(i64, Vec<u64>)>)>;
+/// Per key, values per hour or day.
+type Series = HashMap<String, BTreeMap<i64, Vec<f64>>>;
 
-/// What travels: the shifts, the hourly shifts and the daily cycles, and the metrics' count.
-#[derive(Serialize, Deserialize)]
-struct Wire {
-    width: usize,
-    shifts: Bits,
-    hourly: Bits,
-    profiles: Vec<(String, Vec<Vec<u64>>)>,
+fn put_len(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(&(n as u64).to_le_bytes());
 }
 
-fn bits(values: &[f64]) -> Vec<u64> {
-    values.iter().map(|v| v.to_bits()).collect()
+fn put_floats(out: &mut Vec<u8>, values: &[f64]) {
+    put_len(out, values.len());
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
 }
 
-fn floats(bits: &[u64]) -> Vec<f64> {
-    bits.iter().map(|&b| f64::from_bits(b)).collect()
+fn put_key(out: &mut Vec<u8>, key: &str) {
+    put_len(out, key.len());
+    out.extend_from_slice(key.as_bytes());
 }
 
-fn to_wire(map: &HashMap<String, BTreeMap<i64, Vec<f64>>>) -> Bits {
-    map.iter()
-        .map(|(k, m)| (k.clone(), m.iter().map(|(t, v)| (*t, bits(v))).collect()))
-        .collect()
+fn put_series(out: &mut Vec<u8>, series: &Series) {
+    put_len(out, series.len());
+    for (key, values) in series {
+        put_key(out, key);
+        put_len(out, values.len());
+        for (at, v) in values {
+            out.extend_from_slice(&at.to_le_bytes());
+            put_floats(out, v);
+        }
+    }
 }
 
-fn from_wire(wire: Bits) -> HashMap<String, BTreeMap<i64, Vec<f64>>> {
-    wire.into_iter()
-        .map(|(k, m)| (k, m.into_iter().map(|(t, v)| (t, floats(&v))).collect()))
-        .collect()
+/// Reads what the `put_*` functions wrote.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8]> {
+        if self.0.len() < n {
+            return Err(DataFusionError::Plan(
+                "the drift baseline's shifts are cut short".into(),
+            ));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u64(&mut self) -> Result<u64> {
+        let mut b = [0; 8];
+        b.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn len(&mut self) -> Result<usize> {
+        let n = self.u64()? as usize;
+        // Each item takes at least one byte: a length beyond what is left is corrupt.
+        if n > self.0.len() {
+            return Err(DataFusionError::Plan(
+                "the drift baseline's shifts are corrupt".into(),
+            ));
+        }
+        Ok(n)
+    }
+
+    fn floats(&mut self) -> Result<Vec<f64>> {
+        let n = self.len()?;
+        (0..n).map(|_| Ok(f64::from_bits(self.u64()?))).collect()
+    }
+
+    fn key(&mut self) -> Result<String> {
+        let n = self.len()?;
+        Ok(String::from_utf8_lossy(self.take(n)?).into_owned())
+    }
+
+    fn series(&mut self) -> Result<Series> {
+        let keys = self.len()?;
+        let mut out = HashMap::with_capacity(keys);
+        for _ in 0..keys {
+            let key = self.key()?;
+            let n = self.len()?;
+            let mut values = BTreeMap::new();
+            for _ in 0..n {
+                let at = self.u64()? as i64;
+                values.insert(at, self.floats()?);
+            }
+            out.insert(key, values);
+        }
+        Ok(out)
+    }
 }
 
 fn encode(udf: &ScalarUDF) -> Option<Result<Vec<u8>>> {
     let f = udf.inner().downcast_ref::<ShiftFunction>()?;
     let b = &f.baselines;
-    let wire = Wire {
-        width: f.fields.len(),
-        shifts: to_wire(&b.shifts),
-        hourly: to_wire(&b.hourly),
-        profiles: b
-            .profiles
-            .iter()
-            .map(|(k, p)| (k.clone(), p.iter().map(|h| bits(h)).collect()))
-            .collect(),
-    };
-    Some(serde_json::to_vec(&wire).map_err(|e| DataFusionError::External(Box::new(e))))
+    let mut out = Vec::new();
+    put_len(&mut out, f.fields.len());
+    put_series(&mut out, &b.shifts);
+    put_series(&mut out, &b.hourly);
+    put_len(&mut out, b.profiles.len());
+    for (key, hours) in &b.profiles {
+        put_key(&mut out, key);
+        put_len(&mut out, hours.len());
+        for h in hours.iter() {
+            put_floats(&mut out, h);
+        }
+    }
+    Some(Ok(out))
 }
 
 fn decode(bytes: &[u8]) -> Result<ScalarUDF> {
-    let wire: Wire = serde_json::from_slice(bytes)
-        .map_err(|e| DataFusionError::Plan(format!("the drift baseline's shifts: {e}")))?;
+    let mut r = Reader(bytes);
+    let width = r.u64()? as usize;
+    let shifts = r.series()?;
+    let hourly = r.series()?;
+    let keys = r.len()?;
+    let mut profiles = HashMap::with_capacity(keys);
+    for _ in 0..keys {
+        let key = r.key()?;
+        let n = r.len()?;
+        let hours = (0..n).map(|_| r.floats()).collect::<Result<Vec<_>>>()?;
+        profiles.insert(key, Arc::new(hours));
+    }
     let baselines = Baselines {
-        shifts: from_wire(wire.shifts),
-        hourly: from_wire(wire.hourly),
-        profiles: wire
-            .profiles
-            .into_iter()
-            .map(|(k, p)| (k, Arc::new(p.iter().map(|h| floats(h)).collect())))
-            .collect(),
+        shifts,
+        hourly,
+        profiles,
         ..Baselines::default()
     };
-    Ok(ShiftFunction::udf(Arc::new(baselines), wire.width))
+    Ok(ShiftFunction::udf(Arc::new(baselines), width))
 }
 
 #[cfg(test)]
@@ -111,6 +176,8 @@ mod tests {
         assert_eq!(out, [0.1 + 1.0 / 3.0, -2.5e-300]);
         f.baselines.shifts_into("h2", 480_000, &mut out);
         assert!(out[0].is_nan() && out[1] == 3.0);
+        // Cut short: an error, not a panic.
+        assert!(decode(&bytes[..bytes.len() - 3]).is_err());
         // Any other function is not this carrier's.
         let other = ScalarUDF::new_from_impl(tads_sql::functions::ModelFunction::new(
             tads_sql::functions::ModelScore::All,

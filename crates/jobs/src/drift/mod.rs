@@ -447,8 +447,13 @@ pub(crate) async fn metrics(
     }
     ctx.register_udf(ShiftFunction::udf(found, model.features.len()));
     // One call per row gives every metric's shift as a struct; DataFusion computes the repeated
-    // call once per row (common subexpressions) and each field is taken without a copy.
-    let shift = format!("{FUNCTION}({}, {})", ident(&rules.key), ident(&rules.time));
+    // call once per row (common subexpressions) and each field is taken without a copy. On a
+    // cluster, where a plan carries the shifts with every call in it, the tables the plans read
+    // make the call once, as the column `SHIFT_COLUMN` (see `score::cluster`).
+    let shift = match job.cluster {
+        None => shift_call(job),
+        Some(_) => ident(SHIFT_COLUMN),
+    };
     let metrics = model
         .features
         .iter()
@@ -463,6 +468,15 @@ pub(crate) async fn metrics(
         .collect::<Vec<_>>()
         .join(", ");
     Ok((metrics, notices, Some(levels)))
+}
+
+/// The column that holds [`ShiftFunction`]'s result in the tables a cluster's plans read.
+pub(crate) const SHIFT_COLUMN: &str = "__tads_shift";
+
+/// The call of [`ShiftFunction`] on a row.
+pub(crate) fn shift_call(job: &crate::score::ScoreJob) -> String {
+    let rules = &job.config.alerts;
+    format!("{FUNCTION}({}, {})", ident(&rules.key), ident(&rules.time))
 }
 
 /// The struct field of metric `j` in [`ShiftFunction`]'s result.

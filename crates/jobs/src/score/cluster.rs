@@ -16,6 +16,7 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicr
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use tads_store::Location;
@@ -92,6 +93,22 @@ fn spans(alerts: &crate::alerts::Alerts, time_type: &DataType) -> Result<MemTabl
     Ok(MemTable::try_new(schema, vec![vec![batch]])?)
 }
 
+/// Replaces the table `name` with a view that adds the drift shift's column: the call is then
+/// in a plan once, not once per metric and scoring function (every call carries the shifts,
+/// which would make a plan larger than the cluster's messages may be).
+pub(super) async fn add_shift_column(ctx: &SessionContext, name: &str, call: &str) -> Result<()> {
+    let view = ctx
+        .sql(&format!(
+            "SELECT *, {call} AS {} FROM {name}",
+            ident(crate::drift::SHIFT_COLUMN)
+        ))
+        .await?
+        .into_view();
+    ctx.deregister_table(name)?;
+    ctx.register_table(name, view)?;
+    Ok(())
+}
+
 /// `COPY (<the file's rows, their scores and alert ids>) TO '<its output file>'`, then what the
 /// file holds, read back from its footer.
 async fn score_unit(shared: &Shared, unit: &Unit, join: Option<&str>) -> Result<UnitResult> {
@@ -101,6 +118,9 @@ async fn score_unit(shared: &Shared, unit: &Unit, join: Option<&str>) -> Result<
     );
     let listing = unit_table(&shared.data, unit, &shared.file_schema)?;
     shared.ctx.register_table(&table, Arc::new(listing))?;
+    if let Some(call) = &shared.shift {
+        add_shift_column(&shared.ctx, &table, call).await?;
+    }
     let relative = chunk_path(&unit.relative, 0);
     let out = shared.output.location();
     let path = shared.output.expect(&relative);

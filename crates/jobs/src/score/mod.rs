@@ -274,6 +274,8 @@ struct Prepared {
     drift: Vec<crate::drift::DriftNotice>,
     /// The drift baseline's levels, when it ran.
     levels: Option<crate::drift::DayLevels>,
+    /// On a cluster, the call whose column [`crate::drift::SHIFT_COLUMN`] the plans read.
+    shift: Option<String>,
 }
 
 /// The parts of [`AlertQuery`] a run owns.
@@ -396,6 +398,12 @@ impl Prepared {
         )
         .await?;
         let metrics = crate::drift::with_time(job, metrics, &table_schema, &partitions);
+        // On a cluster the drift shifts are a column of the tables the plans read.
+        let shift = (job.cluster.is_some() && metrics.contains(crate::drift::SHIFT_COLUMN))
+            .then(|| crate::drift::shift_call(job));
+        if let Some(call) = &shift {
+            cluster::add_shift_column(&ctx, "input", call).await?;
+        }
         // One pca_scores() call: one standardization and projection per row for all five
         // scores. Its struct is split into columns in Rust (`write_unit`), not by `s['field']`
         // in SQL, which DataFusion would evaluate as one call per field.
@@ -437,6 +445,7 @@ impl Prepared {
             select_scores,
             drift,
             levels,
+            shift,
         })
     }
 
@@ -573,6 +582,7 @@ impl Prepared {
                 .clone()
                 .map(|a| (a, rules.key.clone(), rules.time.clone())),
             next_table: AtomicU64::new(0),
+            shift: self.shift,
         });
         let results = match job.cluster {
             None => write::score_units(&shared, self.units, job.concurrency).await?,

@@ -37,6 +37,9 @@ pub(crate) struct Shared {
     /// The run's alerts, and the key and time columns that find a row's alert.
     pub(crate) alerts: Option<(Arc<Alerts>, String, String)>,
     pub(super) next_table: AtomicU64,
+    /// On a cluster, the drift shift's call, made once per row as the column
+    /// [`crate::drift::SHIFT_COLUMN`] of the tables the plans read ([`super::cluster`]).
+    pub(super) shift: Option<String>,
 }
 
 /// Scores every unit, `concurrency` files at once (0: one per core).
