@@ -431,7 +431,7 @@ fn executors_refuse_a_model_they_cannot_find_or_that_differs_from_the_clients() 
 
 #[test]
 fn an_unreachable_scheduler_is_one_line_naming_it() {
-    let (_, data, _) = fixture();
+    let (_, data, models) = fixture();
     let url = format!("df://127.0.0.1:{}", free_port());
     let out = tads()
         .args(["sql", "--cluster", &url, "--data"])
@@ -448,6 +448,17 @@ fn an_unreachable_scheduler_is_one_line_naming_it() {
         .output()
         .unwrap();
     assert_user_error(&out, &url);
+    let out = tads()
+        .args(["score", "--model", "m", "--cluster", &url, "--data"])
+        .arg(data)
+        .arg("--models")
+        .arg(models)
+        .arg("--out")
+        .arg(data.parent().unwrap().join("unreachable-scores"))
+        .output()
+        .unwrap();
+    assert_user_error(&out, &url);
+    assert!(!data.parent().unwrap().join("unreachable-scores").exists());
     // An executor whose scheduler is not there: the scheduler named, exit 2.
     let (flight, grpc) = (free_port(), free_port());
     let out = tads()
