@@ -41,6 +41,18 @@ pub fn carry_on_clusters() {
     tads_cluster::codec::carry(drift::CARRIER);
 }
 
+/// A session on the cluster at `url` (`df://host:port`) from `state`, whose plans carry the
+/// functions the jobs make from data; an unreachable cluster is an input error naming it.
+pub(crate) async fn cluster_session(
+    url: &str,
+    state: datafusion::execution::SessionState,
+) -> Result<datafusion::prelude::SessionContext> {
+    carry_on_clusters();
+    tads_cluster::connect(url, state)
+        .await
+        .map_err(|e| Error::Input(e.to_string()))
+}
+
 /// `e`, from a job whose plans ran on the cluster at `cluster` when set: Ballista's wrapping
 /// taken off, and where the cluster lacks the TADS functions, what to start instead.
 pub(crate) fn on_cluster(cluster: Option<&str>, e: Error) -> Error {

@@ -412,9 +412,7 @@ async fn prepare(job: &TrainJob) -> Result<Prepared> {
     }
     let ctx = match &job.cluster {
         None => SessionContext::new_with_state(state),
-        Some(url) => tads_cluster::connect(url, state)
-            .await
-            .map_err(|e| Error::Input(e.to_string()))?,
+        Some(url) => crate::cluster_session(url, state).await?,
     };
     let registry = ModelRegistry::new();
     tads_sql::register_all(&ctx, &registry)?;

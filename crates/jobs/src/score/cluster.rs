@@ -156,12 +156,11 @@ async fn score_unit(shared: &Shared, unit: &Unit, join: Option<&str>) -> Result<
     }
     .await;
     let _ = shared.ctx.deregister_table(&table);
-    let file = done?;
+    let (file, unscored) = done?;
     shared.progress.rows(unit.rows);
     shared.progress.file_done();
-    let unscored = file.1;
     Ok(UnitResult {
-        files: vec![file.0],
+        files: vec![file],
         unscored,
     })
 }

@@ -277,12 +277,7 @@ impl Prepared {
         let model = ModelRef::of(&loaded);
         let ctx = match &job.cluster {
             None => session(job)?,
-            Some(url) => {
-                crate::carry_on_clusters();
-                tads_cluster::connect(url, session(job)?.state())
-                    .await
-                    .map_err(|e| Error::Input(e.to_string()))?
-            }
+            Some(url) => crate::cluster_session(url, session(job)?.state()).await?,
         };
         tads_sql::register_all(&ctx, &registry)?;
         ctx.register_udf(ScalarUDF::new_from_impl(ModelFunction::fused(
