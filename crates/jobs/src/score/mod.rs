@@ -15,6 +15,7 @@
 mod cluster;
 pub(crate) mod input;
 mod manifest;
+mod prepare;
 mod shard;
 mod write;
 
@@ -26,17 +27,14 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
-use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
-use tads_sql::ModelRegistry;
-use tads_sql::functions::{ModelFunction, ModelScore};
 use tads_store::{Location, Output, Progress};
 
 use crate::alerts::AlertQuery;
 use crate::config::ScoreConfig;
-use crate::{Error, Result, alerts, ident};
+use crate::{Error, Result, alerts};
 pub(crate) use input::Unit;
+use prepare::Prepared;
 pub(crate) use write::Shared;
 pub(crate) use write::UnitResult;
 
@@ -173,19 +171,6 @@ pub fn new_run_id(started: DateTime<Utc>, job: &ScoreJob) -> String {
 /// `--threads` partitions (one per core by default). Each partition's sort keeps a reserve for
 /// merging what it spilled: DataFusion's 10 MB, or less where the pool is small, so the reserves
 /// leave the sorts most of the pool.
-fn session(job: &ScoreJob) -> Result<SessionContext> {
-    let memory = job.memory_limit();
-    let ctx = tads_sql::session_with_memory_limit(memory)?;
-    let mut state = ctx.state();
-    let execution = &mut state.config_mut().options_mut().execution;
-    if job.concurrency > 0 {
-        execution.target_partitions = job.concurrency;
-    }
-    let reserve = memory / (4 * execution.target_partitions.max(1));
-    execution.sort_spill_reservation_bytes = reserve.clamp(256 << 10, 10 << 20);
-    Ok(SessionContext::new_with_state(state))
-}
-
 /// Scores the dataset and writes the output.
 pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreReport> {
     let clock = Instant::now();
@@ -224,196 +209,7 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
     }
 }
 
-/// A run checked and planned, before anything is written.
-struct Prepared {
-    ctx: SessionContext,
-    model: ModelRef,
-    /// The input's manifest and marker before reading ([`input::input_state`]).
-    input_manifest: Option<(Option<bytes::Bytes>, bool)>,
-    file_schema: SchemaRef,
-    units: Vec<Unit>,
-    rows_in: u64,
-    /// The alert pass's query, when alerts are on.
-    alerts: Option<AlertPlan>,
-    /// Why there are no alerts although they were not turned off.
-    alerts_skipped: Option<String>,
-    /// `SELECT *, pca_scores(…)` for files written again.
-    select: String,
-    /// The scores (and with alerts the key and time) alone, for files whose chunks are kept.
-    select_scores: String,
-    drift: Vec<crate::drift::DriftNotice>,
-    /// The drift baseline's levels, when it ran.
-    levels: Option<crate::drift::DayLevels>,
-    /// On a cluster, the call whose column [`crate::drift::SHIFT_COLUMN`] the plans read.
-    shift: Option<String>,
-}
-
-/// The parts of [`AlertQuery`] a run owns.
-struct AlertPlan {
-    model_sql: String,
-    metrics: String,
-    filter: String,
-    region: bool,
-    project: bool,
-    /// Every column the pass reads is inside the files (none is a partition column), so the
-    /// files can be walked one by one ([`alerts::ordered`]).
-    in_files: bool,
-}
-
 impl Prepared {
-    async fn new(job: &ScoreJob, progress: &dyn Progress) -> Result<Self> {
-        if job.data.overlaps(&job.out) {
-            return Err(Error::Input(format!(
-                "--out {}: overlaps the input {}; write the scores somewhere else",
-                job.out, job.data
-            )));
-        }
-        job.config.validate().map_err(Error::Input)?;
-        let registry = ModelRegistry::new();
-        let loaded = registry.load_model(&job.models, &job.model).await?;
-        if job.follow.is_none() {
-            input::note_missing_detectors(job, &registry, &loaded);
-        }
-        let model = ModelRef::of(&loaded);
-        let ctx = match &job.cluster {
-            None => session(job)?,
-            Some(url) => crate::cluster_session(url, session(job)?.state()).await?,
-        };
-        tads_sql::register_all(&ctx, &registry)?;
-        ctx.register_udf(ScalarUDF::new_from_impl(ModelFunction::fused(
-            registry.clone(),
-            job.config.fusion,
-        )));
-        for score in [
-            ModelScore::All,
-            ModelScore::FusedTopMetric,
-            ModelScore::FusedTopDeviation,
-        ] {
-            ctx.register_udf(ScalarUDF::new_from_impl(
-                ModelFunction::new(score, registry.clone()).with_fusion(job.config.fusion),
-            ));
-        }
-        // The input's manifest as it was before reading: checked again before the output's
-        // manifest is written, so a dataset replaced while it was read is never scored silently.
-        let (input_manifest, partitions) = match &job.follow {
-            None => (
-                input::input_state(&job.data).await?,
-                tads_sql::register_dataset(&ctx, "input", &job.data).await?,
-            ),
-            // Files of a dataset still being written, chosen by the follower.
-            Some(f) => {
-                let partitions =
-                    tads_sql::register_files(&ctx, "input", &job.data, &f.files).await?;
-                // The drift baseline's medians also see the rows of the day before.
-                let mut all = f.context.clone();
-                all.extend(f.files.iter().cloned());
-                tads_sql::register_file_list(&ctx, crate::drift::CONTEXT, &job.data, &all).await?;
-                (None, partitions)
-            }
-        };
-        let table_schema = ctx.table("input").await?.schema().as_arrow().clone();
-        // The files hold every column but the hive partition columns (those are in the paths).
-        let file_schema: SchemaRef = Arc::new(Schema::new(
-            table_schema
-                .fields()
-                .iter()
-                .filter(|f| !partitions.contains(f.name()))
-                .cloned()
-                .collect::<Vec<_>>(),
-        ));
-        input::check_columns(&table_schema, &model, job)?;
-        if job.shard.is_some() && partitions.contains(&job.shard_by) {
-            return Err(Error::Input(format!(
-                "--shard-by: `{}` is a partition column; shard by a column inside the files",
-                job.shard_by
-            )));
-        }
-        let (with_alerts, alerts_skipped) = alert_columns(job, &table_schema, &partitions)?;
-        if let Some(g) = model.group_by.as_ref().filter(|g| partitions.contains(g)) {
-            return Err(Error::Input(format!(
-                "model `{}` is grouped by `{g}`, a partition column of {}; score data whose files hold it",
-                model.name, job.data
-            )));
-        }
-        let units = match &job.follow {
-            None => input::units(&job.data).await?,
-            Some(f) => input::units_of(&job.data, &f.files).await?,
-        };
-        let rows_in: u64 = units.iter().map(|u| u.rows).sum();
-        progress.total(rows_in, units.len() as u64);
-
-        let m = model.sql();
-        let filter = match job.shard {
-            Some(s) => format!(
-                " WHERE shard_of({}, {}) = {}",
-                ident(&job.shard_by),
-                s.count,
-                s.index
-            ),
-            None => String::new(),
-        };
-        let (metrics, drift, levels) = crate::drift::metrics(
-            job,
-            &ctx,
-            &registry,
-            &model,
-            &table_schema,
-            &partitions,
-            &filter,
-        )
-        .await?;
-        let metrics = crate::drift::with_time(job, metrics, &table_schema, &partitions);
-        // On a cluster the drift shifts are a column of the tables the plans read.
-        let shift = (job.cluster.is_some() && metrics.contains(crate::drift::SHIFT_COLUMN))
-            .then(|| crate::drift::shift_call(job));
-        if let Some(call) = &shift {
-            cluster::add_shift_column(&ctx, "input", call).await?;
-        }
-        // One pca_scores() call: one standardization and projection per row for all five
-        // scores. Its struct is split into columns in Rust (`write_unit`), not by `s['field']`
-        // in SQL, which DataFusion would evaluate as one call per field.
-        let select = format!(
-            "SELECT *, pca_scores({m}, {metrics}) AS {SCORES_STRUCT} FROM {{table}}{filter}"
-        );
-        // The same without the input's columns, for files whose column chunks are kept as they
-        // are (`passthrough`); with alerts, the key and time that find each row's alert.
-        let rules = &job.config.alerts;
-        let key_time = if with_alerts {
-            format!(", {}, {}", ident(&rules.key), ident(&rules.time))
-        } else {
-            String::new()
-        };
-        let select_scores = format!(
-            "SELECT pca_scores({m}, {metrics}) AS {SCORES_STRUCT}{key_time} FROM {{table}}"
-        );
-        let alerts = with_alerts.then(|| AlertPlan {
-            model_sql: m,
-            metrics,
-            filter,
-            region: table_schema.field_with_name("region").is_ok(),
-            project: table_schema.field_with_name("project_id").is_ok(),
-            in_files: !["region", "project_id"]
-                .into_iter()
-                .chain(model.features.iter().map(String::as_str))
-                .any(|c| partitions.iter().any(|p| p == c)),
-        });
-        Ok(Self {
-            ctx,
-            model,
-            input_manifest,
-            file_schema,
-            units,
-            rows_in,
-            alerts,
-            alerts_skipped,
-            select,
-            select_scores,
-            drift,
-            levels,
-            shift,
-        })
-    }
-
     /// The alert pass over the files one after another, when their statistics say each key's
     /// rows are in time order across them ([`alerts::ordered`]); `None` when they are not (or a
     /// file turns out not to be), and the pass sorts instead.
@@ -600,34 +396,4 @@ impl Prepared {
         let carried = carried.or_else(|| carried_in.map(|c| c.as_ref().clone()));
         Ok((manifest, alerts, carried))
     }
-}
-
-/// Whether the run finds alerts, and if not although they are on, why: the default key and time
-/// columns are a guess about the data, so without them the run scores without alerts and says
-/// why; columns the user named must be there, and inside the files.
-fn alert_columns(
-    job: &ScoreJob,
-    table_schema: &Schema,
-    partitions: &[String],
-) -> Result<(bool, Option<String>)> {
-    let rules = &job.config.alerts;
-    if !rules.enabled {
-        return Ok((false, None));
-    }
-    let defaults = crate::config::AlertRules::default();
-    let guessed = rules.key == defaults.key && rules.time == defaults.time;
-    match alerts::check_columns(table_schema, rules, &job.data.to_string(), !guessed) {
-        Ok(()) => {}
-        Err(e) if guessed => return Ok((false, Some(format!("no alerts: {e}")))),
-        Err(e) => return Err(e),
-    }
-    for (what, col) in [("key", &rules.key), ("time", &rules.time)] {
-        if partitions.contains(col) {
-            return Err(Error::Input(format!(
-                "alerts.{what}: `{col}` is a partition column of {}; name a column inside the files",
-                job.data
-            )));
-        }
-    }
-    Ok((true, None))
 }
