@@ -448,17 +448,18 @@ fn an_unreachable_scheduler_is_one_line_naming_it() {
         .output()
         .unwrap();
     assert_user_error(&out, &url);
+    let scores = data.parent().unwrap().join("unreachable-scores");
     let out = tads()
         .args(["score", "--model", "m", "--cluster", &url, "--data"])
         .arg(data)
         .arg("--models")
         .arg(models)
         .arg("--out")
-        .arg(data.parent().unwrap().join("unreachable-scores"))
+        .arg(&scores)
         .output()
         .unwrap();
     assert_user_error(&out, &url);
-    assert!(!data.parent().unwrap().join("unreachable-scores").exists());
+    assert!(!scores.exists());
     // An executor whose scheduler is not there: the scheduler named, exit 2.
     let (flight, grpc) = (free_port(), free_port());
     let out = tads()

@@ -98,13 +98,9 @@ fn process_state(
 /// The session config every TADS cluster process and client shares: Ballista's, with the TADS
 /// codecs.
 fn cluster_config(models: &Arc<Models>) -> SessionConfig {
-    let mut config = SessionConfig::new_with_ballista();
     // Plans that carry a score run's drift shifts (see `tads_jobs`) outgrow Ballista's 16 MiB.
-    let _ = config.options_mut().set(
-        "ballista.client.grpc_max_message_size",
-        &MAX_MESSAGE.to_string(),
-    );
-    config
+    SessionConfig::new_with_ballista()
+        .with_ballista_grpc_client_max_message_size(MAX_MESSAGE as usize)
         .with_information_schema(true)
         .with_extension(Arc::new(tads_sql::PlainDictionaries))
         .with_ballista_logical_extension_codec(Arc::new(TadsLogicalCodec::new(Arc::clone(models))))
@@ -373,6 +369,12 @@ mod tests {
             let e = parse_url(bad).unwrap_err().to_string();
             assert!(e.starts_with(&format!("--cluster {bad}: ")), "{e}");
         }
+    }
+
+    #[test]
+    fn clients_and_processes_take_messages_of_256_mib() {
+        let config = cluster_config(&Arc::new(Models::default()));
+        assert_eq!(config.ballista_grpc_client_max_message_size(), 256 << 20);
     }
 
     #[test]
