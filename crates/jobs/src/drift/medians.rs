@@ -46,7 +46,7 @@ const MEDIAN_BYTES_PER_VALUE: usize = 16;
 /// time predicate the Parquet statistics prune by); a window that still runs out of memory is
 /// split in two days, or for one day in two halves of its keys (`shard_of`), and read again.
 pub(super) async fn day_medians(q: &BaselineQuery<'_>, d: usize) -> Result<Vec<RecordBatch>> {
-    let key = format!("CAST({} AS VARCHAR)", ident(q.key));
+    let key = ident(q.key);
     let time = ident(q.time);
     let day = bucket(&time, 86_400);
     let mut base = base_conditions(q, &key);
@@ -59,7 +59,8 @@ pub(super) async fn day_medians(q: &BaselineQuery<'_>, d: usize) -> Result<Vec<R
     if d == 0 {
         // Counts alone (the daily cycle's keys): they hold no values, so one statement.
         let sql = format!(
-            "SELECT {key}, {day}, count(*) FROM {} WHERE {} GROUP BY 1, 2",
+            "SELECT {}, {day}, count(*) FROM {} WHERE {} GROUP BY {key}, {day}",
+            as_text(&key),
             q.table,
             base.join(" AND ")
         );
@@ -97,8 +98,9 @@ pub(super) async fn day_medians(q: &BaselineQuery<'_>, d: usize) -> Result<Vec<R
     grouped
         .run(q, windows, |from, n| {
             // The days themselves, and a margin of a day around them on the column, which the
-            // statistics of row groups prune by whatever the column's time zone.
-            (days > 1).then(|| {
+            // statistics of row groups prune by whatever the column's time zone; nothing when
+            // one window holds every day (a predicate per row that keeps every row).
+            (n < days as i64).then(|| {
                 format!(
                     "{day} >= {from} AND {day} < {to} AND {}",
                     prune(&time, from - 1, from + n + 1),
@@ -118,7 +120,7 @@ pub(super) async fn hour_medians(
     days: &[i64],
     k: i64,
 ) -> Result<Vec<RecordBatch>> {
-    let key = format!("CAST({} AS VARCHAR)", ident(q.key));
+    let key = ident(q.key);
     let time = ident(q.time);
     let hour = bucket(&time, 3_600);
     let base = base_conditions(q, &key);
@@ -146,6 +148,12 @@ pub(super) async fn hour_medians(
             ))
         })
         .await
+}
+
+/// The key as text, as the levels are keyed. The statements group by the key column itself
+/// (a dictionary column groups by its small codes) and cast only the groups.
+fn as_text(key: &str) -> String {
+    format!("CAST({key} AS VARCHAR)")
 }
 
 /// `CAST(floor(to_unixtime(time) / seconds) AS BIGINT)`: the time's bucket number.
@@ -205,14 +213,18 @@ impl Grouped<'_> {
             let mut conditions = self.base.to_vec();
             conditions.extend(window(from, n));
             if shards > 1 {
-                conditions.push(format!("shard_of({}, {shards}) = {shard}", self.key));
+                conditions.push(format!(
+                    "shard_of({}, {shards}) = {shard}",
+                    as_text(self.key)
+                ));
             }
             let sql = format!(
-                "SELECT {}, {}, count(*){medians} FROM {} WHERE {} GROUP BY 1, 2",
-                self.key,
-                self.bucket,
+                "SELECT {}, {bucket}, count(*){medians} FROM {} WHERE {} GROUP BY {}, {bucket}",
+                as_text(self.key),
                 q.table,
-                conditions.join(" AND ")
+                conditions.join(" AND "),
+                self.key,
+                bucket = self.bucket,
             );
             match q.ctx.sql(&sql).await?.collect().await {
                 Ok(batches) => out.extend(batches),

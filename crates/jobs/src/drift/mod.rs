@@ -25,9 +25,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, StructArray};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, TimeUnit};
+use datafusion::arrow::array::{ArrayRef, Float64Array, StructArray};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema};
 use datafusion::common::{Result as DfResult, exec_err};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
@@ -40,13 +39,12 @@ use crate::{Result, ident};
 
 mod carry;
 mod medians;
+mod runs;
 pub(crate) use carry::CARRIER;
 use medians::{add_levels, day_medians, hour_medians};
 
 /// The name of the shift function a drift-aware score run registers.
 pub const FUNCTION: &str = "tads_drift_shift";
-
-const HOUR_US: i64 = 3_600_000_000;
 
 /// How each row's reference level is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -535,32 +533,19 @@ impl ScalarUDFImpl for ShiftFunction {
         let [key, time] = arrays.as_slice() else {
             return exec_err!("{FUNCTION}: expects (key, time)");
         };
-        let keys = cast(key, &DataType::Utf8)?;
-        let keys = keys.as_string::<i32>();
-        let times = cast(time, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
-        let times = times.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
         let d = self.fields.len();
         let mut columns: Vec<Vec<f64>> = (0..d).map(|_| Vec::with_capacity(n)).collect();
         let mut row = vec![0.0; d];
-        // Rows come in runs of one key and hour: look each run up once.
-        let mut last: Option<(usize, i64)> = None;
-        for i in 0..n {
-            if keys.is_null(i) || times.is_null(i) {
-                row.fill(0.0);
-                last = None;
-            } else {
-                let hour = times.value(i).div_euclid(HOUR_US);
-                let same =
-                    matches!(last, Some((r, h)) if h == hour && keys.value(r) == keys.value(i));
-                if !same {
-                    self.baselines.shifts_into(keys.value(i), hour, &mut row);
-                    last = Some((i, hour));
-                }
+        // Rows come in runs of one key and hour: each run is looked up once.
+        runs::for_each_run(key, time, |rows, at| {
+            match at {
+                Some((key, hour)) => self.baselines.shifts_into(key, hour, &mut row),
+                None => row.fill(0.0),
             }
             for (c, v) in columns.iter_mut().zip(&row) {
-                c.push(*v);
+                c.extend(std::iter::repeat_n(*v, rows));
             }
-        }
+        })?;
         let columns: Vec<ArrayRef> = columns
             .into_iter()
             .map(|c| Arc::new(Float64Array::from(c)) as ArrayRef)
