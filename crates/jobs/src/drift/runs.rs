@@ -169,29 +169,21 @@ mod tests {
             None,
             Some(8),
         ]));
-        let some = |n, k: &str, h| (n, Some((k.to_string(), h)));
-        let expected = vec![
-            some(2, "a", 0),
-            some(1, "a", 1),
-            some(1, "b", 1),
-            (1, None),
-            some(1, "b", 1),
-            (1, None),
-            some(1, "b", -1),
-        ];
-        assert_eq!(runs(text, time.clone()), expected);
-        let mut by_dict = runs(dict, time.clone());
-        assert_eq!(by_dict, expected);
-        by_dict = runs(numbers, time);
-        let expected: Vec<_> = expected
-            .into_iter()
-            .map(|(n, k)| {
-                (
-                    n,
-                    k.map(|(s, h)| ((if s == "a" { "7" } else { "8" }).into(), h)),
-                )
-            })
-            .collect();
-        assert_eq!(by_dict, expected);
+        // The runs, with the text of the keys called a and b above.
+        let expected = |a: &str, b: &str| {
+            let some = |n, k: &str, h| (n, Some((k.to_string(), h)));
+            vec![
+                some(2, a, 0),
+                some(1, a, 1),
+                some(1, b, 1),
+                (1, None),
+                some(1, b, 1),
+                (1, None),
+                some(1, b, -1),
+            ]
+        };
+        assert_eq!(runs(text, time.clone()), expected("a", "b"));
+        assert_eq!(runs(dict, time.clone()), expected("a", "b"));
+        assert_eq!(runs(numbers, time), expected("7", "8"));
     }
 }
