@@ -130,25 +130,27 @@ impl Alerts {
         if self.list.is_empty() {
             return Ok(new_null_array(&DataType::Utf8, keys.len()));
         }
-        let keys = strings(keys)?;
+        let keys = crate::drift::runs::Keys::new(keys)
+            .map_err(|e| Error::Data(format!("alerts: key column: {e}")))?;
         let times = micros(times)?;
         let mut out = StringBuilder::new();
-        // Rows come in runs of one key: look a key's alerts up once per run, not once per row.
-        let mut last: Option<(&str, Option<&Spans>)> = None;
-        for i in 0..keys.len() {
+        // A key's alerts are looked up once per dictionary code, or once per run of one key
+        // when the keys are text: not once per row.
+        let mut by_code: Vec<Option<Option<&Spans>>> = vec![None; keys.codes()];
+        let mut last: Option<(usize, Option<&Spans>)> = None;
+        for i in 0..times.len() {
             if keys.is_null(i) || times.is_null(i) {
                 out.append_null();
                 continue;
             }
-            let key = keys.value(i);
-            let spans = match last {
-                Some((k, spans)) if k == key => spans,
-                _ => {
-                    let spans = self.index.get(key);
-                    last = Some((key, spans));
-                    spans
-                }
+            let spans = match keys.code(i) {
+                Some(code) => *by_code[code].get_or_insert_with(|| self.index.get(keys.text(i))),
+                None => match last {
+                    Some((row, spans)) if keys.same(row, i) => spans,
+                    _ => self.index.get(keys.text(i)),
+                },
             };
+            last = Some((i, spans));
             out.append_option(spans.and_then(|s| self.id_in(s, times.value(i))));
         }
         Ok(Arc::new(out.finish()))

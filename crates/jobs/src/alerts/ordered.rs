@@ -146,7 +146,7 @@ pub(crate) async fn find_ordered(
     progress: Arc<dyn Progress>,
 ) -> Result<Option<Alerts>> {
     let walk = Arc::new(Walk::new(q, rules, severity, None)?);
-    let columns = select(q, rules);
+    let columns = select(q, rules, false);
     // A JoinSet aborts the other chains when one fails and this returns early.
     let mut chains = tokio::task::JoinSet::new();
     for chain in tables {
@@ -187,6 +187,20 @@ async fn scored(ctx: SessionContext, sql: String) -> Result<Vec<RecordBatch>> {
     Ok(out)
 }
 
+/// The place of `key`'s state in `states`, a fresh state for a key not seen before.
+fn slot_of(
+    index: &mut HashMap<String, usize>,
+    states: &mut Vec<(String, KeyState, i64)>,
+    key: &str,
+) -> usize {
+    if let Some(&slot) = index.get(key) {
+        return slot;
+    }
+    states.push((key.to_string(), KeyState::default(), i64::MIN));
+    index.insert(key.to_string(), states.len() - 1);
+    states.len() - 1
+}
+
 /// Walks one chain's files (their statements `sqls`, in time order); `None` when a key's time
 /// goes backwards.
 async fn walk_chain(
@@ -197,7 +211,10 @@ async fn walk_chain(
     progress: &dyn Progress,
 ) -> Result<Option<Vec<Alert>>> {
     let mut list = Vec::new();
-    let mut states: HashMap<String, (KeyState, i64)> = HashMap::new();
+    // Each key's state and last time, found by the key's text once per batch and dictionary
+    // code (or per run of one key when the keys are text), not hashed for every row.
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut states: Vec<(String, KeyState, i64)> = Vec::new();
     let mut sqls = sqls.into_iter();
     let mut next = sqls
         .next()
@@ -211,15 +228,23 @@ async fn walk_chain(
             .map(|sql| tokio::spawn(scored(ctx.clone(), sql)));
         for batch in batches {
             let c = Cols::of(&batch, region, project)?;
+            let mut by_code: Vec<Option<usize>> = vec![None; c.keys.codes()];
+            let mut previous: Option<(usize, usize)> = None;
             for i in 0..batch.num_rows() {
                 let Some(key) = c.key(i) else { continue };
-                let ts = c.times.value(i);
-                if !states.contains_key(key) {
-                    states.insert(key.to_string(), (KeyState::default(), i64::MIN));
-                }
-                let Some((state, last)) = states.get_mut(key) else {
-                    continue;
+                let slot = match c.keys.code(i) {
+                    Some(code) => match by_code[code] {
+                        Some(slot) => slot,
+                        None => *by_code[code].insert(slot_of(&mut index, &mut states, key)),
+                    },
+                    None => match previous {
+                        Some((row, slot)) if c.keys.same(row, i) => slot,
+                        _ => slot_of(&mut index, &mut states, key),
+                    },
                 };
+                previous = Some((i, slot));
+                let (key, state, last) = &mut states[slot];
+                let ts = c.times.value(i);
                 if ts < *last {
                     if let Some(n) = next {
                         n.abort();
@@ -233,7 +258,7 @@ async fn walk_chain(
         }
     }
     let mut ends = Carried::new();
-    for (key, (state, _)) in states {
+    for (key, state, _) in states {
         walk.end(key, state, &mut list, &mut ends);
     }
     Ok(Some(list))

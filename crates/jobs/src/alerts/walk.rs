@@ -18,6 +18,7 @@ use tads_store::Progress;
 
 use super::{Alert, Alerts, micros, strings};
 use crate::config::AlertRules;
+use crate::drift::runs::Keys;
 use crate::{Error, Result, ident};
 
 /// What [`find`] needs to know about the data and the model.
@@ -247,7 +248,7 @@ async fn find_in(
     let sql = format!(
         "SELECT *, row_number() OVER (PARTITION BY __k ORDER BY __t) AS __n \
          FROM ({} FROM {}{})",
-        select(q, rules),
+        select(q, rules, true),
         q.table,
         q.filter
     );
@@ -275,7 +276,11 @@ async fn find_in(
 
 /// The columns the walk reads, without `FROM`: the key, the time, the fused score, and at rows
 /// that can be inside an alert the top metric, region and project.
-pub(super) fn select(q: &AlertQuery<'_>, rules: &AlertRules) -> String {
+///
+/// `key_as_text`: the key cast to text, as the sort wants it (partitioning and sorting by a
+/// dictionary key was slower); the walk over files in time order takes the key column as it is
+/// and finds each row's state by its dictionary code.
+pub(super) fn select(q: &AlertQuery<'_>, rules: &AlertRules, key_as_text: bool) -> String {
     let (m, x) = (q.model_sql, q.metrics);
     let score = format!("anomaly_score({m}, {x})");
     // The top metric, region and project are read only at rows that can be inside an alert
@@ -288,9 +293,12 @@ pub(super) fn select(q: &AlertQuery<'_>, rules: &AlertRules) -> String {
             exit = rules.exit
         )
     };
+    let key = match key_as_text {
+        true => format!("CAST({} AS VARCHAR)", ident(&rules.key)),
+        false => ident(&rules.key),
+    };
     let mut select = format!(
-        "SELECT CAST({key} AS VARCHAR) AS __k, {time} AS __t, {score} AS __s",
-        key = ident(&rules.key),
+        "SELECT {key} AS __k, {time} AS __t, {score} AS __s",
         time = ident(&rules.time),
     );
     // The top metric at rows that can be inside an alert; at rows that can be an alert's peak
@@ -360,7 +368,7 @@ fn unpack(packed: &str) -> (Option<&str>, Option<f64>, Option<f64>) {
 
 /// The columns of one batch of the alert pass's plan.
 pub(super) struct Cols {
-    keys: StringArray,
+    pub(super) keys: Keys,
     pub(super) times: datafusion::arrow::array::TimestampMicrosecondArray,
     scores: datafusion::arrow::array::Float64Array,
     tops: StringArray,
@@ -375,7 +383,8 @@ impl Cols {
         project: bool,
     ) -> Result<Self> {
         Ok(Self {
-            keys: strings(batch.column(0))?,
+            keys: Keys::new(batch.column(0))
+                .map_err(|e| Error::Data(format!("alerts: key column: {e}")))?,
             times: micros(batch.column(1))?,
             scores: batch.column(2).as_primitive::<Float64Type>().clone(),
             tops: strings(batch.column(3))?,
@@ -388,7 +397,7 @@ impl Cols {
 
     /// Row `i`'s key, if it has a key and a time.
     pub(super) fn key(&self, i: usize) -> Option<&str> {
-        (self.keys.is_valid(i) && self.times.is_valid(i)).then(|| self.keys.value(i))
+        (!self.keys.is_null(i) && self.times.is_valid(i)).then(|| self.keys.text(i))
     }
 
     /// What row `i` gives an alert.

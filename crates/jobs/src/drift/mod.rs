@@ -39,7 +39,7 @@ use crate::{Result, ident};
 
 mod carry;
 mod medians;
-mod runs;
+pub(crate) mod runs;
 pub(crate) use carry::CARRIER;
 use medians::{add_levels, day_medians, hour_medians};
 

@@ -2,7 +2,8 @@
 //!
 //! Keys are compared by their dictionary codes when the key column is a dictionary (as
 //! generated and most Parquet string keys are read), so a batch's keys are not turned into
-//! strings row by row; any other key type is cast to text once per batch.
+//! strings row by row; any other key type is cast to text once per batch. The alert pass's
+//! walk over files in time order finds each row's key state by the same codes ([`Keys`]).
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
 use datafusion::arrow::buffer::NullBuffer;
@@ -14,7 +15,7 @@ use datafusion::common::Result as DfResult;
 const HOUR_US: i64 = 3_600_000_000;
 
 /// The key column of a batch, comparable row against row.
-enum Keys {
+pub(crate) enum Keys {
     /// Dictionary codes (in range), the rows' nulls and the dictionary's values as text.
     Codes {
         codes: Vec<usize>,
@@ -26,7 +27,8 @@ enum Keys {
 }
 
 impl Keys {
-    fn new(key: &ArrayRef) -> DfResult<Self> {
+    /// The keys of a batch's key column: a dictionary's codes, or any other type as text.
+    pub(crate) fn new(key: &ArrayRef) -> DfResult<Self> {
         if let Some(dict) = key.as_any_dictionary_opt() {
             let values = cast(dict.values(), &DataType::Utf8)?
                 .as_string::<i32>()
@@ -42,7 +44,8 @@ impl Keys {
         ))
     }
 
-    fn is_null(&self, i: usize) -> bool {
+    /// Whether row `i` has no key.
+    pub(crate) fn is_null(&self, i: usize) -> bool {
         match self {
             Keys::Codes { nulls, .. } => nulls.as_ref().is_some_and(|n| n.is_null(i)),
             Keys::Text(a) => a.is_null(i),
@@ -50,7 +53,7 @@ impl Keys {
     }
 
     /// Whether non-null row `a`'s key equals row `b`'s (false when `b` is null).
-    fn same(&self, a: usize, b: usize) -> bool {
+    pub(crate) fn same(&self, a: usize, b: usize) -> bool {
         match self {
             Keys::Codes { codes, .. } => !self.is_null(b) && codes[a] == codes[b],
             Keys::Text(t) => t.is_valid(b) && t.value(a) == t.value(b),
@@ -58,10 +61,27 @@ impl Keys {
     }
 
     /// The key of non-null row `i`.
-    fn text(&self, i: usize) -> &str {
+    pub(crate) fn text(&self, i: usize) -> &str {
         match self {
             Keys::Codes { codes, values, .. } => values.value(codes[i]),
             Keys::Text(t) => t.value(i),
+        }
+    }
+
+    /// The dictionary's size (the codes are below it), or 0 for keys as text.
+    pub(crate) fn codes(&self) -> usize {
+        match self {
+            Keys::Codes { values, .. } => values.len(),
+            Keys::Text(_) => 0,
+        }
+    }
+
+    /// Row `i`'s dictionary code (the same code is the same key within the batch), or None
+    /// for keys as text.
+    pub(crate) fn code(&self, i: usize) -> Option<usize> {
+        match self {
+            Keys::Codes { codes, .. } => Some(codes[i]),
+            Keys::Text(_) => None,
         }
     }
 }
@@ -85,11 +105,14 @@ pub(super) fn for_each_run(
             continue;
         }
         let hour = times.value(start).div_euclid(HOUR_US);
+        // A time in the same hour lies less than an hour after the hour's start: no division
+        // per row (in 128 bits, so also the hours at the ends of the range are exact).
+        let from = i128::from(hour) * i128::from(HOUR_US);
         let mut end = start + 1;
         while end < n
             && keys.same(start, end)
             && times.is_valid(end)
-            && times.value(end).div_euclid(HOUR_US) == hour
+            && (0..i128::from(HOUR_US)).contains(&(i128::from(times.value(end)) - from))
         {
             end += 1;
         }
@@ -185,5 +208,19 @@ mod tests {
         assert_eq!(runs(text, time.clone()), expected("a", "b"));
         assert_eq!(runs(dict, time.clone()), expected("a", "b"));
         assert_eq!(runs(numbers, time), expected("7", "8"));
+    }
+
+    #[test]
+    fn hours_at_the_ends_of_the_time_range_are_runs() {
+        let time: ArrayRef = Arc::new(TimestampMicrosecondArray::from(vec![
+            i64::MIN,
+            i64::MIN + 1,
+            i64::MAX - 1,
+            i64::MAX,
+        ]));
+        let key: ArrayRef = Arc::new(StringArray::from(vec!["a"; 4]));
+        let (first, last) = (i64::MIN.div_euclid(HOUR_US), i64::MAX.div_euclid(HOUR_US));
+        let a = |n, h| (n, Some(("a".to_string(), h)));
+        assert_eq!(runs(key, time), vec![a(2, first), a(2, last)]);
     }
 }
