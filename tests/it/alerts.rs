@@ -318,7 +318,7 @@ async fn a_small_memory_pool_in_many_partitions_still_finds_every_alert() {
             serde_json::from_slice(&std::fs::read(dir.join("_manifest.json")).unwrap()).unwrap();
         m["alert_pass"].as_str().unwrap_or_default().to_string()
     };
-    assert_eq!(pass(&q.scores()), "files in time order");
+    assert_eq!(pass(&q.scores()), "files in time order, scored once");
     assert_eq!(pass(&out), "sorted");
 }
 
@@ -603,7 +603,7 @@ async fn files_out_of_time_order_are_sorted_and_give_the_same_alerts() {
     let reference = tmp.path().join("reference");
     assert_ok(&score_cmd("m", &data, &models, &reference, &["--quiet"]));
     let (pass, expected) = alerts_of(&reference);
-    assert_eq!(pass, "files in time order");
+    assert_eq!(pass, "files in time order, scored once");
     assert!(!expected.is_empty());
     for (dir, note) in [("backwards", true), ("overlap", false)] {
         let out = tmp.path().join(format!("{dir}-out"));

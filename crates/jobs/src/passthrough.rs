@@ -14,9 +14,9 @@
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, new_null_array};
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
-use futures::StreamExt;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_array};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
+use futures::{Stream, StreamExt};
 use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
@@ -27,6 +27,7 @@ use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::Type;
 
+use crate::alerts::Alerts;
 use crate::score::{ROWS_PER_FILE, ScoredFile, Shared, Unit, UnitResult};
 use crate::{Error, Result, parquet_out};
 
@@ -122,18 +123,43 @@ struct Chunk {
 /// Scores `unit` and writes it, keeping the input's column chunks. `table` is the unit's file,
 /// registered in `shared.ordered`.
 pub(crate) async fn write_unit(shared: &Shared, unit: &Unit, table: &str) -> Result<UnitResult> {
-    let bad = |e: ParquetError| Error::Data(format!("{}: {e}", unit.meta.location));
     let df = shared
         .ordered
         .sql(&shared.select_scores.replace("{table}", table))
         .await?;
-    let plan_schema = df.schema().as_arrow().clone();
-    let DataType::Struct(score_fields) = plan_schema.field(0).data_type() else {
-        return Err(Error::Data(format!(
-            "the scoring plan starts with {}, not the scores struct",
-            plan_schema.field(0).data_type()
-        )));
-    };
+    let score_fields = score_fields(df.schema().as_arrow())?;
+    let alerts = shared.alerts.as_ref().map(|(a, _, _)| a.as_ref());
+    write_scored(
+        shared,
+        unit,
+        &score_fields,
+        df.execute_stream().await?,
+        alerts,
+    )
+    .await
+}
+
+/// The fields of the scores struct, the first column of a scoring plan's `schema`.
+pub(crate) fn score_fields(schema: &Schema) -> Result<Fields> {
+    match schema.fields().first().map(|f| f.data_type()) {
+        Some(DataType::Struct(fields)) => Ok(fields.clone()),
+        other => Err(Error::Data(format!(
+            "the scoring plan starts with {other:?}, not the scores struct"
+        ))),
+    }
+}
+
+/// Writes `unit` keeping its column chunks, with the scores of its rows in file order
+/// (`scored`: the scores struct, then with `alerts` the key and time that find each row's
+/// alert).
+pub(crate) async fn write_scored(
+    shared: &Shared,
+    unit: &Unit,
+    score_fields: &Fields,
+    mut stream: impl Stream<Item = datafusion::error::Result<RecordBatch>> + Unpin,
+    alerts: Option<&Alerts>,
+) -> Result<UnitResult> {
+    let bad = |e: ParquetError| Error::Data(format!("{}: {e}", unit.meta.location));
     // The added columns: the scores, then alert_id.
     let mut added: Vec<FieldRef> = score_fields.iter().cloned().collect();
     added.push(Arc::new(Field::new("alert_id", DataType::Utf8, true)));
@@ -266,7 +292,6 @@ pub(crate) async fn write_unit(shared: &Shared, unit: &Unit, table: &str) -> Res
     }
 
     start_row_group!();
-    let mut stream = df.execute_stream().await?;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         let mut offset = 0;
@@ -284,8 +309,8 @@ pub(crate) async fn write_unit(shared: &Shared, unit: &Unit, table: &str) -> Res
                 .as_struct_opt()
                 .ok_or_else(|| Error::Data("the scores column is not a struct".into()))?;
             let mut columns: Vec<ArrayRef> = scores.columns().to_vec();
-            columns.push(match &shared.alerts {
-                Some((alerts, _, _)) => alerts.ids_for(part.column(1), part.column(2))?,
+            columns.push(match alerts {
+                Some(alerts) => alerts.ids_for(part.column(1), part.column(2))?,
                 None => new_null_array(&DataType::Utf8, take),
             });
             unscored += columns[spe].null_count() as u64;

@@ -30,7 +30,7 @@ use crate::{Error, Result};
 pub(crate) mod ordered;
 mod walk;
 
-pub(crate) use walk::{AlertQuery, find};
+pub(crate) use walk::{AlertQuery, Cols, SEP, Walk, find};
 pub use walk::{AtPeak, Carried, KeyState};
 
 /// One alert.
@@ -250,7 +250,7 @@ pub(super) fn strings(a: &ArrayRef) -> Result<StringArray> {
 }
 
 /// Any timestamp or date array as microseconds since the epoch.
-pub(super) fn micros(a: &ArrayRef) -> Result<TimestampMicrosecondArray> {
+pub(crate) fn micros(a: &ArrayRef) -> Result<TimestampMicrosecondArray> {
     Ok(cast(a, &DataType::Timestamp(TimeUnit::Microsecond, None))
         .map_err(|e| Error::Data(format!("alerts: time column: {e}")))?
         .as_primitive::<TimestampMicrosecondType>()

@@ -187,18 +187,95 @@ async fn scored(ctx: SessionContext, sql: String) -> Result<Vec<RecordBatch>> {
     Ok(out)
 }
 
-/// The place of `key`'s state in `states`, a fresh state for a key not seen before.
-fn slot_of(
-    index: &mut HashMap<String, usize>,
-    states: &mut Vec<(String, KeyState, i64)>,
-    key: &str,
-) -> usize {
-    if let Some(&slot) = index.get(key) {
-        return slot;
+/// One chain's walk: every key's state, carried from batch to batch and file to file in time
+/// order, and the alerts closed so far.
+pub(crate) struct ChainWalk<'a> {
+    walk: &'a Walk,
+    /// Each key's place in `states`, found by the key's text once per batch and dictionary
+    /// code (or per run of one key when the keys are text), not hashed for every row.
+    index: HashMap<String, usize>,
+    /// Each key, its state and its last time.
+    states: Vec<(String, KeyState, i64)>,
+    list: Vec<Alert>,
+}
+
+impl<'a> ChainWalk<'a> {
+    pub(crate) fn new(walk: &'a Walk) -> Self {
+        Self {
+            walk,
+            index: HashMap::new(),
+            states: Vec::new(),
+            list: Vec::new(),
+        }
     }
-    states.push((key.to_string(), KeyState::default(), i64::MIN));
-    index.insert(key.to_string(), states.len() - 1);
-    states.len() - 1
+
+    /// The place of `key`'s state, a fresh state for a key not seen before.
+    fn slot_of(&mut self, key: &str) -> usize {
+        if let Some(&slot) = self.index.get(key) {
+            return slot;
+        }
+        self.states
+            .push((key.to_string(), KeyState::default(), i64::MIN));
+        self.index.insert(key.to_string(), self.states.len() - 1);
+        self.states.len() - 1
+    }
+
+    /// Walks one batch's rows; false when a key's time goes backwards.
+    pub(crate) fn feed(&mut self, c: &Cols) -> bool {
+        let mut by_code: Vec<Option<usize>> = vec![None; c.keys.codes()];
+        let mut previous: Option<(usize, usize)> = None;
+        for i in 0..c.times.len() {
+            let Some(key) = c.key(i) else { continue };
+            let slot = match c.keys.code(i) {
+                Some(code) => match by_code[code] {
+                    Some(slot) => slot,
+                    None => *by_code[code].insert(self.slot_of(key)),
+                },
+                None => match previous {
+                    Some((row, slot)) if c.keys.same(row, i) => slot,
+                    _ => self.slot_of(key),
+                },
+            };
+            previous = Some((i, slot));
+            let (key, state, last) = &mut self.states[slot];
+            let ts = c.times.value(i);
+            if ts < *last {
+                return false;
+            }
+            *last = ts;
+            self.walk.step(key, state, c, i, &mut self.list);
+        }
+        true
+    }
+
+    /// Whether some key holds rows at or before `ts` that may still become part of an alert:
+    /// until then, those rows' alert is not known.
+    pub(crate) fn holds_until(&self, ts: i64) -> bool {
+        self.states
+            .iter()
+            .any(|(_, s, _)| s.first_held().is_some_and(|t| t <= ts))
+    }
+
+    /// The alerts so far: those closed, and those open as they stand (their end the key's
+    /// last row walked).
+    pub(crate) fn so_far(&self) -> Alerts {
+        let mut list = self.list.clone();
+        list.extend(
+            self.states
+                .iter()
+                .filter_map(|(key, s, _)| self.walk.open_alert(key, s)),
+        );
+        Alerts::from_list(list)
+    }
+
+    /// Every alert, an alert still open at a key's last row listed as open.
+    pub(crate) fn finish(mut self) -> Vec<Alert> {
+        let mut ends = Carried::new();
+        for (key, state, _) in self.states {
+            self.walk.end(key, state, &mut self.list, &mut ends);
+        }
+        self.list
+    }
 }
 
 /// Walks one chain's files (their statements `sqls`, in time order); `None` when a key's time
@@ -210,11 +287,7 @@ async fn walk_chain(
     (region, project): (bool, bool),
     progress: &dyn Progress,
 ) -> Result<Option<Vec<Alert>>> {
-    let mut list = Vec::new();
-    // Each key's state and last time, found by the key's text once per batch and dictionary
-    // code (or per run of one key when the keys are text), not hashed for every row.
-    let mut index: HashMap<String, usize> = HashMap::new();
-    let mut states: Vec<(String, KeyState, i64)> = Vec::new();
+    let mut chain = ChainWalk::new(walk);
     let mut sqls = sqls.into_iter();
     let mut next = sqls
         .next()
@@ -228,38 +301,14 @@ async fn walk_chain(
             .map(|sql| tokio::spawn(scored(ctx.clone(), sql)));
         for batch in batches {
             let c = Cols::of(&batch, region, project)?;
-            let mut by_code: Vec<Option<usize>> = vec![None; c.keys.codes()];
-            let mut previous: Option<(usize, usize)> = None;
-            for i in 0..batch.num_rows() {
-                let Some(key) = c.key(i) else { continue };
-                let slot = match c.keys.code(i) {
-                    Some(code) => match by_code[code] {
-                        Some(slot) => slot,
-                        None => *by_code[code].insert(slot_of(&mut index, &mut states, key)),
-                    },
-                    None => match previous {
-                        Some((row, slot)) if c.keys.same(row, i) => slot,
-                        _ => slot_of(&mut index, &mut states, key),
-                    },
-                };
-                previous = Some((i, slot));
-                let (key, state, last) = &mut states[slot];
-                let ts = c.times.value(i);
-                if ts < *last {
-                    if let Some(n) = next {
-                        n.abort();
-                    }
-                    return Ok(None);
+            if !chain.feed(&c) {
+                if let Some(n) = next {
+                    n.abort();
                 }
-                *last = ts;
-                walk.step(key, state, &c, i, &mut list);
+                return Ok(None);
             }
             progress.rows(batch.num_rows() as u64);
         }
     }
-    let mut ends = Carried::new();
-    for (key, state, _) in states {
-        walk.end(key, state, &mut list, &mut ends);
-    }
-    Ok(Some(list))
+    Ok(Some(chain.finish()))
 }

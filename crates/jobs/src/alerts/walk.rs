@@ -160,6 +160,11 @@ impl KeyState {
         self.open.is_some()
     }
 
+    /// The time of the first row held while a run of high scores may still open an alert.
+    pub(crate) fn first_held(&self) -> Option<i64> {
+        self.held.first().map(|h| h.ts)
+    }
+
     /// The open alert's first row's time (microseconds), if one is open.
     pub fn open_start(&self) -> Option<i64> {
         self.open.as_ref().map(|b| b.start_ts)
@@ -338,7 +343,7 @@ pub(super) fn select(q: &AlertQuery<'_>, rules: &AlertRules, key_as_text: bool) 
 }
 
 /// What walking one partition of the alert pass needs.
-pub(super) struct Walk {
+pub(crate) struct Walk {
     model_name: String,
     rules: AlertRules,
     severity: Severity,
@@ -351,7 +356,7 @@ pub(super) struct Walk {
 }
 
 /// The separator of the hot rows' packed text (ASCII unit separator).
-const SEP: char = '\u{1f}';
+pub(crate) const SEP: char = '\u{1f}';
 
 /// `metric<SEP>value<SEP>gap` as its parts (an empty part as `None`; the metric's name may
 /// itself hold the separator, the numbers cannot).
@@ -367,7 +372,7 @@ fn unpack(packed: &str) -> (Option<&str>, Option<f64>, Option<f64>) {
 }
 
 /// The columns of one batch of the alert pass's plan.
-pub(super) struct Cols {
+pub(crate) struct Cols {
     pub(super) keys: Keys,
     pub(super) times: datafusion::arrow::array::TimestampMicrosecondArray,
     scores: datafusion::arrow::array::Float64Array,
@@ -377,6 +382,27 @@ pub(super) struct Cols {
 }
 
 impl Cols {
+    /// A batch's columns as the walk reads them: each row's key, time and fused score; at rows
+    /// that can be inside an alert the packed top metric (see [`select`]), and the region and
+    /// project (read at the row that opens one).
+    pub(crate) fn from_parts(
+        keys: Keys,
+        times: datafusion::arrow::array::TimestampMicrosecondArray,
+        scores: datafusion::arrow::array::Float64Array,
+        tops: StringArray,
+        region: Option<StringArray>,
+        project: Option<StringArray>,
+    ) -> Self {
+        Self {
+            keys,
+            times,
+            scores,
+            tops,
+            region,
+            project,
+        }
+    }
+
     pub(super) fn of(
         batch: &datafusion::arrow::array::RecordBatch,
         region: bool,
@@ -393,6 +419,11 @@ impl Cols {
                 .then(|| strings(batch.column(4 + usize::from(region))))
                 .transpose()?,
         })
+    }
+
+    /// The batch's latest time.
+    pub(crate) fn latest(&self) -> Option<i64> {
+        datafusion::arrow::compute::max(&self.times)
     }
 
     /// Row `i`'s key, if it has a key and a time.
@@ -421,7 +452,7 @@ impl Cols {
 }
 
 impl Walk {
-    pub(super) fn new(
+    pub(crate) fn new(
         q: &AlertQuery<'_>,
         rules: &AlertRules,
         severity: &Severity,
@@ -513,6 +544,13 @@ impl Walk {
                 s.held.drain(..drop);
             }
         }
+    }
+
+    /// The alert open on `key` as it stands (its end the last row walked), if one is open.
+    pub(super) fn open_alert(&self, key: &str, s: &KeyState) -> Option<Alert> {
+        s.open
+            .clone()
+            .map(|b| b.finish(key, &self.model_name, &self.severity, true))
     }
 
     /// A key's last row: an alert still open is listed as open; when carrying state, it goes

@@ -106,8 +106,9 @@ pub struct ScoreManifest {
     /// key or time column).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts_skipped: Option<String>,
-    /// How the alert pass put each key's rows in time order: `files in time order` (the files
-    /// walked one after another) or `sorted`.
+    /// How the alert pass put each key's rows in time order: `files in time order, scored once`
+    /// (the files walked one after another and written as they were walked), `files in time
+    /// order` (walked, then scored again to be written) or `sorted`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_pass: Option<String>,
     /// Keys whose level moved away from the training level (with `drift.baseline =

@@ -17,6 +17,7 @@ pub(crate) mod input;
 mod manifest;
 mod prepare;
 mod shard;
+mod walked;
 mod write;
 
 pub use manifest::{ModelRef, ScoreManifest, ScoredFile};
@@ -209,7 +210,55 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
     }
 }
 
+/// What scoring and finding the alerts gave: each file's result, the alerts, each key's state
+/// after them (a round of `tads watch`) and how the alert pass ran.
+struct Scored {
+    results: Vec<UnitResult>,
+    found: Option<Arc<alerts::Alerts>>,
+    carried: Option<crate::alerts::Carried>,
+    alert_pass: Option<String>,
+}
+
+/// Says on stderr that the walk over files in time order found a key out of order.
+fn unordered_note(job: &ScoreJob, progress: &dyn Progress) {
+    eprintln!(
+        "note: {}: a key's rows are not in time order inside a file; sorting them for the alerts instead",
+        job.data
+    );
+    progress.phase("finding alerts (sorting)");
+}
+
+/// Chains of files in time order (indices into the run's files), and the files without rows.
+type Chains = (Vec<Vec<usize>>, Vec<usize>);
+
 impl Prepared {
+    /// When the run can score and find the alerts in one pass over files in time order
+    /// ([`walked`]): the alert plan, the chains of files (indices into `units`) and the files
+    /// without rows (in no chain). A sharded run, a round of `tads watch`, a cluster, a file
+    /// written again rather than keeping its chunks, or files whose statistics do not show
+    /// each key's rows in time order take the two passes instead.
+    fn walkable(&self, job: &ScoreJob) -> Option<(&prepare::AlertPlan, Chains)> {
+        let plan = self.alerts.as_ref()?;
+        let rules = &job.config.alerts;
+        let usable = job.follow.is_none()
+            && job.cluster.is_none()
+            && job.shard.is_none()
+            && rules.walk == crate::config::WalkOrder::Auto
+            && plan.in_files
+            && self
+                .units
+                .iter()
+                .all(|u| crate::passthrough::fits(&self.file_schema, u));
+        if !usable {
+            return None;
+        }
+        let chains = alerts::ordered::chains(&self.units, &rules.key, &rules.time)?;
+        let empty = (0..self.units.len())
+            .filter(|&i| self.units[i].rows == 0)
+            .collect();
+        Some((plan, (chains, empty)))
+    }
+
     /// The alert pass over the files one after another, when their statistics say each key's
     /// rows are in time order across them ([`alerts::ordered`]); `None` when they are not (or a
     /// file turns out not to be), and the pass sorts instead.
@@ -248,13 +297,148 @@ impl Prepared {
         }
         let found = found?;
         if found.is_none() {
-            eprintln!(
-                "note: {}: a key's rows are not in time order inside a file; sorting them for the alerts instead",
-                job.data
-            );
-            progress.phase("finding alerts (sorting)");
+            unordered_note(job, progress.as_ref());
         }
         Ok(found)
+    }
+
+    /// The run's writers' shared state, with the alerts that find each row's `alert_id`.
+    fn shared(
+        &self,
+        job: &ScoreJob,
+        ordered: &SessionContext,
+        output: &Arc<Output>,
+        progress: &Arc<dyn Progress>,
+        alerts: Option<Arc<alerts::Alerts>>,
+    ) -> Arc<Shared> {
+        let rules = &job.config.alerts;
+        Arc::new(Shared {
+            ctx: self.ctx.clone(),
+            ordered: ordered.clone(),
+            select_scores: self.select_scores.clone(),
+            data: job.data.clone(),
+            file_schema: Arc::clone(&self.file_schema),
+            select: self.select.clone(),
+            output: Arc::clone(output),
+            progress: Arc::clone(progress),
+            sharded: job.shard.is_some(),
+            alerts: alerts.map(|a| (a, rules.key.clone(), rules.time.clone())),
+            next_table: AtomicU64::new(0),
+            shift: self.shift.clone(),
+        })
+    }
+
+    /// Scores and writes every file and finds the alerts: in one pass over files in time order
+    /// where it can ([`walked`]), else the alert pass and then the scoring pass.
+    async fn score_all(
+        &self,
+        job: &ScoreJob,
+        output: &Arc<Output>,
+        progress: &Arc<dyn Progress>,
+    ) -> Result<Scored> {
+        // A session whose plans have one partition, so that a file's rows come back in file
+        // order.
+        let mut state = self.ctx.state();
+        let options = state.config_mut().options_mut();
+        options.execution.target_partitions = 1;
+        options.optimizer.repartition_file_scans = false;
+        let ordered = SessionContext::new_with_state(state);
+        let Some((plan, (chains, empty))) = self.walkable(job) else {
+            return self.two_passes(job, &ordered, output, progress, true).await;
+        };
+        progress.phase("scoring and finding alerts (files in time order)");
+        let query = plan.query(&self.model);
+        let pass = walked::Pass {
+            query: &query,
+            rules: &job.config.alerts,
+            severity: &job.config.severity,
+        };
+        let run = self.shared(job, &ordered, output, progress, None);
+        let group_by = self.model.group_by.as_deref();
+        let found =
+            walked::score_chains(&run, &pass, group_by, &self.units, chains, job.concurrency)
+                .await?;
+        let Some((mut results, list)) = found else {
+            unordered_note(job, progress.as_ref());
+            return self
+                .two_passes(job, &ordered, output, progress, false)
+                .await;
+        };
+        // Files without rows are in no chain.
+        let empty: Vec<Unit> = empty.iter().map(|&i| self.units[i].clone()).collect();
+        results.extend(write::score_units(&run, empty, job.concurrency).await?);
+        Ok(Scored {
+            results,
+            found: Some(Arc::new(alerts::Alerts::from_list(list))),
+            carried: None,
+            alert_pass: Some("files in time order, scored once".to_string()),
+        })
+    }
+
+    /// The alert pass (walking the files in time order where `walk` and the files allow, else
+    /// sorting), then the scoring pass writing every file.
+    async fn two_passes(
+        &self,
+        job: &ScoreJob,
+        ordered: &SessionContext,
+        output: &Arc<Output>,
+        progress: &Arc<dyn Progress>,
+        walk: bool,
+    ) -> Result<Scored> {
+        let rules = &job.config.alerts;
+        let (mut carried, mut alert_pass) = (None, None);
+        let found = match &self.alerts {
+            Some(plan) => {
+                progress.phase("finding alerts");
+                let query = plan.query(&self.model);
+                // On a cluster, the walk's per-file plans would each be a job: it sorts.
+                let walked = match walk
+                    && job.follow.is_none()
+                    && job.cluster.is_none()
+                    && rules.walk == crate::config::WalkOrder::Auto
+                    && plan.in_files
+                {
+                    true => self.walk_files(job, &query, progress).await?,
+                    false => None,
+                };
+                let found = match walked {
+                    Some(found) => {
+                        alert_pass = Some("files in time order".to_string());
+                        found
+                    }
+                    None => {
+                        let carried_in = job.follow.as_ref().map(|f| Arc::clone(&f.carried));
+                        let (found, ends) = alerts::find(
+                            &self.ctx,
+                            &query,
+                            rules,
+                            &job.config.severity,
+                            carried_in,
+                            Arc::clone(progress),
+                        )
+                        .await?;
+                        carried = ends;
+                        alert_pass = Some("sorted".to_string());
+                        found
+                    }
+                };
+                Some(Arc::new(found))
+            }
+            None => None,
+        };
+        progress.phase("scoring");
+        let run = self.shared(job, ordered, output, progress, found.clone());
+        let units = self.units.clone();
+        let results = match job.cluster {
+            None => write::score_units(&run, units, job.concurrency).await?,
+            Some(_) => cluster::score_units(&run, units, job.concurrency).await?,
+        };
+        Ok(Scored {
+            results,
+            found,
+            carried,
+            alert_pass,
+        })
     }
 
     /// Finds the alerts, writes every file and the alerts, then the manifest; returns the
@@ -271,84 +455,12 @@ impl Prepared {
         Vec<crate::alerts::Alert>,
         Option<crate::alerts::Carried>,
     )> {
-        let rules = &job.config.alerts;
-        let carried_in = job.follow.as_ref().map(|f| Arc::clone(&f.carried));
-        let mut carried = None;
-        let mut alert_pass = None;
-        let found = match &self.alerts {
-            Some(plan) => {
-                progress.phase("finding alerts");
-                let query = AlertQuery {
-                    table: "input",
-                    model_sql: &plan.model_sql,
-                    model_name: &self.model.name,
-                    metrics: &plan.metrics,
-                    features: &self.model.features,
-                    filter: &plan.filter,
-                    region: plan.region,
-                    project: plan.project,
-                };
-                // On a cluster, the walk's per-file plans would each be a job: it sorts.
-                let walked = match job.follow.is_none()
-                    && job.cluster.is_none()
-                    && rules.walk == crate::config::WalkOrder::Auto
-                    && plan.in_files
-                {
-                    true => self.walk_files(job, &query, &progress).await?,
-                    false => None,
-                };
-                let found = match walked {
-                    Some(found) => {
-                        alert_pass = Some("files in time order".to_string());
-                        found
-                    }
-                    None => {
-                        let (found, ends) = alerts::find(
-                            &self.ctx,
-                            &query,
-                            rules,
-                            &job.config.severity,
-                            carried_in.clone(),
-                            Arc::clone(&progress),
-                        )
-                        .await?;
-                        carried = ends;
-                        alert_pass = Some("sorted".to_string());
-                        found
-                    }
-                };
-                Some(Arc::new(found))
-            }
-            None => None,
-        };
-        progress.phase("scoring");
-        // A session whose plans have one partition, so that a file's rows come back in file
-        // order.
-        let mut state = self.ctx.state();
-        let options = state.config_mut().options_mut();
-        options.execution.target_partitions = 1;
-        options.optimizer.repartition_file_scans = false;
-        let ordered = SessionContext::new_with_state(state);
-        let shared = Arc::new(Shared {
-            ctx: self.ctx,
-            ordered,
-            select_scores: self.select_scores,
-            data: job.data.clone(),
-            file_schema: self.file_schema,
-            select: self.select,
-            output: Arc::clone(output),
-            progress,
-            sharded: job.shard.is_some(),
-            alerts: found
-                .clone()
-                .map(|a| (a, rules.key.clone(), rules.time.clone())),
-            next_table: AtomicU64::new(0),
-            shift: self.shift,
-        });
-        let results = match job.cluster {
-            None => write::score_units(&shared, self.units, job.concurrency).await?,
-            Some(_) => cluster::score_units(&shared, self.units, job.concurrency).await?,
-        };
+        let Scored {
+            results,
+            found,
+            carried,
+            alert_pass,
+        } = self.score_all(job, output, &progress).await?;
         let mut files: Vec<ScoredFile> = results.iter().flat_map(|r| r.files.clone()).collect();
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let summary = match &found {
@@ -387,13 +499,13 @@ impl Prepared {
             )));
         }
         output.finish(json).await?;
-        drop(shared);
         let alerts = found
             .and_then(|a| Arc::try_unwrap(a).ok())
             .map(|a| a.list)
             .unwrap_or_default();
         // Without alerts (or without their columns), the state passes through unchanged.
-        let carried = carried.or_else(|| carried_in.map(|c| c.as_ref().clone()));
+        let carried_in = job.follow.as_ref().map(|f| f.carried.as_ref().clone());
+        let carried = carried.or(carried_in);
         Ok((manifest, alerts, carried))
     }
 }

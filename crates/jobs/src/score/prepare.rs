@@ -50,6 +50,22 @@ pub(super) struct AlertPlan {
     pub(super) in_files: bool,
 }
 
+impl AlertPlan {
+    /// The alert pass's query over the table `input`, for `model`'s rows.
+    pub(super) fn query<'a>(&'a self, model: &'a ModelRef) -> crate::alerts::AlertQuery<'a> {
+        crate::alerts::AlertQuery {
+            table: "input",
+            model_sql: &self.model_sql,
+            model_name: &model.name,
+            metrics: &self.metrics,
+            features: &model.features,
+            filter: &self.filter,
+            region: self.region,
+            project: self.project,
+        }
+    }
+}
+
 impl Prepared {
     pub(super) async fn new(job: &ScoreJob, progress: &dyn Progress) -> Result<Self> {
         if job.data.overlaps(&job.out) {

@@ -1,0 +1,379 @@
+//! `tads score` with alerts in one pass, for data whose files are in time order per key.
+//!
+//! Without it, the alert pass reads and scores every file to find the alerts, and the scoring
+//! pass reads and scores every file again to write it with each row's alert. Here each file of
+//! a chain ([`alerts::ordered::chains`]) is scored once, by the plan of the files that keep
+//! their column chunks (`passthrough`), in file order: its rows are walked through the alert
+//! machines, each key's state carried from file to file, and the file is written as soon as
+//! every row's alert is known. A row's alert is known once no key still holds it in a run of
+//! high scores that may yet open an alert, which is at the latest after the next file (or
+//! when such a run ends); until then the file's scores wait in memory, so memory is bounded by
+//! a few files' scores. The next file is scored while the current one is walked and written.
+//!
+//! The walk needs a little more than the written scores at the rows that can be inside an
+//! alert: the top metric's value and its gap to what the model expected where the score
+//! reaches `alerts.enter` (an alert's peak), and the region and project where it reaches
+//! `alerts.exit`. The gap is computed for those few rows alone, by `anomaly_top_deviation` over
+//! a table of them. A key whose time goes backwards inside a file stops the pass; the run then
+//! sorts and writes every file again (the files written so far are replaced).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, StringArray, StringBuilder,
+};
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, Fields, Float64Type};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+use tads_model::Severity;
+
+use super::write::{Shared, UnitResult, unit_table};
+use super::{SCORES_STRUCT, Unit};
+use crate::alerts::ordered::ChainWalk;
+use crate::alerts::{Alert, AlertQuery, Alerts, Cols, SEP, Walk, micros};
+use crate::config::AlertRules;
+use crate::drift::runs::Keys;
+use crate::{Error, Result, ident, passthrough};
+
+/// What the one-pass run needs besides the shared state of the writers.
+pub(super) struct Pass<'a> {
+    pub(super) query: &'a AlertQuery<'a>,
+    pub(super) rules: &'a AlertRules,
+    pub(super) severity: &'a Severity,
+}
+
+/// The columns of the one-pass plan after the scores struct: the key, the time, then the
+/// columns the hot rows' second look reads (the model's features, the model's group column),
+/// and the region and project.
+struct Layout {
+    /// `SELECT … FROM {table}`.
+    sql: String,
+    /// The names of the columns after the struct, in order (distinct).
+    columns: Vec<String>,
+    /// Where each feature is among `columns` (+1 for the struct).
+    features: Vec<usize>,
+    region: Option<usize>,
+    project: Option<usize>,
+}
+
+impl Layout {
+    fn new(q: &AlertQuery<'_>, rules: &AlertRules, group_by: Option<&str>) -> Self {
+        let mut columns: Vec<String> = vec![rules.key.clone(), rules.time.clone()];
+        let place = |name: &str, columns: &mut Vec<String>| -> usize {
+            match columns.iter().position(|c| c == name) {
+                Some(i) => i + 1,
+                None => {
+                    columns.push(name.to_string());
+                    columns.len()
+                }
+            }
+        };
+        let features = q.features.iter().map(|f| place(f, &mut columns)).collect();
+        if let Some(g) = group_by {
+            place(g, &mut columns);
+        }
+        let region = q.region.then(|| place("region", &mut columns));
+        let project = q.project.then(|| place("project_id", &mut columns));
+        let list: Vec<String> = columns.iter().map(|c| ident(c)).collect();
+        let sql = format!(
+            "SELECT pca_scores({}, {}) AS {SCORES_STRUCT}, {} FROM {{table}}",
+            q.model_sql,
+            q.metrics,
+            list.join(", ")
+        );
+        Self {
+            sql,
+            columns,
+            features,
+            region,
+            project,
+        }
+    }
+}
+
+/// Scores every file of `chains` (indices into `units`, each chain in time order) in one pass,
+/// writing each with its rows' alerts, `concurrency` chains at once (0: one per core); the files'
+/// results and the alerts, or `None` when a key's time goes backwards inside a file.
+pub(super) async fn score_chains(
+    shared: &Arc<Shared>,
+    pass: &Pass<'_>,
+    group_by: Option<&str>,
+    units: &[Unit],
+    chains: Vec<Vec<usize>>,
+    concurrency: usize,
+) -> Result<Option<(Vec<UnitResult>, Vec<Alert>)>> {
+    let run = Arc::new(Run {
+        shared: Arc::clone(shared),
+        walk: Walk::new(pass.query, pass.rules, pass.severity, None)?,
+        layout: Layout::new(pass.query, pass.rules, group_by),
+        hot_sql: format!(
+            "SELECT anomaly_top_deviation({}, {}) FROM {{table}}",
+            pass.query.model_sql, pass.query.metrics
+        ),
+        enter: pass.rules.enter,
+        exit: pass.rules.exit,
+    });
+    // A JoinSet aborts the other chains when one fails and this returns early; at most
+    // `concurrency` chains run at once (each holds a few files' scores).
+    let concurrency = match concurrency {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for chain in chains {
+        let chain: Vec<Unit> = chain.into_iter().map(|i| units[i].clone()).collect();
+        let (run, permits) = (Arc::clone(&run), Arc::clone(&permits));
+        tasks.spawn(async move {
+            let _permit = permits
+                .acquire()
+                .await
+                .map_err(|e| Error::Data(format!("a scoring task failed: {e}")))?;
+            run.chain(chain).await
+        });
+    }
+    let mut results = Vec::new();
+    let mut alerts = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        match done.map_err(|e| Error::Data(format!("a scoring task failed: {e}")))?? {
+            Some((r, a)) => {
+                results.extend(r);
+                alerts.extend(a);
+            }
+            None => return Ok(None),
+        }
+    }
+    Ok(Some((results, alerts)))
+}
+
+/// What every chain's task shares.
+struct Run {
+    shared: Arc<Shared>,
+    walk: Walk,
+    layout: Layout,
+    /// `SELECT anomaly_top_deviation(…) FROM {table}` over a table of hot rows.
+    hot_sql: String,
+    enter: f64,
+    exit: f64,
+}
+
+/// A file scored: the scores struct's fields, and its batches in file order.
+type Scored = (Fields, Vec<RecordBatch>);
+
+impl Run {
+    /// Scores, walks and writes one chain's files; `None` when a key's time goes backwards.
+    async fn chain(
+        self: Arc<Self>,
+        units: Vec<Unit>,
+    ) -> Result<Option<(Vec<UnitResult>, Vec<Alert>)>> {
+        let mut walk = ChainWalk::new(&self.walk);
+        // Files walked but not written yet: (unit, fields, the batches to write, latest time).
+        let mut waiting: VecDeque<(usize, Fields, Vec<RecordBatch>, i64)> = VecDeque::new();
+        let mut results = Vec::new();
+        let score = |unit: &Unit| {
+            let (run, unit) = (Arc::clone(&self), unit.clone());
+            tokio::spawn(async move { run.score_file(&unit).await })
+        };
+        let mut next = units.first().map(score);
+        for u in 0..units.len() {
+            let Some(current) = next.take() else { break };
+            let (fields, batches) = current
+                .await
+                .map_err(|e| Error::Data(format!("a scoring task failed: {e}")))??;
+            next = units.get(u + 1).map(score);
+            let mut latest = i64::MIN;
+            let mut parts = Vec::with_capacity(batches.len());
+            for batch in batches {
+                let cols = self.cols(&batch).await?;
+                latest = latest.max(cols.latest().unwrap_or(i64::MIN));
+                if !walk.feed(&cols) {
+                    if let Some(n) = next {
+                        n.abort();
+                    }
+                    return Ok(None);
+                }
+                parts.push(batch.project(&[0, 1, 2])?);
+            }
+            waiting.push_back((u, fields, parts, latest));
+            // Write the files whose rows' alerts are all known.
+            while waiting
+                .front()
+                .is_some_and(|(_, _, _, latest)| !walk.holds_until(*latest))
+            {
+                let Some((u, fields, parts, _)) = waiting.pop_front() else {
+                    break;
+                };
+                let alerts = walk.so_far();
+                results.push(self.write(&units[u], &fields, parts, &alerts).await?);
+            }
+        }
+        let list = walk.finish();
+        if !waiting.is_empty() {
+            let alerts = Alerts::from_list(list.clone());
+            for (u, fields, parts, _) in waiting {
+                results.push(self.write(&units[u], &fields, parts, &alerts).await?);
+            }
+        }
+        Ok(Some((results, list)))
+    }
+
+    /// One file's scores and the columns the walk reads, in file order.
+    async fn score_file(&self, unit: &Unit) -> Result<Scored> {
+        let shared = &self.shared;
+        let table = format!(
+            "__tads_walked_{}",
+            shared
+                .next_table
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let listing = unit_table(&shared.data, unit, &shared.file_schema)?;
+        shared.ordered.register_table(&table, Arc::new(listing))?;
+        let scored = async {
+            let df = shared
+                .ordered
+                .sql(&self.layout.sql.replace("{table}", &table))
+                .await?;
+            let fields = passthrough::score_fields(df.schema().as_arrow())?;
+            let batches: Vec<RecordBatch> = df.execute_stream().await?.try_collect().await?;
+            Ok::<_, Error>((fields, batches))
+        }
+        .await;
+        let _ = shared.ordered.deregister_table(&table);
+        scored
+    }
+
+    /// Writes one file with its rows' alerts.
+    async fn write(
+        &self,
+        unit: &Unit,
+        fields: &Fields,
+        parts: Vec<RecordBatch>,
+        alerts: &Alerts,
+    ) -> Result<UnitResult> {
+        let stream = futures::stream::iter(parts.into_iter().map(Ok));
+        let result =
+            passthrough::write_scored(&self.shared, unit, fields, stream, Some(alerts)).await?;
+        self.shared.progress.file_done();
+        Ok(result)
+    }
+
+    /// A scored batch's columns as the walk reads them (see the module's documentation).
+    async fn cols(&self, batch: &RecordBatch) -> Result<Cols> {
+        let n = batch.num_rows();
+        let scores = batch
+            .column(0)
+            .as_struct_opt()
+            .ok_or_else(|| Error::Data("the scores column is not a struct".into()))?;
+        let field = |name: &str| {
+            scores
+                .column_by_name(name)
+                .cloned()
+                .ok_or_else(|| Error::Data(format!("the scores have no field {name}")))
+        };
+        let score = field(super::SCORE_COLUMNS[4])?;
+        let score = score.as_primitive::<Float64Type>().clone();
+        let top = cast(&field(super::SCORE_COLUMNS[3])?, &DataType::Utf8)?;
+        let top = top.as_string::<i32>();
+        let at_least = |limit: f64| -> Vec<bool> {
+            (0..n)
+                .map(|i| score.is_valid(i) && score.value(i) >= limit)
+                .collect()
+        };
+        let (enter, exit) = (at_least(self.enter), at_least(self.exit));
+        let gaps = self.gaps(batch, &enter).await?;
+        let features: Vec<ArrayRef> = self
+            .layout
+            .features
+            .iter()
+            .map(|&c| cast(batch.column(c), &DataType::Float64))
+            .collect::<std::result::Result<_, _>>()?;
+        let names = &self.walk_features();
+        let mut tops = StringBuilder::new();
+        let mut hot = 0;
+        for i in 0..n {
+            let metric = top.is_valid(i).then(|| top.value(i));
+            if enter[i] {
+                let value = metric
+                    .and_then(|m| names.iter().position(|f| f == m))
+                    .map(|j| features[j].as_primitive::<Float64Type>())
+                    .filter(|c| c.is_valid(i))
+                    .map_or_else(String::new, |c| c.value(i).to_string());
+                let gap = gaps
+                    .as_ref()
+                    .filter(|g| g.is_valid(hot))
+                    .map_or_else(String::new, |g| g.value(hot).to_string());
+                hot += 1;
+                tops.append_value(format!("{}{SEP}{value}{SEP}{gap}", metric.unwrap_or("")));
+            } else if exit[i] {
+                tops.append_option(metric);
+            } else {
+                tops.append_null();
+            }
+        }
+        let text_where = |column: Option<usize>| -> Result<Option<StringArray>> {
+            let Some(c) = column else { return Ok(None) };
+            let keys = Keys::new(batch.column(c)).map_err(Error::from)?;
+            let mut out = StringBuilder::new();
+            for (i, hot) in exit.iter().enumerate() {
+                out.append_option((*hot && !keys.is_null(i)).then(|| keys.text(i)));
+            }
+            Ok(Some(out.finish()))
+        };
+        Ok(Cols::from_parts(
+            Keys::new(batch.column(1)).map_err(Error::from)?,
+            micros(batch.column(2))?,
+            score,
+            tops.finish(),
+            text_where(self.layout.region)?,
+            text_where(self.layout.project)?,
+        ))
+    }
+
+    /// The model's features, in the order of the layout's feature columns.
+    fn walk_features(&self) -> Vec<String> {
+        self.layout
+            .features
+            .iter()
+            .map(|&c| self.layout.columns[c - 1].clone())
+            .collect()
+    }
+
+    /// `anomaly_top_deviation` at the rows of `batch` where `hot` holds, in order (None when
+    /// there are none).
+    async fn gaps(&self, batch: &RecordBatch, hot: &[bool]) -> Result<Option<Float64Array>> {
+        if !hot.contains(&true) {
+            return Ok(None);
+        }
+        let inputs = batch.project(&(1..batch.num_columns()).collect::<Vec<_>>())?;
+        let rows = filter_record_batch(&inputs, &BooleanArray::from(hot.to_vec()))?;
+        let ctx: &SessionContext = &self.shared.ordered;
+        let table = format!(
+            "__tads_hot_{}",
+            self.shared
+                .next_table
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mem = MemTable::try_new(rows.schema(), vec![vec![rows]])?;
+        ctx.register_table(&table, Arc::new(mem))?;
+        let out = async {
+            let batches = ctx
+                .sql(&self.hot_sql.replace("{table}", &table))
+                .await?
+                .collect()
+                .await?;
+            let parts: Vec<ArrayRef> = batches.iter().map(|b| Arc::clone(b.column(0))).collect();
+            let parts: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+            let all = match parts.is_empty() {
+                true => Arc::new(Float64Array::from(Vec::<f64>::new())) as ArrayRef,
+                false => datafusion::arrow::compute::concat(&parts)?,
+            };
+            Ok::<_, Error>(all.as_primitive::<Float64Type>().clone())
+        }
+        .await;
+        let _ = ctx.deregister_table(&table);
+        out.map(Some)
+    }
+}
