@@ -8,7 +8,8 @@
 //! every row's alert is known. A row's alert is known once no key still holds it in a run of
 //! high scores that may yet open an alert, which is at the latest after the next file (or
 //! when such a run ends); until then the file's scores wait in memory, so memory is bounded by
-//! a few files' scores. The next file is scored while the current one is walked and written.
+//! a few files' scores (the model's features, read for the walk, are not kept). The next file
+//! is scored while the current one is walked and written.
 //!
 //! The walk needs a little more than the written scores at the rows that can be inside an
 //! alert: the top metric's value and its gap to what the model expected where the score
@@ -160,8 +161,9 @@ struct Run {
     exit: f64,
 }
 
-/// A file scored: the scores struct's fields, and its batches in file order.
-type Scored = (Fields, Vec<RecordBatch>);
+/// A file scored: the scores struct's fields, and in file order each batch to write (the
+/// scores struct, the key and the time) with the columns the walk reads.
+type Scored = (Fields, Vec<(RecordBatch, Cols)>);
 
 impl Run {
     /// Scores, walks and writes one chain's files; `None` when a key's time goes backwards.
@@ -186,8 +188,7 @@ impl Run {
             next = units.get(u + 1).map(score);
             let mut latest = i64::MIN;
             let mut parts = Vec::with_capacity(batches.len());
-            for batch in batches {
-                let cols = self.cols(&batch).await?;
+            for (part, cols) in batches {
                 latest = latest.max(cols.latest().unwrap_or(i64::MIN));
                 if !walk.feed(&cols) {
                     if let Some(n) = next {
@@ -195,7 +196,7 @@ impl Run {
                     }
                     return Ok(None);
                 }
-                parts.push(batch.project(&[0, 1, 2])?);
+                parts.push(part);
             }
             waiting.push_back((u, fields, parts, latest));
             // Write the files whose rows' alerts are all known.
@@ -237,7 +238,13 @@ impl Run {
                 .sql(&self.layout.sql.replace("{table}", &table))
                 .await?;
             let fields = passthrough::score_fields(df.schema().as_arrow())?;
-            let batches: Vec<RecordBatch> = df.execute_stream().await?.try_collect().await?;
+            // Each batch as it comes: the walk's columns, and only what is written is kept.
+            let mut stream = df.execute_stream().await?;
+            let mut batches = Vec::new();
+            while let Some(batch) = stream.try_next().await? {
+                let cols = self.cols(&batch).await?;
+                batches.push((batch.project(&[0, 1, 2])?, cols));
+            }
             Ok::<_, Error>((fields, batches))
         }
         .await;
