@@ -238,13 +238,21 @@ impl Run {
                 .sql(&self.layout.sql.replace("{table}", &table))
                 .await?;
             let fields = passthrough::score_fields(df.schema().as_arrow())?;
-            // Each batch as it comes: the walk's columns, and only what is written is kept.
+            // Each batch as it comes: what is written, and what the walk reads at its hot rows
+            // (the model's features are not kept).
             let mut stream = df.execute_stream().await?;
             let mut batches = Vec::new();
             while let Some(batch) = stream.try_next().await? {
-                let cols = self.cols(&batch).await?;
-                batches.push((batch.project(&[0, 1, 2])?, cols));
+                batches.push(self.hot_rows(&batch)?);
             }
+            let mut gaps = self.gaps(&batches).await?.into_iter();
+            let batches = batches
+                .into_iter()
+                .map(|b| {
+                    let cols = self.cols(&b, &mut gaps)?;
+                    Ok((b.part, cols))
+                })
+                .collect::<Result<Vec<_>>>()?;
             Ok::<_, Error>((fields, batches))
         }
         .await;
@@ -267,59 +275,36 @@ impl Run {
         Ok(result)
     }
 
-    /// A scored batch's columns as the walk reads them (see the module's documentation).
-    async fn cols(&self, batch: &RecordBatch) -> Result<Cols> {
+    /// A scored batch split into what is written and what the walk reads at its hot rows.
+    fn hot_rows(&self, batch: &RecordBatch) -> Result<Batch> {
         let n = batch.num_rows();
         let scores = batch
             .column(0)
             .as_struct_opt()
             .ok_or_else(|| Error::Data("the scores column is not a struct".into()))?;
-        let field = |name: &str| {
-            scores
-                .column_by_name(name)
-                .cloned()
-                .ok_or_else(|| Error::Data(format!("the scores have no field {name}")))
-        };
-        let score = field(super::SCORE_COLUMNS[4])?;
-        let score = score.as_primitive::<Float64Type>().clone();
-        let top = cast(&field(super::SCORE_COLUMNS[3])?, &DataType::Utf8)?;
-        let top = top.as_string::<i32>();
+        let score = scores
+            .column_by_name(super::SCORE_COLUMNS[4])
+            .ok_or_else(|| Error::Data("the scores have no fused score".into()))?
+            .as_primitive::<Float64Type>()
+            .clone();
         let at_least = |limit: f64| -> Vec<bool> {
             (0..n)
                 .map(|i| score.is_valid(i) && score.value(i) >= limit)
                 .collect()
         };
         let (enter, exit) = (at_least(self.enter), at_least(self.exit));
-        let gaps = self.gaps(batch, &enter).await?;
-        let features: Vec<ArrayRef> = self
-            .layout
-            .features
-            .iter()
-            .map(|&c| cast(batch.column(c), &DataType::Float64))
-            .collect::<std::result::Result<_, _>>()?;
-        let names = &self.walk_features();
-        let mut tops = StringBuilder::new();
-        let mut hot = 0;
-        for i in 0..n {
-            let metric = top.is_valid(i).then(|| top.value(i));
-            if enter[i] {
-                let value = metric
-                    .and_then(|m| names.iter().position(|f| f == m))
-                    .map(|j| features[j].as_primitive::<Float64Type>())
-                    .filter(|c| c.is_valid(i))
-                    .map_or_else(String::new, |c| c.value(i).to_string());
-                let gap = gaps
-                    .as_ref()
-                    .filter(|g| g.is_valid(hot))
-                    .map_or_else(String::new, |g| g.value(hot).to_string());
-                hot += 1;
-                tops.append_value(format!("{}{SEP}{value}{SEP}{gap}", metric.unwrap_or("")));
-            } else if exit[i] {
-                tops.append_option(metric);
-            } else {
-                tops.append_null();
+        // The inputs (every column after the scores) at the rows whose score reaches enter.
+        let hot = match enter.contains(&true) {
+            true => {
+                let inputs = batch.project(&(1..batch.num_columns()).collect::<Vec<_>>())?;
+                Some(filter_record_batch(
+                    &inputs,
+                    &BooleanArray::from(enter.clone()),
+                )?)
             }
-        }
+            false => None,
+        };
+        // Region and project as text where the score reaches exit.
         let text_where = |column: Option<usize>| -> Result<Option<StringArray>> {
             let Some(c) = column else { return Ok(None) };
             let keys = Keys::new(batch.column(c)).map_err(Error::from)?;
@@ -329,13 +314,70 @@ impl Run {
             }
             Ok(Some(out.finish()))
         };
-        Ok(Cols::from_parts(
-            Keys::new(batch.column(1)).map_err(Error::from)?,
-            micros(batch.column(2))?,
+        Ok(Batch {
+            part: batch.project(&[0, 1, 2])?,
+            region: text_where(self.layout.region)?,
+            project: text_where(self.layout.project)?,
             score,
+            enter,
+            exit,
+            hot,
+        })
+    }
+
+    /// A batch's columns as the walk reads them (see the module's documentation); `gaps`
+    /// yields the gap of each row whose score reaches enter, in order.
+    fn cols(&self, b: &Batch, gaps: &mut impl Iterator<Item = Option<f64>>) -> Result<Cols> {
+        let scores = b
+            .part
+            .column(0)
+            .as_struct_opt()
+            .ok_or_else(|| Error::Data("the scores column is not a struct".into()))?;
+        let top = scores
+            .column_by_name(super::SCORE_COLUMNS[3])
+            .ok_or_else(|| Error::Data("the scores have no top metric".into()))?;
+        let top = cast(top, &DataType::Utf8)?;
+        let top = top.as_string::<i32>();
+        // The features among the hot rows' columns (the batch's less the scores).
+        let features: Vec<ArrayRef> = match &b.hot {
+            Some(hot) => self
+                .layout
+                .features
+                .iter()
+                .map(|&c| cast(hot.column(c - 1), &DataType::Float64))
+                .collect::<std::result::Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        let names = self.walk_features();
+        let mut tops = StringBuilder::new();
+        let mut k = 0;
+        for i in 0..b.part.num_rows() {
+            let metric = top.is_valid(i).then(|| top.value(i));
+            if b.enter[i] {
+                let value = metric
+                    .and_then(|m| names.iter().position(|f| f == m))
+                    .map(|j| features[j].as_primitive::<Float64Type>())
+                    .filter(|c| c.is_valid(k))
+                    .map_or_else(String::new, |c| c.value(k).to_string());
+                let gap = gaps
+                    .next()
+                    .flatten()
+                    .map_or_else(String::new, |g| g.to_string());
+                k += 1;
+                tops.append_value(format!("{}{SEP}{value}{SEP}{gap}", metric.unwrap_or("")));
+            } else if b.exit[i] {
+                tops.append_option(metric);
+            } else {
+                tops.append_null();
+            }
+        }
+        Ok(Cols::from_parts(
+            Keys::new(b.part.column(1)).map_err(Error::from)?,
+            micros(b.part.column(2))?,
+            b.score.clone(),
             tops.finish(),
-            text_where(self.layout.region)?,
-            text_where(self.layout.project)?,
+            b.region.clone(),
+            b.project.clone(),
         ))
     }
 
@@ -348,14 +390,13 @@ impl Run {
             .collect()
     }
 
-    /// `anomaly_top_deviation` at the rows of `batch` where `hot` holds, in order (None when
-    /// there are none).
-    async fn gaps(&self, batch: &RecordBatch, hot: &[bool]) -> Result<Option<Float64Array>> {
-        if !hot.contains(&true) {
-            return Ok(None);
-        }
-        let inputs = batch.project(&(1..batch.num_columns()).collect::<Vec<_>>())?;
-        let rows = filter_record_batch(&inputs, &BooleanArray::from(hot.to_vec()))?;
+    /// `anomaly_top_deviation` at the hot rows of every batch, in order: one statement for a
+    /// file.
+    async fn gaps(&self, batches: &[Batch]) -> Result<Vec<Option<f64>>> {
+        let rows: Vec<RecordBatch> = batches.iter().filter_map(|b| b.hot.clone()).collect();
+        let Some(first) = rows.first() else {
+            return Ok(Vec::new());
+        };
         let ctx: &SessionContext = &self.shared.ordered;
         let table = format!(
             "__tads_hot_{}",
@@ -363,7 +404,7 @@ impl Run {
                 .next_table
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let mem = MemTable::try_new(rows.schema(), vec![vec![rows]])?;
+        let mem = MemTable::try_new(first.schema(), vec![rows])?;
         ctx.register_table(&table, Arc::new(mem))?;
         let out = async {
             let batches = ctx
@@ -371,16 +412,30 @@ impl Run {
                 .await?
                 .collect()
                 .await?;
-            let parts: Vec<ArrayRef> = batches.iter().map(|b| Arc::clone(b.column(0))).collect();
-            let parts: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
-            let all = match parts.is_empty() {
-                true => Arc::new(Float64Array::from(Vec::<f64>::new())) as ArrayRef,
-                false => datafusion::arrow::compute::concat(&parts)?,
-            };
-            Ok::<_, Error>(all.as_primitive::<Float64Type>().clone())
+            let mut gaps = Vec::new();
+            for b in &batches {
+                let g = b.column(0).as_primitive::<Float64Type>();
+                gaps.extend((0..g.len()).map(|i| g.is_valid(i).then(|| g.value(i))));
+            }
+            Ok::<_, Error>(gaps)
         }
         .await;
         let _ = ctx.deregister_table(&table);
-        out.map(Some)
+        out
     }
+}
+
+/// One scored batch, split: what is written, and what the walk reads at its hot rows.
+struct Batch {
+    /// The scores struct, the key and the time.
+    part: RecordBatch,
+    score: Float64Array,
+    /// Rows whose score reaches `alerts.enter`, and `alerts.exit`.
+    enter: Vec<bool>,
+    exit: Vec<bool>,
+    /// The inputs at the rows that reach enter.
+    hot: Option<RecordBatch>,
+    /// Region and project as text at the rows that reach exit.
+    region: Option<StringArray>,
+    project: Option<StringArray>,
 }
