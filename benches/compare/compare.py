@@ -213,7 +213,7 @@ def main():
     tasks = {
         "score to Parquet": [
             ("tads score --no-alerts (5 scores)", lambda: tads_score("--no-alerts")),
-            ("tads score with the alert pass (files walked in time order)", tads_score),
+            ("tads score with alerts (files in time order, scored once)", tads_score),
             ("tads score with the alert pass, sorted (alerts.walk = sort)",
              lambda: tads_score("--set", "alerts.walk=sort")),
             ("DataFusion COPY with the writer settings of tads score, no scoring (floor)", lambda: df_copy("copy-tads")),
