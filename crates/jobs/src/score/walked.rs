@@ -138,16 +138,19 @@ pub(super) async fn score_chains(
     }
     let mut results = Vec::new();
     let mut alerts = Vec::new();
+    // A chain out of time order ends the pass once the other chains are done, so that none is
+    // stopped in the middle of writing a file the sort will write again.
+    let mut ordered = true;
     while let Some(done) = tasks.join_next().await {
         match done.map_err(|e| Error::Data(format!("a scoring task failed: {e}")))?? {
             Some((r, a)) => {
                 results.extend(r);
                 alerts.extend(a);
             }
-            None => return Ok(None),
+            None => ordered = false,
         }
     }
-    Ok(Some((results, alerts)))
+    Ok(ordered.then_some((results, alerts)))
 }
 
 /// What every chain's task shares.
