@@ -134,23 +134,13 @@ impl Alerts {
             .map_err(|e| Error::Data(format!("alerts: key column: {e}")))?;
         let times = micros(times)?;
         let mut out = StringBuilder::new();
-        // A key's alerts are looked up once per dictionary code, or once per run of one key
-        // when the keys are text: not once per row.
-        let mut by_code: Vec<Option<Option<&Spans>>> = vec![None; keys.codes()];
-        let mut last: Option<(usize, Option<&Spans>)> = None;
+        let mut spans_of = crate::drift::runs::PerKey::new(&keys);
         for i in 0..times.len() {
             if keys.is_null(i) || times.is_null(i) {
                 out.append_null();
                 continue;
             }
-            let spans = match keys.code(i) {
-                Some(code) => *by_code[code].get_or_insert_with(|| self.index.get(keys.text(i))),
-                None => match last {
-                    Some((row, spans)) if keys.same(row, i) => spans,
-                    _ => self.index.get(keys.text(i)),
-                },
-            };
-            last = Some((i, spans));
+            let spans = spans_of.get(&keys, i, |key| self.index.get(key));
             out.append_option(spans.and_then(|s| self.id_in(s, times.value(i))));
         }
         Ok(Arc::new(out.finish()))

@@ -24,6 +24,7 @@ use tads_store::Progress;
 use super::walk::{Cols, Walk, select};
 use super::{Alert, AlertQuery, Alerts, Carried, KeyState};
 use crate::config::AlertRules;
+use crate::drift::runs::PerKey;
 use crate::score::Unit;
 use crate::{Error, Result};
 
@@ -222,21 +223,12 @@ impl<'a> ChainWalk<'a> {
 
     /// Walks one batch's rows; false when a key's time goes backwards.
     pub(crate) fn feed(&mut self, c: &Cols) -> bool {
-        let mut by_code: Vec<Option<usize>> = vec![None; c.keys.codes()];
-        let mut previous: Option<(usize, usize)> = None;
+        let mut slots = PerKey::new(&c.keys);
         for i in 0..c.times.len() {
-            let Some(key) = c.key(i) else { continue };
-            let slot = match c.keys.code(i) {
-                Some(code) => match by_code[code] {
-                    Some(slot) => slot,
-                    None => *by_code[code].insert(self.slot_of(key)),
-                },
-                None => match previous {
-                    Some((row, slot)) if c.keys.same(row, i) => slot,
-                    _ => self.slot_of(key),
-                },
-            };
-            previous = Some((i, slot));
+            if c.key(i).is_none() {
+                continue;
+            }
+            let slot = slots.get(&c.keys, i, |key| self.slot_of(key));
             let (key, state, last) = &mut self.states[slot];
             let ts = c.times.value(i);
             if ts < *last {

@@ -86,6 +86,37 @@ impl Keys {
     }
 }
 
+/// What a batch's keys map to, looked up once per dictionary code, or once per run of one key
+/// when the keys are text: not once per row.
+pub(crate) struct PerKey<T> {
+    by_code: Vec<Option<T>>,
+    /// The last row looked up and what it found.
+    last: Option<(usize, T)>,
+}
+
+impl<T: Copy> PerKey<T> {
+    /// For the rows of `keys`.
+    pub(crate) fn new(keys: &Keys) -> Self {
+        Self {
+            by_code: vec![None; keys.codes()],
+            last: None,
+        }
+    }
+
+    /// What non-null row `i`'s key maps to, `lookup(key)` when not known yet.
+    pub(crate) fn get(&mut self, keys: &Keys, i: usize, lookup: impl FnOnce(&str) -> T) -> T {
+        let found = match keys.code(i) {
+            Some(code) => *self.by_code[code].get_or_insert_with(|| lookup(keys.text(i))),
+            None => match self.last {
+                Some((row, found)) if keys.same(row, i) => found,
+                _ => lookup(keys.text(i)),
+            },
+        };
+        self.last = Some((i, found));
+        found
+    }
+}
+
 /// Calls `run(rows, key and hour)` for each maximal run of rows with one key and one hour, in
 /// order; a row without a key or a time is a run of its own, given `None`.
 pub(super) fn for_each_run(

@@ -228,6 +228,16 @@ fn unordered_note(job: &ScoreJob, progress: &dyn Progress) {
     progress.phase("finding alerts (sorting)");
 }
 
+/// Whether the alert pass may walk the files in time order rather than sort: `alerts.walk =
+/// "auto"`, every column it reads inside the files, not a round of `tads watch` (which carries
+/// state across rounds) and not on a cluster (where each file's plan would be a job of its own).
+fn may_walk(job: &ScoreJob, plan: &prepare::AlertPlan) -> bool {
+    job.follow.is_none()
+        && job.cluster.is_none()
+        && job.config.alerts.walk == crate::config::WalkOrder::Auto
+        && plan.in_files
+}
+
 /// Chains of files in time order (indices into the run's files), and the files without rows.
 type Chains = (Vec<Vec<usize>>, Vec<usize>);
 
@@ -240,11 +250,8 @@ impl Prepared {
     fn walkable(&self, job: &ScoreJob) -> Option<(&prepare::AlertPlan, Chains)> {
         let plan = self.alerts.as_ref()?;
         let rules = &job.config.alerts;
-        let usable = job.follow.is_none()
-            && job.cluster.is_none()
+        let usable = may_walk(job, plan)
             && job.shard.is_none()
-            && rules.walk == crate::config::WalkOrder::Auto
-            && plan.in_files
             && self
                 .units
                 .iter()
@@ -391,13 +398,7 @@ impl Prepared {
             Some(plan) => {
                 progress.phase("finding alerts");
                 let query = plan.query(&self.model);
-                // On a cluster, the walk's per-file plans would each be a job: it sorts.
-                let walked = match walk
-                    && job.follow.is_none()
-                    && job.cluster.is_none()
-                    && rules.walk == crate::config::WalkOrder::Auto
-                    && plan.in_files
-                {
+                let walked = match walk && may_walk(job, plan) {
                     true => self.walk_files(job, &query, progress).await?,
                     false => None,
                 };
@@ -504,8 +505,7 @@ impl Prepared {
             .map(|a| a.list)
             .unwrap_or_default();
         // Without alerts (or without their columns), the state passes through unchanged.
-        let carried_in = job.follow.as_ref().map(|f| f.carried.as_ref().clone());
-        let carried = carried.or(carried_in);
+        let carried = carried.or_else(|| job.follow.as_ref().map(|f| f.carried.as_ref().clone()));
         Ok((manifest, alerts, carried))
     }
 }

@@ -52,9 +52,9 @@ pub(super) struct Pass<'a> {
 struct Layout {
     /// `SELECT … FROM {table}`.
     sql: String,
-    /// The names of the columns after the struct, in order (distinct).
-    columns: Vec<String>,
-    /// Where each feature is among `columns` (+1 for the struct).
+    /// The model's features, in order.
+    names: Vec<String>,
+    /// Where each feature is among the plan's columns (after the struct).
     features: Vec<usize>,
     region: Option<usize>,
     project: Option<usize>,
@@ -87,7 +87,7 @@ impl Layout {
         );
         Self {
             sql,
-            columns,
+            names: q.features.to_vec(),
             features,
             region,
             project,
@@ -351,7 +351,7 @@ impl Run {
                 .collect::<std::result::Result<_, _>>()?,
             None => Vec::new(),
         };
-        let names = self.walk_features();
+        let names = &self.layout.names;
         let mut tops = StringBuilder::new();
         let mut k = 0;
         for i in 0..b.part.num_rows() {
@@ -382,15 +382,6 @@ impl Run {
             b.region.clone(),
             b.project.clone(),
         ))
-    }
-
-    /// The model's features, in the order of the layout's feature columns.
-    fn walk_features(&self) -> Vec<String> {
-        self.layout
-            .features
-            .iter()
-            .map(|&c| self.layout.columns[c - 1].clone())
-            .collect()
     }
 
     /// `anomaly_top_deviation` at the hot rows of every batch, in order: one statement for a
