@@ -1,13 +1,25 @@
 //! The exact medians behind the drift baseline: per key and UTC day, and per key and hour of
 //! the days without a previous day, read in windows of days that fit the memory pool.
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Float64Builder, Int64Builder, RecordBatch,
+    StringBuilder,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
 
+use super::runs::{Keys, PerKey};
 use super::{BaselineQuery, DayLevels};
 use crate::train::collect;
-use crate::{Result, ident};
+use crate::{Error, Result, ident};
 
 /// Adds one batch of `(key, day, rows, medians…)` to the levels per key and day.
 pub(super) fn add_levels(batch: &RecordBatch, d: usize, levels: &mut DayLevels) -> Result<()> {
@@ -180,7 +192,7 @@ fn base_conditions(q: &BaselineQuery<'_>, key: &str) -> Vec<String> {
     base
 }
 
-/// One `GROUP BY key, bucket` statement of the baseline, with each metric's exact median.
+/// The baseline's grouping by key and bucket, with each metric's exact median.
 struct Grouped<'a> {
     key: &'a str,
     bucket: &'a str,
@@ -189,23 +201,18 @@ struct Grouped<'a> {
 }
 
 impl Grouped<'_> {
-    /// Runs the statement over each window of days `(first day, days)`, whose rows `window`
-    /// selects; a window that runs out of memory is split in two, or for one day in two halves
-    /// of its keys (`shard_of`), and read again.
+    /// Groups each window of days `(first day, days)`, whose rows `window` selects; a window
+    /// that runs out of memory is split in two, or for one day in two halves of its keys
+    /// (`shard_of`), and read again.
     async fn run(
         &self,
         q: &BaselineQuery<'_>,
         windows: Vec<(i64, i64)>,
         window: impl Fn(i64, i64) -> Option<String>,
     ) -> Result<Vec<RecordBatch>> {
-        let medians: String = q.features[..self.d]
+        let metrics: String = q.features[..self.d]
             .iter()
-            .map(|f| {
-                // NaN left out by the aggregate's filter rather than a CASE that copies the
-                // column with NaN as NULL: the same values, without a copy of every row.
-                let x = format!("CAST({} AS DOUBLE)", ident(f));
-                format!(", median({x}) FILTER (WHERE NOT isnan({x}))")
-            })
+            .map(|f| format!(", CAST({} AS DOUBLE)", ident(f)))
             .collect();
         // (first day, days, shards, shard): the key's shard_of(key, shards) is `shard`.
         let mut windows: Vec<(i64, i64, u32, u32)> = windows
@@ -224,15 +231,14 @@ impl Grouped<'_> {
                 ));
             }
             let sql = format!(
-                "SELECT {}, {bucket}, count(*){medians} FROM {} WHERE {} GROUP BY {}, {bucket}",
-                as_text(self.key),
+                "SELECT {}, {bucket}{metrics} FROM {} WHERE {}",
+                self.key,
                 q.table,
                 conditions.join(" AND "),
-                self.key,
                 bucket = self.bucket,
             );
-            match q.ctx.sql(&sql).await?.collect().await {
-                Ok(batches) => out.extend(batches),
+            match grouped_medians(q.ctx, &sql, self.d).await {
+                Ok(batch) => out.push(batch),
                 Err(e) if e.to_string().contains("Resources exhausted") && shards < 1 << 12 => {
                     if n > 1 {
                         let half = n / 2;
@@ -243,9 +249,283 @@ impl Grouped<'_> {
                         windows.push((from, n, shards * 2, shard));
                     }
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
         Ok(out)
+    }
+}
+
+/// One key and bucket's rows: how many, and each metric's values (NaN and NULL left out).
+struct Group {
+    rows: i64,
+    values: Vec<Vec<f64>>,
+}
+
+/// One partition's groups, by key and bucket.
+type Groups = HashMap<(String, i64), Group>;
+
+/// `(key, bucket, rows, median of each metric)` per key and bucket of the rows of `sql`
+/// (`key, bucket, d metrics as DOUBLE`): the same numbers as `GROUP BY key, bucket` with
+/// `count(*)` and `median(x) FILTER (WHERE NOT isnan(x))`, exactly, without DataFusion's two
+/// phases of aggregation, which pass every value through lists from the partial aggregate to the
+/// final one. Each partition of the scan is grouped in a task of its own; the values held are
+/// reserved from the memory pool, so a window that does not fit fails as DataFusion's own
+/// statement would ("Resources exhausted") and is split.
+async fn grouped_medians(ctx: &SessionContext, sql: &str, d: usize) -> Result<RecordBatch> {
+    let streams = ctx.sql(sql).await?.execute_stream_partitioned().await?;
+    let pool = Arc::clone(&ctx.runtime_env().memory_pool);
+    // A JoinSet aborts the other partitions when one fails and this returns early.
+    let mut tasks = tokio::task::JoinSet::new();
+    for stream in streams {
+        let reservation = MemoryConsumer::new("drift baseline medians").register(&pool);
+        tasks.spawn(group_partition(stream, d, reservation));
+    }
+    let mut groups = Groups::new();
+    while let Some(done) = tasks.join_next().await {
+        let (part, _reservation) =
+            done.map_err(|e| Error::Data(format!("a drift baseline task failed: {e}")))??;
+        for (k, g) in part {
+            match groups.entry(k) {
+                Entry::Vacant(v) => {
+                    v.insert(g);
+                }
+                Entry::Occupied(mut o) => {
+                    let o = o.get_mut();
+                    o.rows += g.rows;
+                    for (mine, theirs) in o.values.iter_mut().zip(g.values) {
+                        mine.extend(theirs);
+                    }
+                }
+            }
+        }
+    }
+    let mut keys = StringBuilder::new();
+    let mut buckets = Int64Builder::with_capacity(groups.len());
+    let mut rows = Int64Builder::with_capacity(groups.len());
+    let mut medians: Vec<Float64Builder> = (0..d)
+        .map(|_| Float64Builder::with_capacity(groups.len()))
+        .collect();
+    for ((key, bucket), mut g) in groups {
+        keys.append_value(key);
+        buckets.append_value(bucket);
+        rows.append_value(g.rows);
+        for (values, out) in g.values.iter_mut().zip(medians.iter_mut()) {
+            out.append_option(median(values));
+        }
+    }
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(keys.finish()),
+        Arc::new(buckets.finish()),
+        Arc::new(rows.finish()),
+    ];
+    columns.extend(medians.iter_mut().map(|m| Arc::new(m.finish()) as ArrayRef));
+    Ok(RecordBatch::try_from_iter(
+        columns
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| (format!("c{i}"), c)),
+    )?)
+}
+
+/// Groups one partition's rows (`key, bucket, metrics…`), reserving the values it holds.
+async fn group_partition(
+    mut stream: SendableRecordBatchStream,
+    d: usize,
+    reservation: MemoryReservation,
+) -> Result<(Groups, MemoryReservation)> {
+    // Groups by the key's number among `names` and the bucket, found through each key's last
+    // group (a key's next row is most often in the same bucket): no key text and no hashing
+    // per row.
+    let mut groups: Vec<(usize, i64, Group)> = Vec::new();
+    let mut index: HashMap<(usize, i64), usize> = HashMap::new();
+    let mut last: Vec<(i64, usize)> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    let mut numbers: HashMap<String, usize> = HashMap::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        reservation.try_grow(batch.num_rows() * d * MEDIAN_BYTES_PER_VALUE)?;
+        let keys = Keys::new(batch.column(0))?;
+        let buckets = batch.column(1).as_primitive::<Int64Type>();
+        let metrics: Vec<&Float64Array> = (0..d)
+            .map(|j| batch.column(2 + j).as_primitive::<Float64Type>())
+            .collect();
+        // Each key's number once per dictionary code (or run of one key), not per row.
+        let mut number_of = PerKey::new(&keys);
+        for i in 0..batch.num_rows() {
+            if keys.is_null(i) || buckets.is_null(i) {
+                continue;
+            }
+            let number = number_of.get(&keys, i, |k| {
+                *numbers.entry(k.to_string()).or_insert_with(|| {
+                    names.push(k.to_string());
+                    last.push((i64::MIN, usize::MAX));
+                    names.len() - 1
+                })
+            });
+            let bucket = buckets.value(i);
+            let slot = match last[number] {
+                (b, slot) if b == bucket => slot,
+                _ => {
+                    let slot = *index.entry((number, bucket)).or_insert_with(|| {
+                        groups.push((
+                            number,
+                            bucket,
+                            Group {
+                                rows: 0,
+                                values: vec![Vec::new(); d],
+                            },
+                        ));
+                        groups.len() - 1
+                    });
+                    last[number] = (bucket, slot);
+                    slot
+                }
+            };
+            let g = &mut groups[slot].2;
+            g.rows += 1;
+            for (values, m) in g.values.iter_mut().zip(&metrics) {
+                if m.is_valid(i) && !m.value(i).is_nan() {
+                    values.push(m.value(i));
+                }
+            }
+        }
+    }
+    let groups = groups
+        .into_iter()
+        .map(|(number, bucket, g)| ((names[number].clone(), bucket), g))
+        .collect();
+    Ok((groups, reservation))
+}
+
+/// The exact median as DataFusion's `median` takes it: the middle value in total order, or the
+/// mean of the two middle values; `None` without values.
+fn median(values: &mut [f64]) -> Option<f64> {
+    let n = values.len();
+    if n == 0 {
+        return None;
+    }
+    let (low, high, _) = values.select_nth_unstable_by(n / 2, f64::total_cmp);
+    let high = *high;
+    if n % 2 == 1 {
+        return Some(high);
+    }
+    let low = low.iter().copied().max_by(f64::total_cmp)?;
+    Some((low + high) / 2.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{DictionaryArray, Float64Array, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::Int32Type;
+    use datafusion::datasource::MemTable;
+
+    use super::*;
+
+    /// Rows of 3 keys × 4 buckets with odd and even counts, NaN, NULL, ±0, ±inf and groups
+    /// whose one metric has no value: the grouping gives what DataFusion's
+    /// `GROUP BY key, bucket` with `count(*)` and `median(x) FILTER (WHERE NOT isnan(x))` gives,
+    /// bit for bit, with the key as a dictionary and as text, in one partition and in four.
+    #[tokio::test]
+    async fn the_grouping_gives_datafusions_exact_medians() {
+        let n = 403;
+        let mut state = 7u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            state >> 33
+        };
+        let (mut keys, mut buckets, mut a, mut b) = (vec![], vec![], vec![], vec![]);
+        for i in 0..n {
+            let r = next();
+            keys.push(Some(["h1", "h2", "h3"][(r % 3) as usize]).filter(|_| i % 97 != 5));
+            buckets.push(Some((r / 3 % 4) as i64 + 19_000).filter(|_| i % 89 != 3));
+            a.push(match r % 11 {
+                0 => None,
+                1 => Some(f64::NAN),
+                2 => Some(-0.0),
+                3 => Some(0.0),
+                4 => Some(f64::INFINITY),
+                _ => Some((r % 1000) as f64 / 7.0 - 50.0),
+            });
+            // The second metric only where the bucket is even: odd buckets have no value.
+            b.push(Some((r % 13) as f64).filter(|_| r / 3 % 2 == 0));
+        }
+        let dict: DictionaryArray<Int32Type> = keys.iter().copied().collect();
+        for (key, partitions) in [
+            (Arc::new(dict) as ArrayRef, 1),
+            (Arc::new(StringArray::from(keys.clone())) as ArrayRef, 4),
+        ] {
+            let batch = RecordBatch::try_from_iter([
+                ("k", key),
+                (
+                    "bucket",
+                    Arc::new(Int64Array::from(buckets.clone())) as ArrayRef,
+                ),
+                ("a", Arc::new(Float64Array::from(a.clone())) as ArrayRef),
+                ("b", Arc::new(Float64Array::from(b.clone())) as ArrayRef),
+            ])
+            .unwrap();
+            let size = n / partitions + 1;
+            let parts = (0..partitions)
+                .map(|p| {
+                    let from = (p * size).min(n);
+                    vec![batch.slice(from, size.min(n - from))]
+                })
+                .collect();
+            let ctx = SessionContext::new();
+            let table = MemTable::try_new(batch.schema(), parts).unwrap();
+            ctx.register_table("t", Arc::new(table)).unwrap();
+            let ours =
+                grouped_medians(&ctx, "SELECT k, bucket, a, b FROM t WHERE k IS NOT NULL", 2)
+                    .await
+                    .unwrap();
+            let theirs = ctx
+                .sql(
+                    "SELECT CAST(k AS VARCHAR), bucket, count(*), \
+                     median(a) FILTER (WHERE NOT isnan(a)), median(b) FILTER (WHERE NOT isnan(b)) \
+                     FROM t WHERE k IS NOT NULL AND bucket IS NOT NULL GROUP BY k, bucket",
+                )
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let rows = |batches: &[RecordBatch]| {
+                let mut out = Vec::new();
+                for batch in batches {
+                    let keys = cast(batch.column(0), &DataType::Utf8).unwrap();
+                    let keys = keys.as_string::<i32>();
+                    let number = |c: usize, i: usize| {
+                        let c = batch.column(c).as_primitive::<Float64Type>();
+                        c.is_valid(i).then(|| c.value(i).to_bits())
+                    };
+                    for i in 0..batch.num_rows() {
+                        out.push((
+                            keys.value(i).to_string(),
+                            batch.column(1).as_primitive::<Int64Type>().value(i),
+                            batch.column(2).as_primitive::<Int64Type>().value(i),
+                            number(3, i),
+                            number(4, i),
+                        ));
+                    }
+                }
+                out.sort();
+                out
+            };
+            let (ours, theirs) = (rows(&[ours]), rows(&theirs));
+            assert_eq!(ours.len(), 12, "{ours:?}");
+            assert!(ours.iter().any(|r| r.4.is_none()), "a group without values");
+            assert_eq!(ours, theirs);
+        }
+    }
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&mut [f64::INFINITY, 1.0]), Some(f64::INFINITY));
     }
 }

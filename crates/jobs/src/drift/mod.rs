@@ -38,6 +38,7 @@ use tads_sql::ModelRegistry;
 use crate::{Result, ident};
 
 mod carry;
+mod field;
 mod medians;
 pub(crate) mod runs;
 pub(crate) use carry::CARRIER;
@@ -444,13 +445,16 @@ pub(crate) async fn metrics(
         return Ok((plain(), notices, Some(levels)));
     }
     ctx.register_udf(ShiftFunction::udf(found, model.features.len()));
+    ctx.register_udf(field::FieldFunction::udf());
     // One call per row gives every metric's shift as a struct; DataFusion computes the repeated
-    // call once per row (common subexpressions) and each field is taken without a copy. On a
-    // cluster, where a plan carries the shifts with every call in it, the tables the plans read
-    // make the call once, as the column `SHIFT_COLUMN` (see `score::cluster`).
-    let shift = match job.cluster {
-        None => shift_call(job),
-        Some(_) => ident(SHIFT_COLUMN),
+    // call once per row (common subexpressions) and each field is taken without a copy, by
+    // `tads_drift_field` (see `field`: `get_field` would be moved back into one call per
+    // metric). On a cluster, where a plan carries the shifts with every call in it, the tables
+    // the plans read make the call once, as the column `SHIFT_COLUMN` (see `score::cluster`),
+    // whose fields `get_field` takes.
+    let (shift, take) = match job.cluster {
+        None => (shift_call(job), field::FIELD_FUNCTION),
+        Some(_) => (ident(SHIFT_COLUMN), "get_field"),
     };
     let metrics = model
         .features
@@ -458,7 +462,7 @@ pub(crate) async fn metrics(
         .enumerate()
         .map(|(j, f)| {
             format!(
-                "(CAST({} AS DOUBLE) - get_field({shift}, '{}'))",
+                "(CAST({} AS DOUBLE) - {take}({shift}, '{}'))",
                 ident(f),
                 field_name(j)
             )
