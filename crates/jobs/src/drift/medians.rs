@@ -192,7 +192,8 @@ fn base_conditions(q: &BaselineQuery<'_>, key: &str) -> Vec<String> {
     base
 }
 
-/// The baseline's grouping by key and bucket, with each metric's exact median.
+/// The baseline's grouping by key and bucket, with each metric's exact median: by
+/// [`grouped_medians`] here, or by DataFusion's `GROUP BY` on a cluster.
 struct Grouped<'a> {
     key: &'a str,
     bucket: &'a str,
@@ -212,7 +213,15 @@ impl Grouped<'_> {
     ) -> Result<Vec<RecordBatch>> {
         let metrics: String = q.features[..self.d]
             .iter()
-            .map(|f| format!(", CAST({} AS DOUBLE)", ident(f)))
+            .map(|f| {
+                let x = format!("CAST({} AS DOUBLE)", ident(f));
+                match q.on_cluster {
+                    // NaN left out by the aggregate's filter rather than a CASE that copies
+                    // the column with NaN as NULL: the same values, without a copy of every row.
+                    true => format!(", median({x}) FILTER (WHERE NOT isnan({x}))"),
+                    false => format!(", {x}"),
+                }
+            })
             .collect();
         // (first day, days, shards, shard): the key's shard_of(key, shards) is `shard`.
         let mut windows: Vec<(i64, i64, u32, u32)> = windows
@@ -230,15 +239,28 @@ impl Grouped<'_> {
                     as_text(self.key)
                 ));
             }
-            let sql = format!(
-                "SELECT {}, {bucket}{metrics} FROM {} WHERE {}",
-                self.key,
-                q.table,
-                conditions.join(" AND "),
-                bucket = self.bucket,
-            );
-            match grouped_medians(q.ctx, &sql, self.d).await {
-                Ok(batch) => out.push(batch),
+            let found = if q.on_cluster {
+                let sql = format!(
+                    "SELECT {}, {bucket}, count(*){metrics} FROM {} WHERE {} GROUP BY {}, {bucket}",
+                    as_text(self.key),
+                    q.table,
+                    conditions.join(" AND "),
+                    self.key,
+                    bucket = self.bucket,
+                );
+                async { Ok(q.ctx.sql(&sql).await?.collect().await?) }.await
+            } else {
+                let sql = format!(
+                    "SELECT {}, {bucket}{metrics} FROM {} WHERE {}",
+                    self.key,
+                    q.table,
+                    conditions.join(" AND "),
+                    bucket = self.bucket,
+                );
+                grouped_medians(q.ctx, &sql, self.d).await.map(|b| vec![b])
+            };
+            match found {
+                Ok(batches) => out.extend(batches),
                 Err(e) if e.to_string().contains("Resources exhausted") && shards < 1 << 12 => {
                     if n > 1 {
                         let half = n / 2;

@@ -193,6 +193,9 @@ pub(crate) struct BaselineQuery<'a> {
     /// Levels already known (`tads watch` keeps those of complete days): the days before the
     /// second field are taken from them, not computed from the table.
     pub(crate) known: Option<(&'a DayLevels, i64)>,
+    /// `ctx` runs its plans on a cluster: the medians are then aggregated there (DataFusion's
+    /// `GROUP BY`), not from rows brought to this process.
+    pub(crate) on_cluster: bool,
 }
 
 /// The exact median of each metric per key and UTC day, then each day's shift from the
@@ -431,6 +434,7 @@ pub(crate) async fn metrics(
         grouped: model.group_by.is_some(),
         registry,
         memory: job.memory_limit(),
+        on_cluster: job.cluster.is_some(),
         known: job
             .follow
             .as_ref()
