@@ -304,9 +304,12 @@ async fn grouped_medians(ctx: &SessionContext, sql: &str, d: usize) -> Result<Re
         tasks.spawn(group_partition(stream, d, reservation));
     }
     let mut groups = Groups::new();
+    // The partitions' reservations are held until the medians are taken.
+    let mut reservations = Vec::new();
     while let Some(done) = tasks.join_next().await {
-        let (part, _reservation) =
+        let (part, reservation) =
             done.map_err(|e| Error::Data(format!("a drift baseline task failed: {e}")))??;
+        reservations.push(reservation);
         for (k, g) in part {
             match groups.entry(k) {
                 Entry::Vacant(v) => {
@@ -342,6 +345,7 @@ async fn grouped_medians(ctx: &SessionContext, sql: &str, d: usize) -> Result<Re
         Arc::new(rows.finish()),
     ];
     columns.extend(medians.iter_mut().map(|m| Arc::new(m.finish()) as ArrayRef));
+    drop(reservations);
     Ok(RecordBatch::try_from_iter(
         columns
             .into_iter()
@@ -361,7 +365,7 @@ async fn group_partition(
     // per row.
     let mut groups: Vec<(usize, i64, Group)> = Vec::new();
     let mut index: HashMap<(usize, i64), usize> = HashMap::new();
-    let mut last: Vec<(i64, usize)> = Vec::new();
+    let mut last: Vec<Option<(i64, usize)>> = Vec::new();
     let mut names: Vec<String> = Vec::new();
     let mut numbers: HashMap<String, usize> = HashMap::new();
     while let Some(batch) = stream.next().await {
@@ -381,13 +385,13 @@ async fn group_partition(
             let number = number_of.get(&keys, i, |k| {
                 *numbers.entry(k.to_string()).or_insert_with(|| {
                     names.push(k.to_string());
-                    last.push((i64::MIN, usize::MAX));
+                    last.push(None);
                     names.len() - 1
                 })
             });
             let bucket = buckets.value(i);
             let slot = match last[number] {
-                (b, slot) if b == bucket => slot,
+                Some((b, slot)) if b == bucket => slot,
                 _ => {
                     let slot = *index.entry((number, bucket)).or_insert_with(|| {
                         groups.push((
@@ -400,7 +404,7 @@ async fn group_partition(
                         ));
                         groups.len() - 1
                     });
-                    last[number] = (bucket, slot);
+                    last[number] = Some((bucket, slot));
                     slot
                 }
             };
