@@ -555,6 +555,11 @@ fn bad_input_is_one_line_and_writes_nothing() {
     assert_user_error(&run, "cannot read the schema of its Parquet files");
     assert_user_error(&run, &broken.display().to_string());
     assert!(!out.exists());
+    // A single file that is not Parquet is named itself, not its folder.
+    let file = broken.join("date=2026-01-01/part-0.parquet");
+    let run = score_cmd("m", &file, &f.models, &out, &[]);
+    assert_user_error(&run, &format!("{}: cannot read the schema", file.display()));
+    assert!(!out.exists());
     // Scoring a score output is refused before anything is written.
     let scores = f.out("scores");
     assert_ok(&f.score(&scores, &["--quiet"]));

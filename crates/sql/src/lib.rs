@@ -160,7 +160,7 @@ async fn register_listing(
             .infer_schema(&ctx.state())
             .await
             .map_err(|e| Error::Dataset {
-                location: location.to_string(),
+                location: location.shown(),
                 message: format!("cannot read the schema of its Parquet files ({e})"),
             })?,
     );

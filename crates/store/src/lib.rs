@@ -212,6 +212,19 @@ impl Location {
         self.file.as_deref()
     }
 
+    /// The data as a message names it: the file's path for a single-file input (where the
+    /// location itself shows its directory), the location otherwise.
+    pub fn shown(&self) -> String {
+        match (&self.file, self.scheme) {
+            (None, _) => self.to_string(),
+            (Some(_), Scheme::Local) => match self.data_url().to_file_path() {
+                Ok(path) => path.display().to_string(),
+                Err(()) => self.data_url().path().to_string(),
+            },
+            (Some(_), Scheme::S3) => self.data_url().to_string(),
+        }
+    }
+
     /// The URL of the data: the file's for a single-file input, the directory's otherwise.
     pub fn data_url(&self) -> Url {
         match &self.file {
