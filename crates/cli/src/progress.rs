@@ -95,6 +95,10 @@ impl tads_store::Progress for RowBar {
     }
 
     fn phase(&self, name: &str) {
+        // Files are stored in a job's last phase only: a one pass that falls back to sorting
+        // stores its files again, and counts them from 0 again.
+        self.files.store(0, Ordering::Relaxed);
+        self.bar.set_message(String::new());
         self.bar.set_position(0);
         self.bar.reset_eta();
         self.bar.set_prefix(name.to_string());

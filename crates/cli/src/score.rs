@@ -131,7 +131,7 @@ impl tads_store::Progress for Both {
     fn phase(&self, name: &str) {
         self.bar.phase(name);
         if let Some(t) = &self.tracker {
-            t.reset_rows();
+            t.reset_counts();
         }
     }
 }

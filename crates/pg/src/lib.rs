@@ -178,9 +178,11 @@ impl RunTracker {
         self.files.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Starts counting rows again (a new phase of the job).
-    pub fn reset_rows(&self) {
+    /// Starts counting rows and files again (a new phase of the job: the one pass over files
+    /// in time order that falls back to sorting writes its files again).
+    pub fn reset_counts(&self) {
         self.rows.store(0, Ordering::Relaxed);
+        self.files.store(0, Ordering::Relaxed);
     }
 
     /// Stops the updates (after a last one) and returns how many were written (0 when

@@ -57,7 +57,8 @@ pub trait Progress: Send + Sync {
     fn rows(&self, rows: u64);
     /// One more file has been stored.
     fn file_done(&self) {}
-    /// The job starts a new phase (`finding alerts`, `scoring`); row counts start again.
+    /// The job starts a new phase (`finding alerts`, `scoring`); row and file counts start
+    /// again (files are stored in a job's last phase).
     fn phase(&self, _name: &str) {}
 }
 
