@@ -34,59 +34,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sklearn.metrics import average_precision_score
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from adaptive_threshold import machine  # noqa: E402
+
 DAY = 86400 * 10**6
 
 
-def replay(ts, s, q=0.995, days=3, min_rows=12, enter0=0.8, exit0=0.5, minp=3, instant0=2.0,
-           cool_us=30 * 60 * 10**6):
-    """(inside, factor): rows inside alerts and each row's threshold factor f >= 1."""
-    n = len(s)
-    inside = np.zeros(n, bool)
-    factor = np.ones(n)
-    is_open, pend, cool, cur, level = False, None, None, None, None
-    counted, held = {}, []
-    day = ts // DAY
-    for i in range(n):
-        d = day[i]
-        if d != cur:
-            cur = d
-            counted = {k: v for k, v in counted.items() if d - days <= k < d}
-            vals = [v for k in range(1, days + 1) for v in counted.get(d - k, [])]
-            level = (np.quantile(vals, q, method="higher")
-                     if len(counted.get(d - 1, [])) >= min_rows else None)
-        f = 1.0 if level is None else max(1.0, level / enter0)
-        factor[i] = f
-        enter, exit_, instant = enter0 * f, exit0 * f, instant0 * f
-        x = s[i]
-        if np.isnan(x):
-            if is_open:
-                inside[i] = True
-            continue
-        if is_open:
-            if x < exit_:
-                is_open, cool = False, ts[i] + cool_us
-            else:
-                inside[i] = True
-        else:
-            cooling = cool is not None and ts[i] < cool
-            if cooling or x < enter:
-                pend = None
-            else:
-                first, c = pend if pend else (i, 0)
-                c += 1
-                if c >= minp or x >= instant:
-                    inside[first:i + 1] = True
-                    is_open, pend = True, None
-                else:
-                    pend = (first, c)
-        if inside[i]:
-            held = []
-        elif pend is not None:
-            held.append(x)
-        else:
-            counted.setdefault(d, []).extend(held + [x])
-            held = []
-    return inside, factor
+def replay(ts, s):
+    """(inside, factor): TADS's alert machine with its default adaptive threshold (the instant
+    threshold scaled too, quantiles at or above the rank as its sketch takes them)."""
+    return machine(ts, s, "outside", 0.995, 3, scale_instant=True, quantile_method="higher")
 
 
 def ap(y, s):

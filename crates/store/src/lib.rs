@@ -159,14 +159,7 @@ impl fmt::Debug for Location {
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.scheme {
-            // The path itself, not its URL form: `my data`, not `my%20data`.
-            Scheme::Local => match self.url.to_file_path() {
-                Ok(path) => write!(f, "{}", path.display()),
-                Err(()) => write!(f, "{}", self.url.path()),
-            },
-            Scheme::S3 => write!(f, "{}", self.url),
-        }
+        write!(f, "{}", self.show(&self.url))
     }
 }
 
@@ -216,13 +209,18 @@ impl Location {
     /// The data as a message names it: the file's path for a single-file input (where the
     /// location itself shows its directory), the location otherwise.
     pub fn shown(&self) -> String {
-        match (&self.file, self.scheme) {
-            (None, _) => self.to_string(),
-            (Some(_), Scheme::Local) => match self.data_url().to_file_path() {
+        self.show(&self.data_url())
+    }
+
+    /// A URL of this location's store as messages show it: a local path itself, not its URL
+    /// form (`my data`, not `my%20data`); an S3 URL as it is.
+    fn show(&self, url: &Url) -> String {
+        match self.scheme {
+            Scheme::Local => match url.to_file_path() {
                 Ok(path) => path.display().to_string(),
-                Err(()) => self.data_url().path().to_string(),
+                Err(()) => url.path().to_string(),
             },
-            (Some(_), Scheme::S3) => self.data_url().to_string(),
+            Scheme::S3 => url.to_string(),
         }
     }
 
