@@ -111,7 +111,10 @@ impl Reader<'_> {
 
 fn encode(udf: &ScalarUDF) -> Option<Result<Vec<u8>>> {
     let f = udf.inner().downcast_ref::<ShiftFunction>()?;
-    let b = &f.baselines;
+    let b = match f.baselines.read() {
+        Ok(b) => b,
+        Err(_) => return Some(Err(DataFusionError::Execution("a scoring task failed".into()))),
+    };
     let mut out = Vec::new();
     put_len(&mut out, f.fields.len());
     put_series(&mut out, &b.shifts);
@@ -146,7 +149,10 @@ fn decode(bytes: &[u8]) -> Result<ScalarUDF> {
         profiles,
         ..Baselines::default()
     };
-    Ok(ShiftFunction::udf(Arc::new(baselines), width))
+    Ok(ShiftFunction::udf(
+        Arc::new(std::sync::RwLock::new(baselines)),
+        width,
+    ))
 }
 
 #[cfg(test)]
@@ -166,15 +172,16 @@ mod tests {
         );
         b.profiles
             .insert("h1".into(), Arc::new(vec![vec![1.0 / 3.0, 0.0]; 24]));
-        let udf = ShiftFunction::udf(Arc::new(b), 2);
+        let udf = ShiftFunction::udf(Arc::new(std::sync::RwLock::new(b)), 2);
         let bytes = encode(&udf).unwrap().unwrap();
         let back = decode(&bytes).unwrap();
         let f = back.inner().downcast_ref::<ShiftFunction>().unwrap();
         assert_eq!(f.fields.len(), 2);
         let mut out = [0.0; 2];
-        f.baselines.shifts_into("h1", 20_000 * 24 + 5, &mut out);
+        let baselines = f.baselines.read().unwrap();
+        baselines.shifts_into("h1", 20_000 * 24 + 5, &mut out);
         assert_eq!(out, [0.1 + 1.0 / 3.0, -2.5e-300]);
-        f.baselines.shifts_into("h2", 480_000, &mut out);
+        baselines.shifts_into("h2", 480_000, &mut out);
         assert!(out[0].is_nan() && out[1] == 3.0);
         // Cut short: an error, not a panic.
         assert!(decode(&bytes[..bytes.len() - 3]).is_err());

@@ -50,7 +50,7 @@ pub(super) fn add_levels(batch: &RecordBatch, d: usize, levels: &mut DayLevels) 
 
 /// Bytes the median of one value holds while it is computed (the value and its share of the
 /// growing buffer).
-const MEDIAN_BYTES_PER_VALUE: usize = 16;
+pub(super) const MEDIAN_BYTES_PER_VALUE: usize = 16;
 
 /// `(key, day, rows, median of each of the first d metrics)` per key and UTC day. DataFusion's
 /// exact median holds every value of its group and cannot spill, so the rows are read a window
@@ -426,7 +426,7 @@ async fn group_partition(
 
 /// The exact median as DataFusion's `median` takes it: the middle value in total order, or the
 /// mean of the two middle values; `None` without values.
-fn median(values: &mut [f64]) -> Option<f64> {
+pub(super) fn median(values: &mut [f64]) -> Option<f64> {
     let n = values.len();
     if n == 0 {
         return None;

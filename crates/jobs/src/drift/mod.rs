@@ -18,6 +18,10 @@
 //! window is absorbed into the level, as a day-long one is by the previous-day
 //! baseline. The window only looks back, so `tads watch` gives the same scores.
 //!
+//! A run that walks its files in time order (`score::walked`, the default where the files allow)
+//! does not read the rows beforehand: it measures the same medians while it scores, each batch
+//! before its rows are scored ([`Streamed`]), so the metrics are read once.
+//!
 //! The move is reported once per key, not alerted on for days: keys whose previous-day level
 //! lies `drift.notice_scales` or more of a metric's scale away from training on two or more days
 //! get a [`DriftNotice`] in the run's report and manifest, with the advice to retrain.
@@ -41,6 +45,8 @@ mod carry;
 mod field;
 mod medians;
 pub(crate) mod runs;
+mod streamed;
+pub(crate) use streamed::{ChainLevels, Columns, Stop, Streamed, feeding_table};
 pub(crate) use carry::CARRIER;
 use medians::{add_levels, day_medians, hour_medians};
 
@@ -124,6 +130,10 @@ pub struct DriftNotice {
     /// The first such day (`YYYY-MM-DD`).
     pub since: String,
 }
+
+/// The baselines the shift function reads: computed before scoring, or filled in while the files
+/// are scored in time order ([`streamed`]), each entry before the first row that needs it.
+pub(crate) type Shared = Arc<std::sync::RwLock<Baselines>>;
 
 /// Each (key, day)'s shift per metric, and the notices.
 #[derive(Debug, Default)]
@@ -227,55 +237,16 @@ pub(crate) async fn baselines(q: &BaselineQuery<'_>, s: &DriftSettings) -> Resul
     // Days before those `known` have no rows here.
     let scored_from = q.known.map_or(i64::MIN, |(_, until)| until);
     for (key, by_day) in &levels {
-        let name = if q.grouped {
-            format!("{}/{key}", q.model)
-        } else {
-            q.model.to_string()
-        };
-        let Some(model) = q.registry.get(&name) else {
+        let Some(model) = q.registry.get(&member(q.model, q.grouped, key)) else {
             continue;
         };
-        let key = key.clone();
-        let (median, scale) = (&model.artifact.median, &model.artifact.scale);
-        if s.seasonal
-            && let Some(c) = &model.artifact.seasonal
-        {
-            out.profiles
-                .insert(key.clone(), Arc::new(c.profile.clone()));
+        if let Some(profile) = profile(&model, s) {
+            out.profiles.insert(key.clone(), profile);
         }
         if s.baseline == Baseline::Off {
             continue;
         }
-        let mut shifts = BTreeMap::new();
-        let mut worst: Option<(usize, f64)> = None;
-        let (mut moved_days, mut since) = (0u64, None);
-        let mut previous: Option<(i64, &Level)> = None;
-        for (&day, level) in by_day {
-            if let Some((p, (rows, m))) = previous
-                && day - p == 1
-                && *rows as u64 >= s.min_rows
-            {
-                let shift: Vec<f64> = (0..d)
-                    .map(|j| m[j].map_or(0.0, |v| v - median[j]))
-                    .collect();
-                let mut moved = false;
-                for (j, v) in shift.iter().enumerate() {
-                    let scales = v / scale[j];
-                    if scales.abs() >= s.notice_scales {
-                        moved = true;
-                    }
-                    if worst.is_none_or(|(_, w)| scales.abs() > w.abs()) {
-                        worst = Some((j, scales));
-                    }
-                }
-                if moved {
-                    moved_days += 1;
-                    since.get_or_insert(day);
-                }
-                shifts.insert(day, shift);
-            }
-            previous = Some((day, level));
-        }
+        let shifts = day_shifts(by_day, &model.artifact.median, s);
         let days: Vec<i64> = by_day
             .range(scored_from..)
             .map(|(day, _)| day)
@@ -285,19 +256,9 @@ pub(crate) async fn baselines(q: &BaselineQuery<'_>, s: &DriftSettings) -> Resul
         if s.trailing_hours > 0 && !days.is_empty() {
             lacking.push((key.clone(), Arc::clone(&model), days));
         }
-        if moved_days >= 2
-            && let (Some((j, scales)), Some(since)) = (worst, since)
-        {
-            out.notices.push(DriftNotice {
-                key: key.clone(),
-                metric: q.features[j].clone(),
-                scales,
-                days: moved_days,
-                since: chrono::DateTime::from_timestamp(since * 86_400, 0)
-                    .map_or_else(String::new, |t| t.format("%Y-%m-%d").to_string()),
-            });
-        }
-        out.shifts.insert(key, shifts);
+        out.notices
+            .extend(notice(key, &shifts, &model.artifact.scale, s, q.features));
+        out.shifts.insert(key.clone(), shifts);
     }
     out.notices.sort_by(|a, b| a.key.cmp(&b.key));
     out.levels = levels;
@@ -334,40 +295,149 @@ async fn trailing(
         let Some(by_hour) = hours.get(key) else {
             continue;
         };
-        let cycle = model.artifact.seasonal.as_ref().filter(|_| s.seasonal);
-        let median = &model.artifact.median;
-        // Each hour's level, the daily cycle taken out.
-        let level = |hour: i64, j: usize| -> Option<f64> {
-            let (_, m) = by_hour.get(&hour)?;
-            let c = cycle
-                .and_then(|c| c.profile.get(hour.rem_euclid(24) as usize))
-                .and_then(|h| h.get(j).copied())
-                .unwrap_or(0.0);
-            m.get(j).copied().flatten().map(|v| v - c)
-        };
         let mut shifts = BTreeMap::new();
         for day in days {
             for hour in day * 24..(day + 1) * 24 {
-                let window = hour - k..hour;
-                let rows: i64 = by_hour.range(window.clone()).map(|(_, (n, _))| n).sum();
-                if (rows as u64) < s.min_rows || !by_hour.contains_key(&hour) {
+                if !by_hour.contains_key(&hour) {
                     continue;
                 }
-                let shift = (0..d)
-                    .map(|j| {
-                        let mut values: Vec<f64> = window
-                            .clone()
-                            .map(|h| level(h, j).unwrap_or(median[j]))
-                            .collect();
-                        middle(&mut values).map_or(0.0, |v| v - median[j])
-                    })
-                    .collect();
-                shifts.insert(hour, shift);
+                if let Some(shift) = trailing_shift(by_hour, hour, &model, s, d) {
+                    shifts.insert(hour, shift);
+                }
             }
         }
         out.insert(key.clone(), shifts);
     }
     Ok(out)
+}
+
+/// The name of `key`'s model: the model's own, or for a group of models `<name>/<key>`.
+pub(super) fn member(model: &str, grouped: bool, key: &str) -> String {
+    if grouped {
+        format!("{model}/{key}")
+    } else {
+        model.to_string()
+    }
+}
+
+/// The model's daily cycle, when the settings take it out of each row.
+pub(super) fn profile(
+    model: &tads_sql::registry::LoadedModel,
+    s: &DriftSettings,
+) -> Option<Arc<Vec<Vec<f64>>>> {
+    let c = model.artifact.seasonal.as_ref().filter(|_| s.seasonal)?;
+    Some(Arc::new(c.profile.clone()))
+}
+
+/// A day's shift from its previous day's `level`: each metric's median less the model's
+/// median (0 where the day had no value of it).
+pub(super) fn day_shift(level: &Level, median: &[f64]) -> Vec<f64> {
+    let (_, m) = level;
+    m.iter()
+        .zip(median)
+        .map(|(v, median)| v.map_or(0.0, |v| v - median))
+        .collect()
+}
+
+/// The previous day's level of `day`, when it is one: the day before, with `min_rows` rows.
+pub(super) fn previous_day<'a>(
+    by_day: &'a BTreeMap<i64, Level>,
+    day: i64,
+    s: &DriftSettings,
+) -> Option<&'a Level> {
+    by_day
+        .get(&(day - 1))
+        .filter(|(rows, _)| *rows as u64 >= s.min_rows)
+}
+
+/// The shift of each day of a key's levels whose previous day is a baseline.
+fn day_shifts(
+    by_day: &BTreeMap<i64, Level>,
+    median: &[f64],
+    s: &DriftSettings,
+) -> BTreeMap<i64, Vec<f64>> {
+    by_day
+        .keys()
+        .filter_map(|&day| Some((day, day_shift(previous_day(by_day, day, s)?, median))))
+        .collect()
+}
+
+/// A key's drift notice, when its shifts lie `notice_scales` or more of a metric's scale away
+/// from training on two days or more: the metric that moved most and the first such day.
+pub(super) fn notice(
+    key: &str,
+    shifts: &BTreeMap<i64, Vec<f64>>,
+    scale: &[f64],
+    s: &DriftSettings,
+    features: &[String],
+) -> Option<DriftNotice> {
+    let mut worst: Option<(usize, f64)> = None;
+    let (mut moved_days, mut since) = (0u64, None);
+    for (&day, shift) in shifts {
+        let mut moved = false;
+        for (j, v) in shift.iter().enumerate() {
+            let scales = v / scale[j];
+            if scales.abs() >= s.notice_scales {
+                moved = true;
+            }
+            if worst.is_none_or(|(_, w)| scales.abs() > w.abs()) {
+                worst = Some((j, scales));
+            }
+        }
+        if moved {
+            moved_days += 1;
+            since.get_or_insert(day);
+        }
+    }
+    let ((j, scales), since) = (worst?, since?);
+    (moved_days >= 2).then(|| DriftNotice {
+        key: key.to_string(),
+        metric: features[j].clone(),
+        scales,
+        days: moved_days,
+        since: chrono::DateTime::from_timestamp(since * 86_400, 0)
+            .map_or_else(String::new, |t| t.format("%Y-%m-%d").to_string()),
+    })
+}
+
+/// The shift of `hour` (hours since the epoch, which has rows) on a day without a previous
+/// day's baseline: per metric, the median of the `trailing_hours` hours' levels before it (each
+/// less the model's cycle at its hour; an hour without rows or value counts as the training
+/// level), less the training level; `None` when those hours hold fewer than `min_rows` rows.
+pub(super) fn trailing_shift(
+    by_hour: &BTreeMap<i64, Level>,
+    hour: i64,
+    model: &tads_sql::registry::LoadedModel,
+    s: &DriftSettings,
+    d: usize,
+) -> Option<Vec<f64>> {
+    let window = hour - i64::from(s.trailing_hours)..hour;
+    let rows: i64 = by_hour.range(window.clone()).map(|(_, (n, _))| n).sum();
+    if (rows as u64) < s.min_rows {
+        return None;
+    }
+    let cycle = model.artifact.seasonal.as_ref().filter(|_| s.seasonal);
+    let median = &model.artifact.median;
+    // Each hour's level, the daily cycle taken out.
+    let level = |hour: i64, j: usize| -> Option<f64> {
+        let (_, m) = by_hour.get(&hour)?;
+        let c = cycle
+            .and_then(|c| c.profile.get(hour.rem_euclid(24) as usize))
+            .and_then(|h| h.get(j).copied())
+            .unwrap_or(0.0);
+        m.get(j).copied().flatten().map(|v| v - c)
+    };
+    Some(
+        (0..d)
+            .map(|j| {
+                let mut values: Vec<f64> = window
+                    .clone()
+                    .map(|h| level(h, j).unwrap_or(median[j]))
+                    .collect();
+                middle(&mut values).map_or(0.0, |v| v - median[j])
+            })
+            .collect(),
+    )
 }
 
 /// The median of `values` (the mean of the middle two for an even count, `(a + b) / 2` as
@@ -390,9 +460,24 @@ fn middle(values: &mut [f64]) -> Option<f64> {
 /// files before them that may hold the previous day's rows.
 pub(crate) const CONTEXT: &str = "__tads_context";
 
+/// The drift baseline as a run plans it.
+pub(crate) struct Planned {
+    /// The model's metrics as the scoring plans read them.
+    pub(crate) metrics: String,
+    /// The keys that drifted (none yet when the baseline is deferred).
+    pub(crate) notices: Vec<DriftNotice>,
+    /// The levels per key and day, when the baseline was measured.
+    pub(crate) levels: Option<DayLevels>,
+    /// The baseline is not measured yet: the baselines the shift function reads, to fill before
+    /// scoring ([`fill`]) or while the files are scored in time order ([`Streamed`]).
+    pub(crate) deferred: Option<Shared>,
+}
+
 /// The model's metrics as the scoring plans read them: the columns, or with a drift baseline
 /// each column shifted by its key's previous-day level (`tads_drift_shift`), and the drift
-/// notices. Without the key and time columns there is no baseline.
+/// notices. Without the key and time columns there is no baseline. With `defer` (and a
+/// previous-day baseline) the medians are not read here: see [`Planned::deferred`].
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn metrics(
     job: &crate::score::ScoreJob,
     ctx: &SessionContext,
@@ -401,7 +486,8 @@ pub(crate) async fn metrics(
     schema: &Schema,
     partitions: &[String],
     filter: &str,
-) -> Result<(String, Vec<DriftNotice>, Option<DayLevels>)> {
+    defer: bool,
+) -> Result<Planned> {
     let plain = || {
         model
             .features
@@ -417,38 +503,35 @@ pub(crate) async fn metrics(
         && !partitions.contains(&rules.key)
         && !partitions.contains(&rules.time);
     if !usable {
-        return Ok((plain(), Vec::new(), None));
+        return Ok(Planned {
+            metrics: plain(),
+            notices: Vec::new(),
+            levels: None,
+            deferred: None,
+        });
     }
-    let query = BaselineQuery {
-        ctx,
-        table: if job.follow.is_some() {
-            CONTEXT
-        } else {
-            "input"
-        },
-        key: &rules.key,
-        time: &rules.time,
-        features: &model.features,
-        filter,
-        model: &model.name,
-        grouped: model.group_by.is_some(),
-        registry,
-        memory: job.memory_limit(),
-        on_cluster: job.cluster.is_some(),
-        known: job
-            .follow
-            .as_ref()
-            .and_then(|f| f.levels.as_ref())
-            .map(|(levels, until)| (levels.as_ref(), *until)),
+    let defer = defer && settings.baseline == Baseline::PreviousDay;
+    let (found, notices, levels) = if defer {
+        (Baselines::default(), Vec::new(), None)
+    } else {
+        let mut found = baselines(&query(job, ctx, registry, model, filter), settings).await?;
+        let levels = std::mem::take(&mut found.levels);
+        let notices = found.notices.clone();
+        if found.is_empty() {
+            return Ok(Planned {
+                metrics: plain(),
+                notices,
+                levels: Some(levels),
+                deferred: None,
+            });
+        }
+        (found, notices, Some(levels))
     };
-    let mut found = baselines(&query, settings).await?;
-    let levels = std::mem::take(&mut found.levels);
-    let found = Arc::new(found);
-    let notices = found.notices.clone();
-    if found.is_empty() {
-        return Ok((plain(), notices, Some(levels)));
-    }
-    ctx.register_udf(ShiftFunction::udf(found, model.features.len()));
+    let shared: Shared = Arc::new(std::sync::RwLock::new(found));
+    ctx.register_udf(ShiftFunction::udf(
+        Arc::clone(&shared),
+        model.features.len(),
+    ));
     ctx.register_udf(field::FieldFunction::udf());
     // One call per row gives every metric's shift as a struct; DataFusion computes the repeated
     // call once per row (common subexpressions) and each field is taken without a copy, by
@@ -473,7 +556,66 @@ pub(crate) async fn metrics(
         })
         .collect::<Vec<_>>()
         .join(", ");
-    Ok((metrics, notices, Some(levels)))
+    Ok(Planned {
+        metrics,
+        notices,
+        levels,
+        deferred: defer.then_some(shared),
+    })
+}
+
+/// Measures a deferred baseline beforehand, as [`metrics`] does without `defer`, into the
+/// baselines the shift function reads (replacing whatever a stopped walk wrote); the notices
+/// and levels.
+pub(crate) async fn fill(
+    job: &crate::score::ScoreJob,
+    ctx: &SessionContext,
+    registry: &ModelRegistry,
+    model: &crate::score::ModelRef,
+    filter: &str,
+    shared: &Shared,
+) -> Result<(Vec<DriftNotice>, DayLevels)> {
+    let mut found = baselines(&query(job, ctx, registry, model, filter), &job.config.drift).await?;
+    let levels = std::mem::take(&mut found.levels);
+    let notices = found.notices.clone();
+    match shared.write() {
+        Ok(mut s) => *s = found,
+        Err(_) => return Err(crate::Error::Data("a scoring task failed".into())),
+    }
+    Ok((notices, levels))
+}
+
+/// The baseline's statements over the run's input.
+fn query<'a>(
+    job: &'a crate::score::ScoreJob,
+    ctx: &'a SessionContext,
+    registry: &'a ModelRegistry,
+    model: &'a crate::score::ModelRef,
+    filter: &'a str,
+) -> BaselineQuery<'a> {
+    let rules = &job.config.alerts;
+    BaselineQuery {
+        ctx,
+        table: if job.follow.is_some() {
+            CONTEXT
+        } else {
+            "input"
+        },
+        key: &rules.key,
+        time: &rules.time,
+        features: &model.features,
+        filter,
+        model: &model.name,
+        grouped: model.group_by.is_some(),
+        registry,
+        memory: job.memory_limit(),
+        on_cluster: job.cluster.is_some(),
+        known: job
+            .follow
+            .as_ref()
+            .and_then(|f| f.levels.as_ref())
+            .map(|(levels, until)| (levels.as_ref(), *until)),
+    }
 }
 
 /// The column that holds [`ShiftFunction`]'s result in the tables a cluster's plans read.
@@ -495,13 +637,13 @@ fn field_name(j: usize) -> String {
 /// model's median plus the model's daily cycle at the row's hour; 0 where there is neither.
 #[derive(Debug)]
 pub(crate) struct ShiftFunction {
-    baselines: Arc<Baselines>,
+    baselines: Shared,
     fields: Fields,
     signature: Signature,
 }
 
 impl ShiftFunction {
-    pub(crate) fn udf(baselines: Arc<Baselines>, width: usize) -> ScalarUDF {
+    pub(crate) fn udf(baselines: Shared, width: usize) -> ScalarUDF {
         let fields: Fields = (0..width)
             .map(|j| Field::new(field_name(j), DataType::Float64, false))
             .collect();
@@ -544,10 +686,14 @@ impl ScalarUDFImpl for ShiftFunction {
         let d = self.fields.len();
         let mut columns: Vec<Vec<f64>> = (0..d).map(|_| Vec::with_capacity(n)).collect();
         let mut row = vec![0.0; d];
+        let baselines = self
+            .baselines
+            .read()
+            .map_err(|_| datafusion::error::DataFusionError::Execution(format!("{FUNCTION}: a scoring task failed")))?;
         // Rows come in runs of one key and hour: each run is looked up once.
         runs::for_each_run(key, time, |rows, at| {
             match at {
-                Some((key, hour)) => self.baselines.shifts_into(key, hour, &mut row),
+                Some((key, hour)) => baselines.shifts_into(key, hour, &mut row),
                 None => row.fill(0.0),
             }
             for (c, v) in columns.iter_mut().zip(&row) {

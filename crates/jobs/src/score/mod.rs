@@ -196,12 +196,12 @@ pub async fn score(job: &ScoreJob, progress: Arc<dyn Progress>) -> Result<ScoreR
     );
     // Whatever fails from here leaves no output that a reader would take as complete.
     match run.write(job, &output, progress, started_at, run_id).await {
-        Ok((manifest, alerts, carried)) => Ok(ScoreReport {
+        Ok((manifest, alerts, carried, measured)) => Ok(ScoreReport {
             manifest,
             alerts,
             elapsed: clock.elapsed(),
             carried,
-            levels,
+            levels: measured.or(levels),
         }),
         Err(e) => {
             output.abort().await;
@@ -217,7 +217,12 @@ struct Scored {
     found: Option<Arc<alerts::Alerts>>,
     carried: Option<crate::alerts::Carried>,
     alert_pass: Option<String>,
+    /// A deferred drift baseline's notices and levels, measured while scoring.
+    drift: Option<Measured>,
 }
+
+/// A drift baseline's notices and levels.
+type Measured = (Vec<crate::drift::DriftNotice>, crate::drift::DayLevels);
 
 /// Says on stderr that the walk over files in time order found a key out of order.
 fn unordered_note(job: &ScoreJob, progress: &dyn Progress) {
@@ -226,6 +231,21 @@ fn unordered_note(job: &ScoreJob, progress: &dyn Progress) {
         job.data
     );
     progress.phase("finding alerts (sorting)");
+}
+
+/// Says on stderr why the walk over files in time order stopped, before the run measures the
+/// drift baseline beforehand and scores the files again.
+fn stopped_note(job: &ScoreJob, progress: &dyn Progress, stop: crate::drift::Stop) {
+    match stop {
+        crate::drift::Stop::Unordered => unordered_note(job, progress),
+        crate::drift::Stop::Memory => {
+            eprintln!(
+                "note: {}: the drift baseline's values of a day do not fit in --memory while the files are scored in time order; measuring it first instead",
+                job.data
+            );
+            progress.phase("measuring the drift baseline");
+        }
+    }
 }
 
 /// Whether the alert pass may walk the files in time order rather than sort: `alerts.walk =
@@ -351,7 +371,9 @@ impl Prepared {
         options.optimizer.repartition_file_scans = false;
         let ordered = SessionContext::new_with_state(state);
         let Some((plan, (chains, empty))) = self.walkable(job) else {
-            return self.two_passes(job, &ordered, output, progress, true).await;
+            let drift = self.measure(job).await?;
+            let scored = self.two_passes(job, &ordered, output, progress, true).await?;
+            return Ok(Scored { drift, ..scored });
         };
         progress.phase("scoring and finding alerts (files in time order)");
         let query = plan.query(&self.model);
@@ -362,14 +384,36 @@ impl Prepared {
         };
         let run = self.shared(job, &ordered, output, progress, None);
         let group_by = self.model.group_by.as_deref();
-        let found =
-            walked::score_chains(&run, &pass, group_by, &self.units, chains, job.concurrency)
-                .await?;
-        let Some((mut results, list)) = found else {
-            unordered_note(job, progress.as_ref());
-            return self
-                .two_passes(job, &ordered, output, progress, false)
-                .await;
+        // A deferred drift baseline is measured as the files are scored.
+        let streamed = self.deferred.as_ref().map(|shared| {
+            Arc::new(crate::drift::Streamed::new(
+                Arc::clone(shared),
+                job.config.drift.clone(),
+                self.registry.clone(),
+                &self.model,
+                Arc::clone(&self.ctx.runtime_env().memory_pool),
+            ))
+        });
+        let found = walked::score_chains(
+            &run,
+            &pass,
+            group_by,
+            &self.units,
+            (chains, job.concurrency),
+            streamed.clone(),
+        )
+        .await?;
+        let (mut results, list, levels) = match found {
+            Ok(found) => found,
+            Err(stop) => {
+                stopped_note(job, progress.as_ref(), stop);
+                let drift = self.measure(job).await?;
+                let walk = stop == crate::drift::Stop::Memory;
+                let scored = self
+                    .two_passes(job, &ordered, output, progress, walk)
+                    .await?;
+                return Ok(Scored { drift, ..scored });
+            }
         };
         // Files without rows are in no chain.
         let empty: Vec<Unit> = empty.iter().map(|&i| self.units[i].clone()).collect();
@@ -379,7 +423,20 @@ impl Prepared {
             found: Some(Arc::new(alerts::Alerts::from_list(list))),
             carried: None,
             alert_pass: Some("files in time order, scored once".to_string()),
+            drift: streamed.map(|s| (s.notices(&levels), levels)),
         })
+    }
+
+    /// Measures a deferred drift baseline before the files are scored (again); its notices and
+    /// levels.
+    async fn measure(&self, job: &ScoreJob) -> Result<Option<Measured>> {
+        let Some(shared) = &self.deferred else {
+            return Ok(None);
+        };
+        let filter = self.alerts.as_ref().map_or("", |a| a.filter.as_str());
+        crate::drift::fill(job, &self.ctx, &self.registry, &self.model, filter, shared)
+            .await
+            .map(Some)
     }
 
     /// The alert pass (walking the files in time order where `walk` and the files allow, else
@@ -439,6 +496,7 @@ impl Prepared {
             found,
             carried,
             alert_pass,
+            drift: None,
         })
     }
 
@@ -455,13 +513,19 @@ impl Prepared {
         ScoreManifest,
         Vec<crate::alerts::Alert>,
         Option<crate::alerts::Carried>,
+        Option<crate::drift::DayLevels>,
     )> {
         let Scored {
             results,
             found,
             carried,
             alert_pass,
+            drift,
         } = self.score_all(job, output, &progress).await?;
+        let (notices, measured) = match drift {
+            Some((notices, levels)) => (notices, Some(levels)),
+            None => (self.drift, None),
+        };
         let mut files: Vec<ScoredFile> = results.iter().flat_map(|r| r.files.clone()).collect();
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let summary = match &found {
@@ -487,7 +551,7 @@ impl Prepared {
             alerts: summary,
             alerts_skipped: self.alerts_skipped,
             alert_pass,
-            drift: self.drift,
+            drift: notices,
             files,
         };
         let json = serde_json::to_vec_pretty(&manifest)
@@ -506,6 +570,6 @@ impl Prepared {
             .unwrap_or_default();
         // Without alerts (or without their columns), the state passes through unchanged.
         let carried = carried.or_else(|| job.follow.as_ref().map(|f| f.carried.as_ref().clone()));
-        Ok((manifest, alerts, carried))
+        Ok((manifest, alerts, carried, measured))
     }
 }

@@ -36,6 +36,10 @@ pub(super) struct Prepared {
     pub(super) levels: Option<crate::drift::DayLevels>,
     /// On a cluster, the call whose column [`crate::drift::SHIFT_COLUMN`] the plans read.
     pub(super) shift: Option<String>,
+    /// The drift baseline is measured later: while the files are walked in time order, or else
+    /// just before scoring ([`crate::drift::Planned::deferred`]).
+    pub(super) deferred: Option<crate::drift::Shared>,
+    pub(super) registry: ModelRegistry,
 }
 
 /// The parts of [`AlertQuery`](crate::alerts::AlertQuery) a run owns.
@@ -117,7 +121,18 @@ impl Prepared {
             ),
             None => String::new(),
         };
-        let (metrics, drift, levels) = crate::drift::metrics(
+        // A run that may walk its files in time order measures the baseline as it goes.
+        let defer = with_alerts
+            && job.follow.is_none()
+            && job.cluster.is_none()
+            && filter.is_empty()
+            && job.config.alerts.walk == crate::config::WalkOrder::Auto;
+        let crate::drift::Planned {
+            metrics,
+            notices: drift,
+            levels,
+            deferred,
+        } = crate::drift::metrics(
             job,
             &ctx,
             &registry,
@@ -125,6 +140,7 @@ impl Prepared {
             &table_schema,
             &partitions,
             &filter,
+            defer,
         )
         .await?;
         let metrics = crate::drift::with_time(job, metrics, &table_schema, &partitions);
@@ -161,6 +177,8 @@ impl Prepared {
             drift,
             levels,
             shift,
+            deferred,
+            registry,
         })
     }
 }

@@ -19,7 +19,7 @@
 //! sorts and writes every file again (the files written so far are replaced).
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, StringArray, StringBuilder,
@@ -37,6 +37,7 @@ use crate::alerts::ordered::ChainWalk;
 use crate::alerts::{Alert, AlertQuery, Alerts, Cols, SEP, Walk, micros};
 use crate::config::AlertRules;
 use crate::drift::runs::Keys;
+use crate::drift::{ChainLevels, Columns, DayLevels, Stop, Streamed, feeding_table};
 use crate::{Error, Result, ident, passthrough};
 
 /// What the one-pass run needs besides the shared state of the writers.
@@ -52,6 +53,8 @@ pub(super) struct Pass<'a> {
 struct Layout {
     /// `SELECT … FROM {table}`.
     sql: String,
+    /// The columns it reads from `{table}`, in order: the key, the time, then the others.
+    columns: String,
     /// The model's features, in order.
     names: Vec<String>,
     /// Where each feature is among the plan's columns (after the struct).
@@ -87,6 +90,7 @@ impl Layout {
         );
         Self {
             sql,
+            columns: list.join(", "),
             names: q.features.to_vec(),
             features,
             region,
@@ -95,17 +99,22 @@ impl Layout {
     }
 }
 
+/// What a walk over the chains gave: the files' results, the alerts and the drift baseline's
+/// levels measured on the way (empty without a deferred baseline); or why it stopped.
+type Walked = std::result::Result<(Vec<UnitResult>, Vec<Alert>, DayLevels), Stop>;
+
 /// Scores every file of `chains` (indices into `units`, each chain in time order) in one pass,
-/// writing each with its rows' alerts, `concurrency` chains at once (0: one per core); the files'
-/// results and the alerts, or `None` when a key's time goes backwards inside a file.
+/// writing each with its rows' alerts, `concurrency` chains at once (0: one per core), and
+/// measures a deferred drift baseline on the way (`streamed`); [`Stop::Unordered`] when a
+/// key's time goes backwards inside a file.
 pub(super) async fn score_chains(
     shared: &Arc<Shared>,
     pass: &Pass<'_>,
     group_by: Option<&str>,
     units: &[Unit],
-    chains: Vec<Vec<usize>>,
-    concurrency: usize,
-) -> Result<Option<(Vec<UnitResult>, Vec<Alert>)>> {
+    (chains, concurrency): (Vec<Vec<usize>>, usize),
+    streamed: Option<Arc<Streamed>>,
+) -> Result<Walked> {
     let run = Arc::new(Run {
         shared: Arc::clone(shared),
         walk: Walk::new(pass.query, pass.rules, pass.severity, None)?,
@@ -116,6 +125,7 @@ pub(super) async fn score_chains(
         ),
         enter: pass.rules.enter,
         exit: pass.rules.exit,
+        streamed,
     });
     // A JoinSet aborts the other chains when one fails and this returns early; at most
     // `concurrency` chains run at once (each holds a few files' scores).
@@ -138,19 +148,29 @@ pub(super) async fn score_chains(
     }
     let mut results = Vec::new();
     let mut alerts = Vec::new();
-    // A chain out of time order ends the pass once the other chains are done, so that none is
+    let mut levels = DayLevels::new();
+    // A chain that stops ends the pass once the other chains are done, so that none is
     // stopped in the middle of writing a file the sort will write again.
-    let mut ordered = true;
+    let mut stopped = None;
     while let Some(done) = tasks.join_next().await {
         match done.map_err(|e| Error::Data(format!("a scoring task failed: {e}")))?? {
-            Some((r, a)) => {
+            Ok((r, a, l)) => {
                 results.extend(r);
                 alerts.extend(a);
+                levels.extend(l);
             }
-            None => ordered = false,
+            Err(stop) => stopped = Some(stop),
         }
     }
-    Ok(ordered.then_some((results, alerts)))
+    Ok(match stopped {
+        Some(stop) => Err(stop),
+        None => Ok((results, alerts, levels)),
+    })
+}
+
+/// Why a chain's drift baseline stopped, if it did.
+fn stopped(levels: &Mutex<ChainLevels>) -> Option<Stop> {
+    levels.lock().map_or(Some(Stop::Memory), |l| l.stopped())
 }
 
 /// What every chain's task shares.
@@ -162,6 +182,8 @@ struct Run {
     hot_sql: String,
     enter: f64,
     exit: f64,
+    /// A drift baseline measured as the files are scored.
+    streamed: Option<Arc<Streamed>>,
 }
 
 /// A file scored: the scores struct's fields, and in file order each batch to write (the
@@ -173,14 +195,19 @@ impl Run {
     async fn chain(
         self: Arc<Self>,
         units: Vec<Unit>,
-    ) -> Result<Option<(Vec<UnitResult>, Vec<Alert>)>> {
+    ) -> Result<Walked> {
         let mut walk = ChainWalk::new(&self.walk);
+        // The chain's keys' levels, when the drift baseline is measured on the way.
+        let levels = self
+            .streamed
+            .as_ref()
+            .map(|s| Arc::new(Mutex::new(s.chain())));
         // Files walked but not written yet: (unit, fields, the batches to write, latest time).
         let mut waiting: VecDeque<(usize, Fields, Vec<RecordBatch>, i64)> = VecDeque::new();
         let mut results = Vec::new();
         let score = |unit: &Unit| {
-            let (run, unit) = (Arc::clone(&self), unit.clone());
-            tokio::spawn(async move { run.score_file(&unit).await })
+            let (run, unit, levels) = (Arc::clone(&self), unit.clone(), levels.clone());
+            tokio::spawn(async move { run.score_file(&unit, levels).await })
         };
         let mut next = units.first().map(score);
         for u in 0..units.len() {
@@ -188,6 +215,9 @@ impl Run {
             let (fields, batches) = current
                 .await
                 .map_err(|e| Error::Data(format!("a scoring task failed: {e}")))??;
+            if let Some(stop) = levels.as_ref().and_then(|l| stopped(l)) {
+                return Ok(Err(stop));
+            }
             next = units.get(u + 1).map(score);
             let mut latest = i64::MIN;
             let mut parts = Vec::with_capacity(batches.len());
@@ -197,7 +227,7 @@ impl Run {
                     if let Some(n) = next {
                         n.abort();
                     }
-                    return Ok(None);
+                    return Ok(Err(Stop::Unordered));
                 }
                 parts.push(part);
             }
@@ -221,11 +251,23 @@ impl Run {
                 results.push(self.write(&units[u], &fields, parts, &alerts).await?);
             }
         }
-        Ok(Some((results, list)))
+        let levels = match levels {
+            Some(l) => l
+                .lock()
+                .map_err(|_| Error::Data("a scoring task failed".into()))?
+                .finish(),
+            None => DayLevels::new(),
+        };
+        Ok(Ok((results, list, levels)))
     }
 
-    /// One file's scores and the columns the walk reads, in file order.
-    async fn score_file(&self, unit: &Unit) -> Result<Scored> {
+    /// One file's scores and the columns the walk reads, in file order; with `levels`, its rows
+    /// are added to the chain's drift baseline as the scan reads them, before they are scored.
+    async fn score_file(
+        &self,
+        unit: &Unit,
+        levels: Option<Arc<Mutex<ChainLevels>>>,
+    ) -> Result<Scored> {
         let shared = &self.shared;
         let table = format!(
             "__tads_walked_{}",
@@ -233,9 +275,29 @@ impl Run {
                 .next_table
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let listing = unit_table(&shared.data, unit, &shared.file_schema)?;
-        shared.ordered.register_table(&table, Arc::new(listing))?;
+        let raw = format!("{table}_raw");
+        let listing = Arc::new(unit_table(&shared.data, unit, &shared.file_schema)?);
         let scored = async {
+            match levels {
+                None => {
+                    shared.ordered.register_table(&table, listing)?;
+                }
+                Some(levels) => {
+                    shared.ordered.register_table(&raw, listing)?;
+                    let df = shared
+                        .ordered
+                        .sql(&format!("SELECT {} FROM {raw}", self.layout.columns))
+                        .await?;
+                    let schema = Arc::new(df.schema().as_arrow().clone());
+                    let columns = Columns {
+                        key: 0,
+                        time: 1,
+                        features: self.layout.features.iter().map(|c| c - 1).collect(),
+                    };
+                    let fed = feeding_table(schema, df.execute_stream().await?, levels, columns)?;
+                    shared.ordered.register_table(&table, Arc::new(fed))?;
+                }
+            }
             let df = shared
                 .ordered
                 .sql(&self.layout.sql.replace("{table}", &table))
@@ -260,6 +322,7 @@ impl Run {
         }
         .await;
         let _ = shared.ordered.deregister_table(&table);
+        let _ = shared.ordered.deregister_table(&raw);
         scored
     }
 
