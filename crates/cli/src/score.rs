@@ -47,6 +47,8 @@ fusion.pca_weight=0.5      the PCA signal's weight under weighted\n  \
 fusion.spe_limit=jm_999    jm_99, jm_999, empirical_99 or empirical_999\n  \
 fusion.t2_limit=t2_999     t2_99, t2_999 or off (T² left out)\n  \
 fusion.mad_cut=<model's>   the |z| that counts as 1.0\n  \
+drift.baseline=previous_day (or off)  drift.min_rows=12  drift.notice_scales=3.0\n  \
+drift.seasonal=true  drift.trailing_hours=12  drift.streamed=true (medians measured while scoring)\n  \
 alerts.enabled=true        false: no alert pass, alert_id all NULL\n  \
 alerts.enter=0.8  alerts.exit=0.5  alerts.min_points=3  alerts.instant=2.0\n  \
 alerts.cooldown=30m (or a row count)\n  \

@@ -113,7 +113,11 @@ fn encode(udf: &ScalarUDF) -> Option<Result<Vec<u8>>> {
     let f = udf.inner().downcast_ref::<ShiftFunction>()?;
     let b = match f.baselines.read() {
         Ok(b) => b,
-        Err(_) => return Some(Err(DataFusionError::Execution("a scoring task failed".into()))),
+        Err(_) => {
+            return Some(Err(DataFusionError::Execution(
+                "a scoring task failed".into(),
+            )));
+        }
     };
     let mut out = Vec::new();
     put_len(&mut out, f.fields.len());

@@ -46,9 +46,9 @@ mod field;
 mod medians;
 pub(crate) mod runs;
 mod streamed;
-pub(crate) use streamed::{ChainLevels, Columns, Stop, Streamed, feeding_table};
 pub(crate) use carry::CARRIER;
 use medians::{add_levels, day_medians, hour_medians};
+pub(crate) use streamed::{ChainLevels, Columns, Stop, Streamed, feeding_table};
 
 /// The name of the shift function a drift-aware score run registers.
 pub const FUNCTION: &str = "tads_drift_shift";
@@ -80,6 +80,9 @@ pub struct DriftSettings {
     /// On a day without a previous-day baseline, the hours before a row's hour whose level it is
     /// compared with (0: the training level; at most 24).
     pub trailing_hours: u32,
+    /// When the files are walked in time order, measure the medians in the pass that scores
+    /// (the metrics read once) rather than in a pass of their own before it; the same shifts.
+    pub streamed: bool,
 }
 
 impl Default for DriftSettings {
@@ -90,6 +93,7 @@ impl Default for DriftSettings {
             notice_scales: 3.0,
             seasonal: true,
             trailing_hours: 12,
+            streamed: true,
         }
     }
 }
@@ -301,7 +305,7 @@ async fn trailing(
                 if !by_hour.contains_key(&hour) {
                     continue;
                 }
-                if let Some(shift) = trailing_shift(by_hour, hour, &model, s, d) {
+                if let Some(shift) = trailing_shift(by_hour, hour, model, s, d) {
                     shifts.insert(hour, shift);
                 }
             }
@@ -686,10 +690,11 @@ impl ScalarUDFImpl for ShiftFunction {
         let d = self.fields.len();
         let mut columns: Vec<Vec<f64>> = (0..d).map(|_| Vec::with_capacity(n)).collect();
         let mut row = vec![0.0; d];
-        let baselines = self
-            .baselines
-            .read()
-            .map_err(|_| datafusion::error::DataFusionError::Execution(format!("{FUNCTION}: a scoring task failed")))?;
+        let baselines = self.baselines.read().map_err(|_| {
+            datafusion::error::DataFusionError::Execution(format!(
+                "{FUNCTION}: a scoring task failed"
+            ))
+        })?;
         // Rows come in runs of one key and hour: each run is looked up once.
         runs::for_each_run(key, time, |rows, at| {
             match at {

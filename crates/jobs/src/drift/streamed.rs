@@ -31,8 +31,8 @@ use tads_sql::registry::LoadedModel;
 
 use super::medians::{MEDIAN_BYTES_PER_VALUE, median};
 use super::{
-    DayLevels, DriftNotice, DriftSettings, Level, Shared, day_shift, member, notice,
-    previous_day, profile, runs, trailing_shift,
+    DayLevels, DriftNotice, DriftSettings, Level, Shared, day_shift, member, notice, previous_day,
+    profile, runs, trailing_shift,
 };
 
 /// What every chain of a run shares: the baselines the shift function reads, and how to find
@@ -93,9 +93,7 @@ impl Streamed {
         let mut out: Vec<DriftNotice> = levels
             .iter()
             .filter_map(|(key, by_day)| {
-                let model = self
-                    .registry
-                    .get(&member(&self.model, self.grouped, key))?;
+                let model = self.registry.get(&member(&self.model, self.grouped, key))?;
                 let shifts = super::day_shifts(by_day, &model.artifact.median, s);
                 notice(key, &shifts, &model.artifact.scale, s, &self.features)
             })
@@ -479,7 +477,11 @@ mod tests {
                 keys.push(Some(key).filter(|_| step % 97 != 13));
                 times.push(Some(t).filter(|_| step % 89 != 7));
                 a.push(Some(level + 10.0 * next()).filter(|_| step % 31 != 0));
-                b.push(Some(if step % 23 == 0 { f64::NAN } else { 5.0 * next() }));
+                b.push(Some(if step % 23 == 0 {
+                    f64::NAN
+                } else {
+                    5.0 * next()
+                }));
             }
         }
         let keys: DictionaryArray<Int32Type> = keys.into_iter().collect();
@@ -501,7 +503,12 @@ mod tests {
         for (tag, series) in [('d', &b.shifts), ('h', &b.hourly)] {
             for (key, by) in series {
                 for (at, v) in by {
-                    out.push((key.clone(), tag, *at, v.iter().map(|x| x.to_bits()).collect()));
+                    out.push((
+                        key.clone(),
+                        tag,
+                        *at,
+                        v.iter().map(|x| x.to_bits()).collect(),
+                    ));
                 }
             }
         }
@@ -590,7 +597,9 @@ mod tests {
             time: 1,
             features: vec![2, 3],
         };
-        chain.add(&batch.slice(batch.num_rows() - 100, 100), &columns).unwrap();
+        chain
+            .add(&batch.slice(batch.num_rows() - 100, 100), &columns)
+            .unwrap();
         chain.add(&batch.slice(0, 100), &columns).unwrap();
         assert_eq!(chain.stopped(), Some(Stop::Unordered));
     }

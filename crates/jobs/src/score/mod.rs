@@ -372,7 +372,9 @@ impl Prepared {
         let ordered = SessionContext::new_with_state(state);
         let Some((plan, (chains, empty))) = self.walkable(job) else {
             let drift = self.measure(job).await?;
-            let scored = self.two_passes(job, &ordered, output, progress, true).await?;
+            let scored = self
+                .two_passes(job, &ordered, output, progress, true)
+                .await?;
             return Ok(Scored { drift, ..scored });
         };
         progress.phase("scoring and finding alerts (files in time order)");

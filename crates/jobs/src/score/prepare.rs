@@ -126,7 +126,8 @@ impl Prepared {
             && job.follow.is_none()
             && job.cluster.is_none()
             && filter.is_empty()
-            && job.config.alerts.walk == crate::config::WalkOrder::Auto;
+            && job.config.alerts.walk == crate::config::WalkOrder::Auto
+            && job.config.drift.streamed;
         let crate::drift::Planned {
             metrics,
             notices: drift,

@@ -192,10 +192,7 @@ type Scored = (Fields, Vec<(RecordBatch, Cols)>);
 
 impl Run {
     /// Scores, walks and writes one chain's files; `None` when a key's time goes backwards.
-    async fn chain(
-        self: Arc<Self>,
-        units: Vec<Unit>,
-    ) -> Result<Walked> {
+    async fn chain(self: Arc<Self>, units: Vec<Unit>) -> Result<Walked> {
         let mut walk = ChainWalk::new(&self.walk);
         // The chain's keys' levels, when the drift baseline is measured on the way.
         let levels = self
