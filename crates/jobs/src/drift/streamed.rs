@@ -30,10 +30,8 @@ use tads_sql::ModelRegistry;
 use tads_sql::registry::LoadedModel;
 
 use super::medians::{MEDIAN_BYTES_PER_VALUE, median};
-use super::{
-    DayLevels, DriftNotice, DriftSettings, Level, Shared, day_shift, member, notice, previous_day,
-    profile, runs, trailing_shift,
-};
+use super::shifts::{day_shift, day_shifts, member, notice, previous_day, profile, trailing_shift};
+use super::{DayLevels, DriftNotice, DriftSettings, Level, Shared, runs};
 
 /// What every chain of a run shares: the baselines the shift function reads, and how to find
 /// each key's model.
@@ -94,7 +92,7 @@ impl Streamed {
             .iter()
             .filter_map(|(key, by_day)| {
                 let model = self.registry.get(&member(&self.model, self.grouped, key))?;
-                let shifts = super::day_shifts(by_day, &model.artifact.median, s);
+                let shifts = day_shifts(by_day, &model.artifact.median, s);
                 notice(key, &shifts, &model.artifact.scale, s, &self.features)
             })
             .collect();
