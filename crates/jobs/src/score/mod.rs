@@ -228,7 +228,7 @@ type Measured = (Vec<crate::drift::DriftNotice>, crate::drift::DayLevels);
 fn unordered_note(job: &ScoreJob, progress: &dyn Progress) {
     eprintln!(
         "note: {}: a key's rows are not in time order inside a file; sorting them for the alerts instead",
-        job.data
+        job.data.shown()
     );
     progress.phase("finding alerts (sorting)");
 }
@@ -241,7 +241,7 @@ fn stopped_note(job: &ScoreJob, progress: &dyn Progress, stop: crate::drift::Sto
         crate::drift::Stop::Memory => {
             eprintln!(
                 "note: {}: the drift baseline's values of a day do not fit in --memory while the files are scored in time order; measuring it first instead",
-                job.data
+                job.data.shown()
             );
             progress.phase("measuring the drift baseline");
         }
