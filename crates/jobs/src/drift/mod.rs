@@ -375,9 +375,7 @@ pub(crate) async fn metrics(
     let (found, notices, levels) = if defer {
         (Baselines::default(), Vec::new(), None)
     } else {
-        let mut found = baselines(&query(job, ctx, registry, model, filter), settings).await?;
-        let levels = std::mem::take(&mut found.levels);
-        let notices = found.notices.clone();
+        let (found, notices, levels) = measured(job, ctx, registry, model, filter).await?;
         if found.is_empty() {
             return Ok(Planned {
                 metrics: plain(),
@@ -436,14 +434,27 @@ pub(crate) async fn fill(
     filter: &str,
     shared: &Shared,
 ) -> Result<(Vec<DriftNotice>, DayLevels)> {
-    let mut found = baselines(&query(job, ctx, registry, model, filter), &job.config.drift).await?;
-    let levels = std::mem::take(&mut found.levels);
-    let notices = found.notices.clone();
+    let (found, notices, levels) = measured(job, ctx, registry, model, filter).await?;
     match shared.write() {
         Ok(mut s) => *s = found,
         Err(_) => return Err(crate::Error::Data("a scoring task failed".into())),
     }
     Ok((notices, levels))
+}
+
+/// The baseline measured beforehand over the run's input, with its notices and its levels
+/// (taken out of it).
+async fn measured(
+    job: &crate::score::ScoreJob,
+    ctx: &SessionContext,
+    registry: &ModelRegistry,
+    model: &crate::score::ModelRef,
+    filter: &str,
+) -> Result<(Baselines, Vec<DriftNotice>, DayLevels)> {
+    let mut found = baselines(&query(job, ctx, registry, model, filter), &job.config.drift).await?;
+    let levels = std::mem::take(&mut found.levels);
+    let notices = found.notices.clone();
+    Ok((found, notices, levels))
 }
 
 /// The baseline's statements over the run's input.

@@ -556,21 +556,25 @@ mod tests {
             features: features.to_vec(),
             group_by: None,
         };
-        for size in [1, 7, 144, 1000, batch.num_rows()] {
-            let shared: Shared = Arc::default();
-            let streamed = Arc::new(Streamed::new(
-                Arc::clone(&shared),
+        let columns = Columns {
+            key: 0,
+            time: 1,
+            features: vec![2, 3],
+        };
+        // A run writing into `shared`.
+        let streamed = |shared: &Shared| {
+            Arc::new(Streamed::new(
+                Arc::clone(shared),
                 settings.clone(),
                 registry.clone(),
                 &model,
                 Arc::clone(&ctx.runtime_env().memory_pool),
-            ));
+            ))
+        };
+        for size in [1, 7, 144, 1000, batch.num_rows()] {
+            let shared: Shared = Arc::default();
+            let streamed = streamed(&shared);
             let mut chain = streamed.chain();
-            let columns = Columns {
-                key: 0,
-                time: 1,
-                features: vec![2, 3],
-            };
             for from in (0..batch.num_rows()).step_by(size) {
                 let part = batch.slice(from, size.min(batch.num_rows() - from));
                 chain.add(&part, &columns).unwrap();
@@ -582,19 +586,7 @@ mod tests {
             assert_eq!(entries(&shared.read().unwrap()), entries(&before));
         }
         // A key whose hours go backwards stops the chain.
-        let streamed = Arc::new(Streamed::new(
-            Arc::default(),
-            settings,
-            registry.clone(),
-            &model,
-            Arc::clone(&ctx.runtime_env().memory_pool),
-        ));
-        let mut chain = streamed.chain();
-        let columns = Columns {
-            key: 0,
-            time: 1,
-            features: vec![2, 3],
-        };
+        let mut chain = streamed(&Arc::default()).chain();
         chain
             .add(&batch.slice(batch.num_rows() - 100, 100), &columns)
             .unwrap();
