@@ -47,6 +47,9 @@ fusion.pca_weight=0.5      the PCA signal's weight under weighted\n  \
 fusion.spe_limit=jm_999    jm_99, jm_999, empirical_99 or empirical_999\n  \
 fusion.t2_limit=t2_999     t2_99, t2_999 or off (T² left out)\n  \
 fusion.mad_cut=<model's>   the |z| that counts as 1.0\n  \
+fusion.tail=true           raise each limit to the model's training tail\n  \
+fusion.scoring_tail=true   with tail, also the tails in the scoring space (models with one)\n  \
+fusion.residual_pca=true   the scoring space's PCA's SPE in the PCA signal (models with one)\n  \
 drift.baseline=previous_day (or off)  drift.min_rows=12  drift.notice_scales=3.0\n  \
 drift.seasonal=true  drift.trailing_hours=12  drift.streamed=true (medians measured while scoring)\n  \
 alerts.enabled=true        false: no alert pass, alert_id all NULL\n  \

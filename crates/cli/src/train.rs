@@ -76,6 +76,14 @@ pub(crate) struct TrainArgs {
     /// the spread they really have; `model.json` lists them in `tail_scaled_features`
     #[arg(long)]
     no_tail_scale: bool,
+    /// Measure the model only on the training rows as they are. By default a model of data
+    /// with a timestamp column `ts` is also measured on the training rows as scoring measures
+    /// them (each metric less the previous day's median and the daily cycle, from the second
+    /// day on): the 0.99 quantile of its SPE, T² and largest |z| there (the fusion raises each
+    /// limit to it), and a second PCA fitted there, whose SPE over its own 0.99 quantile joins
+    /// the PCA signal; `model.json` holds them as `scoring_space`
+    #[arg(long)]
+    no_scoring_space: bool,
     /// Also fit the k-means distance detector: 8 centroids of a deterministic sample of up to
     /// 20,000 training rows in the standardized space, and the distance's limit (one more pass
     /// over the data). Scoring uses it with `--set fusion.detectors=pca,mad,kmeans`, SQL with
@@ -218,6 +226,7 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
             season_baseline: args.seasonal_baseline,
             forecast: args.forecast,
             tail_scale: !args.no_tail_scale,
+            scoring_space: !args.no_scoring_space,
         },
         overwrite: args.overwrite,
         group_by: args.group_by.clone(),
@@ -317,6 +326,26 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
                     fmt(t.zmax)
                 );
             }
+            if let Some(s) = &m.scoring_space {
+                let t = s.tail;
+                println!(
+                    "scoring space ({} rows after the first day, each less its previous day and cycle): tail at {}: SPE {}, T² {}, |z| {}",
+                    thousands(s.rows),
+                    t.quantile,
+                    fmt(t.spe),
+                    fmt(t.t2),
+                    fmt(t.zmax)
+                );
+                if let Some(r) = &s.residual {
+                    let explained: f64 = r.pca.explained_variance_ratio[..r.pca.k].iter().sum();
+                    println!(
+                        "  its own PCA: k = {} ({:.1}% of the variance), SPE limit {}",
+                        r.pca.k,
+                        100.0 * explained,
+                        fmt(Some(r.limit))
+                    );
+                }
+            }
             println!("wrote {} ({})", report.path, m.fingerprint);
         }
         Trained::Group(g) => {
@@ -338,6 +367,17 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
                 ks[ks.len() / 2],
                 g.features.len()
             );
+            let measured = g
+                .members
+                .iter()
+                .filter(|m| m.scoring_space.is_some())
+                .count();
+            if measured > 0 {
+                println!(
+                    "{measured} of {} members measured in the scoring space",
+                    g.members.len()
+                );
+            }
             if !g.skipped.is_empty() {
                 let first = &g.skipped[0];
                 println!(

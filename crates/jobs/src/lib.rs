@@ -26,6 +26,7 @@ mod sampled;
 pub mod score;
 mod season;
 mod seasonal;
+mod space;
 mod tail;
 pub mod train;
 mod train_groups;

@@ -306,6 +306,9 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
             if job.options.forecast {
                 model = crate::forecast::single(&baseline, model).await?;
             }
+            if job.options.scoring_space {
+                model = crate::space::single(&baseline, &registry, model).await?;
+            }
             let rows = model.training.rows_seen;
             let json = model.to_json();
             (Trained::Model(Box::new(model)), rows, (&files[0], json))
@@ -326,6 +329,9 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
             }
             if job.options.forecast {
                 group = crate::forecast::group(&baseline, group).await?;
+            }
+            if job.options.scoring_space {
+                group = crate::space::group(&baseline, &registry, group).await?;
             }
             let json = group.to_json();
             (Trained::Group(Box::new(group)), rows, (&files[1], json))

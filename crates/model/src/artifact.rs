@@ -157,6 +157,10 @@ pub struct ModelArtifact {
     /// The forecast residual detector's forecast and intervals, if trained (`forecast`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forecast: Option<crate::ForecastParams>,
+    /// The training signals in the space scoring measures rows in, and the PCA fitted there
+    /// (see [`crate::space`]), if measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scoring_space: Option<crate::ScoringSpace>,
     /// Provenance.
     pub training: Training,
     /// `sha256:` and the hex SHA-256 of the parameters (everything but `training` and the
@@ -211,6 +215,8 @@ struct Parameters<'a> {
     season: &'a Option<crate::SeasonParams>,
     #[serde(skip_serializing_if = "Option::is_none")]
     forecast: &'a Option<crate::ForecastParams>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scoring_space: &'a Option<crate::ScoringSpace>,
 }
 
 impl ModelArtifact {
@@ -237,6 +243,7 @@ impl ModelArtifact {
             ocsvm: &self.ocsvm,
             season: &self.season,
             forecast: &self.forecast,
+            scoring_space: &self.scoring_space,
         };
         sha256_tag(&serde_json::to_vec(&p).unwrap_or_default())
     }
@@ -362,51 +369,8 @@ impl ModelArtifact {
             );
         }
         let p = &self.pca;
-        vector("pca.mean", &p.mean, Allowed::Any)?;
-        vector("pca.eigenvalues", &p.eigenvalues, Allowed::NonNegative)?;
-        vector(
-            "pca.explained_variance_ratio",
-            &p.explained_variance_ratio,
-            Allowed::NonNegative,
-        )?;
-        if p.eigenvalues.windows(2).any(|w| w[0] < w[1]) {
-            return bad("pca.eigenvalues", "are not in descending order".into());
-        }
-        let sum: f64 = p.explained_variance_ratio.iter().sum();
-        if (sum - 1.0).abs() > 1e-6 {
-            return bad(
-                "pca.explained_variance_ratio",
-                format!("sums to {sum}, not 1"),
-            );
-        }
-        if p.k == 0 || p.k > d {
-            return bad("pca.k", format!("{} is not between 1 and {d}", p.k));
-        }
-        if p.components.len() != d {
-            return bad(
-                "pca.components",
-                format!("has {} rows for {d} features", p.components.len()),
-            );
-        }
-        for (i, row) in p.components.iter().enumerate() {
-            if row.len() != p.k || row.iter().any(|x| !x.is_finite()) {
-                return bad(
-                    "pca.components",
-                    format!(
-                        "row {i} ({}) is not {} finite numbers",
-                        self.features[i], p.k
-                    ),
-                );
-            }
-        }
-        for j in 0..p.k {
-            let norm: f64 = p.components.iter().map(|r| r[j] * r[j]).sum();
-            if (norm - 1.0).abs() > 1e-6 {
-                return bad(
-                    "pca.components",
-                    format!("column {j} has length {}, not 1", norm.sqrt()),
-                );
-            }
+        if let Err((field, message)) = p.check(&self.features) {
+            return bad(&format!("pca.{field}"), message);
         }
         // Scoring standardizes by `x / scale − (median / scale + pca.mean)` and weighs T² by
         // `1 / λ`: each of these must be a number, or every row scores NaN (a value that is
@@ -423,15 +387,6 @@ impl ModelArtifact {
                     ),
                 );
             }
-        }
-        if let Some(l) = p.eigenvalues[..p.k]
-            .iter()
-            .find(|l| **l > 0.0 && !(1.0 / **l).is_finite())
-        {
-            return bad(
-                "pca.eigenvalues",
-                format!("{l} is too small to divide by (a retained eigenvalue is 0 or normal)"),
-            );
         }
         let t = &self.thresholds;
         for (field, v) in [
@@ -485,6 +440,11 @@ impl ModelArtifact {
         }
         if let Some(f) = &self.forecast {
             f.check(self.dims()).or_else(|e| bad("forecast", e))?;
+        }
+        if let Some(r) = &self.scoring_space
+            && let Err((field, message)) = r.check(&self.features)
+        {
+            return bad(&format!("scoring_space.{field}"), message);
         }
         if self.training.rows_used > self.training.rows_seen {
             return bad(

@@ -30,6 +30,7 @@ pub mod pca;
 pub mod robust;
 pub mod score;
 pub mod season;
+pub mod space;
 pub mod train;
 
 #[cfg(test)]
@@ -53,6 +54,7 @@ pub use pca::{KRule, Pca};
 pub use robust::{MAD_SCALE, MEAN_AD_SCALE, RobustStats};
 pub use score::{AllScores, Scorer};
 pub use season::SeasonParams;
+pub use space::{ResidualFit, ScoringSpace};
 pub use train::{Standardizer, TrainOptions};
 
 /// Errors of this crate.

@@ -36,27 +36,27 @@ pub struct Scorer {
     season: Option<crate::SeasonParams>,
     /// The forecast residual detector, if the model has one.
     forecast: Option<crate::ForecastParams>,
+    /// The PCA fitted in the scoring space (standardized by the same median and scale), if the
+    /// model has one.
+    residual: Option<Box<Scorer>>,
 }
 
 impl Scorer {
     /// Prepares `model` for scoring.
     pub fn new(model: &ModelArtifact) -> Self {
-        let k = model.pca.k;
-        let pca = Pca {
-            mean: model.pca.mean.clone(),
-            eigenvalues: model.pca.eigenvalues.clone(),
-            explained_variance_ratio: model.pca.explained_variance_ratio.clone(),
-            components: (0..k)
-                .map(|i| model.pca.components.iter().map(|row| row[i]).collect())
-                .collect(),
-        };
+        let scorer = |pca: &Pca| Self::from_pca(model.median.clone(), model.scale.clone(), pca);
         Self {
             kmeans: model.kmeans.clone(),
             iforest: model.iforest.clone(),
             ocsvm: model.ocsvm.clone(),
             season: model.season.clone(),
             forecast: model.forecast.clone(),
-            ..Self::from_pca(model.median.clone(), model.scale.clone(), &pca)
+            residual: model
+                .scoring_space
+                .as_ref()
+                .and_then(|s| s.residual.as_ref())
+                .map(|r| Box::new(scorer(&r.pca.to_pca()))),
+            ..scorer(&model.pca.to_pca())
         }
     }
 
@@ -89,6 +89,7 @@ impl Scorer {
             ocsvm: None,
             season: None,
             forecast: None,
+            residual: None,
         }
     }
 
@@ -138,6 +139,15 @@ impl Scorer {
         self.for_blocks(columns, out.len(), |s, b| {
             b.spe(self.d, self.k, &mut out[s..s + b.len]);
         });
+    }
+
+    /// Writes the SPE of each row under the PCA fitted in the scoring space into `out`; false
+    /// (and `out` untouched) when the model has none.
+    pub fn residual_spe(&self, columns: &[&[f64]], out: &mut [f64]) -> bool {
+        self.residual.as_ref().is_some_and(|r| {
+            r.spe(columns, out);
+            true
+        })
     }
 
     /// The SPE, T² and largest robust |z| of each row, from one projection.

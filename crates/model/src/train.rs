@@ -47,6 +47,10 @@ pub struct TrainOptions {
     /// Floor each feature's scale by the range of its training quantiles
     /// ([`Standardizer::new`]).
     pub tail_scale: bool,
+    /// Measure the training signals in the space scoring measures rows in (each metric less its
+    /// key's previous-day median and daily cycle), fit a second PCA there, and store both
+    /// ([`crate::space`]).
+    pub scoring_space: bool,
 }
 
 impl Default for TrainOptions {
@@ -63,6 +67,7 @@ impl Default for TrainOptions {
             season_baseline: false,
             forecast: false,
             tail_scale: true,
+            scoring_space: true,
         }
     }
 }
@@ -183,11 +188,7 @@ pub fn artifact(
     filter: Option<String>,
 ) -> Result<ModelArtifact> {
     let p = &fitted.pca;
-    let d = features.len();
     let k = p.k();
-    let components = (0..d)
-        .map(|j| p.components.iter().map(|c| c[j]).collect())
-        .collect();
     let n = fitted.rows_used;
     let model = ModelArtifact {
         schema_version: SCHEMA_VERSION,
@@ -215,14 +216,7 @@ pub fn artifact(
             .map(|j| features[j].clone())
             .collect(),
         robust_z_cut: options.robust_z_cut,
-        pca: PcaParams {
-            mean: p.mean.clone(),
-            components,
-            eigenvalues: p.eigenvalues.clone(),
-            explained_variance_ratio: p.explained_variance_ratio.clone(),
-            k,
-            k_rule: options.k_rule,
-        },
+        pca: PcaParams::from_pca(p, options.k_rule),
         thresholds: Thresholds {
             spe_jm_99: pca::spe_limit(&p.eigenvalues, k, 0.99),
             spe_jm_999: pca::spe_limit(&p.eigenvalues, k, 0.999),
@@ -239,6 +233,7 @@ pub fn artifact(
         ocsvm: None,
         season: None,
         forecast: None,
+        scoring_space: None,
         training: Training {
             rows_seen,
             rows_used: n,

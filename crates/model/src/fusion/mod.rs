@@ -127,6 +127,13 @@ pub struct Fusion {
     /// where the training data follows them and widened where its normal behaviour has heavier
     /// tails (real telemetry: quantized, sparse and bursty metrics).
     pub tail: bool,
+    /// With `tail`, also raise each limit to the model's training tail in the scoring space
+    /// (`scoring_space.tail`, when the model has one): the signals' quantile over the training
+    /// rows as scoring measures them, after the drift baseline and the daily cycle.
+    pub scoring_tail: bool,
+    /// Take the SPE of the PCA fitted in the scoring space (`scoring_space.residual`, when the
+    /// model has one) into the PCA signal: the larger of the two SPEs, each over its own limit.
+    pub residual_pca: bool,
 }
 
 impl Default for Fusion {
@@ -141,6 +148,8 @@ impl Default for Fusion {
             t2_limit: T2Limit::default(),
             mad_cut: None,
             tail: true,
+            scoring_tail: true,
+            residual_pca: true,
         }
     }
 }
@@ -159,6 +168,8 @@ impl std::hash::Hash for Fusion {
         self.t2_limit.hash(state);
         self.mad_cut.map(f64::to_bits).hash(state);
         self.tail.hash(state);
+        self.scoring_tail.hash(state);
+        self.residual_pca.hash(state);
     }
 }
 
@@ -214,6 +225,15 @@ impl Fusion {
                 .map_or(0.0, |l| 1.0 / l)
         };
         let tail = model.thresholds.tail.filter(|_| self.tail);
+        let space = model.scoring_space.as_ref();
+        let scoring = space
+            .map(|s| s.tail)
+            .filter(|_| self.tail && self.scoring_tail);
+        // The larger of a signal's two training tails.
+        let tail_of = |f: fn(&crate::Tail) -> Option<f64>| {
+            let (a, b) = (tail.as_ref().and_then(f), scoring.as_ref().and_then(f));
+            a.into_iter().chain(b).reduce(f64::max)
+        };
         // A limit raised to the signal's training tail; a signal left out stays out.
         let raise = |limit: Option<f64>, tail: Option<f64>| match (limit, tail) {
             (Some(l), Some(t)) if t.is_finite() => Some(l.max(t)),
@@ -229,17 +249,17 @@ impl Fusion {
         Factors {
             spe: on(
                 d.pca,
-                inv(raise(self.spe_limit.of(model), tail.and_then(|t| t.spe))),
+                inv(raise(self.spe_limit.of(model), tail_of(|t| t.spe))),
             ),
             t2: on(
                 d.pca,
-                inv(raise(self.t2_limit.of(model), tail.and_then(|t| t.t2))),
+                inv(raise(self.t2_limit.of(model), tail_of(|t| t.t2))),
             ),
             mad: on(
                 d.mad,
                 inv(raise(
                     Some(self.mad_cut.unwrap_or(model.thresholds.mad_z)),
-                    tail.and_then(|t| t.zmax),
+                    tail_of(|t| t.zmax),
                 )),
             ),
             kmeans: on(d.kmeans, inv(kmeans)),
@@ -264,6 +284,10 @@ impl Fusion {
             forecast: on(
                 d.forecast,
                 inv(model.forecast.as_ref().map(|f| own(f.limit, f.tail))),
+            ),
+            residual: on(
+                d.pca && self.residual_pca,
+                inv(space.and_then(|s| s.residual.as_ref()).map(|r| r.limit)),
             ),
         }
     }
@@ -293,8 +317,8 @@ impl Fusion {
             Rule::Weighted => (self.pca_weight, 1.0 - self.pca_weight),
             _ => (1.0, 1.0),
         };
-        for ((s, t), z) in spe.iter_mut().zip(t2).zip(zmax) {
-            let pca = f.pca(*s, *t);
+        for (i, ((s, t), z)) in spe.iter_mut().zip(t2).zip(zmax).enumerate() {
+            let pca = f.pca(*s, *t, more.residual.get(i).copied());
             let mad = z * f.mad;
             *s = match self.rule {
                 Rule::Weighted => w * pca + v * mad,
@@ -387,6 +411,17 @@ impl Fusion {
         self.detectors.forecast && model.forecast.is_some()
     }
 
+    /// Whether the residual-space PCA's SPE takes part (the PCA detector on, the setting on and
+    /// the model with one).
+    pub fn needs_residual(&self, model: &ModelArtifact) -> bool {
+        self.detectors.pca
+            && self.residual_pca
+            && model
+                .scoring_space
+                .as_ref()
+                .is_some_and(|s| s.residual.is_some())
+    }
+
     /// Whether [`Fusion::combine`] needs the k-means distances of rows scored with `model`.
     pub fn needs_kmeans(&self, model: &ModelArtifact) -> bool {
         self.detectors.kmeans && model.kmeans.is_some()
@@ -469,12 +504,15 @@ pub struct Factors {
     pub ocsvm: (f64, f64),
     /// 1 / the forecast |z| limit (0: left out).
     pub forecast: f64,
+    /// 1 / the residual-space PCA's SPE limit (0: left out).
+    pub residual: f64,
 }
 
 impl Factors {
-    /// The PCA signal of an SPE and a T².
-    fn pca(&self, spe: f64, t2: f64) -> f64 {
-        (spe * self.spe).max(t2 * self.t2)
+    /// The PCA signal of an SPE, a T² and the residual-space PCA's SPE (if scored).
+    fn pca(&self, spe: f64, t2: f64, residual: Option<f64>) -> f64 {
+        let r = residual.map_or(0.0, |r| r * self.residual);
+        (spe * self.spe).max(t2 * self.t2).max(r)
     }
 
     /// The k-means signal of a distance.
@@ -506,7 +544,7 @@ impl Factors {
         i: usize,
     ) -> [f64; Detectors::NAMES.len()] {
         [
-            self.pca(spe, t2),
+            self.pca(spe, t2, more.residual.get(i).copied()),
             zmax * self.mad,
             more.kmeans.get(i).map_or(0.0, |d| self.kmeans_signal(*d)),
             more.iforest
@@ -550,6 +588,8 @@ pub struct Sampled<'a> {
     pub ocsvm: &'a [f64],
     /// The largest forecast |z|.
     pub forecast: &'a [f64],
+    /// The residual-space PCA's SPE.
+    pub residual: &'a [f64],
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ fn signals_are_one_at_threshold_and_combine() {
         seasonal: 0.0,
         ocsvm: (0.0, 0.0),
         forecast: 0.0,
+        residual: 0.0,
     };
     let mut spe = vec![10.0, 5.0, 0.0, 0.0];
     let none = Sampled::default();
@@ -74,6 +75,18 @@ fn signals_are_one_at_threshold_and_combine() {
     };
     f.combine(seasonal, &mut spe, &[0.0; 3], &[0.0; 3], more);
     assert_eq!(spe, vec![2.0, 0.25, 0.05]);
+    // The scoring space's PCA's SPE joins the PCA signal by its maximum, over its own limit.
+    let residual = Factors {
+        residual: 0.25,
+        ..k
+    };
+    let mut spe = vec![10.0, 5.0];
+    let more = Sampled {
+        residual: &[2.0, 12.0],
+        ..Sampled::default()
+    };
+    f.combine(residual, &mut spe, &[0.0, 0.0], &[0.0, 0.0], more);
+    assert_eq!(spe, vec![1.0, 3.0]);
     // The forecast |z| over its limit (2) alike.
     let mut spe = vec![0.5, 0.5, 0.5];
     let forecast = Factors { forecast: 0.5, ..k };
@@ -148,6 +161,7 @@ fn a_vote_is_the_kth_largest_signal_of_the_detectors_present() {
         seasonal: 1.0,
         ocsvm: (0.0, 0.0),
         forecast: 0.0,
+        residual: 0.0,
     };
     let two = Fusion {
         rule: Rule::Vote,
@@ -190,6 +204,7 @@ fn weights_make_a_weighted_mean_of_the_signals_present_and_are_checked() {
         seasonal: 1.0,
         ocsvm: (0.0, 0.0),
         forecast: 0.0,
+        residual: 0.0,
     };
     let w = Fusion {
         rule: Rule::Weighted,

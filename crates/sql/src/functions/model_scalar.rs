@@ -494,6 +494,7 @@ struct SampledValues {
     seasonal: Vec<f64>,
     ocsvm: Vec<f64>,
     forecast: Vec<f64>,
+    residual: Vec<f64>,
 }
 
 impl SampledValues {
@@ -512,6 +513,10 @@ impl SampledValues {
         if let Some(t) = micros.filter(|_| fusion.needs_forecast(&m.artifact)) {
             v.forecast = vec![0.0; n];
             m.scorer.forecast_zmax(slices, t, &mut v.forecast);
+        }
+        if fusion.needs_residual(&m.artifact) {
+            v.residual = vec![0.0; n];
+            m.scorer.residual_spe(slices, &mut v.residual);
         }
         if fusion.needs_kmeans(&m.artifact) {
             v.kmeans = vec![0.0; n];
@@ -535,6 +540,7 @@ impl SampledValues {
             seasonal: &self.seasonal,
             ocsvm: &self.ocsvm,
             forecast: &self.forecast,
+            residual: &self.residual,
         }
     }
 }
