@@ -20,6 +20,7 @@ mod s3;
 mod score;
 mod serve;
 mod slt;
+mod space;
 mod sql;
 mod support;
 mod train;

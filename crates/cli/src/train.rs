@@ -76,14 +76,17 @@ pub(crate) struct TrainArgs {
     /// the spread they really have; `model.json` lists them in `tail_scaled_features`
     #[arg(long)]
     no_tail_scale: bool,
-    /// Measure the model only on the training rows as they are. By default a model of data
-    /// with a timestamp column `ts` is also measured on the training rows as scoring measures
-    /// them (each metric less the previous day's median and the daily cycle, from the second
-    /// day on): the 0.99 quantile of its SPE, T² and largest |z| there (the fusion raises each
-    /// limit to it), and a second PCA fitted there, whose SPE over its own 0.99 quantile joins
-    /// the PCA signal; `model.json` holds them as `scoring_space`
+    /// Also measure the model on the training rows as scoring measures them (each metric less
+    /// the previous day's median and the daily cycle, from the second day on; models of two or
+    /// more metrics with a timestamp column `ts`): the 0.99 quantile of its SPE, T² and largest
+    /// |z| there (the fusion raises each limit to it), and a second PCA fitted there, whose SPE
+    /// over its own 0.99 quantile joins the PCA signal (one more pass for the day medians, two
+    /// over the rows); `model.json` holds them as `scoring_space`. For training data that is
+    /// mostly normal and whose levels move from day to day: the quantile is a budget of 1 % of
+    /// the training rows, so training data with more anomalies than that raises the limits
+    /// into them
     #[arg(long)]
-    no_scoring_space: bool,
+    scoring_space: bool,
     /// Also fit the k-means distance detector: 8 centroids of a deterministic sample of up to
     /// 20,000 training rows in the standardized space, and the distance's limit (one more pass
     /// over the data). Scoring uses it with `--set fusion.detectors=pca,mad,kmeans`, SQL with
@@ -226,7 +229,7 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
             season_baseline: args.seasonal_baseline,
             forecast: args.forecast,
             tail_scale: !args.no_tail_scale,
-            scoring_space: !args.no_scoring_space,
+            scoring_space: args.scoring_space,
         },
         overwrite: args.overwrite,
         group_by: args.group_by.clone(),

@@ -67,7 +67,7 @@ impl Default for TrainOptions {
             season_baseline: false,
             forecast: false,
             tail_scale: true,
-            scoring_space: true,
+            scoring_space: false,
         }
     }
 }

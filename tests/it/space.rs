@@ -1,0 +1,297 @@
+//! `tads train --scoring-space`: the model measured on its training rows as scoring measures
+//! them, checked against the same numbers computed here in memory from the Parquet rows, and
+//! its two parts in the fused score.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+use tads_model::{CoMoments, KRule, ModelArtifact, ModelGroup, pca};
+
+use crate::support::{assert_ok, generate, register_dir, score_cmd, train_cmd};
+
+const FEATURES: [&str; 8] = [
+    "cpu_pct",
+    "mem_pct",
+    "disk_read_mbps",
+    "disk_write_mbps",
+    "net_rx_mbps",
+    "net_tx_mbps",
+    "latency_ms",
+    "error_rate",
+];
+
+/// Five hosts, four days at five minutes.
+const DATA: &[&str] = &[
+    "--hosts",
+    "5",
+    "--duration",
+    "4d",
+    "--interval",
+    "5m",
+    "--anomaly-rate",
+    "1",
+    "--seed",
+    "7",
+];
+
+fn read_model(models: &Path, name: &str) -> ModelArtifact {
+    ModelArtifact::from_json(&std::fs::read(models.join(name).join("model.json")).unwrap()).unwrap()
+}
+
+/// Every row's epoch second and features, in time order (of one host, if given).
+async fn rows(data: &Path, host: Option<&str>) -> Vec<(i64, Vec<f64>)> {
+    let ctx = datafusion::prelude::SessionContext::new();
+    register_dir(&ctx, "t", data).await;
+    let filter = host.map_or(String::new(), |h| {
+        format!("WHERE CAST(host_id AS VARCHAR) = '{h}'")
+    });
+    let sql = format!(
+        "SELECT CAST(to_unixtime(ts) AS BIGINT), {} FROM t {filter} ORDER BY ts",
+        FEATURES.map(|f| format!("CAST({f} AS DOUBLE)")).join(", ")
+    );
+    let mut out = Vec::new();
+    for b in ctx.sql(&sql).await.unwrap().collect().await.unwrap() {
+        let secs = b.column(0).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            let x = (1..=FEATURES.len())
+                .map(|c| {
+                    let v = b.column(c).as_primitive::<Float64Type>();
+                    if v.is_valid(i) { v.value(i) } else { f64::NAN }
+                })
+                .collect();
+            out.push((secs.value(i), x));
+        }
+    }
+    out
+}
+
+/// The median of the finite values, as SQL's `median` takes it.
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    (n > 0).then(|| {
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    })
+}
+
+/// `percentile_cont(q)` of the values.
+fn percentile(mut v: Vec<f64>, q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let pos = q * (v.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+}
+
+/// Each row from its second day on, standardized as scoring measures it: less its previous
+/// UTC day's median and the model's cycle at its hour, over the model's scale.
+fn scoring_rows(rows: &[(i64, Vec<f64>)], m: &ModelArtifact) -> Vec<Vec<f64>> {
+    let d = m.dims();
+    let mut days: BTreeMap<i64, Vec<Vec<f64>>> = BTreeMap::new();
+    for (t, x) in rows {
+        let day = days
+            .entry(t.div_euclid(86_400))
+            .or_insert_with(|| vec![Vec::new(); d]);
+        for j in 0..d {
+            day[j].push(x[j]);
+        }
+    }
+    let medians: BTreeMap<i64, Vec<Option<f64>>> = days
+        .into_iter()
+        .map(|(day, cols)| (day, cols.into_iter().map(median).collect()))
+        .collect();
+    rows.iter()
+        .filter_map(|(t, x)| {
+            let previous = medians.get(&(t.div_euclid(86_400) - 1))?;
+            let hour = t.div_euclid(3600).rem_euclid(24) as usize;
+            Some(
+                (0..d)
+                    .map(|j| {
+                        let w = x[j] - previous[j].unwrap_or(f64::NAN);
+                        (w - tads_model::season::cycle_at(m, hour, j)) / m.scale[j]
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+fn close(a: f64, b: f64, what: &str) {
+    assert!(
+        (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1e-9),
+        "{what}: {a} (tads) vs {b} (here)"
+    );
+}
+
+/// The section holds what the training rows say in the scoring space: its row count, the
+/// 0.99 quantile of the largest |z|, and a PCA with the eigenvalues of those rows' covariance.
+/// In the fused score, the second PCA's SPE only ever raises a row's score; with both parts
+/// turned off the score is exactly the same model's without the section. One metric, and a
+/// group, too.
+#[tokio::test]
+async fn the_scoring_space_is_what_the_training_rows_say_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, models) = (tmp.path().join("data"), tmp.path().join("models"));
+    assert_ok(&generate(data.to_str().unwrap(), DATA));
+    assert_ok(&train_cmd("plain", &data, &models, &[]));
+    let run = train_cmd("space", &data, &models, &["--scoring-space"]);
+    assert_ok(&run);
+    let m = read_model(&models, "space");
+    assert!(
+        read_model(&models, "plain").scoring_space.is_none(),
+        "measured without being asked"
+    );
+    let space = m.scoring_space.clone().expect("a scoring space");
+    // The same model without the section, to score beside it (two trainings may differ in
+    // the last bits: their partial sums merge in any order).
+    let mut stripped = m.clone();
+    stripped.name = "stripped".into();
+    stripped.scoring_space = None;
+    std::fs::create_dir_all(models.join("stripped")).unwrap();
+    std::fs::write(
+        models.join("stripped/model.json"),
+        stripped.seal().to_json(),
+    )
+    .unwrap();
+
+    let all = rows(&data, None).await;
+    let z = scoring_rows(&all, &m);
+    assert_eq!(space.rows, z.len() as u64, "rows after the first day");
+    assert!(space.rows > 3 * 5 * 250, "{}", space.rows);
+    assert_eq!(space.tail.quantile, 0.99);
+    let finite: Vec<&Vec<f64>> = z
+        .iter()
+        .filter(|r| r.iter().all(|v| v.is_finite()))
+        .collect();
+    let zmax: Vec<f64> = finite
+        .iter()
+        .map(|r| r.iter().fold(0.0f64, |a, v| a.max(v.abs())))
+        .collect();
+    close(
+        space.tail.zmax.unwrap(),
+        percentile(zmax, 0.99),
+        "the 0.99 quantile of the largest |z|",
+    );
+    let residual = space.residual.clone().expect("a second PCA");
+    let mut moments = CoMoments::new(FEATURES.len());
+    let columns: Vec<Vec<f64>> = (0..FEATURES.len())
+        .map(|j| finite.iter().map(|r| r[j]).collect())
+        .collect();
+    moments.update(&columns.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    let here = pca::fit(&moments, KRule::Variance(0.95)).unwrap();
+    assert_eq!(residual.pca.k, here.k());
+    for (a, b) in residual.pca.eigenvalues.iter().zip(&here.eigenvalues) {
+        close(*a, *b, "an eigenvalue of the scoring space's covariance");
+    }
+    assert!(residual.limit > 0.0);
+
+    // The fused score: the second SPE joins by its maximum; both parts off, a plain model's.
+    let score = |model: &str, out: &str, args: &[&str]| -> Vec<f64> {
+        let out = tmp.path().join(out);
+        assert_ok(&score_cmd(model, &data, &models, &out, args));
+        let file = files_of(&out.join("scored"));
+        let mut v = Vec::new();
+        for f in file {
+            let reader =
+                datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
+                    std::fs::File::open(&f).unwrap(),
+                    8192,
+                )
+                .unwrap();
+            for b in reader {
+                let b = b.unwrap();
+                let c = b
+                    .column_by_name("score")
+                    .unwrap()
+                    .as_primitive::<Float64Type>();
+                v.extend(
+                    (0..b.num_rows()).map(|i| if c.is_valid(i) { c.value(i) } else { f64::NAN }),
+                );
+            }
+        }
+        v
+    };
+    let base = score("stripped", "s-stripped", &[]);
+    let off = [
+        "--set",
+        "fusion.scoring_tail=false",
+        "--set",
+        "fusion.residual_pca=false",
+    ];
+    let both_off = score("space", "s-off", &off);
+    assert_eq!(
+        base.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        both_off.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        "with both parts off the score is the model's without them"
+    );
+    let raised = score("space", "s-resid", &["--set", "fusion.scoring_tail=false"]);
+    let (mut above, mut below) = (0, 0);
+    for (r, b) in raised.iter().zip(&base) {
+        if r.is_nan() || b.is_nan() {
+            continue;
+        }
+        above += usize::from(r > b);
+        below += usize::from(r < b);
+    }
+    assert!(above > 0, "the second SPE never led a row");
+    assert_eq!(below, 0, "the second SPE lowered {below} rows");
+    let full = score("space", "s-full", &[]);
+    assert_ne!(
+        full, raised,
+        "the tails in the scoring space changed nothing"
+    );
+
+    // One metric: nothing to measure, said once.
+    let one = train_cmd(
+        "one",
+        &data,
+        &models,
+        &["--scoring-space", "--features", "cpu_pct"],
+    );
+    assert_ok(&one);
+    let stderr = String::from_utf8_lossy(&one.stderr);
+    assert!(
+        stderr.contains("not measured in the scoring space: it needs two or more features"),
+        "{stderr}"
+    );
+    assert!(read_model(&models, "one").scoring_space.is_none());
+
+    // A group: each member measured on its own rows.
+    let run = train_cmd(
+        "hosts",
+        &data,
+        &models,
+        &["--scoring-space", "--group-by", "host_id"],
+    );
+    assert_ok(&run);
+    let group =
+        ModelGroup::from_json(&std::fs::read(models.join("hosts/group.json")).unwrap()).unwrap();
+    assert_eq!(group.members.len(), 5);
+    let member = &group.members[0];
+    let key = group.key_of(member).to_string();
+    let z = scoring_rows(&rows(&data, Some(&key)).await, member);
+    let space = member.scoring_space.as_ref().expect("each member measured");
+    assert_eq!(space.rows, z.len() as u64);
+    assert!(space.residual.is_some());
+}
+
+/// The Parquet files below `dir`.
+fn files_of(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_of(&p));
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
