@@ -9,18 +9,7 @@ use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 use tads_model::{CoMoments, KRule, ModelArtifact, ModelGroup, pca};
 
-use crate::support::{assert_ok, generate, register_dir, score_cmd, train_cmd};
-
-const FEATURES: [&str; 8] = [
-    "cpu_pct",
-    "mem_pct",
-    "disk_read_mbps",
-    "disk_write_mbps",
-    "net_rx_mbps",
-    "net_tx_mbps",
-    "latency_ms",
-    "error_rate",
-];
+use crate::support::{FEATURES, assert_ok, generate, register_dir, score_cmd, train_cmd};
 
 /// Five hosts, four days at five minutes.
 const DATA: &[&str] = &[

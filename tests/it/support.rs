@@ -22,6 +22,18 @@ pub const SMALL: &[&str] = &[
     "7",
 ];
 
+/// The metrics of generated host telemetry, in their column order.
+pub const FEATURES: [&str; 8] = [
+    "cpu_pct",
+    "mem_pct",
+    "disk_read_mbps",
+    "disk_write_mbps",
+    "net_rx_mbps",
+    "net_tx_mbps",
+    "latency_ms",
+    "error_rate",
+];
+
 /// A `tads` command with a clean environment for AWS settings.
 pub fn tads() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tads"));

@@ -8,19 +8,9 @@ use tads_model::{KRule, ModelArtifact};
 use tads_store::Location;
 
 use crate::support::{
-    SMALL, assert_ok, assert_user_error, generate, query, s3, score_cmd, tads, tads_session,
+    FEATURES, SMALL, assert_ok, assert_user_error, generate, query, s3, score_cmd, tads,
+    tads_session,
 };
-
-const FEATURES: [&str; 8] = [
-    "cpu_pct",
-    "mem_pct",
-    "disk_read_mbps",
-    "disk_write_mbps",
-    "net_rx_mbps",
-    "net_tx_mbps",
-    "latency_ms",
-    "error_rate",
-];
 
 fn train(args: &[&str]) -> std::process::Output {
     tads().arg("train").args(args).output().unwrap()

@@ -14,8 +14,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray};
-use datafusion::arrow::datatypes::{Float64Type, UInt64Type};
+use datafusion::arrow::array::{ArrayRef, AsArray, Float64Array, Int64Array, StringArray};
+use datafusion::arrow::datatypes::Int64Type;
 use tads_model::season::cycle_at;
 use tads_model::space::DEFAULT_QUANTILE;
 use tads_model::{
@@ -81,26 +81,7 @@ async fn moments(input: &BaselineInput<'_>, rows: &str) -> Result<BTreeMap<Strin
         .map(|j| format!("(w.__w{j} - h.__c{j}) / h.__s{j}"))
         .collect();
     let sql = joined(rows, &format!("pca_fit({})", z.join(", ")));
-    let batch = collect_rows(input.ctx, &sql).await?;
-    let keys = crate::train_groups::keys_of(&batch)?;
-    let s = batch.column(1).as_struct();
-    let list = |i: usize, row: usize| {
-        s.column(i)
-            .as_list::<i32>()
-            .value(row)
-            .as_primitive::<Float64Type>()
-            .values()
-            .to_vec()
-    };
-    Ok(keys
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| s.is_valid(*i))
-        .filter_map(|(i, k)| {
-            let count = s.column(0).as_primitive::<UInt64Type>().value(i);
-            CoMoments::from_parts(d, count, list(1, i), list(2, i)).map(|m| (k, m))
-        })
-        .collect())
+    crate::train_groups::moments_by_key(&collect_rows(input.ctx, &sql).await?, d)
 }
 
 /// The PCA of each key's rows that has enough of them and leaves a residual space.
@@ -202,9 +183,7 @@ async fn spaces(
     input.ctx.deregister_table(HOURS)?;
     forget_days(input.ctx)?;
     let positive = |c: usize, i: usize| f64_at(&batch, c, i).filter(|v| v.is_finite() && *v > 0.0);
-    let counts = batch
-        .column(1)
-        .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+    let counts = batch.column(1).as_primitive::<Int64Type>();
     let keys = crate::train_groups::keys_of(&batch)?;
     Ok(keys
         .into_iter()

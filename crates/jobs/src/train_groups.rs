@@ -48,6 +48,32 @@ pub(crate) fn keys_of(batch: &RecordBatch) -> Result<Vec<String>> {
         .collect())
 }
 
+/// The co-moments of each key of `batch`, rows of `(key, pca_fit(d columns))`; keys whose
+/// state is NULL (no row) are left out.
+pub(crate) fn moments_by_key(batch: &RecordBatch, d: usize) -> Result<BTreeMap<String, CoMoments>> {
+    let keys = keys_of(batch)?;
+    let s = batch.column(1).as_struct();
+    let mut out = BTreeMap::new();
+    for (i, k) in keys.into_iter().enumerate() {
+        if s.is_null(i) {
+            continue;
+        }
+        let count = s.column(0).as_primitive::<UInt64Type>().value(i);
+        let list = |c: usize| {
+            s.column(c)
+                .as_list::<i32>()
+                .value(i)
+                .as_primitive::<Float64Type>()
+                .values()
+                .to_vec()
+        };
+        let m = CoMoments::from_parts(d, count, list(1), list(2))
+            .ok_or_else(|| Error::Data("pca_fit returned a state of the wrong width".into()))?;
+        out.insert(k, m);
+    }
+    Ok(out)
+}
+
 /// `__tads_groups(__key, m0…, s0…, lim)`: each group's standardization and trim limit.
 fn register_groups(
     ctx: &SessionContext,
@@ -213,29 +239,7 @@ pub(crate) async fn train_groups(
                 "SELECT t.__key, pca_fit({}) FROM {joined}{extra} GROUP BY t.__key",
                 z.join(", ")
             );
-            let batch = collect(ctx, &sql).await?;
-            let keys = keys_of(&batch)?;
-            let s = batch.column(1).as_struct();
-            let mut out = BTreeMap::new();
-            for (i, k) in keys.into_iter().enumerate() {
-                if s.is_null(i) {
-                    continue;
-                }
-                let count = s.column(0).as_primitive::<UInt64Type>().value(i);
-                let list = |c: usize| {
-                    s.column(c)
-                        .as_list::<i32>()
-                        .value(i)
-                        .as_primitive::<Float64Type>()
-                        .values()
-                        .to_vec()
-                };
-                let m = CoMoments::from_parts(d, count, list(1), list(2)).ok_or_else(|| {
-                    Error::Data("pca_fit returned a state of the wrong width".into())
-                })?;
-                out.insert(k, m);
-            }
-            Ok::<_, Error>(out)
+            moments_by_key(&collect(ctx, &sql).await?, d)
         }
     };
     let apply = |members: &mut BTreeMap<String, Member>,
