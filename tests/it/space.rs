@@ -9,7 +9,9 @@ use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 use tads_model::{CoMoments, KRule, ModelArtifact, ModelGroup, pca};
 
-use crate::support::{FEATURES, assert_ok, generate, register_dir, score_cmd, train_cmd};
+use crate::support::{
+    FEATURES, assert_ok, files_below, generate, register_dir, score_cmd, train_cmd,
+};
 
 /// Five hosts, four days at five minutes.
 const DATA: &[&str] = &[
@@ -118,6 +120,56 @@ fn close(a: f64, b: f64, what: &str) {
     );
 }
 
+/// Checks `m`'s section against its training `rows`, computed here: the row count, the 0.99
+/// quantiles of the largest |z|, the SPE and T², and the second PCA's k and eigenvalues.
+fn check_against_rows(m: &ModelArtifact, rows: &[(i64, Vec<f64>)]) {
+    let space = m.scoring_space.clone().expect("a scoring space");
+    let z = scoring_rows(rows, m);
+    assert_eq!(space.rows, z.len() as u64, "rows after the first day");
+    assert_eq!(space.tail.quantile, 0.99);
+    let finite: Vec<&Vec<f64>> = z
+        .iter()
+        .filter(|r| r.iter().all(|v| v.is_finite()))
+        .collect();
+    let zmax: Vec<f64> = finite
+        .iter()
+        .map(|r| r.iter().fold(0.0f64, |a, v| a.max(v.abs())))
+        .collect();
+    close(
+        space.tail.zmax.unwrap(),
+        percentile(zmax, 0.99),
+        "the 0.99 quantile of the largest |z|",
+    );
+    // The main fit's SPE and T² of the same rows, given back in the metrics' units.
+    let x: Vec<Vec<f64>> = (0..FEATURES.len())
+        .map(|j| {
+            finite
+                .iter()
+                .map(|r| r[j] * m.scale[j] + m.median[j])
+                .collect()
+        })
+        .collect();
+    let x: Vec<&[f64]> = x.iter().map(Vec::as_slice).collect();
+    let scorer = tads_model::Scorer::new(m);
+    let (mut spe, mut t2) = (vec![0.0; finite.len()], vec![0.0; finite.len()]);
+    scorer.spe(&x, &mut spe);
+    scorer.t2(&x, &mut t2);
+    close(space.tail.spe.unwrap(), percentile(spe, 0.99), "the SPE's");
+    close(space.tail.t2.unwrap(), percentile(t2, 0.99), "the T²'s");
+    let residual = space.residual.clone().expect("a second PCA");
+    let mut moments = CoMoments::new(FEATURES.len());
+    let columns: Vec<Vec<f64>> = (0..FEATURES.len())
+        .map(|j| finite.iter().map(|r| r[j]).collect())
+        .collect();
+    moments.update(&columns.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    let here = pca::fit(&moments, KRule::Variance(0.95)).unwrap();
+    assert_eq!(residual.pca.k, here.k());
+    for (a, b) in residual.pca.eigenvalues.iter().zip(&here.eigenvalues) {
+        close(*a, *b, "an eigenvalue of the scoring space's covariance");
+    }
+    assert!(residual.limit > 0.0);
+}
+
 /// The section holds what the training rows say in the scoring space: its row count, the
 /// 0.99 quantile of the largest |z|, and a PCA with the eigenvalues of those rows' covariance.
 /// In the fused score, the second PCA's SPE only ever raises a row's score; with both parts
@@ -136,7 +188,10 @@ async fn the_scoring_space_is_what_the_training_rows_say_there() {
         read_model(&models, "plain").scoring_space.is_none(),
         "measured without being asked"
     );
-    let space = m.scoring_space.clone().expect("a scoring space");
+    assert!(
+        m.scoring_space.as_ref().expect("a scoring space").rows > 3 * 5 * 250,
+        "rows after the first day"
+    );
     // The same model without the section, to score beside it (two trainings may differ in
     // the last bits: their partial sums merge in any order).
     let mut stripped = m.clone();
@@ -149,47 +204,21 @@ async fn the_scoring_space_is_what_the_training_rows_say_there() {
     )
     .unwrap();
 
-    let all = rows(&data, None).await;
-    let z = scoring_rows(&all, &m);
-    assert_eq!(space.rows, z.len() as u64, "rows after the first day");
-    assert!(space.rows > 3 * 5 * 250, "{}", space.rows);
-    assert_eq!(space.tail.quantile, 0.99);
-    let finite: Vec<&Vec<f64>> = z
-        .iter()
-        .filter(|r| r.iter().all(|v| v.is_finite()))
-        .collect();
-    let zmax: Vec<f64> = finite
-        .iter()
-        .map(|r| r.iter().fold(0.0f64, |a, v| a.max(v.abs())))
-        .collect();
-    close(
-        space.tail.zmax.unwrap(),
-        percentile(zmax, 0.99),
-        "the 0.99 quantile of the largest |z|",
-    );
-    let residual = space.residual.clone().expect("a second PCA");
-    let mut moments = CoMoments::new(FEATURES.len());
-    let columns: Vec<Vec<f64>> = (0..FEATURES.len())
-        .map(|j| finite.iter().map(|r| r[j]).collect())
-        .collect();
-    moments.update(&columns.iter().map(Vec::as_slice).collect::<Vec<_>>());
-    let here = pca::fit(&moments, KRule::Variance(0.95)).unwrap();
-    assert_eq!(residual.pca.k, here.k());
-    for (a, b) in residual.pca.eigenvalues.iter().zip(&here.eigenvalues) {
-        close(*a, *b, "an eigenvalue of the scoring space's covariance");
-    }
-    assert!(residual.limit > 0.0);
+    check_against_rows(&m, &rows(&data, None).await);
 
     // The fused score: the second SPE joins by its maximum; both parts off, a plain model's.
     let score = |model: &str, out: &str, args: &[&str]| -> Vec<f64> {
         let out = tmp.path().join(out);
         assert_ok(&score_cmd(model, &data, &models, &out, args));
-        let file = files_of(&out.join("scored"));
+        let scored = out.join("scored");
         let mut v = Vec::new();
-        for f in file {
+        for f in files_below(&scored)
+            .iter()
+            .filter(|f| f.ends_with(".parquet"))
+        {
             let reader =
                 datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
-                    std::fs::File::open(&f).unwrap(),
+                    std::fs::File::open(scored.join(f)).unwrap(),
                     8192,
                 )
                 .unwrap();
@@ -262,25 +291,11 @@ async fn the_scoring_space_is_what_the_training_rows_say_there() {
     let group =
         ModelGroup::from_json(&std::fs::read(models.join("hosts/group.json")).unwrap()).unwrap();
     assert_eq!(group.members.len(), 5);
-    let member = &group.members[0];
-    let key = group.key_of(member).to_string();
-    let z = scoring_rows(&rows(&data, Some(&key)).await, member);
-    let space = member.scoring_space.as_ref().expect("each member measured");
-    assert_eq!(space.rows, z.len() as u64);
-    assert!(space.residual.is_some());
-}
-
-/// The Parquet files below `dir`.
-fn files_of(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files_of(&p));
-        } else if p.extension().is_some_and(|x| x == "parquet") {
-            out.push(p);
-        }
+    for member in &group.members {
+        // Each member has its own daily cycle on every metric, which its rows lose here.
+        let cycle = member.seasonal.as_ref().expect("a daily cycle");
+        assert_eq!(cycle.features.len(), FEATURES.len(), "{cycle:?}");
+        let key = group.key_of(member).to_string();
+        check_against_rows(member, &rows(&data, Some(&key)).await);
     }
-    out.sort();
-    out
 }
