@@ -241,6 +241,11 @@ async fn the_api_answers_what_datafusion_reads_and_schemathesis_finds_no_fault()
 
     let (_, models_list) = get(&api("/api/models"), None).await;
     let first = models_list[0]["name"].as_str().unwrap().to_string();
+    assert_eq!(
+        models_list[0]["scoring_space"],
+        serde_json::json!(false),
+        "{models_list}"
+    );
     let (s, model) = get(&api(&format!("/api/models/{first}")), None).await;
     assert_eq!(
         (s, model["name"].as_str()),

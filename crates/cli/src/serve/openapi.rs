@@ -169,13 +169,14 @@ fn schemas() -> Value {
         },
         "ModelSummary": {
             "type": "object",
-            "required": ["name", "features", "k", "fingerprint", "seasonal"],
+            "required": ["name", "features", "k", "fingerprint", "seasonal", "scoring_space"],
             "properties": {
                 "name": { "type": "string" },
                 "features": { "type": "array", "items": { "type": "string" } },
                 "k": { "type": "integer" },
                 "fingerprint": { "type": "string" },
-                "seasonal": { "type": "boolean" }
+                "seasonal": { "type": "boolean" },
+                "scoring_space": { "type": "boolean", "description": "trained with --scoring-space and measured there" }
             }
         },
         "Model": {

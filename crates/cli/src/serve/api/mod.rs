@@ -275,6 +275,7 @@ pub(crate) async fn models(State(state): State<Shared>) -> Json<Value> {
                 "k": a.pca.k,
                 "fingerprint": a.fingerprint,
                 "seasonal": a.seasonal.is_some(),
+                "scoring_space": a.scoring_space.is_some(),
             })
         })
         .collect();

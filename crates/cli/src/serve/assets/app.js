@@ -105,7 +105,9 @@ async function models() {
   const list = await api("/api/models");
   main.replaceChildren(el("h2", {}, `Models (${list.length})`), table([
     ["name", (m) => m.name], ["features", (m) => m.features.length], ["k", (m) => m.k],
-    ["seasonal", (m) => (m.seasonal ? "yes" : "")], ["fingerprint", (m) => m.fingerprint.slice(0, 12)],
+    ["seasonal", (m) => (m.seasonal ? "yes" : "")],
+    ["scoring space", (m) => (m.scoring_space ? "yes" : "")],
+    ["fingerprint", (m) => m.fingerprint.slice(0, 12)],
   ], list));
 }
 
