@@ -265,6 +265,17 @@ async fn the_scoring_space_is_what_the_training_rows_say_there() {
         "the tails in the scoring space changed nothing"
     );
 
+    // The `models` table says which models have the section.
+    let ctx = crate::support::tads_session(&models).await;
+    let listed = crate::support::query(
+        &ctx,
+        "SELECT name, scoring_space FROM models WHERE name IN ('plain', 'space') ORDER BY name",
+    )
+    .await;
+    let listed = datafusion::arrow::compute::concat_batches(&listed[0].schema(), &listed).unwrap();
+    let flags = listed.column(1).as_boolean();
+    assert_eq!((flags.value(0), flags.value(1)), (false, true));
+
     // One metric: nothing to measure, said once.
     let one = train_cmd(
         "one",

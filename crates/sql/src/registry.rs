@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::MemTable;
 use tads_model::{ModelArtifact, ModelGroup, Scorer};
@@ -320,6 +322,7 @@ impl ModelRegistry {
             Field::new("rows_used", DataType::UInt64, false),
             Field::new("data_uri", DataType::Utf8, false),
             Field::new("created_at", DataType::Utf8, false),
+            Field::new("scoring_space", DataType::Boolean, false),
         ]));
         let batch = RecordBatch::try_new(
             Arc::clone(&schema),
@@ -335,6 +338,11 @@ impl ModelRegistry {
                 count(&|m| m.training.rows_used),
                 text(&|m| m.training.data_uri.clone()),
                 text(&|m| m.training.created_at.to_rfc3339()),
+                Arc::new(BooleanArray::from_iter(
+                    models
+                        .iter()
+                        .map(|m| Some(m.artifact.scoring_space.is_some())),
+                )),
             ],
         )
         .map_err(datafusion::error::DataFusionError::from)?;
