@@ -31,20 +31,30 @@ fn read_model(models: &Path, name: &str) -> ModelArtifact {
     ModelArtifact::from_json(&std::fs::read(models.join(name).join("model.json")).unwrap()).unwrap()
 }
 
-/// Every row's epoch second and features, in time order (of one host, if given).
-async fn rows(data: &Path, host: Option<&str>) -> Vec<(i64, Vec<f64>)> {
+/// A row's host, epoch second and features.
+type Row = (String, i64, Vec<f64>);
+
+/// Every row's host, epoch second and features, in time order (of one host, if given).
+async fn rows(data: &Path, host: Option<&str>) -> Vec<Row> {
     let ctx = datafusion::prelude::SessionContext::new();
     register_dir(&ctx, "t", data).await;
     let filter = host.map_or(String::new(), |h| {
         format!("WHERE CAST(host_id AS VARCHAR) = '{h}'")
     });
     let sql = format!(
-        "SELECT CAST(to_unixtime(ts) AS BIGINT), {} FROM t {filter} ORDER BY ts",
+        "SELECT CAST(to_unixtime(ts) AS BIGINT), {}, CAST(host_id AS VARCHAR) FROM t {filter} \
+         ORDER BY ts",
         FEATURES.map(|f| format!("CAST({f} AS DOUBLE)")).join(", ")
     );
     let mut out = Vec::new();
     for b in ctx.sql(&sql).await.unwrap().collect().await.unwrap() {
         let secs = b.column(0).as_primitive::<Int64Type>();
+        let hosts = datafusion::arrow::compute::cast(
+            b.column(FEATURES.len() + 1),
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )
+        .unwrap();
+        let hosts = hosts.as_string::<i32>();
         for i in 0..b.num_rows() {
             let x = (1..=FEATURES.len())
                 .map(|c| {
@@ -52,7 +62,7 @@ async fn rows(data: &Path, host: Option<&str>) -> Vec<(i64, Vec<f64>)> {
                     if v.is_valid(i) { v.value(i) } else { f64::NAN }
                 })
                 .collect();
-            out.push((secs.value(i), x));
+            out.push((hosts.value(i).to_string(), secs.value(i), x));
         }
     }
     out
@@ -80,26 +90,26 @@ fn percentile(mut v: Vec<f64>, q: f64) -> f64 {
     v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
 }
 
-/// Each row from its second day on, standardized as scoring measures it: less its previous
-/// UTC day's median and the model's cycle at its hour, over the model's scale.
-fn scoring_rows(rows: &[(i64, Vec<f64>)], m: &ModelArtifact) -> Vec<Vec<f64>> {
+/// Each row from its host's second day on, standardized as scoring measures it: less its
+/// host's previous UTC day's median and the model's cycle at its hour, over the model's scale.
+fn scoring_rows(rows: &[Row], m: &ModelArtifact) -> Vec<Vec<f64>> {
     let d = m.dims();
-    let mut days: BTreeMap<i64, Vec<Vec<f64>>> = BTreeMap::new();
-    for (t, x) in rows {
+    let mut days: BTreeMap<(&str, i64), Vec<Vec<f64>>> = BTreeMap::new();
+    for (host, t, x) in rows {
         let day = days
-            .entry(t.div_euclid(86_400))
+            .entry((host.as_str(), t.div_euclid(86_400)))
             .or_insert_with(|| vec![Vec::new(); d]);
         for j in 0..d {
             day[j].push(x[j]);
         }
     }
-    let medians: BTreeMap<i64, Vec<Option<f64>>> = days
+    let medians: BTreeMap<(&str, i64), Vec<Option<f64>>> = days
         .into_iter()
         .map(|(day, cols)| (day, cols.into_iter().map(median).collect()))
         .collect();
     rows.iter()
-        .filter_map(|(t, x)| {
-            let previous = medians.get(&(t.div_euclid(86_400) - 1))?;
+        .filter_map(|(host, t, x)| {
+            let previous = medians.get(&(host.as_str(), t.div_euclid(86_400) - 1))?;
             let hour = t.div_euclid(3600).rem_euclid(24) as usize;
             Some(
                 (0..d)
@@ -122,7 +132,7 @@ fn close(a: f64, b: f64, what: &str) {
 
 /// Checks `m`'s section against its training `rows`, computed here: the row count, the 0.99
 /// quantiles of the largest |z|, the SPE and T², and the second PCA's k and eigenvalues.
-fn check_against_rows(m: &ModelArtifact, rows: &[(i64, Vec<f64>)]) {
+fn check_against_rows(m: &ModelArtifact, rows: &[Row]) {
     let space = m.scoring_space.clone().expect("a scoring space");
     let z = scoring_rows(rows, m);
     assert_eq!(space.rows, z.len() as u64, "rows after the first day");

@@ -73,9 +73,19 @@ pub(crate) fn register(
 /// value and its distance from the previous day's median, as the scoring plan's drift baseline
 /// measures a row (the day medians are joined from memory; the first day has none, and drops
 /// out). Registers the day medians as a table that the caller deregisters (`forget_days`).
-pub(crate) async fn rows_sql(input: &BaselineInput<'_>, key: Option<&str>) -> Result<String> {
+/// With `per`, each day's medians are those of the row's own value of that column within its
+/// key (as scoring's drift baseline takes each host's own), not of the key's rows together.
+pub(crate) async fn rows_sql(
+    input: &BaselineInput<'_>,
+    key: Option<&str>,
+    per: Option<&str>,
+) -> Result<String> {
     let ts = ident(TIME);
     let k = key_sql(key);
+    let p = per.map_or_else(
+        || "''".to_string(),
+        |c| format!("COALESCE(CAST({} AS VARCHAR), '')", ident(c)),
+    );
     let d = input.cols.len();
     let day = format!("CAST(floor(to_unixtime({ts}) / 86400) AS BIGINT)");
     let hour = format!("CAST(floor(to_unixtime({ts}) / 3600) AS BIGINT)");
@@ -85,8 +95,8 @@ pub(crate) async fn rows_sql(input: &BaselineInput<'_>, key: Option<&str>) -> Re
         input.ctx,
         DAYS,
         &format!(
-            "SELECT {k} AS __k, {day} AS __day, {} FROM telemetry \
-             WHERE {filter} AND {ts} IS NOT NULL GROUP BY 1, 2",
+            "SELECT {k} AS __k, {p} AS __p, {day} AS __day, {} FROM telemetry \
+             WHERE {filter} AND {ts} IS NOT NULL GROUP BY 1, 2, 3",
             list(&|j| format!(
                 "{} AS __m{j}",
                 input.mode.small_median(&nan_as_null(&input.cols[j]))
@@ -95,9 +105,10 @@ pub(crate) async fn rows_sql(input: &BaselineInput<'_>, key: Option<&str>) -> Re
     )
     .await?;
     Ok(format!(
-        "WITH t AS (SELECT {k} AS __k, {day} AS __day, {hour} AS __hr, {} FROM telemetry \
-           WHERE {filter} AND {ts} IS NOT NULL), \
-         w AS (SELECT t.__k, t.__hr, {}, {} FROM t JOIN {DAYS} d ON t.__k = d.__k AND t.__day = d.__day + 1)",
+        "WITH t AS (SELECT {k} AS __k, {p} AS __p, {day} AS __day, {hour} AS __hr, {} \
+           FROM telemetry WHERE {filter} AND {ts} IS NOT NULL), \
+         w AS (SELECT t.__k, t.__hr, {}, {} FROM t JOIN {DAYS} d ON t.__k = d.__k \
+           AND t.__p = d.__p AND t.__day = d.__day + 1)",
         list(&|j| format!("{} AS __x{j}", nan_as_null(&input.cols[j]))),
         list(&|j| format!("t.__x{j}")),
         list(&|j| format!("t.__x{j} - d.__m{j} AS __w{j}")),
@@ -308,7 +319,7 @@ async fn sections(
     key: Option<&str>,
     models: &BTreeMap<String, &ModelArtifact>,
 ) -> Result<BTreeMap<String, SeasonParams>> {
-    let rows = rows_sql(input, key).await?;
+    let rows = rows_sql(input, key, None).await?;
     let found: BTreeMap<String, Detected> = periods(input, &rows)
         .await?
         .into_iter()
