@@ -31,10 +31,18 @@ pub(crate) struct SeasonInput<'a> {
 
 /// Whether the training table has a timestamp column `ts`.
 pub(crate) async fn has_time(ctx: &SessionContext) -> Result<bool> {
+    Ok(column_type(ctx, TIME)
+        .await?
+        .is_some_and(|t| matches!(t, DataType::Timestamp(..))))
+}
+
+/// The type of the training table's column `name`, if it has one.
+pub(crate) async fn column_type(ctx: &SessionContext, name: &str) -> Result<Option<DataType>> {
     let schema = ctx.table("telemetry").await?.schema().as_arrow().clone();
     Ok(schema
-        .field_with_name(TIME)
-        .is_ok_and(|f| matches!(f.data_type(), DataType::Timestamp(..))))
+        .field_with_name(name)
+        .ok()
+        .map(|f| f.data_type().clone()))
 }
 
 /// The days seen and the hour-of-day profile (24 hours × d features, `None` where unknown).

@@ -35,12 +35,6 @@ const FIT: &str = "__tads_space_fit";
 /// The column whose values each take their own previous day: scoring's default drift key.
 const PER: &str = "host_id";
 
-/// Whether the training table has the column `name`.
-async fn has_column(ctx: &datafusion::prelude::SessionContext, name: &str) -> Result<bool> {
-    let schema = ctx.table("telemetry").await?.schema().as_arrow().clone();
-    Ok(schema.field_with_name(name).is_ok())
-}
-
 /// Training rows a key needs after its first day.
 const MIN_ROWS: u64 = 50;
 
@@ -165,7 +159,10 @@ async fn spaces(
     }
     // Scoring measures each host from its own previous day (the drift baseline's key,
     // `alerts.key`, is `host_id` by default): so do the rows here, where a model holds many.
-    let per = (has_column(input.ctx, PER).await? && key != Some(PER)).then_some(PER);
+    let has_per = crate::seasonal::column_type(input.ctx, PER)
+        .await?
+        .is_some();
+    let per = (has_per && key != Some(PER)).then_some(PER);
     let rows = rows_sql(input, key, per).await?;
     register_hours(input, models)?;
     let mut fitted = fits(input, &rows, models).await?;

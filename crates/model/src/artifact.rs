@@ -68,6 +68,27 @@ pub struct Tail {
     pub zmax: Option<f64>,
 }
 
+impl Tail {
+    /// Checks the values: each signal's tail a positive number, the quantile in (0, 1); the
+    /// error is (field under the tail's own, message).
+    pub(crate) fn check(&self) -> Result<(), (String, String)> {
+        for (field, v) in [("spe", self.spe), ("t2", self.t2), ("zmax", self.zmax)] {
+            if let Some(v) = v
+                && !(v.is_finite() && v > 0.0)
+            {
+                return Err((field.into(), format!("{v} is not a positive number")));
+            }
+        }
+        if !(self.quantile > 0.0 && self.quantile < 1.0) {
+            return Err((
+                "quantile".into(),
+                format!("{} is not in (0, 1)", self.quantile),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A daily cycle: per UTC hour of the day and feature, the median of the feature's distance from
 /// its own day's median over the training rows. Scoring subtracts the row's hour from its
 /// value, so a host that is always busy at 15:00 is not anomalous at 15:00. Only features whose
@@ -397,9 +418,6 @@ impl ModelArtifact {
             ("thresholds.t2_99", t.t2_99),
             ("thresholds.t2_999", t.t2_999),
             ("thresholds.mad_z", Some(t.mad_z)),
-            ("thresholds.tail.spe", t.tail.and_then(|t| t.spe)),
-            ("thresholds.tail.t2", t.tail.and_then(|t| t.t2)),
-            ("thresholds.tail.zmax", t.tail.and_then(|t| t.zmax)),
         ] {
             if let Some(v) = v
                 && !(v.is_finite() && v > 0.0)
@@ -407,10 +425,8 @@ impl ModelArtifact {
                 return bad(field, format!("{v} is not a positive number"));
             }
         }
-        if let Some(q) = t.tail.map(|t| t.quantile)
-            && !(q > 0.0 && q < 1.0)
-        {
-            return bad("thresholds.tail.quantile", format!("{q} is not in (0, 1)"));
+        if let Some(Err((field, message))) = t.tail.map(|t| t.check()) {
+            return bad(&format!("thresholds.tail.{field}"), message);
         }
         if let Some(c) = &self.seasonal {
             if c.profile.len() != 24 {

@@ -58,24 +58,9 @@ impl ScoringSpace {
     /// Checks the section against a model of `features`; the error is (field under
     /// `scoring_space`, message).
     pub(crate) fn check(&self, features: &[String]) -> Result<(), (String, String)> {
-        let t = &self.tail;
-        if !(t.quantile > 0.0 && t.quantile < 1.0) {
-            return Err((
-                "tail.quantile".into(),
-                format!("{} is not in (0, 1)", t.quantile),
-            ));
-        }
-        for (field, v) in [
-            ("tail.spe", t.spe),
-            ("tail.t2", t.t2),
-            ("tail.zmax", t.zmax),
-        ] {
-            if let Some(v) = v
-                && !(v.is_finite() && v > 0.0)
-            {
-                return Err((field.into(), format!("{v} is not a positive number")));
-            }
-        }
+        self.tail
+            .check()
+            .map_err(|(f, m)| (format!("tail.{f}"), m))?;
         if let Some(r) = &self.residual {
             r.pca
                 .check(features)
