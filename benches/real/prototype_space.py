@@ -79,14 +79,42 @@ def main(work, sets, root):
                 keeps[f"cut{cut}"] = (0.99, np.abs(z_tr).max(1) <= cut)
             keeps["raw-normal"] = (0.99, raw_fused < 1)
             y = test.label.values
+            lims = {}
             for k, (q, keep) in keeps.items():
                 keep = np.ones(len(z_tr), bool) if keep is None else keep
-                limits = [max(base[i], np.quantile(tr[i][keep], q)) for i in range(4)]
+                lims[k] = [max(base[i], np.quantile(tr[i][keep], q)) for i in range(4)]
+            # Robust to anomalies in training: each limit scaled by the ratio of the signal's
+            # quantile `rq` in the scoring space to the same quantile over the raw rows; the
+            # second PCA's limit from its own quantile `rq` times the main SPE's limit/quantile.
+            for rq in (0.5, 0.9, 0.95, 0.99):
+                ratio = [np.quantile(tr[i], rq) / max(np.quantile(raw[i], rq), 1e-300) for i in range(3)]
+                lim = [base[i] * max(1.0, ratio[i]) for i in range(3)]
+                lim.append(np.quantile(tr[3], rq) * base[0] / max(np.quantile(raw[0], rq), 1e-300))
+                lims[f"ratio{rq}"] = lim
+                lims[f"ratio{rq}+q99res"] = lim[:3] + [lims["q0.99"][3]]
+                out.setdefault((f"ratio{rq}", "spe/t2/z ratio"), []).append(ratio)
+            # The 0.99 quantile extrapolated from the 0.5 and 0.9 ones (robust to a tenth of
+            # the rows being anomalies): an exponential tail (linear in -log(1-p)) or a Pareto
+            # one (log-linear).
+            L = np.log(10) / (np.log(10) - np.log(2))  # (-log .01 - -log .1) / (-log .1 - -log .5)
+            for kind in ("exp", "pareto"):
+                lim = []
+                for i in range(4):
+                    q50, q90 = np.quantile(tr[i], 0.5), np.quantile(tr[i], 0.9)
+                    e = q90 + (q90 - q50) * L if kind == "exp" else q90 * (q90 / max(q50, 1e-300)) ** L
+                    lim.append(max(base[i], e))
+                lims[f"extrap-{kind}"] = lim
+                out.setdefault((f"extrap-{kind}", "q99/extrap ratio"), []).append(
+                    [np.quantile(tr[i], 0.99) / lim[i] for i in range(4)])
+            for k, limits in lims.items():
                 fused = np.maximum.reduce([te[i] / limits[i] for i in range(4)])
                 out.setdefault((k, "AU-PRC"), []).append(ap(y, fused))
                 out.setdefault((k, "normal >= 1"), []).append(np.mean(fused[y == 0] >= 1))
         for (k, what), v in out.items():
-            print(f"{name}\t{k}\t{what}\t{np.mean(v):.3f}")
+            if what.endswith("ratio"):
+                print(f"{name}\t{k}\t{what} medians\t{np.round(np.median(np.array(v), 0), 2)}")
+            else:
+                print(f"{name}\t{k}\t{what}\t{np.mean(v):.3f}")
 
 
 if __name__ == "__main__":

@@ -320,3 +320,76 @@ async fn the_scoring_space_is_what_the_training_rows_say_there() {
         check_against_rows(member, &rows(&data, Some(&key)).await);
     }
 }
+
+/// The daily cycle a model of many hosts learns is measured per host, as scoring's drift
+/// baseline measures rows: per UTC hour, the median of each row's distance from its own host's
+/// median of that day (not from the median of every host's rows of that day), computed here from
+/// the Parquet rows. Two hosts: a generated one, and the same rows a standard deviation higher.
+#[tokio::test]
+async fn a_model_of_many_hosts_learns_its_daily_cycle_per_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, data, models) = (
+        tmp.path().join("one"),
+        tmp.path().join("two"),
+        tmp.path().join("models"),
+    );
+    let mut args = DATA.to_vec();
+    args[1] = "1";
+    assert_ok(&generate(one.to_str().unwrap(), &args));
+    let ctx = datafusion::prelude::SessionContext::new();
+    register_dir(&ctx, "t", &one).await;
+    let cols = |shift: bool| {
+        FEATURES
+            .map(|f| match shift {
+                false => format!("CAST({f} AS DOUBLE) AS {f}"),
+                true => format!("CAST({f} AS DOUBLE) + (SELECT stddev({f}) FROM t) AS {f}"),
+            })
+            .join(", ")
+    };
+    std::fs::create_dir_all(&data).unwrap();
+    let sql = format!(
+        "COPY (SELECT ts, 'a' AS host_id, {} FROM t UNION ALL \
+         SELECT ts, 'b' AS host_id, {} FROM t) TO '{}' STORED AS PARQUET",
+        cols(false),
+        cols(true),
+        data.join("two.parquet").display()
+    );
+    ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    assert_ok(&train_cmd("fleet", &data, &models, &[]));
+    let m = read_model(&models, "fleet");
+    let cycle = m.seasonal.as_ref().expect("a daily cycle");
+    let rows = rows(&data, None).await;
+    let d = m.dims();
+    let mut days: BTreeMap<(&str, i64), Vec<Vec<f64>>> = BTreeMap::new();
+    for (host, t, x) in &rows {
+        let day = days
+            .entry((host.as_str(), t.div_euclid(86_400)))
+            .or_insert_with(|| vec![Vec::new(); d]);
+        for j in 0..d {
+            day[j].push(x[j]);
+        }
+    }
+    let medians: BTreeMap<(&str, i64), Vec<f64>> = days
+        .into_iter()
+        .map(|(k, cols)| {
+            let m = cols.into_iter().map(|c| median(c).unwrap_or(f64::NAN));
+            (k, m.collect())
+        })
+        .collect();
+    let mut hours = vec![vec![Vec::new(); d]; 24];
+    for (host, t, x) in &rows {
+        let day = &medians[&(host.as_str(), t.div_euclid(86_400))];
+        let h = t.div_euclid(3600).rem_euclid(24) as usize;
+        for j in 0..d {
+            hours[h][j].push(x[j] - day[j]);
+        }
+    }
+    assert!(!cycle.features.is_empty(), "no feature with a cycle");
+    for f in &cycle.features {
+        let j = m.features.iter().position(|x| x == f).unwrap();
+        for (h, at) in hours.iter().enumerate() {
+            let here = median(at[j].clone()).unwrap();
+            close(cycle.profile[h][j], here, &format!("cycle of {f} at {h}h"));
+        }
+    }
+}

@@ -185,7 +185,8 @@ async fn sections(
     models: &BTreeMap<String, &ModelArtifact>,
 ) -> Result<BTreeMap<String, ForecastParams>> {
     let d = input.cols.len();
-    let rows = rows_sql(input, key, None).await?;
+    let per = crate::seasonal::per_column(input.ctx, key).await?;
+    let rows = rows_sql(input, key, per).await?;
     let found: BTreeMap<String, Decomposition> = hourly(input, &rows)
         .await?
         .into_iter()

@@ -82,10 +82,7 @@ pub(crate) async fn rows_sql(
 ) -> Result<String> {
     let ts = ident(TIME);
     let k = key_sql(key);
-    let p = per.map_or_else(
-        || "''".to_string(),
-        |c| format!("COALESCE(CAST({} AS VARCHAR), '')", ident(c)),
-    );
+    let p = crate::seasonal::per_sql(per);
     let d = input.cols.len();
     let day = format!("CAST(floor(to_unixtime({ts}) / 86400) AS BIGINT)");
     let hour = format!("CAST(floor(to_unixtime({ts}) / 3600) AS BIGINT)");
@@ -319,7 +316,8 @@ async fn sections(
     key: Option<&str>,
     models: &BTreeMap<String, &ModelArtifact>,
 ) -> Result<BTreeMap<String, SeasonParams>> {
-    let rows = rows_sql(input, key, None).await?;
+    let per = crate::seasonal::per_column(input.ctx, key).await?;
+    let rows = rows_sql(input, key, per).await?;
     let found: BTreeMap<String, Detected> = periods(input, &rows)
         .await?
         .into_iter()

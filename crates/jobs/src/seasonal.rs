@@ -1,7 +1,8 @@
 //! The daily cycle of a model's features, found in the training data.
 //!
-//! Two statements: the median of every feature per UTC day (and group value), then per UTC hour
-//! of the day the median of each row's distance from its day's median. A feature has a cycle
+//! Two statements: the median of every feature per UTC day (and group value, and host where the
+//! data has `host_id`), then per UTC hour of the day the median of each row's distance from its
+//! day's median. A feature has a cycle
 //! when its hours' medians lie at least one scale apart; the others get 0. At least three days
 //! are needed. Scoring subtracts the row's hour (see [`crate::drift`]).
 
@@ -27,6 +28,29 @@ pub(crate) struct SeasonInput<'a> {
     pub(crate) cols: &'a [String],
     pub(crate) filter: &'a str,
     pub(crate) mode: crate::train::Quantiles,
+}
+
+/// The column whose values each take their own day's median: scoring's drift baseline measures
+/// each host from its own previous day (`alerts.key`, `host_id` by default), also in a model of
+/// many hosts, so the training statements that measure rows as scoring does follow it.
+const PER: &str = "host_id";
+
+/// [`PER`] where the training table has it and the models are not already one per value of it
+/// (`key`, the group column).
+pub(crate) async fn per_column(
+    ctx: &SessionContext,
+    key: Option<&str>,
+) -> Result<Option<&'static str>> {
+    let has = column_type(ctx, PER).await?.is_some();
+    Ok((has && key != Some(PER)).then_some(PER))
+}
+
+/// The SQL of a row's value of `per` as text (`''` without one).
+pub(crate) fn per_sql(per: Option<&str>) -> String {
+    per.map_or_else(
+        || "''".to_string(),
+        |c| format!("COALESCE(CAST({} AS VARCHAR), '')", ident(c)),
+    )
 }
 
 /// Whether the training table has a timestamp column `ts`.
@@ -57,6 +81,7 @@ async fn profiles(input: &SeasonInput<'_>, key: Option<&str>) -> Result<BTreeMap
         || "''".to_string(),
         |k| format!("CAST({} AS VARCHAR)", ident(k)),
     );
+    let p = per_sql(per_column(input.ctx, key).await?);
     let d = input.cols.len();
     let medians = (0..d)
         .map(|j| {
@@ -79,16 +104,17 @@ async fn profiles(input: &SeasonInput<'_>, key: Option<&str>) -> Result<BTreeMap
         input.ctx,
         "__tads_day_medians",
         &format!(
-            "SELECT {k} AS __k, {day} AS __day, {medians} FROM telemetry \
-             WHERE {filter} AND {ts} IS NOT NULL GROUP BY 1, 2"
+            "SELECT {k} AS __k, {p} AS __p, {day} AS __day, {medians} FROM telemetry \
+             WHERE {filter} AND {ts} IS NOT NULL GROUP BY 1, 2, 3"
         ),
     )
     .await?;
     let sql = format!(
-        "WITH t AS (SELECT {k} AS __k, {day} AS __day, {hour} AS __hour, {values} FROM telemetry \
-           WHERE {filter} AND {ts} IS NOT NULL) \
+        "WITH t AS (SELECT {k} AS __k, {p} AS __p, {day} AS __day, {hour} AS __hour, {values} \
+           FROM telemetry WHERE {filter} AND {ts} IS NOT NULL) \
          SELECT t.__k, t.__hour, count(DISTINCT t.__day), {distances} \
-         FROM {d_table} d JOIN t ON t.__k = d.__k AND t.__day = d.__day GROUP BY 1, 2"
+         FROM {d_table} d JOIN t ON t.__k = d.__k AND t.__p = d.__p AND t.__day = d.__day \
+         GROUP BY 1, 2"
     );
     let batch: RecordBatch = collect(input.ctx, &sql).await?;
     input.ctx.deregister_table(&d_table)?;

@@ -32,9 +32,6 @@ const HOURS: &str = "__tads_space_hours";
 const MODEL: &str = "__tads_space_model";
 const FIT: &str = "__tads_space_fit";
 
-/// The column whose values each take their own previous day: scoring's default drift key.
-const PER: &str = "host_id";
-
 /// Training rows a key needs after its first day.
 const MIN_ROWS: u64 = 50;
 
@@ -157,12 +154,9 @@ async fn spaces(
     if d < 2 || !crate::seasonal::has_time(input.ctx).await? {
         return Ok(BTreeMap::new());
     }
-    // Scoring measures each host from its own previous day (the drift baseline's key,
-    // `alerts.key`, is `host_id` by default): so do the rows here, where a model holds many.
-    let has_per = crate::seasonal::column_type(input.ctx, PER)
-        .await?
-        .is_some();
-    let per = (has_per && key != Some(PER)).then_some(PER);
+    // Scoring measures each host from its own previous day: so do the rows here, where a model
+    // holds many.
+    let per = crate::seasonal::per_column(input.ctx, key).await?;
     let rows = rows_sql(input, key, per).await?;
     register_hours(input, models)?;
     let mut fitted = fits(input, &rows, models).await?;
