@@ -258,12 +258,7 @@ impl Scorer {
             return None;
         }
         let largest = |z: &dyn Fn(usize) -> f64, center: &dyn Fn(usize) -> f64| {
-            let j = (0..self.d).fold(
-                0,
-                |best, j| {
-                    if z(j).abs() > z(best).abs() { j } else { best }
-                },
-            );
+            let j = first_largest(self.d, z);
             Some((j, row[j] - center(j)))
         };
         match lead {
@@ -280,6 +275,18 @@ impl Scorer {
             }
             crate::Lead::Z => largest(&|j| self.clamped_z(j, row[j]), &|j| self.median[j]),
         }
+    }
+
+    /// The metric [`Scorer::explain`] names under [`crate::Lead::Z`] for row `i` of `columns`
+    /// (the largest clamped robust |z|), read in place: `None` where a value is not finite.
+    pub fn top_z(&self, columns: &[&[f64]], i: usize) -> Option<usize> {
+        if self.d == 0
+            || columns.len() < self.d
+            || columns[..self.d].iter().any(|c| !c[i].is_finite())
+        {
+            return None;
+        }
+        Some(first_largest(self.d, &|j| self.clamped_z(j, columns[j][i])))
     }
 
     /// Writes the largest robust |z| over the features of each row into `out`.
@@ -426,6 +433,22 @@ impl Scorer {
     fn clamped_z(&self, j: usize, x: f64) -> f64 {
         self.robust_z(j, x).clamp(-Z_LIMIT, Z_LIMIT)
     }
+}
+
+/// The first of `0..d` whose |z| is the largest (0 when none is larger than the first's), each
+/// |z| computed once.
+fn first_largest(d: usize, z: &dyn Fn(usize) -> f64) -> usize {
+    if d == 0 {
+        return 0;
+    }
+    let (mut best, mut at) = (0, z(0).abs());
+    for j in 1..d {
+        let v = z(j).abs();
+        if v > at {
+            (best, at) = (j, v);
+        }
+    }
+    best
 }
 
 /// Where [`Scorer::all`] writes, one slot per row each.
@@ -654,6 +677,31 @@ mod tests {
         for i in 0..n {
             assert!((out[i] - forest.score(&z[i])).abs() < 1e-12, "row {i}");
         }
+    }
+
+    #[test]
+    fn top_z_names_what_explain_names_under_the_robust_z() {
+        let s = two_metric_scorer();
+        // Medians 10 and 20, scales 2 and 4: a tie (both 1 scale out) goes to the first; a
+        // value past the clamp ties with a clamped one; NaN names nothing.
+        let rows = [
+            [12.0, 24.0],
+            [10.0, 28.0],
+            [14.0, 20.0],
+            [1e12, -1e12],
+            [f64::NAN, 20.0],
+            [10.0, 20.0],
+        ];
+        for row in rows {
+            let columns: Vec<Vec<f64>> = (0..2).map(|j| vec![0.0, row[j]]).collect();
+            let columns: Vec<&[f64]> = columns.iter().map(|c| c.as_slice()).collect();
+            assert_eq!(
+                s.top_z(&columns, 1),
+                s.explain(crate::Lead::Z, &row, None).map(|(j, _)| j),
+                "{row:?}"
+            );
+        }
+        assert_eq!(s.top_z(&[&[10.0], &[28.0]], 0), Some(1));
     }
 
     #[test]

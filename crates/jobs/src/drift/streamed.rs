@@ -23,7 +23,9 @@ use datafusion::catalog::streaming::StreamingTable;
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::stream::{
+    RecordBatchReceiverStreamBuilder, RecordBatchStreamAdapter,
+};
 use datafusion::physical_plan::streaming::PartitionStream;
 use futures::StreamExt;
 use tads_sql::ModelRegistry;
@@ -178,11 +180,17 @@ impl ChainLevels {
                         });
                         hour.rows += n as i64;
                         for (values, m) in hour.values.iter_mut().zip(&metrics) {
-                            values.extend(
-                                (start..start + n)
-                                    .filter(|&i| m.is_valid(i) && !m.value(i).is_nan())
-                                    .map(|i| m.value(i)),
-                            );
+                            values.reserve(n);
+                            let run = &m.values()[start..start + n];
+                            if m.null_count() == 0 {
+                                values.extend(run.iter().copied().filter(|v| !v.is_nan()));
+                            } else {
+                                values.extend(
+                                    (start..start + n)
+                                        .filter(|&i| m.is_valid(i) && !run[i - start].is_nan())
+                                        .map(|i| run[i - start]),
+                                );
+                            }
                         }
                         held += n;
                     } else {
@@ -369,6 +377,9 @@ pub(crate) fn feeding_table(
     Ok(StreamingTable::try_new(schema, vec![Arc::new(feed)])?)
 }
 
+/// Batches the scan and the levels may run ahead of the plan that scores them.
+const FED_AHEAD: usize = 2;
+
 struct Feed {
     schema: SchemaRef,
     stream: Mutex<Option<SendableRecordBatchStream>>,
@@ -400,7 +411,7 @@ impl PartitionStream for Feed {
             return Box::pin(RecordBatchStreamAdapter::new(schema, failed));
         };
         let (levels, columns) = (Arc::clone(&self.levels), self.columns.clone());
-        let fed = stream.map(move |batch| {
+        let mut fed = stream.map(move |batch| {
             let batch = batch?;
             levels
                 .lock()
@@ -408,7 +419,20 @@ impl PartitionStream for Feed {
                 .add(&batch, &columns)?;
             Ok(batch)
         });
-        Box::pin(RecordBatchStreamAdapter::new(schema, fed))
+        // The scan and the levels run in a task of their own, a few batches ahead of the plan
+        // that scores them (so on another core): a batch is added before it is scored, which is
+        // all the shifts need (adding the next ones first only writes shifts later rows read).
+        let mut ahead = RecordBatchReceiverStreamBuilder::new(schema, FED_AHEAD);
+        let tx = ahead.tx();
+        ahead.spawn(async move {
+            while let Some(batch) = fed.next().await {
+                if tx.send(batch).await.is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        ahead.build()
     }
 }
 

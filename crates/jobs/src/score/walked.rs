@@ -9,7 +9,8 @@
 //! high scores that may yet open an alert, which is at the latest after the next file (or
 //! when such a run ends); until then the file's scores wait in memory, so memory is bounded by
 //! a few files' scores (the model's features, read for the walk, are not kept). The next file
-//! is scored while the current one is walked and written.
+//! is scored while the current one is walked, and a walked file is written in a task of its
+//! own (at most two at once), so that scoring, walking and writing overlap.
 //!
 //! The walk needs a little more than the written scores at the rows that can be inside an
 //! alert: the top metric's value and its gap to what the model expected where the score
@@ -173,6 +174,14 @@ fn stopped(levels: &Mutex<ChainLevels>) -> Option<Stop> {
     levels.lock().map_or(Some(Stop::Memory), |l| l.stopped())
 }
 
+/// A file being written in a task of its own.
+type Writing = tokio::task::JoinHandle<Result<UnitResult>>;
+
+/// Files of a chain written at once beside the walk of the next: the writing (encoding the
+/// scores, copying the input's column chunks, putting the file) then overlaps the walk and the
+/// scoring of the files after it, and memory holds at most this many files' scores more.
+const WRITES_IN_FLIGHT: usize = 2;
+
 /// What every chain's task shares.
 struct Run {
     shared: Arc<Shared>,
@@ -192,7 +201,46 @@ type Scored = (Fields, Vec<(RecordBatch, Cols)>);
 
 impl Run {
     /// Scores, walks and writes one chain's files; `None` when a key's time goes backwards.
+    /// Files are written in tasks of their own while the next file is walked; whatever
+    /// happens, none of those writes is still running when this returns.
     async fn chain(self: Arc<Self>, units: Vec<Unit>) -> Result<Walked> {
+        let mut writing = VecDeque::new();
+        let mut results = Vec::new();
+        let walked = self.walk_chain(&units, &mut writing, &mut results).await;
+        let complete = matches!(walked, Ok(Ok(_)));
+        for w in writing {
+            let written = w
+                .await
+                .map_err(|e| Error::Data(format!("a scoring task failed: {e}")))
+                .and_then(|r| r);
+            // A failed or stopped walk reports its own error; its writes only had to end.
+            if complete {
+                results.push(written?);
+            }
+        }
+        Ok(walked?.map(|(list, levels)| (results, list, levels)))
+    }
+
+    /// Writes one file with `alerts` in a task of its own.
+    fn spawn_write(
+        self: &Arc<Self>,
+        unit: &Unit,
+        fields: Fields,
+        parts: Vec<RecordBatch>,
+        alerts: Arc<Alerts>,
+    ) -> Writing {
+        let (run, unit) = (Arc::clone(self), unit.clone());
+        tokio::spawn(async move { run.write(&unit, &fields, parts, &alerts).await })
+    }
+
+    /// [`Run::chain`]'s walk: the writes it starts go to `writing` (at most
+    /// [`WRITES_IN_FLIGHT`] at once, the finished ones moved to `results` in file order).
+    async fn walk_chain(
+        self: &Arc<Self>,
+        units: &[Unit],
+        writing: &mut VecDeque<Writing>,
+        results: &mut Vec<UnitResult>,
+    ) -> Result<std::result::Result<(Vec<Alert>, DayLevels), Stop>> {
         let mut walk = ChainWalk::new(&self.walk);
         // The chain's keys' levels, when the drift baseline is measured on the way.
         let levels = self
@@ -201,9 +249,8 @@ impl Run {
             .map(|s| Arc::new(Mutex::new(s.chain())));
         // Files walked but not written yet: (unit, fields, the batches to write, latest time).
         let mut waiting: VecDeque<(usize, Fields, Vec<RecordBatch>, i64)> = VecDeque::new();
-        let mut results = Vec::new();
         let score = |unit: &Unit| {
-            let (run, unit, levels) = (Arc::clone(&self), unit.clone(), levels.clone());
+            let (run, unit, levels) = (Arc::clone(self), unit.clone(), levels.clone());
             tokio::spawn(async move { run.score_file(&unit, levels).await })
         };
         let mut next = units.first().map(score);
@@ -237,15 +284,24 @@ impl Run {
                 let Some((u, fields, parts, _)) = waiting.pop_front() else {
                     break;
                 };
-                let alerts = walk.so_far();
-                results.push(self.write(&units[u], &fields, parts, &alerts).await?);
+                let alerts = Arc::new(walk.so_far());
+                writing.push_back(self.spawn_write(&units[u], fields, parts, alerts));
+                while writing.len() > WRITES_IN_FLIGHT
+                    && let Some(w) = writing.pop_front()
+                {
+                    results.push(
+                        w.await
+                            .map_err(|e| Error::Data(format!("a scoring task failed: {e}")))??,
+                    );
+                }
             }
         }
         let list = walk.finish();
         if !waiting.is_empty() {
-            let alerts = Alerts::from_list(list.clone());
+            let alerts = Arc::new(Alerts::from_list(list.clone()));
             for (u, fields, parts, _) in waiting {
-                results.push(self.write(&units[u], &fields, parts, &alerts).await?);
+                let alerts = Arc::clone(&alerts);
+                writing.push_back(self.spawn_write(&units[u], fields, parts, alerts));
             }
         }
         let levels = match levels {
@@ -255,7 +311,7 @@ impl Run {
                 .finish(),
             None => DayLevels::new(),
         };
-        Ok(Ok((results, list, levels)))
+        Ok(Ok((list, levels)))
     }
 
     /// One file's scores and the columns the walk reads, in file order; with `levels`, its rows

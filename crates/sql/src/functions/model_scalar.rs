@@ -206,7 +206,9 @@ impl ModelFunction {
                     zmax: zmax[i],
                 };
                 let lead = self.fusion.lead(f, signals, more.view(), i);
-                if lead != Lead::Pca {
+                if lead == Lead::Z {
+                    top[i] = m.scorer.top_z(slices, i).map(|j| j as u32);
+                } else if lead != Lead::Pca {
                     slices
                         .iter()
                         .zip(row.iter_mut())
