@@ -46,17 +46,7 @@ def levels(df, cols, cycle, how):
 
 
 def residuals(df, cols, cycle, how, prev_last):
-    day = df.ts.dt.floor("D")
-    lv = levels(df, cols, cycle, how)
-    prev = lv.shift(1)
-    if prev_last is not None:
-        prev.iloc[0] = prev_last
-    base = prev.reindex(day).values
-    missing = np.isnan(base)
-    if missing.any():
-        trailing = df[cols].rolling(P.JUMPSTARTER_TRAILING, min_periods=1).median().shift(1).bfill()
-        base = np.where(missing, trailing.values, base)
-    return df[cols].values - base - cycle[df.ts.dt.hour.values], lv
+    return P.residuals(df, cols, cycle, prev_last, levels(df, cols, cycle, how))
 
 
 def signal(r, scale, keep):

@@ -51,10 +51,12 @@ def robust(x):
     return med, (mean_ad if mean_ad > 0 else 1.0)
 
 
-def residuals(df, cols, cycle, prev_last):
-    """Rows less the previous day's median and the hour's cycle; the day medians."""
+def residuals(df, cols, cycle, prev_last, medians=None):
+    """Rows less the previous day's median (or `medians`, a level per day) and the hour's
+    cycle; the day medians."""
     day = df.ts.dt.floor("D")
-    medians = df.groupby(day)[cols].median()
+    if medians is None:
+        medians = df.groupby(day)[cols].median()
     prev = medians.shift(1)
     if prev_last is not None:
         prev.iloc[0] = prev_last
