@@ -232,12 +232,26 @@ pub(crate) async fn find(
                  running it again in one partition (or give --memory more)"
             );
             progress.phase("finding alerts (one partition)");
+            settle(ctx).await;
             let mut state = ctx.state();
             state.config_mut().options_mut().execution.target_partitions = 1;
             let single = SessionContext::new_with_state(state);
             find_in(&single, q, rules, severity, carried, progress).await
         }
         other => other,
+    }
+}
+
+/// Waits (up to 2 s) until nothing holds memory of `ctx`'s pool: the tasks of a failed attempt
+/// end as its streams drop, but only once the runtime gets to them, and until then their
+/// reservations would leave the single partition of the retry short of the pool.
+async fn settle(ctx: &SessionContext) {
+    let pool = Arc::clone(&ctx.runtime_env().memory_pool);
+    for _ in 0..100 {
+        if pool.reserved() == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
