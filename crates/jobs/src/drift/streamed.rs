@@ -181,16 +181,13 @@ impl ChainLevels {
                         hour.rows += n as i64;
                         for (values, m) in hour.values.iter_mut().zip(&metrics) {
                             values.reserve(n);
-                            let run = &m.values()[start..start + n];
-                            if m.null_count() == 0 {
-                                values.extend(run.iter().copied().filter(|v| !v.is_nan()));
-                            } else {
-                                values.extend(
-                                    (start..start + n)
-                                        .filter(|&i| m.is_valid(i) && !run[i - start].is_nan())
-                                        .map(|i| run[i - start]),
-                                );
-                            }
+                            values.extend(
+                                m.values()[start..start + n]
+                                    .iter()
+                                    .enumerate()
+                                    .filter(|&(o, v)| m.is_valid(start + o) && !v.is_nan())
+                                    .map(|(_, v)| *v),
+                            );
                         }
                         held += n;
                     } else {

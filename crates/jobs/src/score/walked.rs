@@ -154,7 +154,7 @@ pub(super) async fn score_chains(
     // stopped in the middle of writing a file the sort will write again.
     let mut stopped = None;
     while let Some(done) = tasks.join_next().await {
-        match done.map_err(|e| Error::Data(format!("a scoring task failed: {e}")))?? {
+        match task_result(done)? {
             Ok((r, a, l)) => {
                 results.extend(r);
                 alerts.extend(a);
@@ -167,6 +167,12 @@ pub(super) async fn score_chains(
         Some(stop) => Err(stop),
         None => Ok((results, alerts, levels)),
     })
+}
+
+/// The outcome of a spawned scoring or writing task: its own result, or the failure of the
+/// task itself.
+fn task_result<T>(joined: std::result::Result<Result<T>, tokio::task::JoinError>) -> Result<T> {
+    joined.map_err(|e| Error::Data(format!("a scoring task failed: {e}")))?
 }
 
 /// Why a chain's drift baseline stopped, if it did.
@@ -209,10 +215,7 @@ impl Run {
         let walked = self.walk_chain(&units, &mut writing, &mut results).await;
         let complete = matches!(walked, Ok(Ok(_)));
         for w in writing {
-            let written = w
-                .await
-                .map_err(|e| Error::Data(format!("a scoring task failed: {e}")))
-                .and_then(|r| r);
+            let written = task_result(w.await);
             // A failed or stopped walk reports its own error; its writes only had to end.
             if complete {
                 results.push(written?);
@@ -256,9 +259,7 @@ impl Run {
         let mut next = units.first().map(score);
         for u in 0..units.len() {
             let Some(current) = next.take() else { break };
-            let (fields, batches) = current
-                .await
-                .map_err(|e| Error::Data(format!("a scoring task failed: {e}")))??;
+            let (fields, batches) = task_result(current.await)?;
             if let Some(stop) = levels.as_ref().and_then(|l| stopped(l)) {
                 return Ok(Err(stop));
             }
@@ -289,10 +290,7 @@ impl Run {
                 while writing.len() > WRITES_IN_FLIGHT
                     && let Some(w) = writing.pop_front()
                 {
-                    results.push(
-                        w.await
-                            .map_err(|e| Error::Data(format!("a scoring task failed: {e}")))??,
-                    );
+                    results.push(task_result(w.await)?);
                 }
             }
         }
