@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Which models should measure themselves in the scoring space? A selector from training rows.
+
+`tads train --scoring-space` lifts JumpStarter's AU-PRC and point F1 but breaks the generated
+targets, so it is opt-in. This replays a per-model choice without rebuilding anything: a model
+takes its scoring-space section only where the SPE's tail over its training rows as scoring
+measures them (`scoring_space.tail.spe`, the 0.99 quantile) lies more than K times above the
+tail over the raw rows (`thresholds.tail.spe`, 0.95) — a model whose components describe
+another space than the one it scores in. The ratio comes from the training rows alone.
+
+    benches/real/run.sh --label base --report none --out BASE --sets jumpstarter_d2,jumpstarter_d3
+    TADS_TRAIN_ARGS=--scoring-space benches/real/run.sh --label ss --report none --out SPACE \\
+        --sets jumpstarter_d2,jumpstarter_d3
+    python3 benches/real/prototype_select.py BASE SPACE [--k 0 10 20 ...]
+    python3 benches/real/prototype_select.py --group MODELS/NAME/group.json   # ratios only
+
+Each series' metrics are those of one of the two runs (the scores of a series depend on its
+own model only), pooled as `benches/real/bench.py` pools them: point precision and F1, event
+recall and normal time in alert over all rows, AU-PRC averaged over series. With K = 0 and
+K = inf it gives back the two runs' own rows.
+"""
+import argparse
+import csv
+import json
+from pathlib import Path
+
+
+def spe_ratio(model):
+    space = model.get("scoring_space")
+    raw = model.get("thresholds", {}).get("tail")
+    if not space or not raw or not space["tail"].get("spe") or not raw.get("spe"):
+        return None
+    return space["tail"]["spe"] / raw["spe"]
+
+
+def pooled(rows):
+    n = {k: sum(int(r[k]) for r in rows) for k in ("tp", "fp", "fn", "events", "events_detected", "normal", "normal_in_alert")}
+    p = n["tp"] / (n["tp"] + n["fp"]) if n["tp"] + n["fp"] else 0.0
+    rc = n["tp"] / (n["tp"] + n["fn"]) if n["tp"] + n["fn"] else 0.0
+    f1 = 2 * p * rc / (p + rc) if p + rc else 0.0
+    auprc = sum(float(r["auprc"]) for r in rows) / len(rows)
+    return (f"P {p:.3f}  F1 {f1:.3f}  event recall {n['events_detected'] / n['events']:.2f}  "
+            f"normal in alert {100 * n['normal_in_alert'] / n['normal']:.1f} %  AU-PRC {auprc:.3f}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("base", nargs="?", help="work directory of a run with the defaults")
+    ap.add_argument("space", nargs="?", help="work directory of a run trained --scoring-space")
+    ap.add_argument("--k", type=float, nargs="+", default=[0, 5, 10, 12, 15, 20, float("inf")])
+    ap.add_argument("--group", help="a group.json trained --scoring-space: print its members' ratios")
+    args = ap.parse_args()
+    if args.group:
+        members = json.loads(Path(args.group).read_text())["members"]
+        items = members.values() if isinstance(members, dict) else members
+        ratios = sorted(r for r in (spe_ratio(m.get("model", m)) for m in items) if r is not None)
+        print(f"{len(ratios)} members: " + " ".join(f"{r:.2f}" for r in ratios))
+        return
+    load = lambda d: {(r["set"], r["series"], r["method"]): r for r in csv.DictReader(open(Path(d) / "per_series.csv"))}
+    base, space = load(args.base), load(args.space)
+    ratio = {}
+    for f in (Path(args.space) / "models").glob("*/model.json"):
+        s, series = f.parent.name.split("__", 1)
+        ratio[(s, series)] = spe_ratio(json.loads(f.read_text())) or 0.0
+    for s in sorted({k[0] for k in base}):
+        series = sorted({k[1] for k in base if k[0] == s and k[2] == "tads"})
+        ratios = sorted(ratio.get((s, x), 0.0) for x in series)
+        print(f"{s}: SPE ratios, median {ratios[len(ratios) // 2]:.2f}, min {ratios[0]:.2f}, max {ratios[-1]:.2f}")
+        if all((s, x, "sklearn_pca") in base for x in series):
+            print(f"  scikit-learn PCA           {pooled([base[(s, x, 'sklearn_pca')] for x in series])}")
+        for k in args.k:
+            chosen = [x for x in series if ratio.get((s, x), 0.0) >= k]
+            rows = [(space if x in chosen else base)[(s, x, "tads")] for x in series]
+            print(f"  K = {k:<5g} ({len(chosen):2d} of {len(series)})  {pooled(rows)}")
+
+
+if __name__ == "__main__":
+    main()
