@@ -11,8 +11,8 @@ another space than the one it scores in. The ratio comes from the training rows 
     benches/real/run.sh --label base --report none --out BASE --sets jumpstarter_d2,jumpstarter_d3
     TADS_TRAIN_ARGS=--scoring-space benches/real/run.sh --label ss --report none --out SPACE \\
         --sets jumpstarter_d2,jumpstarter_d3
-    python3 benches/real/prototype_select.py BASE SPACE [--k 0 10 20 ...]
-    python3 benches/real/prototype_select.py --group MODELS/NAME/group.json   # ratios only
+    ~/.cache/tads/venv-real/bin/python benches/real/prototype_select.py BASE SPACE [--k 0 10 20 ...]
+    ~/.cache/tads/venv-real/bin/python benches/real/prototype_select.py --group MODELS/NAME/group.json   # ratios only
 
 Each series' metrics are those of one of the two runs (the scores of a series depend on its
 own model only), pooled as `benches/real/bench.py` pools them: point precision and F1, event
@@ -22,7 +22,12 @@ K = inf it gives back the two runs' own rows.
 import argparse
 import csv
 import json
+import os
+import sys
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import POOLED, pool  # noqa: E402
 
 
 def spe_ratio(model):
@@ -34,13 +39,11 @@ def spe_ratio(model):
 
 
 def pooled(rows):
-    n = {k: sum(int(r[k]) for r in rows) for k in ("tp", "fp", "fn", "events", "events_detected", "normal", "normal_in_alert")}
-    p = n["tp"] / (n["tp"] + n["fp"]) if n["tp"] + n["fp"] else 0.0
-    rc = n["tp"] / (n["tp"] + n["fn"]) if n["tp"] + n["fn"] else 0.0
-    f1 = 2 * p * rc / (p + rc) if p + rc else 0.0
-    auprc = sum(float(r["auprc"]) for r in rows) / len(rows)
-    return (f"P {p:.3f}  F1 {f1:.3f}  event recall {n['events_detected'] / n['events']:.2f}  "
-            f"normal in alert {100 * n['normal_in_alert'] / n['normal']:.1f} %  AU-PRC {auprc:.3f}")
+    """`bench.pool` over rows read back from `per_series.csv`."""
+    c = pool([dict(r, auprc=float(r["auprc"]) if r["auprc"] else None,
+                   **{k: float(r[k]) for k in POOLED}) for r in rows])
+    return (f"P {c['precision']:.3f}  F1 {c['f1']:.3f}  event recall {c['event_recall']:.2f}  "
+            f"normal in alert {100 * c['normal_in_alert_frac']:.1f} %  AU-PRC {c['mean_auprc']:.3f}")
 
 
 def main():
