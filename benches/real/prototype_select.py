@@ -30,12 +30,19 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import POOLED, pool  # noqa: E402
 
 
+LIKE = False
+
+
 def spe_ratio(model):
+    """The SPE's 0.99 quantile in the scoring space over its tail over the raw rows: the 0.95
+    quantile (`thresholds.tail.spe`, what `tads train` selects by), or with `--like` the raw
+    rows' own 0.99 quantile (`thresholds.spe_empirical_99`)."""
     space = model.get("scoring_space")
-    raw = model.get("thresholds", {}).get("tail")
-    if not space or not raw or not space["tail"].get("spe") or not raw.get("spe"):
+    thresholds = model.get("thresholds", {})
+    raw = thresholds.get("spe_empirical_99") if LIKE else (thresholds.get("tail") or {}).get("spe")
+    if not space or not raw or not space["tail"].get("spe"):
         return None
-    return space["tail"]["spe"] / raw["spe"]
+    return space["tail"]["spe"] / raw
 
 
 def pooled(rows):
@@ -52,7 +59,10 @@ def main():
     ap.add_argument("space", nargs="?", help="work directory of a run trained --scoring-space")
     ap.add_argument("--k", type=float, nargs="+", default=[0, 5, 10, 12, 15, 20, float("inf")])
     ap.add_argument("--group", help="a group.json trained --scoring-space: print its members' ratios")
+    ap.add_argument("--like", action="store_true", help="divide by the raw rows' 0.99 quantile of the SPE")
     args = ap.parse_args()
+    global LIKE
+    LIKE = args.like
     if args.group:
         members = json.loads(Path(args.group).read_text())["members"]
         items = members.values() if isinstance(members, dict) else members

@@ -393,3 +393,53 @@ async fn a_model_of_many_hosts_learns_its_daily_cycle_per_host() {
         }
     }
 }
+
+/// By default the section is measured only where the training rows span a week after their
+/// first day, and kept only where the model's own SPE tail there is far above its raw one
+/// (`tads_model::space::AUTO_RATIO`): on a real JumpStarter service (20 training days) it is
+/// kept; on generated data of nine days it is measured and left out, said once on stderr;
+/// `--no-scoring-space` never measures it.
+#[tokio::test]
+async fn by_default_the_scoring_space_is_kept_where_the_models_limits_do_not_hold_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, models) = (tmp.path().join("data"), tmp.path().join("models"));
+    let series = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/real/jumpstarter_d2/service0");
+    let train = series.join("train.parquet");
+    assert_ok(&train_cmd("real", &train, &models, &[]));
+    let m = read_model(&models, "real");
+    let space = m.scoring_space.as_ref().expect("kept on the real service");
+    let verdict = space.auto_verdict(m.thresholds.spe_empirical_99);
+    assert!(verdict.keep && verdict.days >= 19, "{verdict:?}");
+    assert!(
+        verdict.ratio.unwrap() >= tads_model::space::AUTO_RATIO,
+        "{verdict:?}"
+    );
+    assert_ok(&train_cmd(
+        "never",
+        &train,
+        &models,
+        &["--no-scoring-space"],
+    ));
+    assert!(read_model(&models, "never").scoring_space.is_none());
+
+    let mut args = DATA.to_vec();
+    args[3] = "9d";
+    assert_ok(&generate(data.to_str().unwrap(), &args));
+    let run = train_cmd("generated", &data, &models, &[]);
+    assert_ok(&run);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("measured in the scoring space over 8 days") && stderr.contains("not kept"),
+        "{stderr}"
+    );
+    assert!(read_model(&models, "generated").scoring_space.is_none());
+    // Asked for, the same section is kept.
+    assert_ok(&train_cmd("asked", &data, &models, &["--scoring-space"]));
+    let asked = read_model(&models, "asked");
+    let space = asked.scoring_space.as_ref().expect("kept when asked");
+    assert_eq!(space.days, 8);
+    assert!(
+        !space.auto_verdict(asked.thresholds.spe_empirical_99).keep,
+        "the automatic choice would keep it"
+    );
+}

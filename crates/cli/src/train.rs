@@ -2,7 +2,7 @@
 
 use clap::Args;
 use tads_jobs::train::{Quantiles, TrainJob, Trained, train};
-use tads_model::{KRule, TrainOptions};
+use tads_model::{KRule, SpaceChoice, TrainOptions};
 use tads_store::Location;
 
 use crate::{UserError, si, thousands};
@@ -76,17 +76,23 @@ pub(crate) struct TrainArgs {
     /// the spread they really have; `model.json` lists them in `tail_scaled_features`
     #[arg(long)]
     no_tail_scale: bool,
-    /// Also measure the model on the training rows as scoring measures them (each metric less
-    /// the previous day's median and the daily cycle, from the second day on; models of two or
+    /// Measure the model on the training rows as scoring measures them (each metric less the
+    /// previous day's median and the daily cycle, from the second day on; models of two or
     /// more metrics with a timestamp column `ts`): the 0.99 quantile of its SPE, T² and largest
     /// |z| there (the fusion raises each limit to it), and a second PCA fitted there, whose SPE
     /// over its own 0.99 quantile joins the PCA signal (one more pass for the day medians, two
-    /// over the rows); `model.json` holds them as `scoring_space`. For training data that is
-    /// mostly normal and whose levels move from day to day: the quantile is a budget of 1 % of
-    /// the training rows, so training data with more anomalies than that raises the limits
-    /// into them
-    #[arg(long)]
+    /// over the rows); `model.json` holds them as `scoring_space`. By default this is measured
+    /// where the training rows span 7 days after the first, and kept only where the model's
+    /// own SPE tail there is at least 20× its tail over the raw rows (real telemetry whose
+    /// levels move from day to day; not the generated data, whose training rows hold its
+    /// anomalies). This flag keeps it wherever it can be measured: for training data that is
+    /// mostly normal, since the quantile is a budget of 1 % of the training rows and more
+    /// anomalies than that raise the limits into them
+    #[arg(long, conflicts_with = "no_scoring_space")]
     scoring_space: bool,
+    /// Never measure the model in the scoring space (no extra passes)
+    #[arg(long)]
+    no_scoring_space: bool,
     /// Also fit the k-means distance detector: 8 centroids of a deterministic sample of up to
     /// 20,000 training rows in the standardized space, and the distance's limit (one more pass
     /// over the data). Scoring uses it with `--set fusion.detectors=pca,mad,kmeans`, SQL with
@@ -229,7 +235,11 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
             season_baseline: args.seasonal_baseline,
             forecast: args.forecast,
             tail_scale: !args.no_tail_scale,
-            scoring_space: args.scoring_space,
+            scoring_space: match (args.scoring_space, args.no_scoring_space) {
+                (true, _) => SpaceChoice::Always,
+                (_, true) => SpaceChoice::Never,
+                _ => SpaceChoice::Auto,
+            },
         },
         overwrite: args.overwrite,
         group_by: args.group_by.clone(),
@@ -331,9 +341,16 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
             }
             if let Some(s) = &m.scoring_space {
                 let t = s.tail;
+                let ratio = s
+                    .auto_verdict(m.thresholds.spe_empirical_99)
+                    .ratio
+                    .map_or(String::new(), |r| {
+                        format!("; SPE 0.99 quantile {r:.1}× the raw rows'")
+                    });
                 println!(
-                    "scoring space ({} rows after the first day, each less its previous day and cycle): tail at {}: SPE {}, T² {}, |z| {}",
+                    "scoring space ({} rows on {} days after the first, each less its previous day and cycle{ratio}): tail at {}: SPE {}, T² {}, |z| {}",
                     thousands(s.rows),
+                    s.days,
                     t.quantile,
                     fmt(t.spe),
                     fmt(t.t2),
@@ -377,7 +394,7 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
                 .count();
             if measured > 0 {
                 println!(
-                    "{measured} of {} members measured in the scoring space",
+                    "{measured} of {} members keep a scoring space",
                     g.members.len()
                 );
             }

@@ -17,9 +17,10 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, AsArray, Float64Array, Int64Array, StringArray};
 use datafusion::arrow::datatypes::Int64Type;
 use tads_model::season::cycle_at;
-use tads_model::space::DEFAULT_QUANTILE;
+use tads_model::space::{AUTO_DAYS, AUTO_RATIO, DEFAULT_QUANTILE};
 use tads_model::{
-    CoMoments, KRule, ModelArtifact, ModelGroup, PcaParams, ResidualFit, ScoringSpace, Tail, pca,
+    CoMoments, KRule, ModelArtifact, ModelGroup, PcaParams, ResidualFit, ScoringSpace, SpaceChoice,
+    Tail, pca,
 };
 use tads_sql::ModelRegistry;
 
@@ -180,6 +181,7 @@ async fn spaces(
         q("pca_t2", &model, &x),
         q("mad_zmax", &model, &x),
         q("pca_score", &fit, &distance),
+        "count(DISTINCT (w.__hr - ((w.__hr % 24) + 24) % 24) / 24)".to_string(),
     ]
     .join(", ");
     let batch = collect_rows(input.ctx, &joined(&rows, &select)).await?;
@@ -187,6 +189,7 @@ async fn spaces(
     forget_days(input.ctx)?;
     let positive = |c: usize, i: usize| f64_at(&batch, c, i).filter(|v| v.is_finite() && *v > 0.0);
     let counts = batch.column(1).as_primitive::<Int64Type>();
+    let days = batch.column(6).as_primitive::<Int64Type>();
     let keys = crate::train_groups::keys_of(&batch)?;
     Ok(keys
         .into_iter()
@@ -205,6 +208,7 @@ async fn spaces(
             };
             let space = ScoringSpace {
                 rows: counts.value(i) as u64,
+                days: days.value(i) as u64,
                 tail,
                 residual,
             };
@@ -216,46 +220,122 @@ async fn spaces(
 const WHY_NOT: &str = "it needs two or more features, a timestamp column `ts` and at least 50 \
                        rows after the first training day";
 
-/// Measures and stores the scoring space of one model.
+/// Whether the automatic choice can keep any section: two or more features, and training rows
+/// that span [`AUTO_DAYS`] days after the first (one pass over the time column, so that
+/// shorter histories cost nothing).
+async fn long_enough(input: &BaselineInput<'_>) -> Result<bool> {
+    if input.cols.len() < 2 || !crate::seasonal::has_time(input.ctx).await? {
+        return Ok(false);
+    }
+    let ts = crate::ident(crate::seasonal::TIME);
+    let day = |f: &str| format!("floor(to_unixtime({f}({ts})) / 86400)");
+    let sql = format!(
+        "SELECT CAST({} - {} AS BIGINT) FROM telemetry WHERE {}",
+        day("max"),
+        day("min"),
+        input.filter
+    );
+    let batch = collect_rows(input.ctx, &sql).await?;
+    Ok(f64_at(&batch, 0, 0).is_some_and(|span| span >= AUTO_DAYS as f64))
+}
+
+/// `section` of `model` as `choice` keeps it, with the automatic choice's verdict.
+fn chosen(
+    choice: SpaceChoice,
+    model: &ModelArtifact,
+    section: Option<ScoringSpace>,
+) -> (Option<ScoringSpace>, Option<tads_model::Verdict>) {
+    match (choice, section) {
+        (SpaceChoice::Auto, Some(s)) => {
+            let verdict = s.auto_verdict(model.thresholds.spe_empirical_99);
+            (verdict.keep.then_some(s), Some(verdict))
+        }
+        (SpaceChoice::Never, _) => (None, None),
+        (_, section) => (section, None),
+    }
+}
+
+/// The rule the automatic choice applies, for the notes.
+fn rule() -> String {
+    format!(
+        "kept where its SPE's 0.99 quantile there is at least {AUTO_RATIO}× the raw rows' over \
+         {AUTO_DAYS} days or more; `--scoring-space` keeps it always, `--no-scoring-space` never measures it"
+    )
+}
+
+/// Measures and stores the scoring space of one model, as `choice` says.
 pub(crate) async fn single(
     input: &BaselineInput<'_>,
     registry: &ModelRegistry,
     model: ModelArtifact,
+    choice: SpaceChoice,
 ) -> Result<ModelArtifact> {
+    if choice == SpaceChoice::Auto && !long_enough(input).await? {
+        return Ok(model);
+    }
     let models = BTreeMap::from([(String::new(), &model)]);
     let space = spaces(input, registry, None, &models)
         .await?
         .into_values()
         .next();
-    if space.is_none() {
+    if space.is_none() && choice == SpaceChoice::Always {
         eprintln!(
             "note: model `{}`: not measured in the scoring space: {WHY_NOT}",
             model.name
         );
     }
+    let (space, verdict) = chosen(choice, &model, space);
+    if let Some(v) = verdict.filter(|v| !v.keep) {
+        eprintln!(
+            "note: model `{}`: measured in the scoring space over {} days, its SPE's 0.99 \
+             quantile there {} the raw rows': not kept ({})",
+            model.name,
+            v.days,
+            v.ratio
+                .map_or("unknown against".to_string(), |r| format!("{r:.1}×")),
+            rule()
+        );
+    }
     amend(model, |m| m.scoring_space = space)
 }
 
-/// Measures and stores the scoring space of each member of a group, by the group's column.
+/// Measures and stores the scoring space of each member of a group, by the group's column, as
+/// `choice` says.
 pub(crate) async fn group(
     input: &BaselineInput<'_>,
     registry: &ModelRegistry,
     group: ModelGroup,
+    choice: SpaceChoice,
 ) -> Result<ModelGroup> {
-    let mut found = spaces(
-        input,
-        registry,
-        Some(&group.group_by),
-        &crate::season::members_by_key(&group),
-    )
-    .await?;
+    if choice == SpaceChoice::Auto && !long_enough(input).await? {
+        return Ok(group);
+    }
+    let members = crate::season::members_by_key(&group);
+    let mut found = spaces(input, registry, Some(&group.group_by), &members).await?;
     let missing = group.members.len() - found.len();
-    if missing > 0 {
+    if missing > 0 && choice == SpaceChoice::Always {
         eprintln!(
             "note: group `{}`: {missing} of {} members not measured in the scoring space: {WHY_NOT}",
             group.name,
             group.members.len()
         );
     }
-    amend_members(group, |key, m| m.scoring_space = found.remove(key))
+    let mut kept = BTreeMap::new();
+    let measured = found.len();
+    for (key, member) in members {
+        let (space, _) = chosen(choice, member, found.remove(&key));
+        if let Some(s) = space {
+            kept.insert(key, s);
+        }
+    }
+    if choice == SpaceChoice::Auto && measured > 0 {
+        eprintln!(
+            "note: group `{}`: {} of {measured} members measured in the scoring space keep it \
+             ({})",
+            group.name,
+            kept.len(),
+            rule()
+        );
+    }
+    amend_members(group, |key, m| m.scoring_space = kept.remove(key))
 }

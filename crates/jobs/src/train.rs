@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, Schema, UInt64Type};
 use datafusion::prelude::SessionContext;
+use tads_model::SpaceChoice;
 use tads_model::train::{Fitted, Standardizer, TrainOptions, artifact};
 use tads_model::{CoMoments, ModelArtifact, ModelGroup, RobustStats, pca};
 use tads_sql::ModelRegistry;
@@ -306,8 +307,10 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
             if job.options.forecast {
                 model = crate::forecast::single(&baseline, model).await?;
             }
-            if job.options.scoring_space {
-                model = crate::space::single(&baseline, &registry, model).await?;
+            if job.options.scoring_space != SpaceChoice::Never {
+                model =
+                    crate::space::single(&baseline, &registry, model, job.options.scoring_space)
+                        .await?;
             }
             let rows = model.training.rows_seen;
             let json = model.to_json();
@@ -330,8 +333,9 @@ async fn train_locked(job: &TrainJob, lock: &Lock, started: Instant) -> Result<T
             if job.options.forecast {
                 group = crate::forecast::group(&baseline, group).await?;
             }
-            if job.options.scoring_space {
-                group = crate::space::group(&baseline, &registry, group).await?;
+            if job.options.scoring_space != SpaceChoice::Never {
+                group = crate::space::group(&baseline, &registry, group, job.options.scoring_space)
+                    .await?;
             }
             let json = group.to_json();
             (Trained::Group(Box::new(group)), rows, (&files[1], json))

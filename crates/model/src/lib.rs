@@ -54,7 +54,7 @@ pub use pca::{KRule, Pca};
 pub use robust::{MAD_SCALE, MEAN_AD_SCALE, RobustStats};
 pub use score::{AllScores, Scorer};
 pub use season::SeasonParams;
-pub use space::{ResidualFit, ScoringSpace};
+pub use space::{ResidualFit, ScoringSpace, SpaceChoice, Verdict};
 pub use train::{Standardizer, TrainOptions};
 
 /// Errors of this crate.

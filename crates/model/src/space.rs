@@ -29,12 +29,41 @@ use crate::pca::{KRule, Pca};
 /// The default quantile of the training signals in the scoring space.
 pub const DEFAULT_QUANTILE: f64 = 0.99;
 
+/// Whether training measures a model in the scoring space, and when it keeps the section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SpaceChoice {
+    /// Never measured (`tads train --no-scoring-space`).
+    Never,
+    /// Measured where the training rows span [`AUTO_DAYS`] days after the first, and kept where
+    /// [`ScoringSpace::auto_verdict`] says the model's own limits do not hold there (the
+    /// default).
+    #[default]
+    Auto,
+    /// Measured and kept wherever it can be (`tads train --scoring-space`).
+    Always,
+}
+
+/// Days after the first (a day's rows are measured from the day before) that the automatic
+/// choice needs: with fewer, a few days that hold anomalies make up more than the 1 % of rows
+/// the quantile leaves above it (the demo's three-day hosts, one anomaly a day).
+pub const AUTO_DAYS: u64 = 7;
+
+/// How many times the same quantile over the raw rows (`thresholds.spe_empirical_99`) the main
+/// fit's SPE tail in the scoring space must be for the automatic choice to keep the section.
+/// Measured (README, "Quality on real telemetry"): on JumpStarter's services a median 11.6×
+/// (d2) and 16.7× (d3); on generated data with a week of history or more at most 6.2× (median
+/// about 1.1: its 0.99 quantiles lie inside its anomalies in both spaces alike).
+pub const AUTO_RATIO: f64 = 10.0;
+
 /// The training signals in the scoring space, and the PCA fitted there.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScoringSpace {
     /// Training rows measured (after the first day).
     pub rows: u64,
+    /// The UTC days those rows lie on (0 in models from before it was stored).
+    #[serde(default)]
+    pub days: u64,
     /// The `quantile` of the main fit's SPE and T² and of the largest |z| over those rows.
     pub tail: Tail,
     /// The PCA fitted on those rows (absent for a model of one feature, or where the rows do
@@ -54,7 +83,41 @@ pub struct ResidualFit {
     pub limit: f64,
 }
 
+/// What the automatic choice made of a model's scoring space, and why.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Verdict {
+    /// Whether the section is kept.
+    pub keep: bool,
+    /// The main fit's SPE tail in the scoring space over the same quantile over the raw rows,
+    /// when the model has both.
+    pub ratio: Option<f64>,
+    /// Days measured.
+    pub days: u64,
+}
+
 impl ScoringSpace {
+    /// The automatic choice ([`SpaceChoice::Auto`]) for this section of a model whose SPE has
+    /// the 0.99 quantile `raw_99` over its raw training rows (`thresholds.spe_empirical_99`):
+    /// keep it where the rows span [`AUTO_DAYS`] days after the first and the main fit's SPE
+    /// tail here is at least [`AUTO_RATIO`] times `raw_99`. Then the model's components and
+    /// limits describe the day-to-day moves of its training period, not the rows scoring
+    /// measures, and the section's own limits and PCA rank those rows better (JumpStarter);
+    /// where the two quantiles are alike, the section mostly raises limits into anomalies the
+    /// training rows hold (generated data).
+    pub fn auto_verdict(&self, raw_99: Option<f64>) -> Verdict {
+        let ratio = self
+            .tail
+            .spe
+            .zip(raw_99)
+            .map(|(here, there)| here / there)
+            .filter(|r| r.is_finite());
+        Verdict {
+            keep: self.days >= AUTO_DAYS && ratio.is_some_and(|r| r >= AUTO_RATIO),
+            ratio,
+            days: self.days,
+        }
+    }
+
     /// Checks the section against a model of `features`; the error is (field under
     /// `scoring_space`, message).
     pub(crate) fn check(&self, features: &[String]) -> Result<(), (String, String)> {
@@ -205,6 +268,7 @@ mod tests {
         let other = crate::train::fit_in_memory(&columns(1.7), &options).unwrap();
         model.scoring_space = Some(ScoringSpace {
             rows: 300,
+            days: 1,
             tail: Tail {
                 quantile: DEFAULT_QUANTILE,
                 spe: Some(1.0),
@@ -217,6 +281,27 @@ mod tests {
             }),
         });
         (model.seal(), other.pca)
+    }
+
+    /// Kept only with both: a week of days after the first, and the main fit's SPE tail there
+    /// at least [`AUTO_RATIO`] times the raw rows' quantile; never without both to compare.
+    #[test]
+    fn the_automatic_choice_needs_a_week_and_an_spe_tail_far_above_the_raw_one() {
+        let (model, _) = model_with_residual();
+        let mut s = model.scoring_space.clone().unwrap();
+        s.days = AUTO_DAYS;
+        s.tail.spe = Some(42.0);
+        let v = s.auto_verdict(Some(4.0));
+        assert!(v.keep);
+        assert_eq!((v.ratio, v.days), (Some(10.5), AUTO_DAYS));
+        assert!(!s.auto_verdict(Some(4.4)).keep, "under the ratio");
+        assert!(!s.auto_verdict(None).keep, "no raw SPE quantile");
+        assert_eq!(s.auto_verdict(None).ratio, None);
+        s.days = AUTO_DAYS - 1;
+        assert!(!s.auto_verdict(Some(0.1)).keep, "too few days");
+        s.days = AUTO_DAYS;
+        s.tail.spe = None;
+        assert!(!s.auto_verdict(Some(0.1)).keep, "no SPE tail here");
     }
 
     #[test]

@@ -47,10 +47,10 @@ pub struct TrainOptions {
     /// Floor each feature's scale by the range of its training quantiles
     /// ([`Standardizer::new`]).
     pub tail_scale: bool,
-    /// Measure the training signals in the space scoring measures rows in (each metric less its
-    /// key's previous-day median and daily cycle), fit a second PCA there, and store both
-    /// ([`crate::space`]).
-    pub scoring_space: bool,
+    /// Whether to measure the training signals in the space scoring measures rows in (each
+    /// metric less its key's previous-day median and daily cycle), fit a second PCA there, and
+    /// store both ([`crate::space`]), and when to keep them.
+    pub scoring_space: crate::SpaceChoice,
 }
 
 impl Default for TrainOptions {
@@ -67,7 +67,7 @@ impl Default for TrainOptions {
             season_baseline: false,
             forecast: false,
             tail_scale: true,
-            scoring_space: false,
+            scoring_space: crate::SpaceChoice::Auto,
         }
     }
 }

@@ -176,7 +176,7 @@ fn schemas() -> Value {
                 "k": { "type": "integer" },
                 "fingerprint": { "type": "string" },
                 "seasonal": { "type": "boolean" },
-                "scoring_space": { "type": "boolean", "description": "trained with --scoring-space and measured there" }
+                "scoring_space": { "type": "boolean", "description": "holds a scoring space section: measured on its training rows as scoring measures them, and kept (by default where its limits do not hold there; always with --scoring-space)" }
             }
         },
         "Model": {
