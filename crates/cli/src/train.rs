@@ -82,10 +82,10 @@ pub(crate) struct TrainArgs {
     /// |z| there (the fusion raises each limit to it), and a second PCA fitted there, whose SPE
     /// over its own 0.99 quantile joins the PCA signal (one more pass for the day medians, two
     /// over the rows); `model.json` holds them as `scoring_space`. By default this is measured
-    /// where the training rows span 7 days after the first, and kept only where the model's
-    /// own SPE tail there is at least 20× its tail over the raw rows (real telemetry whose
-    /// levels move from day to day; not the generated data, whose training rows hold its
-    /// anomalies). This flag keeps it wherever it can be measured: for training data that is
+    /// where the training rows span 7 days after the first, and kept only where the 0.99
+    /// quantile of the model's own SPE there is at least 10× the same quantile over the raw
+    /// rows (`thresholds.spe_empirical_99`): real telemetry whose levels move from day to day,
+    /// not generated data, whose 0.99 quantiles lie inside its anomalies in both spaces alike. This flag keeps it wherever it can be measured: for training data that is
     /// mostly normal, since the quantile is a budget of 1 % of the training rows and more
     /// anomalies than that raise the limits into them
     #[arg(long, conflicts_with = "no_scoring_space")]
