@@ -85,9 +85,10 @@ pub(crate) struct TrainArgs {
     /// where the training rows span 7 days after the first, and kept only where the 0.99
     /// quantile of the model's own SPE there is at least 10× the same quantile over the raw
     /// rows (`thresholds.spe_empirical_99`): real telemetry whose levels move from day to day,
-    /// not generated data, whose 0.99 quantiles lie inside its anomalies in both spaces alike. This flag keeps it wherever it can be measured: for training data that is
-    /// mostly normal, since the quantile is a budget of 1 % of the training rows and more
-    /// anomalies than that raise the limits into them
+    /// not generated data, whose 0.99 quantiles lie inside its anomalies in both spaces alike.
+    /// This flag keeps it wherever it can be measured: for training data that is mostly normal,
+    /// since the quantile is a budget of 1 % of the training rows and more anomalies than that
+    /// raise the limits into them
     #[arg(long, conflicts_with = "no_scoring_space")]
     scoring_space: bool,
     /// Never measure the model in the scoring space (no extra passes)

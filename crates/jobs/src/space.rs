@@ -259,7 +259,8 @@ fn chosen(
 fn rule() -> String {
     format!(
         "kept where its SPE's 0.99 quantile there is at least {AUTO_RATIO}× the raw rows' over \
-         {AUTO_DAYS} days or more; `--scoring-space` keeps it always, `--no-scoring-space` never measures it"
+         {AUTO_DAYS} days or more; `--scoring-space` keeps it always, `--no-scoring-space` \
+         never measures it"
     )
 }
 
