@@ -388,16 +388,13 @@ pub(crate) async fn run(args: TrainArgs, pg: &crate::pg::PgArgs) -> anyhow::Resu
                 ks[ks.len() / 2],
                 g.features.len()
             );
-            let measured = g
+            let kept = g
                 .members
                 .iter()
                 .filter(|m| m.scoring_space.is_some())
                 .count();
-            if measured > 0 {
-                println!(
-                    "{measured} of {} members keep a scoring space",
-                    g.members.len()
-                );
+            if kept > 0 {
+                println!("{kept} of {} members keep a scoring space", g.members.len());
             }
             if !g.skipped.is_empty() {
                 let first = &g.skipped[0];

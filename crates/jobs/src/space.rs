@@ -150,9 +150,7 @@ async fn spaces(
     models: &BTreeMap<String, &ModelArtifact>,
 ) -> Result<BTreeMap<String, ScoringSpace>> {
     let d = input.cols.len();
-    // One metric has no components to misplace and no SPE; measured on the univariate real
-    // sets, its tails there only cost event recall (see the README).
-    if d < 2 || !crate::seasonal::has_time(input.ctx).await? {
+    if !measurable(input).await? {
         return Ok(BTreeMap::new());
     }
     // Scoring measures each host from its own previous day: so do the rows here, where a model
@@ -220,11 +218,18 @@ async fn spaces(
 const WHY_NOT: &str = "it needs two or more features, a timestamp column `ts` and at least 50 \
                        rows after the first training day";
 
-/// Whether the automatic choice can keep any section: two or more features, and training rows
+/// Whether a model of these features can be measured in the scoring space: two or more (one
+/// metric has no components to misplace and no SPE; measured on the univariate real sets, its
+/// tails there only cost event recall, see the README) and a timestamp column.
+async fn measurable(input: &BaselineInput<'_>) -> Result<bool> {
+    Ok(input.cols.len() >= 2 && crate::seasonal::has_time(input.ctx).await?)
+}
+
+/// Whether the automatic choice can keep any section: a measurable model, and training rows
 /// that span [`AUTO_DAYS`] days after the first (one pass over the time column, so that
 /// shorter histories cost nothing).
 async fn long_enough(input: &BaselineInput<'_>) -> Result<bool> {
-    if input.cols.len() < 2 || !crate::seasonal::has_time(input.ctx).await? {
+    if !measurable(input).await? {
         return Ok(false);
     }
     let ts = crate::ident(crate::seasonal::TIME);
@@ -239,20 +244,9 @@ async fn long_enough(input: &BaselineInput<'_>) -> Result<bool> {
     Ok(f64_at(&batch, 0, 0).is_some_and(|span| span >= AUTO_DAYS as f64))
 }
 
-/// `section` of `model` as `choice` keeps it, with the automatic choice's verdict.
-fn chosen(
-    choice: SpaceChoice,
-    model: &ModelArtifact,
-    section: Option<ScoringSpace>,
-) -> (Option<ScoringSpace>, Option<tads_model::Verdict>) {
-    match (choice, section) {
-        (SpaceChoice::Auto, Some(s)) => {
-            let verdict = s.auto_verdict(model.thresholds.spe_empirical_99);
-            (verdict.keep.then_some(s), Some(verdict))
-        }
-        (SpaceChoice::Never, _) => (None, None),
-        (_, section) => (section, None),
-    }
+/// The automatic choice's verdict on `model`'s measured `section`.
+fn verdict(model: &ModelArtifact, section: &ScoringSpace) -> tads_model::Verdict {
+    section.auto_verdict(model.thresholds.spe_empirical_99)
 }
 
 /// The rule the automatic choice applies, for the notes.
@@ -285,8 +279,13 @@ pub(crate) async fn single(
             model.name
         );
     }
-    let (space, verdict) = chosen(choice, &model, space);
-    if let Some(v) = verdict.filter(|v| !v.keep) {
+    let rejected = space
+        .as_ref()
+        .filter(|_| choice == SpaceChoice::Auto)
+        .map(|s| verdict(&model, s))
+        .filter(|v| !v.keep);
+    let space = space.filter(|_| rejected.is_none());
+    if let Some(v) = rejected {
         eprintln!(
             "note: model `{}`: measured in the scoring space over {} days, its SPE's 0.99 \
              quantile there {} the raw rows': not kept ({})",
@@ -321,22 +320,18 @@ pub(crate) async fn group(
             group.members.len()
         );
     }
-    let mut kept = BTreeMap::new();
     let measured = found.len();
-    for (key, member) in members {
-        let (space, _) = chosen(choice, member, found.remove(&key));
-        if let Some(s) = space {
-            kept.insert(key, s);
+    if choice == SpaceChoice::Auto {
+        found.retain(|key, s| members.get(key).is_some_and(|m| verdict(m, s).keep));
+        if measured > 0 {
+            eprintln!(
+                "note: group `{}`: {} of {measured} members measured in the scoring space keep \
+                 it ({})",
+                group.name,
+                found.len(),
+                rule()
+            );
         }
     }
-    if choice == SpaceChoice::Auto && measured > 0 {
-        eprintln!(
-            "note: group `{}`: {} of {measured} members measured in the scoring space keep it \
-             ({})",
-            group.name,
-            kept.len(),
-            rule()
-        );
-    }
-    amend_members(group, |key, m| m.scoring_space = kept.remove(key))
+    amend_members(group, |key, m| m.scoring_space = found.remove(key))
 }
