@@ -38,7 +38,7 @@ pub(crate) enum Format {
 \\? for its commands, \\q to quit) on a session with every TADS function registered: pca_score, \
 pca_t2, pca_contrib, pca_top_metric, pca_top_deviation, kmeans_distance, iforest_score, ocsvm_score, seasonal_zmax, forecast_zmax, \
 seasonal_zscore, pca_scores, anomaly_score, anomaly_top_metric, anomaly_top_deviation, mad_zscore, mad_zmax, robust_stats, \
-pca_fit, alert_state, shard_of. `SELECT * FROM tads_help()` lists them with their syntax and an \
+pca_fit, sketch_quantile, alert_state, shard_of. `SELECT * FROM tads_help()` lists them with their syntax and an \
 example; `SELECT * FROM tads_help('pca_score')` shows one; `SHOW FUNCTIONS LIKE 'pca%'` and \
 information_schema.routines work too.\n\n\
 --data registers each location by what it is: a generated dataset or any Parquet as `telemetry`, \

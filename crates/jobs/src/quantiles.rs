@@ -17,7 +17,8 @@ pub enum Quantiles {
     Auto,
     /// Exact: each statement holds every value it orders in memory.
     Exact,
-    /// Mergeable t-digest sketches (DataFusion's `approx_percentile_cont`): bounded memory
+    /// Mergeable t-digest sketches (`sketch_quantile`, DataFusion's `approx_percentile_cont`
+    /// with a grouped accumulator of its own): bounded memory
     /// whatever the rows, merged across partitions; within the tolerance `tads train --help`
     /// states of the exact values.
     Sketch,
@@ -80,9 +81,7 @@ impl Quantiles {
             Self::Auto | Self::Exact => {
                 format!("percentile_cont({q}) WITHIN GROUP (ORDER BY {x})")
             }
-            Self::Sketch => format!(
-                "approx_percentile_cont({q}, {SKETCH_CENTROIDS}) WITHIN GROUP (ORDER BY {x})"
-            ),
+            Self::Sketch => format!("sketch_quantile({x}, {q}, {SKETCH_CENTROIDS})"),
         }
     }
 
@@ -92,9 +91,7 @@ impl Quantiles {
     pub(crate) fn small_median(self, x: &str) -> String {
         match self {
             Self::Auto | Self::Exact => format!("median({x})"),
-            Self::Sketch => format!(
-                "approx_percentile_cont(0.5, {SMALL_SKETCH_CENTROIDS}) WITHIN GROUP (ORDER BY {x})"
-            ),
+            Self::Sketch => format!("sketch_quantile({x}, 0.5, {SMALL_SKETCH_CENTROIDS})"),
         }
     }
 

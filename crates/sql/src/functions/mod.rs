@@ -9,6 +9,7 @@ mod model_docs;
 mod model_scalar;
 mod seasonal_zscore;
 mod shard;
+mod sketch;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ pub use mad_zscore::MadZscore;
 pub use model_scalar::{ALL_FIELDS, ModelFunction, ModelScore};
 pub use seasonal_zscore::SeasonalZscore;
 pub use shard::{ShardOf, fnv1a64, shard_of};
+pub use sketch::SketchQuantileUdaf;
 
 use crate::registry::ModelRegistry;
 use tads_model::Fusion;
@@ -99,6 +101,7 @@ pub fn aggregate_udfs() -> Vec<AggregateUDF> {
     vec![
         AggregateUDF::new_from_impl(RobustStatsUdaf::default()),
         AggregateUDF::new_from_impl(PcaFitUdaf::default()),
+        AggregateUDF::new_from_impl(SketchQuantileUdaf::default()),
     ]
 }
 
