@@ -597,7 +597,7 @@ fn sketched_quantiles_train_the_exact_model_within_the_stated_tolerance() {
     assert_eq!(group["members"].as_array().unwrap().len(), 6, "{group}");
 }
 
-/// `--quantiles auto` (the default) is exact where the training rows × features × 25 bytes fit
+/// `--quantiles auto` (the default) is exact where the training rows × features × 34 bytes fit
 /// in `--memory` (default: half the memory available) and sketched beyond, and says which.
 #[test]
 fn auto_quantiles_are_exact_where_they_fit_and_sketched_beyond() {

@@ -137,10 +137,10 @@ pub(crate) struct TrainArgs {
     #[arg(long, default_value_t = 0, value_parser = crate::parse_threads)]
     threads: usize,
     /// How medians, MADs and limits are taken: `exact` holds every value of a statement in
-    /// memory (about 2 GB at 10M rows of 8 features, 15 GB at 100M); `sketch` uses mergeable
+    /// memory (about 2.7 GB at 10M rows of 8 features, 15 GB at 100M); `sketch` uses mergeable
     /// t-digests in bounded memory whatever the rows, within 1 % of a feature's scale for
     /// medians, 3 % for MADs and 5 % for the limits of the exact values (tested on generated
-    /// data); `auto` is exact when rows × features × 25 bytes fit in --memory, else sketch
+    /// data); `auto` is exact when rows × features × 34 bytes fit in --memory, else sketch
     #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
     quantiles: QuantileMode,
     /// The memory exact statistics may take before --quantiles auto sketches them, e.g. 8G

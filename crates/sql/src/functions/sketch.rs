@@ -27,7 +27,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Literal;
-use datafusion_functions_aggregate_common::tdigest::{Centroid, TDigest};
+use datafusion_functions_aggregate_common::tdigest::TDigest;
 
 use super::common::doc;
 
@@ -202,7 +202,7 @@ fn quantile_of(digest: &TDigest, q: f64) -> Option<f64> {
 
 /// Bytes a digest holds.
 fn digest_bytes(d: &TDigest) -> usize {
-    size_of::<TDigest>() + d.centroids().len() * size_of::<Centroid>()
+    size_of::<TDigest>() + size_of_val(d.centroids())
 }
 
 /// One digest: `sketch_quantile` without GROUP BY.
@@ -357,7 +357,7 @@ impl GroupsAccumulator for SketchGroups {
             + self
                 .digests
                 .iter()
-                .map(|d| d.centroids().len() * size_of::<Centroid>())
+                .map(|d| size_of_val(d.centroids()))
                 .sum::<usize>()
     }
 }
