@@ -156,6 +156,7 @@ fn every_tads_function_is_registered_and_documented() {
         "mad_zmax",
         "robust_stats",
         "pca_fit",
+        "sketch_quantile",
         "alert_state",
         "shard_of",
     ] {
@@ -176,7 +177,13 @@ fn every_tads_function_is_registered_and_documented() {
             .unwrap(),
     );
     assert_eq!(rows.len(), 3, "{rows:?}");
-    for f in ["pca_score", "robust_stats", "alert_state", "tads_help"] {
+    for f in [
+        "pca_score",
+        "robust_stats",
+        "sketch_quantile",
+        "alert_state",
+        "tads_help",
+    ] {
         let out = tads()
             .args(["sql", "-q", "--format", "json", "-c"])
             .arg(format!("SHOW FUNCTIONS LIKE '{f}'"))
