@@ -63,6 +63,8 @@ fn data(runtime: &tokio::runtime::Runtime) -> (Location, u64) {
 }
 
 fn bench(c: &mut Criterion) {
+    // As the `tads` binary runs.
+    tads_cli::no_transparent_huge_pages();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (data, rows) = data(&runtime);
     let scratch = tempfile::tempdir().unwrap();

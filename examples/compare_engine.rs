@@ -23,6 +23,8 @@ use tads_store::Location;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As the `tads` binary runs.
+    tads_cli::no_transparent_huge_pages();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (mode, data) = match args.as_slice() {
         [mode, data, ..] => (mode.as_str(), data.as_str()),

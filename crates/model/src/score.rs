@@ -289,6 +289,33 @@ impl Scorer {
         Some(first_largest(self.d, &|j| self.clamped_z(j, columns[j][i])))
     }
 
+    /// [`Scorer::top_z`] of every row of `columns` (the first `out.len()` rows), a column at a
+    /// time: the same answer for each row, without reading the row's values one by one.
+    pub fn top_z_rows(&self, columns: &[&[f64]], out: &mut [Option<u32>]) {
+        let n = out.len();
+        if self.d == 0 || columns.len() < self.d {
+            out.fill(None);
+            return;
+        }
+        let mut best = vec![0.0; n];
+        let mut index = vec![0u32; n];
+        let mut finite = vec![true; n];
+        for (j, col) in columns.iter().enumerate().take(self.d) {
+            for (i, &x) in col[..n].iter().enumerate() {
+                let z = self.clamped_z(j, x).abs();
+                // As in `first_largest`: the first metric's |z|, then any strictly larger.
+                if j == 0 || z > best[i] {
+                    best[i] = z;
+                    index[i] = j as u32;
+                }
+                finite[i] &= x.is_finite();
+            }
+        }
+        for ((o, &j), &ok) in out.iter_mut().zip(&index).zip(&finite) {
+            *o = ok.then_some(j);
+        }
+    }
+
     /// Writes the largest robust |z| over the features of each row into `out`.
     pub fn zmax(&self, columns: &[&[f64]], out: &mut [f64]) {
         self.zmax_rows(columns, 0, out);
@@ -690,8 +717,22 @@ mod tests {
             [14.0, 20.0],
             [1e12, -1e12],
             [f64::NAN, 20.0],
+            [10.0, f64::INFINITY],
             [10.0, 20.0],
         ];
+        // Every row at once, a column at a time, names what each row alone names.
+        let columns: Vec<Vec<f64>> = (0..2)
+            .map(|j| rows.iter().map(|r| r[j]).collect())
+            .collect();
+        let columns: Vec<&[f64]> = columns.iter().map(|c| c.as_slice()).collect();
+        let mut at_once = vec![Some(9); rows.len()];
+        s.top_z_rows(&columns, &mut at_once);
+        let alone: Vec<Option<u32>> = (0..rows.len())
+            .map(|i| s.top_z(&columns, i).map(|j| j as u32))
+            .collect();
+        assert_eq!(at_once, alone);
+        assert_eq!(alone[..4], [Some(0), Some(1), Some(0), Some(0)]);
+        assert_eq!(alone[4..6], [None, None]);
         for row in rows {
             let columns: Vec<Vec<f64>> = (0..2).map(|j| vec![0.0, row[j]]).collect();
             let columns: Vec<&[f64]> = columns.iter().map(|c| c.as_slice()).collect();

@@ -197,28 +197,36 @@ impl ModelFunction {
         let more = SampledValues::of(&self.fusion, m, slices, times);
         let f = self.fusion.factors(&m.artifact);
         self.fusion.combine(f, fused, t2, zmax, more.view());
-        let mut row = vec![0.0; slices.len()];
-        (0..fused.len())
+        let leads: Vec<Lead> = (0..fused.len())
             .map(|i| {
                 let signals = Signals {
                     spe: spe[i],
                     t2: t2[i],
                     zmax: zmax[i],
                 };
-                let lead = self.fusion.lead(f, signals, more.view(), i);
-                if lead == Lead::Z {
-                    top[i] = m.scorer.top_z(slices, i).map(|j| j as u32);
-                } else if lead != Lead::Pca {
-                    slices
-                        .iter()
-                        .zip(row.iter_mut())
-                        .for_each(|(c, x)| *x = c[i]);
-                    let at = times.and_then(|t| t[i]);
-                    top[i] = m.scorer.explain(lead, &row, at).map(|(j, _)| j as u32);
-                }
-                lead
+                self.fusion.lead(f, signals, more.view(), i)
             })
-            .collect()
+            .collect();
+        // The metrics the robust |z| names, a column at a time, when any row needs them.
+        let mut by_z = Vec::new();
+        if leads.contains(&Lead::Z) {
+            by_z = vec![None; fused.len()];
+            m.scorer.top_z_rows(slices, &mut by_z);
+        }
+        let mut row = vec![0.0; slices.len()];
+        for (i, &lead) in leads.iter().enumerate() {
+            if lead == Lead::Z {
+                top[i] = by_z[i];
+            } else if lead != Lead::Pca {
+                slices
+                    .iter()
+                    .zip(row.iter_mut())
+                    .for_each(|(c, x)| *x = c[i]);
+                let at = times.and_then(|t| t[i]);
+                top[i] = m.scorer.explain(lead, &row, at).map(|(j, _)| j as u32);
+            }
+        }
+        leads
     }
 }
 
