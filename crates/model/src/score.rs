@@ -277,20 +277,9 @@ impl Scorer {
         }
     }
 
-    /// The metric [`Scorer::explain`] names under [`crate::Lead::Z`] for row `i` of `columns`
-    /// (the largest clamped robust |z|), read in place: `None` where a value is not finite.
-    pub fn top_z(&self, columns: &[&[f64]], i: usize) -> Option<usize> {
-        if self.d == 0
-            || columns.len() < self.d
-            || columns[..self.d].iter().any(|c| !c[i].is_finite())
-        {
-            return None;
-        }
-        Some(first_largest(self.d, &|j| self.clamped_z(j, columns[j][i])))
-    }
-
-    /// [`Scorer::top_z`] of every row of `columns` (the first `out.len()` rows), a column at a
-    /// time: the same answer for each row, without reading the row's values one by one.
+    /// The metric [`Scorer::explain`] names under [`crate::Lead::Z`] (the largest clamped robust
+    /// |z|) for every row of `columns` (the first `out.len()` rows), read a column at a time:
+    /// `None` where a value is not finite.
     pub fn top_z_rows(&self, columns: &[&[f64]], out: &mut [Option<u32>]) {
         let n = out.len();
         if self.d == 0 || columns.len() < self.d {
@@ -720,29 +709,25 @@ mod tests {
             [10.0, f64::INFINITY],
             [10.0, 20.0],
         ];
-        // Every row at once, a column at a time, names what each row alone names.
+        // Every row at once, a column at a time, names what explain names for each row alone.
         let columns: Vec<Vec<f64>> = (0..2)
             .map(|j| rows.iter().map(|r| r[j]).collect())
             .collect();
         let columns: Vec<&[f64]> = columns.iter().map(|c| c.as_slice()).collect();
         let mut at_once = vec![Some(9); rows.len()];
         s.top_z_rows(&columns, &mut at_once);
-        let alone: Vec<Option<u32>> = (0..rows.len())
-            .map(|i| s.top_z(&columns, i).map(|j| j as u32))
-            .collect();
-        assert_eq!(at_once, alone);
-        assert_eq!(alone[..4], [Some(0), Some(1), Some(0), Some(0)]);
-        assert_eq!(alone[4..6], [None, None]);
-        for row in rows {
-            let columns: Vec<Vec<f64>> = (0..2).map(|j| vec![0.0, row[j]]).collect();
-            let columns: Vec<&[f64]> = columns.iter().map(|c| c.as_slice()).collect();
+        for (row, named) in rows.iter().zip(&at_once) {
             assert_eq!(
-                s.top_z(&columns, 1),
-                s.explain(crate::Lead::Z, &row, None).map(|(j, _)| j),
+                *named,
+                s.explain(crate::Lead::Z, row, None).map(|(j, _)| j as u32),
                 "{row:?}"
             );
         }
-        assert_eq!(s.top_z(&[&[10.0], &[28.0]], 0), Some(1));
+        assert_eq!(at_once[..4], [Some(0), Some(1), Some(0), Some(0)]);
+        assert_eq!(at_once[4..6], [None, None]);
+        let mut one = [None];
+        s.top_z_rows(&[&[10.0], &[28.0]], &mut one);
+        assert_eq!(one, [Some(1)]);
     }
 
     #[test]

@@ -263,19 +263,6 @@ impl SketchGroups {
     }
 }
 
-/// The runs of one group in `entries` (sorted by group): `(group, range)`.
-fn runs<T: Copy>(entries: &[(usize, T)]) -> Vec<(usize, std::ops::Range<usize>)> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for i in 1..=entries.len() {
-        if i == entries.len() || entries[i].0 != entries[start].0 {
-            out.push((entries[start].0, start..i));
-            start = i;
-        }
-    }
-    out
-}
-
 impl GroupsAccumulator for SketchGroups {
     fn update_batch(
         &mut self,
@@ -291,8 +278,11 @@ impl GroupsAccumulator for SketchGroups {
             .collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
         let sorted: Vec<f64> = entries.iter().map(|e| e.1).collect();
-        for (g, range) in runs(&entries) {
-            self.digests[g] = self.digests[g].merge_sorted_f64(&sorted[range]);
+        let mut start = 0;
+        for run in entries.chunk_by(|a, b| a.0 == b.0) {
+            let (g, end) = (run[0].0, start + run.len());
+            self.digests[g] = self.digests[g].merge_sorted_f64(&sorted[start..end]);
+            start = end;
         }
         Ok(())
     }
@@ -312,11 +302,9 @@ impl GroupsAccumulator for SketchGroups {
             .map(|(i, &g)| (g, i))
             .collect();
         entries.sort_by_key(|e| e.0);
-        for (g, range) in runs(&entries) {
-            let mut digests: Vec<TDigest> = entries[range]
-                .iter()
-                .map(|&(_, i)| states[i].clone())
-                .collect();
+        for run in entries.chunk_by(|a, b| a.0 == b.0) {
+            let g = run[0].0;
+            let mut digests: Vec<TDigest> = run.iter().map(|&(_, i)| states[i].clone()).collect();
             digests.push(self.digests[g].clone());
             self.digests[g] = TDigest::merge_digests(&digests);
         }
