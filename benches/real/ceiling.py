@@ -20,7 +20,12 @@ it prints, pooled over the series as the benchmark pools them:
              and recall: what any rule that alerts row by row on this score could reach
   everything point F1 of alerting on every row (precision = the labelled share)
 
-    python3 ceiling.py WORK [--budget 0.03] [SET ...]
+With --smooth W[,W...] it also prints the oracle of each score's trailing mean over the last W
+rows of its series (the row itself included; NaN counts as the series' lowest finite score):
+what a rule that alerts on a smoothed score, and so stays in alert through a stretch of high
+rows, could reach at best.
+
+    python3 ceiling.py WORK [--budget 0.03] [--smooth 12,48] [SET ...]
 
 WORK is the --out directory of benches/real/run.sh (default ~/.cache/tads/real-bench/<label>).
 Needs numpy, pyarrow, scikit-learn (benches/real/requirements.txt).
@@ -61,6 +66,19 @@ def oracle(scores, labels, budget):
     return float(f[i]), float(p[i]), float(r[i])
 
 
+def trailing_mean(x, w):
+    """The mean of each row and the w - 1 rows before it (fewer at the start); NaN and -inf
+    count as the lowest finite value of x."""
+    finite = np.isfinite(x)
+    low = float(x[finite].min()) if finite.any() else 0.0
+    x = np.where(finite | (x == np.inf), x, low)
+    x = np.where(x == np.inf, np.finfo(float).max / (2 * w), x)
+    c = np.r_[0.0, np.cumsum(x)]
+    i = np.arange(len(x))
+    start = np.maximum(0, i - w + 1)
+    return (c[i + 1] - c[start]) / (i + 1 - start)
+
+
 def as_run(preds, labels):
     p, y = np.concatenate(preds), np.concatenate(labels)
     tp, fp = int((p & y).sum()), int((p & ~y).sum())
@@ -81,7 +99,7 @@ def tads_rows(work, set_name, series, test_ts):
     return score, t["alert_id"].is_valid().to_numpy(zero_copy_only=False)
 
 
-def one_set(work, set_name, budget):
+def one_set(work, set_name, budget, smooth):
     methods = {m: ([], [], []) for m in ("tads", "pca_peer", "mad_peer")}  # scores, preds, labels
     skipped = []
     for d in sorted(glob.glob(os.path.join(work, "data", set_name, "*", ""))):
@@ -117,6 +135,10 @@ def one_set(work, set_name, budget):
         f_run, normal = as_run(preds, ys)
         f_o, p_o, r_o = oracle(scores, ys, budget)
         print(f"  {name:<9} {f_run:>10.3f} {100 * normal:>6.1f}% | {'':>27}{f_o:>5.3f} {p_o:>5.3f} {r_o:>5.3f}")
+        for w in smooth:
+            f_o, p_o, r_o = oracle([trailing_mean(s, w) for s in scores], ys, budget)
+            label = f"  mean{w}"
+            print(f"  {label:<9} {'':>10} {'':>7} | {'':>27}{f_o:>5.3f} {p_o:>5.3f} {r_o:>5.3f}")
 
 
 def main():
@@ -124,10 +146,14 @@ def main():
     ap.add_argument("work")
     ap.add_argument("sets", nargs="*")
     ap.add_argument("--budget", type=float, default=0.03)
+    ap.add_argument("--smooth", default="", help="trailing-mean windows in rows, e.g. 12,48")
     a = ap.parse_args()
+    smooth = [int(w) for w in a.smooth.split(",") if w.strip()]
+    if any(w < 1 for w in smooth):
+        ap.error("--smooth: every window must be at least 1 row")
     sets = a.sets or sorted(os.listdir(os.path.join(a.work, "data")))
     for s in sets:
-        one_set(a.work, s, a.budget)
+        one_set(a.work, s, a.budget, smooth)
 
 
 if __name__ == "__main__":
