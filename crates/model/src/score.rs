@@ -195,6 +195,65 @@ impl Scorer {
         });
     }
 
+    /// [`Scorer::all`], and beside it, for every row, the metric [`Scorer::explain`] names under
+    /// [`crate::Lead::Z`] (the first of the largest clamped robust |z|), found in the same pass
+    /// over the values as the largest |z|: `None` where a value is not finite.
+    pub fn all_with_top_z(
+        &self,
+        columns: &[&[f64]],
+        out: AllScores<'_>,
+        top_z: &mut [Option<u32>],
+    ) {
+        if self.d == 0 || columns.len() < self.d {
+            top_z.fill(None);
+            return self.all(columns, out);
+        }
+        let mut index = vec![0u32; BLOCK];
+        let mut finite = vec![true; BLOCK];
+        self.for_blocks(columns, out.spe.len(), |s, b| {
+            let rows = s..s + b.len;
+            b.spe(self.d, self.k, &mut out.spe[rows.clone()]);
+            b.t2(&self.inv_lambda, &mut out.t2[rows.clone()]);
+            let (index, finite) = (&mut index[..b.len], &mut finite[..b.len]);
+            self.zmax_top_rows(columns, s, &mut out.zmax[rows.clone()], index, finite);
+            for ((o, &j), &ok) in top_z[rows.clone()].iter_mut().zip(&*index).zip(&*finite) {
+                *o = ok.then_some(j);
+            }
+            b.top(self.d, self.k, &self.p, &mut out.top[rows]);
+        });
+    }
+
+    /// [`Scorer::zmax_rows`], also writing the index of the first metric with the largest
+    /// clamped |z| into `index` and whether every value of the row is finite into `finite`.
+    /// The running maximum serves as the best so far: it equals the first metric's clamped |z|
+    /// after the first, and stays the largest one after, unless a value is NaN, and then the
+    /// row names nothing anyway.
+    fn zmax_top_rows(
+        &self,
+        columns: &[&[f64]],
+        start: usize,
+        out: &mut [f64],
+        index: &mut [u32],
+        finite: &mut [bool],
+    ) {
+        out.fill(0.0);
+        index.fill(0);
+        finite.fill(true);
+        for (j, col) in columns.iter().enumerate().take(self.d) {
+            let (m, a) = (self.median[j], self.a[j]);
+            let rows = out.iter_mut().zip(index.iter_mut()).zip(finite.iter_mut());
+            for (((o, at), ok), &x) in rows.zip(&col[start..]) {
+                let z = ((x - m) * a).abs();
+                let z = if z > Z_LIMIT { Z_LIMIT } else { z };
+                if z > *o {
+                    *at = j as u32;
+                }
+                *o = o.max(z);
+                *ok &= x.is_finite();
+            }
+        }
+    }
+
     /// One row's residual in the standardized space: what the retained components leave of
     /// each feature's standardized value.
     fn residuals(&self, row: &[f64]) -> Vec<f64> {
@@ -274,34 +333,6 @@ impl Scorer {
                 largest(&|j| f.z(j, slot, row[j]), &|j| f.center[slot][j])
             }
             crate::Lead::Z => largest(&|j| self.clamped_z(j, row[j]), &|j| self.median[j]),
-        }
-    }
-
-    /// The metric [`Scorer::explain`] names under [`crate::Lead::Z`] (the largest clamped robust
-    /// |z|) for every row of `columns` (the first `out.len()` rows), read a column at a time:
-    /// `None` where a value is not finite.
-    pub fn top_z_rows(&self, columns: &[&[f64]], out: &mut [Option<u32>]) {
-        let n = out.len();
-        if self.d == 0 || columns.len() < self.d {
-            out.fill(None);
-            return;
-        }
-        let mut best = vec![0.0; n];
-        let mut index = vec![0u32; n];
-        let mut finite = vec![true; n];
-        for (j, col) in columns.iter().enumerate().take(self.d) {
-            for (i, &x) in col[..n].iter().enumerate() {
-                let z = self.clamped_z(j, x).abs();
-                // As in `first_largest`: the first metric's |z|, then any strictly larger.
-                if j == 0 || z > best[i] {
-                    best[i] = z;
-                    index[i] = j as u32;
-                }
-                finite[i] &= x.is_finite();
-            }
-        }
-        for ((o, &j), &ok) in out.iter_mut().zip(&index).zip(&finite) {
-            *o = ok.then_some(j);
         }
     }
 
@@ -714,8 +745,32 @@ mod tests {
             .map(|j| rows.iter().map(|r| r[j]).collect())
             .collect();
         let columns: Vec<&[f64]> = columns.iter().map(|c| c.as_slice()).collect();
-        let mut at_once = vec![Some(9); rows.len()];
-        s.top_z_rows(&columns, &mut at_once);
+        let n = rows.len();
+        let (mut spe, mut t2, mut zmax, mut top) =
+            (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![None; n]);
+        let mut at_once = vec![Some(9); n];
+        let out = AllScores {
+            spe: &mut spe,
+            t2: &mut t2,
+            zmax: &mut zmax,
+            top: &mut top,
+        };
+        s.all_with_top_z(&columns, out, &mut at_once);
+        // The other scores are those of `all`.
+        let (mut spe2, mut t22, mut zmax2, mut top2) =
+            (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![None; n]);
+        let out = AllScores {
+            spe: &mut spe2,
+            t2: &mut t22,
+            zmax: &mut zmax2,
+            top: &mut top2,
+        };
+        s.all(&columns, out);
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&spe), bits(&spe2));
+        assert_eq!(bits(&t2), bits(&t22));
+        assert_eq!(bits(&zmax), bits(&zmax2));
+        assert_eq!(top, top2);
         for (row, named) in rows.iter().zip(&at_once) {
             assert_eq!(
                 *named,
@@ -725,8 +780,15 @@ mod tests {
         }
         assert_eq!(at_once[..4], [Some(0), Some(1), Some(0), Some(0)]);
         assert_eq!(at_once[4..6], [None, None]);
+        let (mut spe, mut t2, mut zmax, mut top) = ([0.0], [0.0], [0.0], [None]);
+        let out = AllScores {
+            spe: &mut spe,
+            t2: &mut t2,
+            zmax: &mut zmax,
+            top: &mut top,
+        };
         let mut one = [None];
-        s.top_z_rows(&[&[10.0], &[28.0]], &mut one);
+        s.all_with_top_z(&[&[10.0], &[28.0]], out, &mut one);
         assert_eq!(one, [Some(1)]);
     }
 

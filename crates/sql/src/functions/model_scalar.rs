@@ -184,7 +184,9 @@ impl ModelFunction {
         fused: &mut [f64],
     ) -> Vec<Lead> {
         let AllScores { spe, t2, zmax, top } = out;
-        m.scorer.all(
+        // The metrics the robust |z| names, found beside the largest |z|.
+        let mut by_z = vec![None; fused.len()];
+        m.scorer.all_with_top_z(
             slices,
             AllScores {
                 spe: &mut *spe,
@@ -192,6 +194,7 @@ impl ModelFunction {
                 zmax: &mut *zmax,
                 top: &mut *top,
             },
+            &mut by_z,
         );
         fused.copy_from_slice(spe);
         let more = SampledValues::of(&self.fusion, m, slices, times);
@@ -207,12 +210,6 @@ impl ModelFunction {
                 self.fusion.lead(f, signals, more.view(), i)
             })
             .collect();
-        // The metrics the robust |z| names, a column at a time, when any row needs them.
-        let mut by_z = Vec::new();
-        if leads.contains(&Lead::Z) {
-            by_z = vec![None; fused.len()];
-            m.scorer.top_z_rows(slices, &mut by_z);
-        }
         let mut row = vec![0.0; slices.len()];
         for (i, &lead) in leads.iter().enumerate() {
             if lead == Lead::Z {
