@@ -208,8 +208,8 @@ impl Scorer {
             top_z.fill(None);
             return self.all(columns, out);
         }
-        let mut index = vec![0u32; BLOCK];
-        let mut finite = vec![true; BLOCK];
+        let mut index = [0u32; BLOCK];
+        let mut finite = [true; BLOCK];
         self.for_blocks(columns, out.spe.len(), |s, b| {
             let rows = s..s + b.len;
             b.spe(self.d, self.k, &mut out.spe[rows.clone()]);
