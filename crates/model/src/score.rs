@@ -793,6 +793,42 @@ mod tests {
     }
 
     #[test]
+    fn top_z_holds_across_blocks() {
+        // More rows than a block, the row that leads changing from row to row, a tie and a
+        // non-finite value here and there: each row names what explain names for it alone.
+        let s = two_metric_scorer();
+        let n = 3 * BLOCK + 17;
+        let a: Vec<f64> = (0..n).map(|i| 10.0 + ((i * 7) % 11) as f64 - 5.0).collect();
+        let mut b: Vec<f64> = (0..n)
+            .map(|i| 20.0 + ((i * 5) % 13) as f64 * 2.0 - 12.0)
+            .collect();
+        b[BLOCK - 1] = f64::NAN;
+        b[2 * BLOCK] = f64::NEG_INFINITY;
+        let (mut spe, mut t2, mut zmax, mut top) =
+            (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![None; n]);
+        let out = AllScores {
+            spe: &mut spe,
+            t2: &mut t2,
+            zmax: &mut zmax,
+            top: &mut top,
+        };
+        let mut named = vec![Some(9); n];
+        s.all_with_top_z(&[&a, &b], out, &mut named);
+        let mut leads = [0, 0, 0];
+        for i in 0..n {
+            let want = s
+                .explain(crate::Lead::Z, &[a[i], b[i]], None)
+                .map(|(j, _)| j as u32);
+            assert_eq!(named[i], want, "row {i}");
+            leads[want.map_or(2, |j| j as usize)] += 1;
+        }
+        assert!(leads.iter().all(|&c| c > 0), "{leads:?}");
+        let mut z = vec![0.0; n];
+        s.zmax(&[&a, &b], &mut z);
+        assert_eq!(zmax, z);
+    }
+
+    #[test]
     fn top_deviation_is_the_gap_to_what_the_other_metrics_say() {
         // One component along (0.8, 0.6), medians 10 and 20, scales 2 and 4. At the medians
         // there is no gap. Moving b alone by +8 (y = (0, 2)): t = 1.2, the reconstruction is
