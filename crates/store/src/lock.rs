@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Location, Result, Scheme};
 
+/// How often [`Lock::acquire`] tries again when the lock it lost to is gone when read.
+const ACQUIRE_ATTEMPTS: usize = 3;
+
 /// What a lock says about its holder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockInfo {
@@ -102,31 +105,36 @@ impl Lock {
         if break_lock {
             location.delete(&location.child(relative)).await?;
         }
-        if location.put_new(relative, bytes.clone()).await? {
-            return Ok(Self {
-                location: location.clone(),
-                relative: relative.to_string(),
-                info,
-            });
+        let taken = |info: LockInfo| Self {
+            location: location.clone(),
+            relative: relative.to_string(),
+            info,
+        };
+        // A holder that finishes between our failed put and our read of its lock leaves no lock
+        // to name: then the lock is free, and we try again (a few times, as others may race).
+        let mut holder = None;
+        for _ in 0..ACQUIRE_ATTEMPTS {
+            if location.put_new(relative, bytes.clone()).await? {
+                return Ok(taken(info));
+            }
+            holder = read(location, relative).await?;
+            // A lock whose process is provably gone (this host, no such pid) is taken over on a
+            // local disk, so a rerun after a crash or `kill -9` needs no clean-up.
+            if let Some(stale) = holder.as_ref().filter(|h| h.is_stale())
+                && take_over(location, relative, stale)
+                && location.put_new(relative, bytes.clone()).await?
+            {
+                eprintln!(
+                    "note: {location}{relative}: removed the lock of {} run {} (pid {} on {}), which is no longer running",
+                    stale.writer, stale.run_id, stale.pid, stale.host
+                );
+                return Ok(taken(info));
+            }
+            holder = read(location, relative).await?;
+            if holder.is_some() {
+                break;
+            }
         }
-        let holder = read(location, relative).await?;
-        // A lock whose process is provably gone (this host, no such pid) is taken over on a
-        // local disk, so a rerun after a crash or `kill -9` needs no clean-up.
-        if let Some(stale) = holder.as_ref().filter(|h| h.is_stale())
-            && take_over(location, relative, stale)
-            && location.put_new(relative, bytes).await?
-        {
-            eprintln!(
-                "note: {location}{relative}: removed the lock of {} run {} (pid {} on {}), which is no longer running",
-                stale.writer, stale.run_id, stale.pid, stale.host
-            );
-            return Ok(Self {
-                location: location.clone(),
-                relative: relative.to_string(),
-                info,
-            });
-        }
-        let holder = read(location, relative).await?;
         Err(Error::Target {
             location: location.to_string(),
             message: describe_holder(relative, holder.as_ref()),
