@@ -186,13 +186,7 @@ impl Scorer {
     /// the SPE, T², the largest robust |z| and the top feature, as [`Scorer::spe`],
     /// [`Scorer::t2`], [`Scorer::zmax`] and [`Scorer::top_feature`] would write them.
     pub fn all(&self, columns: &[&[f64]], out: AllScores<'_>) {
-        self.for_blocks(columns, out.spe.len(), |s, b| {
-            let rows = s..s + b.len;
-            b.spe(self.d, self.k, &mut out.spe[rows.clone()]);
-            b.t2(&self.inv_lambda, &mut out.t2[rows.clone()]);
-            self.zmax_rows(columns, s, &mut out.zmax[rows.clone()]);
-            b.top(self.d, self.k, &self.p, &mut out.top[rows]);
-        });
+        self.all_blocks(columns, out, None);
     }
 
     /// [`Scorer::all`], and beside it, for every row, the metric [`Scorer::explain`] names under
@@ -208,16 +202,33 @@ impl Scorer {
             top_z.fill(None);
             return self.all(columns, out);
         }
+        self.all_blocks(columns, out, Some(top_z));
+    }
+
+    /// [`Scorer::all`] block by block, with the robust |z|'s top metric when `top_z` is given.
+    fn all_blocks(
+        &self,
+        columns: &[&[f64]],
+        out: AllScores<'_>,
+        mut top_z: Option<&mut [Option<u32>]>,
+    ) {
         let mut index = [0u32; BLOCK];
         let mut finite = [true; BLOCK];
         self.for_blocks(columns, out.spe.len(), |s, b| {
             let rows = s..s + b.len;
             b.spe(self.d, self.k, &mut out.spe[rows.clone()]);
             b.t2(&self.inv_lambda, &mut out.t2[rows.clone()]);
-            let (index, finite) = (&mut index[..b.len], &mut finite[..b.len]);
-            self.zmax_top_rows(columns, s, &mut out.zmax[rows.clone()], index, finite);
-            for ((o, &j), &ok) in top_z[rows.clone()].iter_mut().zip(&*index).zip(&*finite) {
-                *o = ok.then_some(j);
+            let zmax = &mut out.zmax[rows.clone()];
+            match top_z.as_deref_mut() {
+                None => self.zmax_rows(columns, s, zmax),
+                Some(top_z) => {
+                    let (index, finite) = (&mut index[..b.len], &mut finite[..b.len]);
+                    self.zmax_top_rows(columns, s, zmax, index, finite);
+                    for ((o, &j), &ok) in top_z[rows.clone()].iter_mut().zip(&*index).zip(&*finite)
+                    {
+                        *o = ok.then_some(j);
+                    }
+                }
             }
             b.top(self.d, self.k, &self.p, &mut out.top[rows]);
         });
@@ -745,27 +756,9 @@ mod tests {
             .map(|j| rows.iter().map(|r| r[j]).collect())
             .collect();
         let columns: Vec<&[f64]> = columns.iter().map(|c| c.as_slice()).collect();
-        let n = rows.len();
-        let (mut spe, mut t2, mut zmax, mut top) =
-            (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![None; n]);
-        let mut at_once = vec![Some(9); n];
-        let out = AllScores {
-            spe: &mut spe,
-            t2: &mut t2,
-            zmax: &mut zmax,
-            top: &mut top,
-        };
-        s.all_with_top_z(&columns, out, &mut at_once);
+        let ([spe, t2, zmax], top, at_once) = scored(&s, &columns, true);
         // The other scores are those of `all`.
-        let (mut spe2, mut t22, mut zmax2, mut top2) =
-            (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![None; n]);
-        let out = AllScores {
-            spe: &mut spe2,
-            t2: &mut t22,
-            zmax: &mut zmax2,
-            top: &mut top2,
-        };
-        s.all(&columns, out);
+        let ([spe2, t22, zmax2], top2, _) = scored(&s, &columns, false);
         let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&spe), bits(&spe2));
         assert_eq!(bits(&t2), bits(&t22));
@@ -780,16 +773,33 @@ mod tests {
         }
         assert_eq!(at_once[..4], [Some(0), Some(1), Some(0), Some(0)]);
         assert_eq!(at_once[4..6], [None, None]);
-        let (mut spe, mut t2, mut zmax, mut top) = ([0.0], [0.0], [0.0], [None]);
+        let (_, _, one) = scored(&s, &[&[10.0], &[28.0]], true);
+        assert_eq!(one, [Some(1)]);
+    }
+
+    /// `[spe, t2, zmax]`, the top features and the robust |z|'s top metrics of some rows.
+    type Scored = ([Vec<f64>; 3], Vec<Option<u32>>, Vec<Option<u32>>);
+
+    /// `[spe, t2, zmax]`, the top feature and the robust |z|'s top metric of every row of
+    /// `columns`, by [`Scorer::all_with_top_z`] (by [`Scorer::all`] without `with_top_z`, the
+    /// last left at `Some(9)`).
+    fn scored(s: &Scorer, columns: &[&[f64]], with_top_z: bool) -> Scored {
+        let n = columns[0].len();
+        let (mut spe, mut t2, mut zmax, mut top) =
+            (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![None; n]);
+        let mut named = vec![Some(9); n];
         let out = AllScores {
             spe: &mut spe,
             t2: &mut t2,
             zmax: &mut zmax,
             top: &mut top,
         };
-        let mut one = [None];
-        s.all_with_top_z(&[&[10.0], &[28.0]], out, &mut one);
-        assert_eq!(one, [Some(1)]);
+        if with_top_z {
+            s.all_with_top_z(columns, out, &mut named);
+        } else {
+            s.all(columns, out);
+        }
+        ([spe, t2, zmax], top, named)
     }
 
     #[test]
@@ -804,16 +814,7 @@ mod tests {
             .collect();
         b[BLOCK - 1] = f64::NAN;
         b[2 * BLOCK] = f64::NEG_INFINITY;
-        let (mut spe, mut t2, mut zmax, mut top) =
-            (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![None; n]);
-        let out = AllScores {
-            spe: &mut spe,
-            t2: &mut t2,
-            zmax: &mut zmax,
-            top: &mut top,
-        };
-        let mut named = vec![Some(9); n];
-        s.all_with_top_z(&[&a, &b], out, &mut named);
+        let ([_, _, zmax], _, named) = scored(&s, &[&a, &b], true);
         let mut leads = [0, 0, 0];
         for i in 0..n {
             let want = s

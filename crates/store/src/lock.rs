@@ -118,6 +118,9 @@ impl Lock {
                 return Ok(taken(info));
             }
             holder = read(location, relative).await?;
+            if holder.is_none() {
+                continue;
+            }
             // A lock whose process is provably gone (this host, no such pid) is taken over on a
             // local disk, so a rerun after a crash or `kill -9` needs no clean-up.
             if let Some(stale) = holder.as_ref().filter(|h| h.is_stale())
