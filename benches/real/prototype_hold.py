@@ -11,7 +11,7 @@ and `enter` 0.8, before the adaptive threshold scales them). Printed per set and
 pooled over the series as the benchmark pools them: point precision, recall and F1, event
 recall and normal time in alert; W = 0 is the run as it was.
 
-    python3 prototype_hold.py WORK [SET ...]
+    python3 prototype_hold.py WORK [SET ...] [--windows 6,12,24] [--levels 0.5,0.8,1.0,2.0]
 
 WORK is the --out directory of benches/real/run.sh. Needs numpy and pyarrow.
 """
@@ -47,7 +47,7 @@ def events(y):
     return list(zip(edges[::2], edges[1::2]))
 
 
-def one_set(work, set_name):
+def one_set(work, set_name, windows=WINDOWS, levels=LEVELS):
     totals, normal = {}, 0
     for d in sorted(glob.glob(os.path.join(work, "data", set_name, "*", ""))):
         series = os.path.basename(os.path.dirname(d))
@@ -59,9 +59,9 @@ def one_set(work, set_name):
         y = test["label"].to_numpy(zero_copy_only=False).astype(bool)
         runs = events(y)
         normal += int((~y).sum())
-        for w in WINDOWS:
+        for w in windows:
             mean = trailing_mean(score, w) if w else None
-            for level in LEVELS if w else (None,):
+            for level in levels if w else (None,):
                 pred = hold(alert, mean, level) if w else alert
                 t = totals.setdefault((w, level), np.zeros(5))
                 t += [(pred & y).sum(), (pred & ~y).sum(), y.sum(), len(runs),
@@ -84,9 +84,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("work")
     ap.add_argument("sets", nargs="*")
+    ap.add_argument("--windows", default=",".join(map(str, WINDOWS[1:])),
+                    help="trailing windows W in rows, comma-separated (the run as it was is always shown)")
+    ap.add_argument("--levels", default=",".join(map(str, LEVELS)), help="levels, comma-separated")
     a = ap.parse_args()
+    windows = (0, *(int(w) for w in a.windows.split(",")))
+    levels = tuple(float(v) for v in a.levels.split(","))
     for s in a.sets or sorted(os.listdir(os.path.join(a.work, "data"))):
-        one_set(a.work, s)
+        one_set(a.work, s, windows, levels)
 
 
 if __name__ == "__main__":
