@@ -12,6 +12,10 @@ pooled over the series as the benchmark pools them: point precision, recall and 
 recall and normal time in alert; W = 0 is the run as it was.
 
     python3 prototype_hold.py WORK [SET ...] [--windows 6,12,24] [--levels 0.5,0.8,1.0,2.0]
+                              [--median]
+
+--median holds on the trailing median of the W rows instead of their mean (session 33): a mean
+is carried by the alert's last scores, often tens of times the limit, a median is not.
 
 WORK is the --out directory of benches/real/run.sh. Needs numpy and pyarrow.
 """
@@ -47,7 +51,16 @@ def events(y):
     return list(zip(edges[::2], edges[1::2]))
 
 
-def one_set(work, set_name, windows=WINDOWS, levels=LEVELS):
+def trailing_median(x, w):
+    """The median of each row and the w - 1 rows before it (fewer at the start); NaN counts as
+    -inf."""
+    x = np.where(np.isnan(x), -np.inf, x)
+    head = [np.median(x[:i + 1]) for i in range(min(w - 1, len(x)))]
+    rest = np.median(np.lib.stride_tricks.sliding_window_view(x, w), axis=1) if len(x) >= w else []
+    return np.r_[head, rest]
+
+
+def one_set(work, set_name, windows=WINDOWS, levels=LEVELS, smooth=trailing_mean):
     totals, normal = {}, 0
     for d in sorted(glob.glob(os.path.join(work, "data", set_name, "*", ""))):
         series = os.path.basename(os.path.dirname(d))
@@ -60,7 +73,7 @@ def one_set(work, set_name, windows=WINDOWS, levels=LEVELS):
         runs = events(y)
         normal += int((~y).sum())
         for w in windows:
-            mean = trailing_mean(score, w) if w else None
+            mean = smooth(score, w) if w else None
             for level in levels if w else (None,):
                 pred = hold(alert, mean, level) if w else alert
                 t = totals.setdefault((w, level), np.zeros(5))
@@ -77,7 +90,7 @@ def one_set(work, set_name, windows=WINDOWS, levels=LEVELS):
         f = 2 * p * r / (p + r) if p + r else 0.0
         lv = "-" if level is None else f"{level:.1f}"
         print(f"  {w:>3} {lv:>5} | {p:>5.3f} {r:>5.3f} {f:>5.3f} | {found / max(n_ev, 1):>6.2f}"
-              f" {100 * fp / max(normal, 1):>6.1f}%")
+              f" {100 * fp / max(normal, 1):>6.2f}%")
 
 
 def main():
@@ -87,11 +100,12 @@ def main():
     ap.add_argument("--windows", default=",".join(map(str, WINDOWS[1:])),
                     help="trailing windows W in rows, comma-separated (the run as it was is always shown)")
     ap.add_argument("--levels", default=",".join(map(str, LEVELS)), help="levels, comma-separated")
+    ap.add_argument("--median", action="store_true", help="hold on the trailing median, not the mean")
     a = ap.parse_args()
     windows = (0, *(int(w) for w in a.windows.split(",")))
     levels = tuple(float(v) for v in a.levels.split(","))
     for s in a.sets or sorted(os.listdir(os.path.join(a.work, "data"))):
-        one_set(a.work, s, windows, levels)
+        one_set(a.work, s, windows, levels, trailing_median if a.median else trailing_mean)
 
 
 if __name__ == "__main__":
