@@ -36,11 +36,12 @@ WINDOWS = (0, 6, 12, 24)
 LEVELS = (0.5, 0.8, 1.0, 2.0)
 
 
-def hold(alert, mean, level):
-    """`alert`, with each alert extended while `mean` stays at or above `level`."""
+def hold(alert, smoothed, level):
+    """`alert`, with each alert extended while `smoothed` (the trailing mean or median) stays at
+    or above `level`."""
     out = alert.copy()
     for i in range(1, len(out)):
-        if out[i - 1] and not out[i] and mean[i] >= level:
+        if out[i - 1] and not out[i] and smoothed[i] >= level:
             out[i] = True
     return out
 
@@ -73,9 +74,9 @@ def one_set(work, set_name, windows=WINDOWS, levels=LEVELS, smooth=trailing_mean
         runs = events(y)
         normal += int((~y).sum())
         for w in windows:
-            mean = smooth(score, w) if w else None
+            smoothed = smooth(score, w) if w else None
             for level in levels if w else (None,):
-                pred = hold(alert, mean, level) if w else alert
+                pred = hold(alert, smoothed, level) if w else alert
                 t = totals.setdefault((w, level), np.zeros(5))
                 t += [(pred & y).sum(), (pred & ~y).sum(), y.sum(), len(runs),
                       sum(pred[a:b].any() for a, b in runs)]
