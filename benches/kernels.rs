@@ -171,6 +171,10 @@ fn bench(c: &mut Criterion) {
                     instant: Some(2.0),
                     cooldown: Some(tads_model::Cooldown::Micros(1_800_000_000)),
                     ts: Some(i as i64 * 10_000_000),
+                    hold: Some(tads_model::Hold {
+                        rows: 12,
+                        level: 0.8,
+                    }),
                 });
                 inside += u64::from(!matches!(
                     e,

@@ -247,7 +247,7 @@ async fn alerts_agree_with_alert_state_in_sql_and_with_the_scored_rows() {
     // The window function over the scored rows, with the same settings, finds the same alerts.
     let sql_alerts =
         "SELECT CAST(host_id AS VARCHAR) AS host, min(ts) AS start_ts, count(*) AS points FROM (
-            SELECT host_id, ts, alert_state(score, 0.8, 0.5, 3, INTERVAL '30 minutes', ts, 2.0, 0.995, 3, 12)
+            SELECT host_id, ts, alert_state(score, 0.8, 0.5, 3, INTERVAL '30 minutes', ts, 2.0, 0.995, 3, 12, 12, 0.8)
                    OVER (PARTITION BY host_id ORDER BY ts) AS k FROM scored)
           WHERE k IS NOT NULL GROUP BY host_id, k";
     let job_alerts =

@@ -91,6 +91,11 @@ pub struct AlertRules {
     pub min_points: u64,
     /// A fused score at or above this opens an alert at once (a one-row spike).
     pub instant: f64,
+    /// An open alert whose score falls below `exit` stays open while more than half of the
+    /// key's latest `hold_rows` scores are at or above `hold_level` (0: no hold).
+    pub hold_rows: u32,
+    /// See `hold_rows`; scaled with `exit` by the adaptive threshold.
+    pub hold_level: f64,
     /// After an alert closes, no new one opens for this long.
     pub cooldown: CooldownSpec,
     /// The column that identifies a series (one alert machine per value).
@@ -114,6 +119,14 @@ pub struct AlertRules {
 }
 
 impl AlertRules {
+    /// The hold on the trailing median, when it is on.
+    pub fn hold(&self) -> Option<tads_model::Hold> {
+        (self.hold_rows > 0).then_some(tads_model::Hold {
+            rows: self.hold_rows,
+            level: self.hold_level,
+        })
+    }
+
     /// The adaptive threshold's settings, when it is on.
     pub fn adaptive(&self) -> Option<tads_model::Adaptive> {
         self.adaptive.then_some(tads_model::Adaptive {
@@ -143,6 +156,8 @@ impl Default for AlertRules {
             exit: 0.5,
             min_points: 3,
             instant: 2.0,
+            hold_rows: 12,
+            hold_level: 0.8,
             cooldown: CooldownSpec::Span("30m".into()),
             key: "host_id".into(),
             time: "ts".into(),
@@ -213,6 +228,12 @@ impl ScoreConfig {
             return Err(format!(
                 "alerts.instant ({}) must be a number at or above alerts.enter ({})",
                 a.instant, a.enter
+            ));
+        }
+        if a.hold_rows > 0 && !(a.hold_level.is_finite() && a.hold_level >= a.exit) {
+            return Err(format!(
+                "alerts.hold_level ({}) must be a number at or above alerts.exit ({}) (or alerts.hold_rows = 0: no hold)",
+                a.hold_level, a.exit
             ));
         }
         if a.exit > a.enter {

@@ -5,7 +5,7 @@
 //! For a row of UTC day `d`, the threshold to open is
 //! `max(enter, the q-quantile of the key's quiet scores on days d−days … d−1)`, used when day
 //! `d−1` has at least `min_rows` quiet scores (otherwise `enter`: the first day, or after a gap);
-//! the thresholds to stay open and to open at once are scaled alike (`exit · threshold / enter`,
+//! the thresholds to stay open, to open at once and to hold are scaled alike (`exit · threshold / enter`,
 //! `instant · threshold / enter`), which keeps the hysteresis and keeps a key whose ordinary
 //! scores run high from opening an alert on every single high row. A *quiet* score is one of a row outside every alert (the rows of a run that could
 //! have opened one count once the run breaks): the rows of an anomaly never raise the threshold
@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::alert::{AlertMachine, Event, Step};
+use crate::alert::{AlertMachine, Event, Hold, Step};
 
 /// A microsecond day.
 const DAY_MICROS: i64 = 86_400_000_000;
@@ -188,6 +188,10 @@ pub fn push_adaptive(
     if let Some(level) = state.level.filter(|l| *l > enter) {
         step.exit = step.exit.map(|x| x * level / enter);
         step.instant = step.instant.map(|x| x * level / enter);
+        step.hold = step.hold.map(|h| Hold {
+            level: h.level * level / enter,
+            ..h
+        });
         step.enter = Some(level);
     }
     let event = machine.push(step);
@@ -223,6 +227,7 @@ mod tests {
             instant: None,
             cooldown: None,
             ts: Some(ts),
+            hold: None,
         }
     }
 
@@ -299,6 +304,36 @@ mod tests {
             },
         );
         assert!(matches!(e, Event::Opened { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn the_hold_level_rises_with_the_level() {
+        // Day 1's level is 1.5 (enter 1.0), so exit 0.5 becomes 0.75 and a hold level of 0.8
+        // becomes 1.2. A row at 0.7 is below exit: after 2.0, 2.0 two of the three latest
+        // scores are at or above 1.2, which holds the alert; after 2.0, 1.0 only one is, which
+        // closes it (unscaled, 1.0 >= 0.8 would have held it).
+        let at = |x: f64, i: i64| Step {
+            hold: Some(Hold {
+                rows: 3,
+                level: 0.8,
+            }),
+            ..step(x, DAY_MICROS + i)
+        };
+        for (scores, held) in [([2.0, 2.0, 0.7], true), ([2.0, 1.0, 0.7], false)] {
+            let (mut m, mut s) = (AlertMachine::new(), after_a_high_quiet_day());
+            let events: Vec<Event> = scores
+                .iter()
+                .enumerate()
+                .map(|(i, x)| push_adaptive(&mut m, &mut s, Some(&A), at(*x, i as i64)))
+                .collect();
+            assert!(matches!(events[0], Event::Opened { .. }), "{events:?}");
+            assert!(matches!(events[1], Event::Inside { .. }), "{events:?}");
+            assert_eq!(
+                matches!(events[2], Event::Inside { .. }),
+                held,
+                "{scores:?}: {events:?}"
+            );
+        }
     }
 
     #[test]

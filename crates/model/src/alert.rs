@@ -10,6 +10,11 @@
 //!   `exit` below `enter` keeps a score hovering around `enter` from flapping). The first row
 //!   strictly below `exit` closes it and is not part of it. An alert still open at the end
 //!   covers the last row.
+//! * **Hold** (when the step has a [`Hold`]): a row below `exit` does not close the alert while
+//!   more than half of the latest `rows` scores (this row's included, missing ones left out)
+//!   are at or above the hold's `level` (their median is, the lower middle one for an even
+//!   count): an alert over a long anomaly whose score dips for a few rows stays one alert,
+//!   while a few huge scores cannot keep it open (a median, not a mean).
 //! * **Cooldown.** After an alert closes, no row counts toward a new one for a number of rows
 //!   counted from the closing row, or for a time span from the closing row's time.
 //! * **Missing scores** (NULL or NaN) neither open, extend, break nor close anything: inside an
@@ -18,6 +23,8 @@
 //! Ties: a score equal to `enter` counts as above it; a score equal to `exit` keeps the alert
 //! open.
 
+use std::collections::VecDeque;
+
 /// How long no new alert may open after one closes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Cooldown {
@@ -25,6 +32,16 @@ pub enum Cooldown {
     Rows(u64),
     /// This many microseconds after the closing row's time (rows before that instant cool).
     Micros(i64),
+}
+
+/// Keeping an open alert open on the trailing median of the score (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hold {
+    /// How many of the latest scores the median takes (0: no hold).
+    pub rows: u32,
+    /// The open alert stays open, even below `exit`, while more than half of those scores are
+    /// at or above this.
+    pub level: f64,
 }
 
 /// One row as the machine sees it.
@@ -44,6 +61,8 @@ pub struct Step {
     pub cooldown: Option<Cooldown>,
     /// The row's time in microseconds (needed for a [`Cooldown::Micros`]).
     pub ts: Option<i64>,
+    /// Keeps an open alert open on the trailing median; `None`: `exit` alone decides.
+    pub hold: Option<Hold>,
 }
 
 /// What a row turned out to be.
@@ -85,6 +104,15 @@ pub struct AlertMachine {
     cool_row: u64,
     /// Times before this one cool.
     cool_ts: Option<i64>,
+    /// The latest scores, oldest first, at most the hold's `rows` (kept only with a hold).
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    recent: VecDeque<f64>,
+}
+
+/// Whether more than half of `xs` are at or above `level`: their median is, taking the lower
+/// of the middle two for an even count (so that a few huge scores cannot hold an alert).
+fn median_at_or_above(xs: &VecDeque<f64>, level: f64) -> bool {
+    2 * xs.iter().filter(|x| **x >= level).count() > xs.len()
 }
 
 impl AlertMachine {
@@ -115,9 +143,19 @@ impl AlertMachine {
                 Event::Outside
             };
         };
+        if let Some(h) = step.hold.filter(|h| h.rows > 0) {
+            self.recent.push_back(s);
+            while self.recent.len() > h.rows as usize {
+                self.recent.pop_front();
+            }
+        }
         if self.open {
+            let held = || {
+                step.hold
+                    .is_some_and(|h| h.rows > 0 && median_at_or_above(&self.recent, h.level))
+            };
             match step.exit {
-                Some(x) if s < x => {
+                Some(x) if s < x && !held() => {
                     self.open = false;
                     match step.cooldown {
                         Some(Cooldown::Rows(r)) => self.cool_row = i.saturating_add(r),
@@ -174,6 +212,16 @@ mod tests {
         cooldown: Option<Cooldown>,
         instant: Option<f64>,
     ) -> Vec<Option<u64>> {
+        run_held(scores, min_points, cooldown, instant, None)
+    }
+
+    fn run_held(
+        scores: &[Option<f64>],
+        min_points: u64,
+        cooldown: Option<Cooldown>,
+        instant: Option<f64>,
+        hold: Option<Hold>,
+    ) -> Vec<Option<u64>> {
         let mut m = AlertMachine::new();
         let mut out = vec![None; scores.len()];
         for (i, s) in scores.iter().enumerate() {
@@ -185,6 +233,7 @@ mod tests {
                 instant,
                 cooldown,
                 ts: Some(i as i64 * 10),
+                hold,
             }) {
                 Event::Opened { seq, back } => {
                     out[i - back as usize..=i].fill(Some(seq));
@@ -247,5 +296,85 @@ mod tests {
             run(&[Some(2.0), None, Some(2.0)], 2, None),
             vec![Some(1), Some(1), Some(1)]
         );
+    }
+
+    #[test]
+    fn a_hold_keeps_an_alert_open_while_the_trailing_median_is_high() {
+        let s = |v: &[f64]| v.iter().map(|x| Some(*x)).collect::<Vec<_>>();
+        let hold = Some(Hold {
+            rows: 3,
+            level: 0.8,
+        });
+        // A dip below exit (0.5) inside a long anomaly: two of the last three rows are at or
+        // above 0.8, so it holds; two quiet rows in three close it.
+        let scores = s(&[2.0, 1.0, 0.1, 1.2, 0.0, 0.0]);
+        assert_eq!(
+            run_held(&scores, 1, None, None, hold),
+            vec![Some(1), Some(1), Some(1), Some(1), None, None]
+        );
+        assert_eq!(
+            run(&scores, 1, None),
+            vec![Some(1), Some(1), None, Some(2), None, None]
+        );
+        // A huge score does not hold a median: one 50.0 then a quiet row (one of two) closes.
+        let spike = s(&[50.0, 0.0, 0.0]);
+        assert_eq!(
+            run_held(&spike, 1, None, None, hold),
+            vec![Some(1), None, None]
+        );
+        // Missing scores are left out of the window (taken as a low score, the missing one would
+        // close the alert at the next row).
+        assert_eq!(
+            run_held(
+                &[Some(2.0), Some(1.0), None, Some(0.0), Some(0.0)],
+                1,
+                None,
+                None,
+                hold
+            ),
+            vec![Some(1), Some(1), Some(1), Some(1), None]
+        );
+        // rows = 0 is no hold.
+        let off = Some(Hold {
+            rows: 0,
+            level: 0.0,
+        });
+        assert_eq!(run_held(&scores, 1, None, None, off), run(&scores, 1, None));
+    }
+
+    #[test]
+    fn the_hold_window_is_carried_in_the_serialized_state() {
+        let hold = Some(Hold {
+            rows: 4,
+            level: 0.8,
+        });
+        let step = |x: f64| Step {
+            score: Some(x),
+            enter: Some(1.0),
+            exit: Some(0.5),
+            min_points: 1,
+            instant: None,
+            cooldown: None,
+            ts: None,
+            hold,
+        };
+        let scores = [0.9, 2.0, 1.5, 0.2, 0.1, 0.3, 0.0];
+        let mut whole = AlertMachine::new();
+        let all: Vec<Event> = scores.iter().map(|x| whole.push(step(*x))).collect();
+        let mut first = AlertMachine::new();
+        let mut split: Vec<Event> = scores[..3].iter().map(|x| first.push(step(*x))).collect();
+        let json = serde_json::to_string(&first).unwrap();
+        let mut second: AlertMachine = serde_json::from_str(&json).unwrap();
+        split.extend(scores[3..].iter().map(|x| second.push(step(*x))));
+        assert_eq!(all, split);
+        // 0.2 is held by the window carried over (0.9, 2.0, 1.5), then 0.1 closes.
+        assert!(matches!(all[3], Event::Inside { .. }), "{all:?}");
+        assert!(matches!(all[4], Event::Closed { .. }), "{all:?}");
+        // A state saved before the hold existed still reads.
+        let old: AlertMachine = serde_json::from_str(
+            r#"{"row":3,"seq":1,"open":true,"pending":null,"cool_row":0,"cool_ts":null}"#,
+        )
+        .unwrap();
+        assert!(old.is_open());
     }
 }

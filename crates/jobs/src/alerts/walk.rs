@@ -514,6 +514,7 @@ impl Walk {
             instant: Some(rules.instant),
             cooldown: Some(self.cooldown),
             ts: Some(ts),
+            hold: rules.hold(),
         };
         let event = push_adaptive(&mut s.machine, &mut s.adapt, self.adaptive.as_ref(), step);
         match event {

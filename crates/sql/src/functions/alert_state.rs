@@ -1,6 +1,6 @@
 //! `alert_state(score, enter, exit [, min_points [, cooldown [, ts [, instant [, adaptive_quantile
-//! [, adaptive_days [, adaptive_min_rows]]]]]]]) OVER (PARTITION BY host_id ORDER BY ts)`: scores
-//! become alerts that neither flap nor storm. The state machine is [`tads_model::alert`], with
+//! [, adaptive_days [, adaptive_min_rows [, hold_rows [, hold_level]]]]]]]]]) OVER (PARTITION BY
+//! host_id ORDER BY ts)`: scores become alerts that neither flap nor storm. The state machine is [`tads_model::alert`], with
 //! the adaptive threshold of [`tads_model::adapt`], the same ones `tads score` runs.
 //!
 //! Walking a partition's rows in order:
@@ -21,6 +21,9 @@
 //!   rows of a UTC day of `ts`, `enter` rises to that quantile of the partition's quiet scores
 //!   (outside alerts and runs) over the previous `adaptive_days` days (default 3), when the
 //!   previous day has `adaptive_min_rows` of them (default 12); `exit` scales alike.
+//! * **Hold** (the eleventh and twelfth arguments; default none, `tads score` uses 12 and 0.8):
+//!   a row below `exit` does not close the alert while more than half of the partition's latest
+//!   `hold_rows` scores are at or above `hold_level` (scaled with `exit`).
 //!
 //! Ties: a score equal to `enter` counts as above it; a score equal to `exit` keeps the alert open.
 //! Each row returns the alert's number within its partition (1, 2, …), or NULL outside alerts;
@@ -39,7 +42,7 @@ use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldA
 use datafusion::logical_expr::{Documentation, PartitionEvaluator, Signature, WindowUDFImpl};
 
 use tads_model::adapt::{AdaptState, Adaptive, push_adaptive};
-use tads_model::alert::{AlertMachine, Cooldown as MachineCooldown, Event, Step};
+use tads_model::alert::{AlertMachine, Cooldown as MachineCooldown, Event, Hold, Step};
 
 use super::common::doc;
 
@@ -71,9 +74,11 @@ static DOC: LazyLock<Documentation> = LazyLock::new(|| {
          neither open nor close an alert. A score at or above `instant` opens an alert at once. \
          With `adaptive_quantile`, each UTC day's enter (and exit, scaled alike) rises to that \
          quantile of the partition's quiet scores over the previous `adaptive_days` days. \
+         With `hold_rows`, a row below `exit` does not close the alert while more than half of \
+         the latest `hold_rows` scores are at or above `hold_level`. \
          Returns the alert's number within the partition (1, 2, …) for rows inside an alert, NULL \
          elsewhere. `tads score` runs the same rules.",
-        "alert_state(score, enter, exit [, min_points [, cooldown [, ts [, instant [, adaptive_quantile [, adaptive_days [, adaptive_min_rows]]]]]]]) OVER (PARTITION BY host_id ORDER BY ts)",
+        "alert_state(score, enter, exit [, min_points [, cooldown [, ts [, instant [, adaptive_quantile [, adaptive_days [, adaptive_min_rows [, hold_rows [, hold_level]]]]]]]]]) OVER (PARTITION BY host_id ORDER BY ts)",
         "SELECT host_id, ts, alert_state(score, 1.0, 0.8, 3, INTERVAL '30 minutes', ts) \
          OVER (PARTITION BY host_id ORDER BY ts) AS alert FROM scored",
     )
@@ -85,6 +90,7 @@ static DOC: LazyLock<Documentation> = LazyLock::new(|| {
     .with_argument("instant", "A score at or above this opens an alert at once, whatever min_points (default: none).")
     .with_argument("adaptive_quantile", "Each UTC day, enter rises to this quantile of the partition's quiet scores (outside alerts) over the previous days; needs ts (default: NULL, off; tads score uses 0.995).")
     .with_argument("adaptive_days, adaptive_min_rows", "Days the quantile looks back on (default 3), and quiet rows the previous day needs (default 12).")
+    .with_argument("hold_rows, hold_level", "An open alert stays open below exit while more than half of the latest hold_rows scores are at or above hold_level (default: no hold; tads score uses 12 and 0.8).")
     .build()
 });
 
@@ -99,9 +105,9 @@ fn is_interval(t: &DataType) -> bool {
 /// The arguments checked at plan time.
 fn check(types: &[DataType]) -> Result<()> {
     let n = types.len();
-    if !(3..=10).contains(&n) {
+    if !(3..=12).contains(&n) {
         return plan_err!(
-            "alert_state: expects (score, enter, exit [, min_points [, cooldown [, ts [, instant [, adaptive_quantile [, adaptive_days [, adaptive_min_rows]]]]]]]), got {n} arguments"
+            "alert_state: expects (score, enter, exit [, min_points [, cooldown [, ts [, instant [, adaptive_quantile [, adaptive_days [, adaptive_min_rows [, hold_rows [, hold_level]]]]]]]]]), got {n} arguments"
         );
     }
     if let Some(t) = types.get(7) {
@@ -114,17 +120,23 @@ fn check(types: &[DataType]) -> Result<()> {
             );
         }
     }
-    for (i, name) in [(8, "adaptive_days"), (9, "adaptive_min_rows")] {
+    for (i, name) in [
+        (8, "adaptive_days"),
+        (9, "adaptive_min_rows"),
+        (10, "hold_rows"),
+    ] {
         if let Some(t) = types.get(i)
             && !(t.is_integer() || t == &DataType::Null)
         {
             return plan_err!("alert_state: {name} must be an integer, got {t}");
         }
     }
-    if let Some(t) = types.get(6)
-        && !(t.is_numeric() || t == &DataType::Null)
-    {
-        return plan_err!("alert_state: instant must be numeric, got {t}");
+    for (i, name) in [(6, "instant"), (11, "hold_level")] {
+        if let Some(t) = types.get(i)
+            && !(t.is_numeric() || t == &DataType::Null)
+        {
+            return plan_err!("alert_state: {name} must be numeric, got {t}");
+        }
     }
     let names = ["score", "enter", "exit", "min_points"];
     for (i, t) in types.iter().take(4).enumerate() {
@@ -243,6 +255,20 @@ fn adaptive(values: &[ArrayRef]) -> Result<Option<Adaptive>> {
     }
 }
 
+/// The hold from arguments 11 and 12 (their first non-NULL values); none without both.
+fn hold(values: &[ArrayRef]) -> Result<Option<Hold>> {
+    let (Some(rows), Some(level)) = (first_f64(values, 10)?, first_f64(values, 11)?) else {
+        return Ok(None);
+    };
+    if !(rows >= 0.0 && level.is_finite()) {
+        return exec_err!("alert_state: hold_rows must be 0 or more and hold_level a number");
+    }
+    Ok(Some(Hold {
+        rows: rows.min(f64::from(u32::MAX)) as u32,
+        level,
+    }))
+}
+
 fn f64s(a: &ArrayRef) -> Result<datafusion::arrow::array::Float64Array> {
     Ok(cast(a, &DataType::Float64)?
         .as_primitive::<Float64Type>()
@@ -307,6 +333,7 @@ impl PartitionEvaluator for AlertEvaluator {
             _ => None,
         };
         let adaptive = adaptive(values)?;
+        let hold = hold(values)?;
         let mut out: Vec<Option<i64>> = vec![None; num_rows];
         let mut machine = AlertMachine::new();
         let mut adapt = AdaptState::default();
@@ -334,6 +361,7 @@ impl PartitionEvaluator for AlertEvaluator {
                 instant: instant.as_ref().and_then(|a| get(a, i)),
                 cooldown,
                 ts,
+                hold,
             };
             match push_adaptive(&mut machine, &mut adapt, adaptive.as_ref(), step) {
                 Event::Opened { seq, back } => {
