@@ -12,10 +12,15 @@ pooled over the series as the benchmark pools them: point precision, recall and 
 recall and normal time in alert; W = 0 is the run as it was.
 
     python3 prototype_hold.py WORK [SET ...] [--windows 6,12,24] [--levels 0.5,0.8,1.0,2.0]
-                              [--median]
+                              [--median | --bridge]
 
 --median holds on the trailing median of the W rows instead of their mean (session 33): a mean
 is carried by the alert's last scores, often tens of times the limit, a median is not.
+
+--bridge replays the rule built in session 34 (`alerts.hold_rows`), without its scaling by the
+adaptive threshold: hold while more than half of the last W scores are at or above LEVEL (the
+lower middle of an even window), and keep the held rows only where an alert of the run follows
+them before the hold ends (it bridges dips; it adds nothing after an alert's last row).
 
 WORK is the --out directory of benches/real/run.sh. Needs numpy and pyarrow.
 """
@@ -46,6 +51,33 @@ def hold(alert, smoothed, level):
     return out
 
 
+def bridge(alert, ok):
+    """`alert`, with each stretch of rows after an alert where `ok` holds added only when an alert
+    row ends it."""
+    out, i, n = alert.copy(), 1, len(alert)
+    while i < n:
+        if out[i - 1] and not out[i] and ok[i]:
+            j = i
+            while j < n and not alert[j] and ok[j]:
+                j += 1
+            if j < n and alert[j]:
+                out[i:j] = True
+            i = j
+        else:
+            i += 1
+    return out
+
+
+def mostly_at_or_above(x, w, level):
+    """Whether more than half of each row's last w scores (NaN left out) are at or above level."""
+    hit = np.where(np.isnan(x), 0, x >= level).astype(np.int64)
+    seen = (~np.isnan(x)).astype(np.int64)
+    c_hit, c_seen = np.r_[0, np.cumsum(hit)], np.r_[0, np.cumsum(seen)]
+    lo = np.maximum(np.arange(len(x)) + 1 - w, 0)
+    top = np.arange(1, len(x) + 1)
+    return 2 * (c_hit[top] - c_hit[lo]) > (c_seen[top] - c_seen[lo])
+
+
 def events(y):
     """(start, end) of every maximal run of labelled rows."""
     edges = np.flatnonzero(np.diff(np.r_[0, y.astype(np.int8), 0]))
@@ -61,7 +93,7 @@ def trailing_median(x, w):
     return np.r_[head, rest]
 
 
-def one_set(work, set_name, windows=WINDOWS, levels=LEVELS, smooth=trailing_mean):
+def one_set(work, set_name, windows=WINDOWS, levels=LEVELS, smooth=trailing_mean, bridged=False):
     totals, normal = {}, 0
     for d in sorted(glob.glob(os.path.join(work, "data", set_name, "*", ""))):
         series = os.path.basename(os.path.dirname(d))
@@ -74,9 +106,14 @@ def one_set(work, set_name, windows=WINDOWS, levels=LEVELS, smooth=trailing_mean
         runs = events(y)
         normal += int((~y).sum())
         for w in windows:
-            smoothed = smooth(score, w) if w else None
+            smoothed = smooth(score, w) if w and not bridged else None
             for level in levels if w else (None,):
-                pred = hold(alert, smoothed, level) if w else alert
+                if not w:
+                    pred = alert
+                elif bridged:
+                    pred = bridge(alert, mostly_at_or_above(score, w, level))
+                else:
+                    pred = hold(alert, smoothed, level)
                 t = totals.setdefault((w, level), np.zeros(5))
                 t += [(pred & y).sum(), (pred & ~y).sum(), y.sum(), len(runs),
                       sum(pred[a:b].any() for a, b in runs)]
@@ -102,11 +139,13 @@ def main():
                     help="trailing windows W in rows, comma-separated (the run as it was is always shown)")
     ap.add_argument("--levels", default=",".join(map(str, LEVELS)), help="levels, comma-separated")
     ap.add_argument("--median", action="store_true", help="hold on the trailing median, not the mean")
+    ap.add_argument("--bridge", action="store_true",
+                    help="the built rule: more than half of W at or above LEVEL, held rows kept only when bridged")
     a = ap.parse_args()
     windows = (0, *(int(w) for w in a.windows.split(",")))
     levels = tuple(float(v) for v in a.levels.split(","))
     for s in a.sets or sorted(os.listdir(os.path.join(a.work, "data"))):
-        one_set(a.work, s, windows, levels, trailing_median if a.median else trailing_mean)
+        one_set(a.work, s, windows, levels, trailing_median if a.median else trailing_mean, a.bridge)
 
 
 if __name__ == "__main__":

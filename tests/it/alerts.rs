@@ -204,7 +204,31 @@ fn mad_alone_misses_the_correlation_breaks_that_pca_catches() {
 #[tokio::test]
 async fn alerts_agree_with_alert_state_in_sql_and_with_the_scored_rows() {
     let q = quality();
-    let out = q.scores();
+    agree(q, &q.scores(), "").await;
+}
+
+/// With the hold on (`alerts.hold_rows`), the job's alerts are still exactly their rows and
+/// those of `alert_state` given the same hold; the hold bridges dips, so there are fewer alerts
+/// and more rows in them.
+#[tokio::test]
+async fn held_alerts_agree_with_alert_state_in_sql() {
+    let q = quality();
+    let out = q.dir.join("held");
+    assert_ok(&q.score(&out, &["--set", "alerts.hold_rows=12", "--quiet"]));
+    let (held, plain) = (
+        agree(q, &out, ", 12, 0.8").await,
+        agree(q, &q.scores(), "").await,
+    );
+    assert!(
+        held.0 < plain.0 && held.1 > plain.1,
+        "held (alerts, rows in them) {held:?}, without the hold {plain:?}"
+    );
+}
+
+/// Checks the score run at `out` against its own scored rows and against `alert_state` (with
+/// `hold`, the hold's arguments after the adaptive ones, or nothing); returns its number of
+/// alerts and of rows in them.
+async fn agree(q: &Quality, out: &Path, hold: &str) -> (u64, u64) {
     let m = ScoreManifest::read(&Location::parse(out.to_str().unwrap()).unwrap())
         .await
         .unwrap()
@@ -245,20 +269,27 @@ async fn alerts_agree_with_alert_state_in_sql_and_with_the_scored_rows() {
         n
     );
     // The window function over the scored rows, with the same settings, finds the same alerts.
-    let sql_alerts =
+    let sql_alerts = format!(
         "SELECT CAST(host_id AS VARCHAR) AS host, min(ts) AS start_ts, count(*) AS points FROM (
-            SELECT host_id, ts, alert_state(score, 0.8, 0.5, 3, INTERVAL '30 minutes', ts, 2.0, 0.995, 3, 12, 12, 0.8)
+            SELECT host_id, ts, alert_state(score, 0.8, 0.5, 3, INTERVAL '30 minutes', ts, 2.0, 0.995, 3, 12{hold})
                    OVER (PARTITION BY host_id ORDER BY ts) AS k FROM scored)
-          WHERE k IS NOT NULL GROUP BY host_id, k";
+          WHERE k IS NOT NULL GROUP BY host_id, k"
+    );
     let job_alerts =
         "SELECT host_id AS host, start_ts, CAST(points AS BIGINT) AS points FROM alerts";
-    for (a, b) in [(sql_alerts, job_alerts), (job_alerts, sql_alerts)] {
+    for (a, b) in [(sql_alerts.as_str(), job_alerts), (job_alerts, &sql_alerts)] {
         assert_eq!(
             scalar(&ctx, &format!("SELECT count(*) FROM (({a}) EXCEPT ({b}))")).await,
             "0",
             "{a}\nEXCEPT\n{b}"
         );
     }
+    let rows = scalar(
+        &ctx,
+        "SELECT count(*) FROM scored WHERE alert_id IS NOT NULL",
+    )
+    .await;
+    (summary.count, rows.parse().unwrap())
 }
 
 /// Issue 19, item 13: the alert pass's sort in many partitions with a small memory pool (16 MiB

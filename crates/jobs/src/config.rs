@@ -92,7 +92,8 @@ pub struct AlertRules {
     /// A fused score at or above this opens an alert at once (a one-row spike).
     pub instant: f64,
     /// An open alert whose score falls below `exit` stays open while more than half of the
-    /// key's latest `hold_rows` scores are at or above `hold_level` (0: no hold).
+    /// key's latest `hold_rows` scores are at or above `hold_level` (0, the default: no hold);
+    /// held rows join the alert only when a row at or above `exit` follows before it closes.
     pub hold_rows: u32,
     /// See `hold_rows`; scaled with `exit` by the adaptive threshold.
     pub hold_level: f64,
@@ -156,7 +157,7 @@ impl Default for AlertRules {
             exit: 0.5,
             min_points: 3,
             instant: 2.0,
-            hold_rows: 12,
+            hold_rows: 0,
             hold_level: 0.8,
             cooldown: CooldownSpec::Span("30m".into()),
             key: "host_id".into(),
@@ -230,16 +231,16 @@ impl ScoreConfig {
                 a.instant, a.enter
             ));
         }
-        if a.hold_rows > 0 && !(a.hold_level.is_finite() && a.hold_level >= a.exit) {
-            return Err(format!(
-                "alerts.hold_level ({}) must be a number at or above alerts.exit ({}) (or alerts.hold_rows = 0: no hold)",
-                a.hold_level, a.exit
-            ));
-        }
         if a.exit > a.enter {
             return Err(format!(
                 "alerts.exit ({}) is above alerts.enter ({}): an alert would close before it opens",
                 a.exit, a.enter
+            ));
+        }
+        if a.hold_rows > 0 && !(a.hold_level.is_finite() && a.hold_level >= a.exit) {
+            return Err(format!(
+                "alerts.hold_level ({}) must be a number at or above alerts.exit ({}) (or alerts.hold_rows = 0: no hold)",
+                a.hold_level, a.exit
             ));
         }
         a.cooldown.resolve()?;

@@ -197,7 +197,7 @@ pub fn push_adaptive(
     let event = machine.push(step);
     let score = step.score.filter(|s| !s.is_nan());
     match event {
-        Event::Opened { .. } | Event::Inside { .. } => state.held.clear(),
+        Event::Opened { .. } | Event::Inside { .. } | Event::Held { .. } => state.held.clear(),
         Event::Outside if machine.pending_rows() > 0 => state.held.extend(score),
         Event::Outside | Event::Closed { .. } => {
             for s in std::mem::take(&mut state.held).into_iter().chain(score) {
@@ -310,8 +310,8 @@ mod tests {
     fn the_hold_level_rises_with_the_level() {
         // Day 1's level is 1.5 (enter 1.0), so exit 0.5 becomes 0.75 and a hold level of 0.8
         // becomes 1.2. A row at 0.7 is below exit: after 2.0, 2.0 two of the three latest
-        // scores are at or above 1.2, which holds the alert; after 2.0, 1.0 only one is, which
-        // closes it (unscaled, 1.0 >= 0.8 would have held it).
+        // scores are at or above 1.2, which holds it; after 2.0, 1.0 only one is, which closes
+        // the alert (unscaled, 1.0 >= 0.8 would have held it).
         let at = |x: f64, i: i64| Step {
             hold: Some(Hold {
                 rows: 3,
@@ -329,7 +329,7 @@ mod tests {
             assert!(matches!(events[0], Event::Opened { .. }), "{events:?}");
             assert!(matches!(events[1], Event::Inside { .. }), "{events:?}");
             assert_eq!(
-                matches!(events[2], Event::Inside { .. }),
+                matches!(events[2], Event::Held { .. }),
                 held,
                 "{scores:?}: {events:?}"
             );

@@ -14,7 +14,10 @@
 //!   more than half of the latest `rows` scores (this row's included, missing ones left out)
 //!   are at or above the hold's `level` (their median is, the lower middle one for an even
 //!   count): an alert over a long anomaly whose score dips for a few rows stays one alert,
-//!   while a few huge scores cannot keep it open (a median, not a mean).
+//!   while a few huge scores cannot keep it open (a median, not a mean). Held rows belong to
+//!   the alert only when a later row at or above `exit` comes before it closes: the hold bridges
+//!   dips, it never adds rows after the alert's last high one (an alert open at the end ends
+//!   at its last row at or above `exit`, or its last row when no row was held since).
 //! * **Cooldown.** After an alert closes, no row counts toward a new one for a number of rows
 //!   counted from the closing row, or for a time span from the closing row's time.
 //! * **Missing scores** (NULL or NaN) neither open, extend, break nor close anything: inside an
@@ -79,8 +82,14 @@ pub enum Event {
         /// How many rows before this one the alert starts.
         back: u64,
     },
-    /// In the open alert `seq`.
+    /// In the open alert `seq`; so are the rows [`Event::Held`] since its previous row.
     Inside {
+        /// The alert's number.
+        seq: u64,
+    },
+    /// Below `exit`, but the hold keeps alert `seq` open: the row belongs to it if a later row
+    /// is [`Event::Inside`] before the alert closes, and not if it closes first.
+    Held {
         /// The alert's number.
         seq: u64,
     },
@@ -107,6 +116,9 @@ pub struct AlertMachine {
     /// The latest scores, oldest first, at most the hold's `rows` (kept only with a hold).
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     recent: VecDeque<f64>,
+    /// Whether the rows since the open alert's last row at or above `exit` are held.
+    #[serde(default)]
+    holding: bool,
 }
 
 /// Whether more than half of `xs` are at or above `level`: their median is, taking the lower
@@ -137,10 +149,10 @@ impl AlertMachine {
         let i = self.row;
         self.row += 1;
         let Some(s) = step.score.filter(|s| !s.is_nan()) else {
-            return if self.open {
-                Event::Inside { seq: self.seq }
-            } else {
-                Event::Outside
+            return match (self.open, self.holding) {
+                (true, false) => Event::Inside { seq: self.seq },
+                (true, true) => Event::Held { seq: self.seq },
+                (false, _) => Event::Outside,
             };
         };
         if let Some(h) = step.hold.filter(|h| h.rows > 0) {
@@ -155,8 +167,13 @@ impl AlertMachine {
                     .is_some_and(|h| h.rows > 0 && median_at_or_above(&self.recent, h.level))
             };
             match step.exit {
-                Some(x) if s < x && !held() => {
+                Some(x) if s < x && held() => {
+                    self.holding = true;
+                    return Event::Held { seq: self.seq };
+                }
+                Some(x) if s < x => {
                     self.open = false;
+                    self.holding = false;
                     match step.cooldown {
                         Some(Cooldown::Rows(r)) => self.cool_row = i.saturating_add(r),
                         Some(Cooldown::Micros(m)) => {
@@ -168,7 +185,10 @@ impl AlertMachine {
                     }
                     return Event::Closed { seq: self.seq };
                 }
-                _ => return Event::Inside { seq: self.seq },
+                _ => {
+                    self.holding = false;
+                    return Event::Inside { seq: self.seq };
+                }
             }
         }
         let cooling =
@@ -224,6 +244,7 @@ mod tests {
     ) -> Vec<Option<u64>> {
         let mut m = AlertMachine::new();
         let mut out = vec![None; scores.len()];
+        let mut held = Vec::new();
         for (i, s) in scores.iter().enumerate() {
             match m.push(Step {
                 score: *s,
@@ -238,8 +259,14 @@ mod tests {
                 Event::Opened { seq, back } => {
                     out[i - back as usize..=i].fill(Some(seq));
                 }
-                Event::Inside { seq } => out[i] = Some(seq),
-                Event::Outside | Event::Closed { .. } => {}
+                Event::Inside { seq } => {
+                    for j in held.drain(..) {
+                        out[j] = Some(seq);
+                    }
+                    out[i] = Some(seq);
+                }
+                Event::Held { .. } => held.push(i),
+                Event::Outside | Event::Closed { .. } => held.clear(),
             }
         }
         out
@@ -306,7 +333,7 @@ mod tests {
             level: 0.8,
         });
         // A dip below exit (0.5) inside a long anomaly: two of the last three rows are at or
-        // above 0.8, so it holds; two quiet rows in three close it.
+        // above 0.8, so it holds, and 1.2 bridges it; two quiet rows in three close it.
         let scores = s(&[2.0, 1.0, 0.1, 1.2, 0.0, 0.0]);
         assert_eq!(
             run_held(&scores, 1, None, None, hold),
@@ -322,17 +349,22 @@ mod tests {
             run_held(&spike, 1, None, None, hold),
             vec![Some(1), None, None]
         );
+        // A held row that no high row follows before the alert closes is not part of it.
+        assert_eq!(
+            run_held(&s(&[2.0, 1.0, 0.1, 0.0, 0.0]), 1, None, None, hold),
+            vec![Some(1), Some(1), None, None, None]
+        );
         // Missing scores are left out of the window (taken as a low score, the missing one would
-        // close the alert at the next row).
+        // close the alert at 0.0, and 1.0 would open a second one).
         assert_eq!(
             run_held(
-                &[Some(2.0), Some(1.0), None, Some(0.0), Some(0.0)],
+                &[Some(2.0), Some(1.0), None, Some(0.0), Some(1.0), Some(0.0)],
                 1,
                 None,
                 None,
                 hold
             ),
-            vec![Some(1), Some(1), Some(1), Some(1), None]
+            vec![Some(1), Some(1), Some(1), Some(1), Some(1), None]
         );
         // rows = 0 is no hold.
         let off = Some(Hold {
@@ -358,7 +390,7 @@ mod tests {
             ts: None,
             hold,
         };
-        let scores = [0.9, 2.0, 1.5, 0.2, 0.1, 0.3, 0.0];
+        let scores = [0.9, 2.0, 1.5, 0.2, 0.6, 0.1, 0.0];
         let mut whole = AlertMachine::new();
         let all: Vec<Event> = scores.iter().map(|x| whole.push(step(*x))).collect();
         let mut first = AlertMachine::new();
@@ -367,9 +399,10 @@ mod tests {
         let mut second: AlertMachine = serde_json::from_str(&json).unwrap();
         split.extend(scores[3..].iter().map(|x| second.push(step(*x))));
         assert_eq!(all, split);
-        // 0.2 is held by the window carried over (0.9, 2.0, 1.5), then 0.1 closes.
-        assert!(matches!(all[3], Event::Inside { .. }), "{all:?}");
-        assert!(matches!(all[4], Event::Closed { .. }), "{all:?}");
+        // 0.2 is held by the window carried over (0.9, 2.0, 1.5), 0.6 bridges it, 0.1 closes.
+        assert!(matches!(all[3], Event::Held { .. }), "{all:?}");
+        assert!(matches!(all[4], Event::Inside { .. }), "{all:?}");
+        assert!(matches!(all[5], Event::Closed { .. }), "{all:?}");
         // A state saved before the hold existed still reads.
         let old: AlertMachine = serde_json::from_str(
             r#"{"row":3,"seq":1,"open":true,"pending":null,"cool_row":0,"cool_ts":null}"#,

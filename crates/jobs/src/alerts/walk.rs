@@ -42,7 +42,8 @@ pub(crate) struct AlertQuery<'a> {
     pub project: bool,
 }
 
-/// One row held while a run of high scores may still become an alert.
+/// One row kept aside: of a run of high scores that may still become an alert, or held below
+/// exit by `alerts.hold_rows` until a later row shows whether it belongs to the alert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Held {
     ts: i64,
@@ -54,6 +55,28 @@ struct Held {
     value: Option<f64>,
     #[serde(default)]
     gap: Option<f64>,
+}
+
+impl Held {
+    fn of(r: &Row<'_>) -> Self {
+        Self {
+            ts: r.ts,
+            score: r.score,
+            top: r.top.map(str::to_string),
+            value: r.value,
+            gap: r.gap,
+        }
+    }
+
+    fn row(&self) -> Row<'_> {
+        Row {
+            ts: self.ts,
+            score: self.score,
+            top: self.top.as_deref(),
+            value: self.value,
+            gap: self.gap,
+        }
+    }
 }
 
 /// An alert's top metric at its peak row: what was seen against what the model expected
@@ -91,6 +114,10 @@ struct Building {
     /// The top metric at the first row with the peak score, where the model gave it.
     #[serde(default)]
     at_peak: Option<AtPeak>,
+    /// Rows held by `alerts.hold_rows` since the last row: the alert's if a row at or above
+    /// exit follows before it closes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    held: Vec<Held>,
 }
 
 impl Building {
@@ -498,13 +525,7 @@ impl Walk {
         let row = c.row(i);
         let (ts, score) = (row.ts, row.score);
         if !s.machine.is_open() {
-            s.held.push(Held {
-                ts,
-                score,
-                top: row.top.map(str::to_string),
-                value: row.value,
-                gap: row.gap,
-            });
+            s.held.push(Held::of(&row));
         }
         let step = Step {
             score,
@@ -530,21 +551,25 @@ impl Walk {
                     region: Cols::text(&c.region, i),
                     project: Cols::text(&c.project, i),
                     at_peak: None,
+                    held: Vec::new(),
                 };
                 for h in s.held.drain(..).skip(from) {
-                    b.add(Row {
-                        ts: h.ts,
-                        score: h.score,
-                        top: h.top.as_deref(),
-                        value: h.value,
-                        gap: h.gap,
-                    });
+                    b.add(h.row());
                 }
                 s.open = Some(b);
             }
             Event::Inside { .. } => {
                 if let Some(b) = s.open.as_mut() {
+                    // The rows held since the previous one are the alert's too.
+                    for h in std::mem::take(&mut b.held) {
+                        b.add(h.row());
+                    }
                     b.add(row);
+                }
+            }
+            Event::Held { .. } => {
+                if let Some(b) = s.open.as_mut() {
+                    b.held.push(Held::of(&row));
                 }
             }
             Event::Closed { .. } => {

@@ -21,9 +21,11 @@
 //!   rows of a UTC day of `ts`, `enter` rises to that quantile of the partition's quiet scores
 //!   (outside alerts and runs) over the previous `adaptive_days` days (default 3), when the
 //!   previous day has `adaptive_min_rows` of them (default 12); `exit` scales alike.
-//! * **Hold** (the eleventh and twelfth arguments; default none, `tads score` uses 12 and 0.8):
+//! * **Hold** (the eleventh and twelfth arguments; default none, as in `tads score`, whose
+//!   `alerts.hold_rows` and `alerts.hold_level` they are):
 //!   a row below `exit` does not close the alert while more than half of the partition's latest
-//!   `hold_rows` scores are at or above `hold_level` (scaled with `exit`).
+//!   `hold_rows` scores are at or above `hold_level` (scaled with `exit`); such a row carries the
+//!   alert only when a later row at or above `exit` comes before the alert closes.
 //!
 //! Ties: a score equal to `enter` counts as above it; a score equal to `exit` keeps the alert open.
 //! Each row returns the alert's number within its partition (1, 2, …), or NULL outside alerts;
@@ -90,7 +92,7 @@ static DOC: LazyLock<Documentation> = LazyLock::new(|| {
     .with_argument("instant", "A score at or above this opens an alert at once, whatever min_points (default: none).")
     .with_argument("adaptive_quantile", "Each UTC day, enter rises to this quantile of the partition's quiet scores (outside alerts) over the previous days; needs ts (default: NULL, off; tads score uses 0.995).")
     .with_argument("adaptive_days, adaptive_min_rows", "Days the quantile looks back on (default 3), and quiet rows the previous day needs (default 12).")
-    .with_argument("hold_rows, hold_level", "An open alert stays open below exit while more than half of the latest hold_rows scores are at or above hold_level (default: no hold; tads score uses 12 and 0.8).")
+    .with_argument("hold_rows, hold_level", "An open alert stays open below exit while more than half of the latest hold_rows scores are at or above hold_level (default: no hold; tads score's alerts.hold_rows and alerts.hold_level, off by default).")
     .build()
 });
 
@@ -336,6 +338,8 @@ impl PartitionEvaluator for AlertEvaluator {
         let hold = hold(values)?;
         let mut out: Vec<Option<i64>> = vec![None; num_rows];
         let mut machine = AlertMachine::new();
+        // Rows held since the open alert's last row: its rows if a later one is inside it.
+        let mut held: Vec<usize> = Vec::new();
         let mut adapt = AdaptState::default();
         for i in 0..num_rows {
             let cooldown = match &cooldown {
@@ -367,8 +371,14 @@ impl PartitionEvaluator for AlertEvaluator {
                 Event::Opened { seq, back } => {
                     out[i - back as usize..=i].fill(Some(seq as i64));
                 }
-                Event::Inside { seq } => out[i] = Some(seq as i64),
-                Event::Outside | Event::Closed { .. } => {}
+                Event::Inside { seq } => {
+                    for j in held.drain(..) {
+                        out[j] = Some(seq as i64);
+                    }
+                    out[i] = Some(seq as i64);
+                }
+                Event::Held { .. } => held.push(i),
+                Event::Outside | Event::Closed { .. } => held.clear(),
             }
         }
         Ok(Arc::new(Int64Array::from(out)))
