@@ -187,9 +187,13 @@ impl KeyState {
         self.open.is_some()
     }
 
-    /// The time of the first row held while a run of high scores may still open an alert.
+    /// The time of the first row whose alert is not known yet: held while a run of high scores
+    /// may still open an alert, or held below exit by the hold while an alert may still bridge it.
     pub(crate) fn first_held(&self) -> Option<i64> {
-        self.held.first().map(|h| h.ts)
+        self.held
+            .first()
+            .or_else(|| self.open.as_ref().and_then(|b| b.held.first()))
+            .map(|h| h.ts)
     }
 
     /// The open alert's first row's time (microseconds), if one is open.
@@ -653,6 +657,42 @@ impl Walk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_held_below_exit_are_not_known_yet() {
+        // An open alert whose last rows the hold keeps below exit: until a later row bridges
+        // them or the alert closes, their alert is not known, so the walk over files in time
+        // order must not write them yet.
+        let held = |ts| Held {
+            ts,
+            score: Some(0.1),
+            top: None,
+            value: None,
+            gap: None,
+        };
+        let mut s = KeyState {
+            machine: AlertMachine::new(),
+            adapt: AdaptState::default(),
+            held: Vec::new(),
+            open: Some(Building {
+                start_ts: 0,
+                opened_ts: 0,
+                end_ts: 10,
+                points: 2,
+                peak: 3.0,
+                tops: BTreeMap::new(),
+                region: None,
+                project: None,
+                at_peak: None,
+                held: vec![held(20), held(30)],
+            }),
+        };
+        assert_eq!(s.first_held(), Some(20));
+        s.open.as_mut().unwrap().held.clear();
+        assert_eq!(s.first_held(), None);
+        s.held.push(held(40));
+        assert_eq!(s.first_held(), Some(40));
+    }
 
     #[test]
     fn packed_hot_rows_unpack_into_metric_value_and_gap() {
