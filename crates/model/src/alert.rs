@@ -155,17 +155,15 @@ impl AlertMachine {
                 (false, _) => Event::Outside,
             };
         };
-        if let Some(h) = step.hold.filter(|h| h.rows > 0) {
+        let hold = step.hold.filter(|h| h.rows > 0);
+        if let Some(h) = hold {
             self.recent.push_back(s);
             while self.recent.len() > h.rows as usize {
                 self.recent.pop_front();
             }
         }
         if self.open {
-            let held = || {
-                step.hold
-                    .is_some_and(|h| h.rows > 0 && median_at_or_above(&self.recent, h.level))
-            };
+            let held = || hold.is_some_and(|h| median_at_or_above(&self.recent, h.level));
             match step.exit {
                 Some(x) if s < x && held() => {
                     self.holding = true;
@@ -214,6 +212,32 @@ impl AlertMachine {
     }
 }
 
+/// Each row's alert number from the machine's events, as `alert_state` returns them: the rows
+/// of the run that opened an alert, and the held rows an alert bridged, get its number when the
+/// event that decides it comes.
+#[derive(Debug, Default)]
+pub struct Numbering {
+    /// Rows held since the open alert's last row.
+    held: Vec<usize>,
+}
+
+impl Numbering {
+    /// Records row `i`'s event in `out` (a slot per row, `None` outside alerts).
+    pub fn mark(&mut self, out: &mut [Option<u64>], i: usize, event: Event) {
+        match event {
+            Event::Opened { seq, back } => out[i - back as usize..=i].fill(Some(seq)),
+            Event::Inside { seq } => {
+                for j in self.held.drain(..) {
+                    out[j] = Some(seq);
+                }
+                out[i] = Some(seq);
+            }
+            Event::Held { .. } => self.held.push(i),
+            Event::Outside | Event::Closed { .. } => self.held.clear(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,9 +268,9 @@ mod tests {
     ) -> Vec<Option<u64>> {
         let mut m = AlertMachine::new();
         let mut out = vec![None; scores.len()];
-        let mut held = Vec::new();
+        let mut numbering = Numbering::default();
         for (i, s) in scores.iter().enumerate() {
-            match m.push(Step {
+            let event = m.push(Step {
                 score: *s,
                 enter: Some(1.0),
                 exit: Some(0.5),
@@ -255,19 +279,8 @@ mod tests {
                 cooldown,
                 ts: Some(i as i64 * 10),
                 hold,
-            }) {
-                Event::Opened { seq, back } => {
-                    out[i - back as usize..=i].fill(Some(seq));
-                }
-                Event::Inside { seq } => {
-                    for j in held.drain(..) {
-                        out[j] = Some(seq);
-                    }
-                    out[i] = Some(seq);
-                }
-                Event::Held { .. } => held.push(i),
-                Event::Outside | Event::Closed { .. } => held.clear(),
-            }
+            });
+            numbering.mark(&mut out, i, event);
         }
         out
     }

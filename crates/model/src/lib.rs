@@ -37,7 +37,7 @@ pub mod train;
 mod reference_tests;
 
 pub use adapt::{AdaptState, Adaptive, push_adaptive};
-pub use alert::{AlertMachine, Cooldown, Event, Hold, Step};
+pub use alert::{AlertMachine, Cooldown, Event, Hold, Numbering, Step};
 pub use artifact::{
     ModelArtifact, PcaParams, SCHEMA_VERSION, Seasonal, Tail, Thresholds, Training,
 };

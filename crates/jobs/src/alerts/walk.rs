@@ -12,7 +12,7 @@ use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tads_model::{
-    AdaptState, Adaptive, AlertMachine, Cooldown, Event, Severity, Step, push_adaptive,
+    AdaptState, Adaptive, AlertMachine, Cooldown, Event, Hold, Severity, Step, push_adaptive,
 };
 use tads_store::Progress;
 
@@ -394,6 +394,7 @@ pub(crate) struct Walk {
     severity: Severity,
     cooldown: Cooldown,
     adaptive: Option<Adaptive>,
+    hold: Option<Hold>,
     region: bool,
     project: bool,
     /// Each key's state from the previous round (`tads watch`).
@@ -509,6 +510,7 @@ impl Walk {
             severity: *severity,
             cooldown: rules.cooldown.resolve().map_err(Error::Input)?,
             adaptive: rules.adaptive(),
+            hold: rules.hold(),
             region: q.region,
             project: q.project,
             carried,
@@ -539,7 +541,7 @@ impl Walk {
             instant: Some(rules.instant),
             cooldown: Some(self.cooldown),
             ts: Some(ts),
-            hold: rules.hold(),
+            hold: self.hold,
         };
         let event = push_adaptive(&mut s.machine, &mut s.adapt, self.adaptive.as_ref(), step);
         match event {

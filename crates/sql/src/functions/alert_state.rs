@@ -44,7 +44,7 @@ use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldA
 use datafusion::logical_expr::{Documentation, PartitionEvaluator, Signature, WindowUDFImpl};
 
 use tads_model::adapt::{AdaptState, Adaptive, push_adaptive};
-use tads_model::alert::{AlertMachine, Cooldown as MachineCooldown, Event, Hold, Step};
+use tads_model::alert::{AlertMachine, Cooldown as MachineCooldown, Hold, Numbering, Step};
 
 use super::common::doc;
 
@@ -336,10 +336,9 @@ impl PartitionEvaluator for AlertEvaluator {
         };
         let adaptive = adaptive(values)?;
         let hold = hold(values)?;
-        let mut out: Vec<Option<i64>> = vec![None; num_rows];
+        let mut out: Vec<Option<u64>> = vec![None; num_rows];
         let mut machine = AlertMachine::new();
-        // Rows held since the open alert's last row: its rows if a later one is inside it.
-        let mut held: Vec<usize> = Vec::new();
+        let mut numbering = Numbering::default();
         let mut adapt = AdaptState::default();
         for i in 0..num_rows {
             let cooldown = match &cooldown {
@@ -367,20 +366,13 @@ impl PartitionEvaluator for AlertEvaluator {
                 ts,
                 hold,
             };
-            match push_adaptive(&mut machine, &mut adapt, adaptive.as_ref(), step) {
-                Event::Opened { seq, back } => {
-                    out[i - back as usize..=i].fill(Some(seq as i64));
-                }
-                Event::Inside { seq } => {
-                    for j in held.drain(..) {
-                        out[j] = Some(seq as i64);
-                    }
-                    out[i] = Some(seq as i64);
-                }
-                Event::Held { .. } => held.push(i),
-                Event::Outside | Event::Closed { .. } => held.clear(),
-            }
+            let event = push_adaptive(&mut machine, &mut adapt, adaptive.as_ref(), step);
+            numbering.mark(&mut out, i, event);
         }
-        Ok(Arc::new(Int64Array::from(out)))
+        Ok(Arc::new(
+            out.into_iter()
+                .map(|seq| seq.map(|s| s as i64))
+                .collect::<Int64Array>(),
+        ))
     }
 }
