@@ -55,9 +55,9 @@ drift.seasonal=true  drift.trailing_hours=12  drift.streamed=true (medians measu
 alerts.enabled=true        false: no alert pass, alert_id all NULL\n  \
 alerts.enter=0.8  alerts.exit=0.5  alerts.min_points=3  alerts.instant=2.0\n  \
 alerts.cooldown=30m (or a row count)\n  \
-alerts.hold_rows=0  alerts.hold_level=0.8  with hold_rows > 0, an open alert stays open below\n  \
-                           exit while more than half of the latest hold_rows scores are at or\n  \
-                           above hold_level, bridging dips (0: off)\n  \
+alerts.hold_rows=12  alerts.hold_level=0.8  an alert dipping below exit is held while more\n  \
+                           than half of the latest hold_rows scores are at or above hold_level;\n  \
+                           an alert opening meanwhile continues it (hold_rows=0: off)\n  \
 alerts.adaptive=true  alerts.adaptive_quantile=0.995  alerts.adaptive_days=3  alerts.adaptive_min_rows=12\n  \
 alerts.key=host_id  alerts.time=ts\n  \
 severity.warning=2.0  severity.critical=4.0"

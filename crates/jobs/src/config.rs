@@ -91,11 +91,12 @@ pub struct AlertRules {
     pub min_points: u64,
     /// A fused score at or above this opens an alert at once (a one-row spike).
     pub instant: f64,
-    /// An open alert whose score falls below `exit` stays open while more than half of the
-    /// key's latest `hold_rows` scores are at or above `hold_level` (0, the default: no hold);
-    /// held rows join the alert only when a row at or above `exit` follows before it closes.
+    /// An open alert whose score falls below `exit` is held while more than half of the key's
+    /// latest `hold_rows` scores are at or above `hold_level` (12 by default; 0: no hold): a
+    /// new alert that would open meanwhile continues it instead, and the held rows join it.
     pub hold_rows: u32,
-    /// See `hold_rows`; scaled with `exit` by the adaptive threshold.
+    /// See `hold_rows`; not raised by the adaptive threshold (a bridging alert clears the
+    /// raised threshold anyway).
     pub hold_level: f64,
     /// After an alert closes, no new one opens for this long.
     pub cooldown: CooldownSpec,
@@ -157,7 +158,7 @@ impl Default for AlertRules {
             exit: 0.5,
             min_points: 3,
             instant: 2.0,
-            hold_rows: 0,
+            hold_rows: 12,
             hold_level: 0.8,
             cooldown: CooldownSpec::Span("30m".into()),
             key: "host_id".into(),
@@ -237,10 +238,10 @@ impl ScoreConfig {
                 a.exit, a.enter
             ));
         }
-        if a.hold_rows > 0 && !(a.hold_level.is_finite() && a.hold_level >= a.exit) {
+        if a.hold_rows > 0 && !(a.hold_level.is_finite() && a.hold_level > 0.0) {
             return Err(format!(
-                "alerts.hold_level ({}) must be a number at or above alerts.exit ({}) (or alerts.hold_rows = 0: no hold)",
-                a.hold_level, a.exit
+                "alerts.hold_level ({}) must be a number above 0 (or alerts.hold_rows = 0: no hold)",
+                a.hold_level
             ));
         }
         a.cooldown.resolve()?;

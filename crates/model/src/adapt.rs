@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::alert::{AlertMachine, Event, Hold, Step};
+use crate::alert::{AlertMachine, Event, Step};
 
 /// A microsecond day.
 const DAY_MICROS: i64 = 86_400_000_000;
@@ -173,7 +173,7 @@ impl AdaptState {
 /// Feeds one row to `machine` with the thresholds `adaptive` gives it (its `enter` and `exit`
 /// are the configured ones; a row without a time, or without `adaptive`, keeps them), then
 /// counts the row's score when it turns out to lie outside alerts (a row of a run that may still
-/// open one waits until the run breaks). Returns what [`AlertMachine::push`] returns.
+/// open one waits until the run breaks, a held row until the hold ends). Returns what [`AlertMachine::push`] returns.
 pub fn push_adaptive(
     machine: &mut AlertMachine,
     state: &mut AdaptState,
@@ -188,16 +188,13 @@ pub fn push_adaptive(
     if let Some(level) = state.level.filter(|l| *l > enter) {
         step.exit = step.exit.map(|x| x * level / enter);
         step.instant = step.instant.map(|x| x * level / enter);
-        step.hold = step.hold.map(|h| Hold {
-            level: h.level * level / enter,
-            ..h
-        });
         step.enter = Some(level);
     }
     let event = machine.push(step);
     let score = step.score.filter(|s| !s.is_nan());
     match event {
-        Event::Opened { .. } | Event::Inside { .. } | Event::Held { .. } => state.held.clear(),
+        Event::Opened { .. } | Event::Inside { .. } => state.held.clear(),
+        Event::Held { .. } => state.held.extend(score),
         Event::Outside if machine.pending_rows() > 0 => state.held.extend(score),
         Event::Outside | Event::Closed { .. } => {
             for s in std::mem::take(&mut state.held).into_iter().chain(score) {
@@ -211,6 +208,7 @@ pub fn push_adaptive(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::Hold;
 
     const A: Adaptive = Adaptive {
         quantile: 0.9,
@@ -307,11 +305,11 @@ mod tests {
     }
 
     #[test]
-    fn the_hold_level_rises_with_the_level() {
-        // Day 1's level is 1.5 (enter 1.0), so exit 0.5 becomes 0.75 and a hold level of 0.8
-        // becomes 1.2. A row at 0.7 is below exit: after 2.0, 2.0 two of the three latest
-        // scores are at or above 1.2, which holds it; after 2.0, 1.0 only one is, which closes
-        // the alert (unscaled, 1.0 >= 0.8 would have held it).
+    fn the_hold_level_stays_when_the_level_rises_and_held_rows_wait() {
+        // Day 1's level is 1.5 (enter 1.0), so exit 0.5 becomes 0.75, but the hold level stays
+        // 0.8: a new alert must clear the raised threshold to bridge a dip anyway. A row at 0.7
+        // is below exit: after 2.0, 1.0 two of the three latest scores are at or above 0.8,
+        // which holds it (scaled to 1.2 it would not); after 2.0, 0.78 only one is.
         let at = |x: f64, i: i64| Step {
             hold: Some(Hold {
                 rows: 3,
@@ -319,13 +317,14 @@ mod tests {
             }),
             ..step(x, DAY_MICROS + i)
         };
-        for (scores, held) in [([2.0, 2.0, 0.7], true), ([2.0, 1.0, 0.7], false)] {
+        for (scores, held) in [([2.0, 1.0, 0.7, 0.0], true), ([2.0, 0.78, 0.7, 0.0], false)] {
             let (mut m, mut s) = (AlertMachine::new(), after_a_high_quiet_day());
-            let events: Vec<Event> = scores
-                .iter()
-                .enumerate()
-                .map(|(i, x)| push_adaptive(&mut m, &mut s, Some(&A), at(*x, i as i64)))
-                .collect();
+            let mut events = Vec::new();
+            let mut waiting = Vec::new();
+            for (i, x) in scores.iter().enumerate() {
+                events.push(push_adaptive(&mut m, &mut s, Some(&A), at(*x, i as i64)));
+                waiting.push(s.held.len());
+            }
             assert!(matches!(events[0], Event::Opened { .. }), "{events:?}");
             assert!(matches!(events[1], Event::Inside { .. }), "{events:?}");
             assert_eq!(
@@ -333,6 +332,16 @@ mod tests {
                 held,
                 "{scores:?}: {events:?}"
             );
+            // A held row's score waits (it is quiet only if no alert bridges it); when the hold
+            // ends, it and the closing row count.
+            assert_eq!(waiting[2], usize::from(held), "{scores:?}");
+            assert!(
+                matches!(events[3], Event::Closed { .. }) || !held,
+                "{events:?}"
+            );
+            assert_eq!(waiting[3], 0);
+            // Rows 2 and 3 are quiet either way; the alert's rows 0 and 1 are not.
+            assert_eq!(s.days.last().expect("day 1").n, 2);
         }
     }
 

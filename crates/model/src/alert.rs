@@ -10,14 +10,16 @@
 //!   `exit` below `enter` keeps a score hovering around `enter` from flapping). The first row
 //!   strictly below `exit` closes it and is not part of it. An alert still open at the end
 //!   covers the last row.
-//! * **Hold** (when the step has a [`Hold`]): a row below `exit` does not close the alert while
-//!   more than half of the latest `rows` scores (this row's included, missing ones left out)
-//!   are at or above the hold's `level` (their median is, the lower middle one for an even
-//!   count): an alert over a long anomaly whose score dips for a few rows stays one alert,
-//!   while a few huge scores cannot keep it open (a median, not a mean). Held rows belong to
-//!   the alert only when a later row at or above `exit` comes before it closes: the hold bridges
-//!   dips, it never adds rows after the alert's last high one (an alert open at the end ends
-//!   at its last row at or above `exit`, or its last row when no row was held since).
+//! * **Hold** (when the step has a [`Hold`]): bridges the dips of a long anomaly. When a row
+//!   below `exit` would close the alert while more than half of the latest `rows` scores (this
+//!   row's included, missing ones left out) are at or above the hold's `level` (their median is,
+//!   the lower middle one for an even count), the alert is held instead: everything above goes
+//!   on as if it had closed (its cooldown starts), but if a new alert would open while every
+//!   row since is still held (the rows of the run that opens it excepted), there is no new
+//!   alert: the held one goes on, and the rows held join it. The first row outside a run that
+//!   is not held ends the hold, and the held rows are not part of the alert. So the hold never
+//!   adds rows after an alert's last high one, and a few huge scores cannot keep it (a median,
+//!   not a mean).
 //! * **Cooldown.** After an alert closes, no row counts toward a new one for a number of rows
 //!   counted from the closing row, or for a time span from the closing row's time.
 //! * **Missing scores** (NULL or NaN) neither open, extend, break nor close anything: inside an
@@ -87,13 +89,13 @@ pub enum Event {
         /// The alert's number.
         seq: u64,
     },
-    /// Below `exit`, but the hold keeps alert `seq` open: the row belongs to it if a later row
+    /// The hold keeps alert `seq` open past its last row: the row belongs to it if a later row
     /// is [`Event::Inside`] before the alert closes, and not if it closes first.
     Held {
         /// The alert's number.
         seq: u64,
     },
-    /// This row closed alert `seq` (and is not part of it).
+    /// This row closed alert `seq` (and is not part of it; nor are the rows held before it).
     Closed {
         /// The alert's number.
         seq: u64,
@@ -116,9 +118,14 @@ pub struct AlertMachine {
     /// The latest scores, oldest first, at most the hold's `rows` (kept only with a hold).
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     recent: VecDeque<f64>,
-    /// Whether the rows since the open alert's last row at or above `exit` are held.
+    /// Whether the alert closed by the rule without a hold is held open: its rows since are
+    /// undecided until a new run reopens it (they join it) or the hold ends (they do not).
     #[serde(default)]
     holding: bool,
+    /// Whether, while holding, a row of the current run toward reopening was not held (if the
+    /// run breaks, the hold ends there).
+    #[serde(default)]
+    broken: bool,
 }
 
 /// Whether more than half of `xs` are at or above `level`: their median is, taking the lower
@@ -133,9 +140,9 @@ impl AlertMachine {
         Self::default()
     }
 
-    /// Whether an alert is open after the rows pushed so far.
+    /// Whether an alert is open after the rows pushed so far (held open included).
     pub fn is_open(&self) -> bool {
-        self.open
+        self.open || self.holding
     }
 
     /// How many of the rows pushed so far belong to a run that may still open an alert (from
@@ -149,10 +156,12 @@ impl AlertMachine {
         let i = self.row;
         self.row += 1;
         let Some(s) = step.score.filter(|s| !s.is_nan()) else {
-            return match (self.open, self.holding) {
-                (true, false) => Event::Inside { seq: self.seq },
-                (true, true) => Event::Held { seq: self.seq },
-                (false, _) => Event::Outside,
+            return if self.open {
+                Event::Inside { seq: self.seq }
+            } else if self.holding {
+                Event::Held { seq: self.seq }
+            } else {
+                Event::Outside
             };
         };
         let hold = step.hold.filter(|h| h.rows > 0);
@@ -162,16 +171,11 @@ impl AlertMachine {
                 self.recent.pop_front();
             }
         }
+        let held = hold.is_some_and(|h| median_at_or_above(&self.recent, h.level));
         if self.open {
-            let held = || hold.is_some_and(|h| median_at_or_above(&self.recent, h.level));
             match step.exit {
-                Some(x) if s < x && held() => {
-                    self.holding = true;
-                    return Event::Held { seq: self.seq };
-                }
                 Some(x) if s < x => {
                     self.open = false;
-                    self.holding = false;
                     match step.cooldown {
                         Some(Cooldown::Rows(r)) => self.cool_row = i.saturating_add(r),
                         Some(Cooldown::Micros(m)) => {
@@ -181,12 +185,14 @@ impl AlertMachine {
                         }
                         None => {}
                     }
+                    if held {
+                        self.holding = true;
+                        self.broken = false;
+                        return Event::Held { seq: self.seq };
+                    }
                     return Event::Closed { seq: self.seq };
                 }
-                _ => {
-                    self.holding = false;
-                    return Event::Inside { seq: self.seq };
-                }
+                _ => return Event::Inside { seq: self.seq },
             }
         }
         let cooling =
@@ -194,19 +200,36 @@ impl AlertMachine {
         let above = !cooling && step.enter.is_some_and(|e| s >= e);
         if !above {
             self.pending = None;
-            return Event::Outside;
+            if !self.holding {
+                return Event::Outside;
+            }
+            if held && !self.broken {
+                return Event::Held { seq: self.seq };
+            }
+            self.holding = false;
+            return Event::Closed { seq: self.seq };
         }
         let (first, count) = self.pending.map_or((i, 1), |(f, c)| (f, c + 1));
         if count >= step.min_points.max(1) || step.instant.is_some_and(|x| s >= x) {
-            self.seq += 1;
             self.open = true;
             self.pending = None;
+            if std::mem::take(&mut self.holding) {
+                // The run reopens the alert held since it dipped: one alert bridges the dip.
+                return Event::Inside { seq: self.seq };
+            }
+            self.seq += 1;
             Event::Opened {
                 seq: self.seq,
                 back: i - first,
             }
         } else {
             self.pending = Some((first, count));
+            if self.holding {
+                // Inside a run that may still reopen the alert, the hold is judged when the
+                // run breaks (a run that completes bridges whatever its rows' median was).
+                self.broken |= !held;
+                return Event::Held { seq: self.seq };
+            }
             Event::Outside
         }
     }
@@ -379,6 +402,72 @@ mod tests {
             ),
             vec![Some(1), Some(1), Some(1), Some(1), Some(1), None]
         );
+        // A row between exit and enter does not bridge (without a hold it would open nothing):
+        // it is held, and the hold ends with no new alert.
+        let hold6 = Some(Hold {
+            rows: 3,
+            level: 0.6,
+        });
+        assert_eq!(
+            run_held(
+                &s(&[2.0, 1.0, 0.1, 0.7, 0.7, 0.0, 0.0]),
+                1,
+                None,
+                None,
+                hold6
+            ),
+            vec![Some(1), Some(1), None, None, None, None, None]
+        );
+        // A run of two rows reopens: its rows and the dip join the alert.
+        assert_eq!(
+            run_held(
+                &s(&[2.0, 2.0, 0.1, 1.5, 1.5, 0.0, 0.0]),
+                2,
+                None,
+                None,
+                hold
+            ),
+            vec![Some(1), Some(1), Some(1), Some(1), Some(1), None, None]
+        );
+        // The run waits for the cooldown that the dip started (rows 2 and 3 cool).
+        let hold4 = Some(Hold {
+            rows: 4,
+            level: 0.8,
+        });
+        assert_eq!(
+            run_held(
+                &s(&[2.0, 2.0, 0.1, 1.5, 1.5]),
+                1,
+                Some(Cooldown::Rows(2)),
+                None,
+                hold4
+            ),
+            vec![Some(1); 5]
+        );
+        assert_eq!(
+            run(&s(&[2.0, 2.0, 0.1, 1.5, 1.5]), 1, Some(Cooldown::Rows(2))),
+            vec![Some(1), Some(1), None, None, Some(2)]
+        );
+        // A run's rows need not be held when it completes; when it breaks after one was not,
+        // the hold ends there (a level above enter: 1.1 opens runs but is not held).
+        let high = Some(Hold {
+            rows: 3,
+            level: 1.2,
+        });
+        assert_eq!(
+            run_held(&s(&[2.0, 2.0, 0.1, 1.1, 1.1]), 2, None, None, high),
+            vec![Some(1); 5]
+        );
+        assert_eq!(
+            run_held(
+                &s(&[2.0, 2.0, 0.1, 1.1, 0.0, 2.0, 2.0]),
+                2,
+                None,
+                None,
+                high
+            ),
+            vec![Some(1), Some(1), None, None, None, Some(2), Some(2)]
+        );
         // rows = 0 is no hold.
         let off = Some(Hold {
             rows: 0,
@@ -403,7 +492,7 @@ mod tests {
             ts: None,
             hold,
         };
-        let scores = [0.9, 2.0, 1.5, 0.2, 0.6, 0.1, 0.0];
+        let scores = [0.9, 2.0, 1.5, 0.2, 1.1, 0.1, 0.0];
         let mut whole = AlertMachine::new();
         let all: Vec<Event> = scores.iter().map(|x| whole.push(step(*x))).collect();
         let mut first = AlertMachine::new();
@@ -412,7 +501,7 @@ mod tests {
         let mut second: AlertMachine = serde_json::from_str(&json).unwrap();
         split.extend(scores[3..].iter().map(|x| second.push(step(*x))));
         assert_eq!(all, split);
-        // 0.2 is held by the window carried over (0.9, 2.0, 1.5), 0.6 bridges it, 0.1 closes.
+        // 0.2 is held by the window carried over (0.9, 2.0, 1.5), 1.1 bridges it, 0.1 closes.
         assert!(matches!(all[3], Event::Held { .. }), "{all:?}");
         assert!(matches!(all[4], Event::Inside { .. }), "{all:?}");
         assert!(matches!(all[5], Event::Closed { .. }), "{all:?}");

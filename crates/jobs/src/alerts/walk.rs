@@ -42,8 +42,8 @@ pub(crate) struct AlertQuery<'a> {
     pub project: bool,
 }
 
-/// One row kept aside: of a run of high scores that may still become an alert, or held below
-/// exit by `alerts.hold_rows` until a later row shows whether it belongs to the alert.
+/// One row kept aside: of a run of high scores that may still become an alert, or held after
+/// an alert's dip by `alerts.hold_rows` until a later row shows whether it belongs to the alert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Held {
     ts: i64,
@@ -114,8 +114,8 @@ struct Building {
     /// The top metric at the first row with the peak score, where the model gave it.
     #[serde(default)]
     at_peak: Option<AtPeak>,
-    /// Rows held by `alerts.hold_rows` since the last row: the alert's if a row at or above
-    /// exit follows before it closes.
+    /// Rows held by `alerts.hold_rows` since the last row: the alert's if a run that would
+    /// open a new alert reopens it before the hold ends.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     held: Vec<Held>,
 }
@@ -188,7 +188,7 @@ impl KeyState {
     }
 
     /// The time of the first row whose alert is not known yet: held while a run of high scores
-    /// may still open an alert, or held below exit by the hold while an alert may still bridge it.
+    /// may still open an alert, or held by the hold while an alert may still bridge it.
     pub(crate) fn first_held(&self) -> Option<i64> {
         self.held
             .first()
@@ -662,7 +662,7 @@ mod tests {
 
     #[test]
     fn rows_held_below_exit_are_not_known_yet() {
-        // An open alert whose last rows the hold keeps below exit: until a later row bridges
+        // An open alert whose last rows the hold keeps after a dip: until a later run bridges
         // them or the alert closes, their alert is not known, so the walk over files in time
         // order must not write them yet.
         let held = |ts| Held {

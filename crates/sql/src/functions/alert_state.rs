@@ -21,11 +21,12 @@
 //!   rows of a UTC day of `ts`, `enter` rises to that quantile of the partition's quiet scores
 //!   (outside alerts and runs) over the previous `adaptive_days` days (default 3), when the
 //!   previous day has `adaptive_min_rows` of them (default 12); `exit` scales alike.
-//! * **Hold** (the eleventh and twelfth arguments; default none, as in `tads score`, whose
-//!   `alerts.hold_rows` and `alerts.hold_level` they are):
-//!   a row below `exit` does not close the alert while more than half of the partition's latest
-//!   `hold_rows` scores are at or above `hold_level` (scaled with `exit`); such a row carries the
-//!   alert only when a later row at or above `exit` comes before the alert closes.
+//! * **Hold** (the eleventh and twelfth arguments; default none, while `tads score`'s
+//!   `alerts.hold_rows` and `alerts.hold_level` are 12 and 0.8):
+//!   a row below `exit` holds the alert instead of closing it while more than half of the
+//!   partition's latest `hold_rows` scores are at or above `hold_level` (not scaled with
+//!   `exit`); a new alert that would open before the hold ends continues the held one instead,
+//!   and the rows held join it (`tads_model::AlertMachine` has the exact rule).
 //!
 //! Ties: a score equal to `enter` counts as above it; a score equal to `exit` keeps the alert open.
 //! Each row returns the alert's number within its partition (1, 2, …), or NULL outside alerts;
@@ -76,8 +77,9 @@ static DOC: LazyLock<Documentation> = LazyLock::new(|| {
          neither open nor close an alert. A score at or above `instant` opens an alert at once. \
          With `adaptive_quantile`, each UTC day's enter (and exit, scaled alike) rises to that \
          quantile of the partition's quiet scores over the previous `adaptive_days` days. \
-         With `hold_rows`, a row below `exit` does not close the alert while more than half of \
-         the latest `hold_rows` scores are at or above `hold_level`. \
+         With `hold_rows`, a row below `exit` holds the alert while more than half of the latest \
+         `hold_rows` scores are at or above `hold_level`, and an alert opening meanwhile \
+         continues it (one alert over a dip). \
          Returns the alert's number within the partition (1, 2, …) for rows inside an alert, NULL \
          elsewhere. `tads score` runs the same rules.",
         "alert_state(score, enter, exit [, min_points [, cooldown [, ts [, instant [, adaptive_quantile [, adaptive_days [, adaptive_min_rows [, hold_rows [, hold_level]]]]]]]]]) OVER (PARTITION BY host_id ORDER BY ts)",
@@ -92,7 +94,7 @@ static DOC: LazyLock<Documentation> = LazyLock::new(|| {
     .with_argument("instant", "A score at or above this opens an alert at once, whatever min_points (default: none).")
     .with_argument("adaptive_quantile", "Each UTC day, enter rises to this quantile of the partition's quiet scores (outside alerts) over the previous days; needs ts (default: NULL, off; tads score uses 0.995).")
     .with_argument("adaptive_days, adaptive_min_rows", "Days the quantile looks back on (default 3), and quiet rows the previous day needs (default 12).")
-    .with_argument("hold_rows, hold_level", "An open alert stays open below exit while more than half of the latest hold_rows scores are at or above hold_level (default: no hold; tads score's alerts.hold_rows and alerts.hold_level, off by default).")
+    .with_argument("hold_rows, hold_level", "Below exit, an alert is held while more than half of the latest hold_rows scores are at or above hold_level, and an alert opening meanwhile continues it (default: no hold; tads score uses 12 and 0.8).")
     .build()
 });
 
