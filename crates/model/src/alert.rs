@@ -173,6 +173,8 @@ impl AlertMachine {
         }
         let held = hold.is_some_and(|h| median_at_or_above(&self.recent, h.level));
         if self.open {
+            // An open alert is not held (a state saved by an earlier build could say both).
+            self.holding = false;
             match step.exit {
                 Some(x) if s < x => {
                     self.open = false;
@@ -511,5 +513,27 @@ mod tests {
         )
         .unwrap();
         assert!(old.is_open());
+        // One saved open and held by an earlier build goes on as an open alert.
+        let mut both: AlertMachine = serde_json::from_str(
+            r#"{"row":3,"seq":1,"open":true,"pending":null,"cool_row":0,"cool_ts":null,"holding":true}"#,
+        )
+        .unwrap();
+        let events: Vec<Event> = [1.0, 0.0, 0.0]
+            .iter()
+            .map(|x| {
+                both.push(Step {
+                    hold: None,
+                    ..step(*x)
+                })
+            })
+            .collect();
+        assert_eq!(
+            events,
+            [
+                Event::Inside { seq: 1 },
+                Event::Closed { seq: 1 },
+                Event::Outside
+            ]
+        );
     }
 }
