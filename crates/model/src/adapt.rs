@@ -85,7 +85,8 @@ pub struct AdaptState {
     days: Vec<DaySketch>,
     /// The current day's threshold, when one applies.
     level: Option<f64>,
-    /// The scores of a run that may still open an alert: counted if it breaks, not if it opens.
+    /// The scores of a run that may still open an alert, or of rows held after an alert's dip:
+    /// counted if the run breaks or the hold ends, not if they join an alert.
     held: Vec<f64>,
 }
 
@@ -173,7 +174,8 @@ impl AdaptState {
 /// Feeds one row to `machine` with the thresholds `adaptive` gives it (its `enter` and `exit`
 /// are the configured ones; a row without a time, or without `adaptive`, keeps them), then
 /// counts the row's score when it turns out to lie outside alerts (a row of a run that may still
-/// open one waits until the run breaks, a held row until the hold ends). Returns what [`AlertMachine::push`] returns.
+/// open one waits until the run breaks, a held row until the hold ends). Returns what
+/// [`AlertMachine::push`] returns.
 pub fn push_adaptive(
     machine: &mut AlertMachine,
     state: &mut AdaptState,
