@@ -85,8 +85,7 @@ pub struct AdaptState {
     days: Vec<DaySketch>,
     /// The current day's threshold, when one applies.
     level: Option<f64>,
-    /// The scores of a run that may still open an alert, or of rows held after an alert's dip:
-    /// counted if the run breaks or the hold ends, not if they join an alert.
+    /// The scores of a run that may still open an alert: counted if it breaks, not if it opens.
     held: Vec<f64>,
 }
 
@@ -174,8 +173,8 @@ impl AdaptState {
 /// Feeds one row to `machine` with the thresholds `adaptive` gives it (its `enter` and `exit`
 /// are the configured ones; a row without a time, or without `adaptive`, keeps them), then
 /// counts the row's score when it turns out to lie outside alerts (a row of a run that may still
-/// open one waits until the run breaks, a held row until the hold ends). Returns what
-/// [`AlertMachine::push`] returns.
+/// open one waits until the run breaks; a held row counts as it would without the hold).
+/// Returns what [`AlertMachine::push`] returns.
 pub fn push_adaptive(
     machine: &mut AlertMachine,
     state: &mut AdaptState,
@@ -196,9 +195,12 @@ pub fn push_adaptive(
     let score = step.score.filter(|s| !s.is_nan());
     match event {
         Event::Opened { .. } | Event::Inside { .. } => state.held.clear(),
-        Event::Held { .. } => state.held.extend(score),
-        Event::Outside if machine.pending_rows() > 0 => state.held.extend(score),
-        Event::Outside | Event::Closed { .. } => {
+        // A held row counts as it would without the hold, so the hold joins alerts but never
+        // moves the threshold: it waits inside a run that may open an alert, else it is quiet.
+        Event::Outside | Event::Held { .. } if machine.pending_rows() > 0 => {
+            state.held.extend(score)
+        }
+        Event::Outside | Event::Held { .. } | Event::Closed { .. } => {
             for s in std::mem::take(&mut state.held).into_iter().chain(score) {
                 state.record(s, floor);
             }
@@ -210,7 +212,7 @@ pub fn push_adaptive(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::Hold;
+    use crate::alert::{Cooldown, Hold};
 
     const A: Adaptive = Adaptive {
         quantile: 0.9,
@@ -252,6 +254,62 @@ mod tests {
             s.record(x, 1.0);
         }
         s
+    }
+
+    #[test]
+    fn the_hold_joins_alerts_but_never_moves_the_threshold() {
+        // Six days of bursty scores (a fixed pseudo-random walk), two rows needed to open, a
+        // cooldown of two rows: with a hold, each row's adaptive state is the one it has without,
+        // every alert opened without it opens with it or continues a held one, and some do.
+        let mut x: u64 = 7;
+        let rows: Vec<(i64, f64)> = (0..600)
+            .map(|i| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+                let burst = (i / 7) % 5 == 0;
+                (i / 100, if burst { 0.6 + 2.0 * u } else { 1.4 * u })
+            })
+            .collect();
+        let walk = |hold: Option<Hold>| {
+            let (mut m, mut s) = (AlertMachine::new(), AdaptState::default());
+            rows.iter()
+                .enumerate()
+                .map(|(i, (day, x))| {
+                    let st = Step {
+                        min_points: 2,
+                        cooldown: Some(Cooldown::Rows(2)),
+                        hold,
+                        ..step(*x, day * DAY_MICROS + i as i64)
+                    };
+                    let e = push_adaptive(&mut m, &mut s, Some(&A), st);
+                    (e, s.clone())
+                })
+                .collect::<Vec<_>>()
+        };
+        let plain = walk(None);
+        let held = walk(Some(Hold {
+            rows: 6,
+            level: 0.5,
+        }));
+        assert!(
+            plain.iter().any(|(_, s)| s.level().is_some()),
+            "the threshold never rose"
+        );
+        let mut joined = 0;
+        for (i, ((p, pl), (h, hl))) in plain.iter().zip(&held).enumerate() {
+            // The whole adaptive state: its threshold and every quiet score it counted.
+            assert_eq!(pl, hl, "row {i}: adaptive state");
+            if matches!(p, Event::Opened { .. }) {
+                assert!(
+                    matches!(h, Event::Opened { .. } | Event::Inside { .. }),
+                    "row {i}: {h:?}"
+                );
+                joined += usize::from(matches!(h, Event::Inside { .. }));
+            }
+        }
+        assert!(joined > 0, "no alert was joined");
     }
 
     #[test]
@@ -307,7 +365,7 @@ mod tests {
     }
 
     #[test]
-    fn the_hold_level_stays_when_the_level_rises_and_held_rows_wait() {
+    fn the_hold_level_stays_when_the_level_rises() {
         // Day 1's level is 1.5 (enter 1.0), so exit 0.5 becomes 0.75, but the hold level stays
         // 0.8: a new alert must clear the raised threshold to bridge a dip anyway. A row at 0.7
         // is below exit: after 2.0, 1.0 two of the three latest scores are at or above 0.8,
@@ -334,9 +392,8 @@ mod tests {
                 held,
                 "{scores:?}: {events:?}"
             );
-            // A held row's score waits (it is quiet only if no alert bridges it); when the hold
-            // ends, it and the closing row count.
-            assert_eq!(waiting[2], usize::from(held), "{scores:?}");
+            // A held row outside a run counts at once, as it would without the hold.
+            assert_eq!(waiting[2], 0, "{scores:?}");
             assert!(
                 matches!(events[3], Event::Closed { .. }) || !held,
                 "{events:?}"
