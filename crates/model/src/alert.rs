@@ -151,6 +151,12 @@ impl AlertMachine {
         self.pending.map_or(0, |(first, _)| self.row - first)
     }
 
+    /// Whether `hold` keeps the latest scores: more than half at or above its level (judged
+    /// only where a row would close, end or reopen a held alert, not on every row).
+    fn holds(&self, hold: Option<Hold>) -> bool {
+        hold.is_some_and(|h| median_at_or_above(&self.recent, h.level))
+    }
+
     /// Feeds the next row.
     pub fn push(&mut self, step: Step) -> Event {
         let i = self.row;
@@ -171,7 +177,6 @@ impl AlertMachine {
                 self.recent.pop_front();
             }
         }
-        let held = hold.is_some_and(|h| median_at_or_above(&self.recent, h.level));
         if self.open {
             // An open alert is not held (a state saved by an earlier build could say both).
             self.holding = false;
@@ -187,7 +192,7 @@ impl AlertMachine {
                         }
                         None => {}
                     }
-                    if held {
+                    if self.holds(hold) {
                         self.holding = true;
                         self.broken = false;
                         return Event::Held { seq: self.seq };
@@ -205,7 +210,7 @@ impl AlertMachine {
             if !self.holding {
                 return Event::Outside;
             }
-            if held && !self.broken {
+            if !self.broken && self.holds(hold) {
                 return Event::Held { seq: self.seq };
             }
             self.holding = false;
@@ -229,7 +234,7 @@ impl AlertMachine {
             if self.holding {
                 // Inside a run that may still reopen the alert, the hold is judged when the
                 // run breaks (a run that completes bridges whatever its rows' median was).
-                self.broken |= !held;
+                self.broken = self.broken || !self.holds(hold);
                 return Event::Held { seq: self.seq };
             }
             Event::Outside

@@ -661,7 +661,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rows_held_below_exit_are_not_known_yet() {
+    fn rows_held_after_a_dip_are_not_known_yet() {
         // An open alert whose last rows the hold keeps after a dip: until a later run bridges
         // them or the alert closes, their alert is not known, so the walk over files in time
         // order must not write them yet.
