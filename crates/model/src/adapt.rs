@@ -261,13 +261,10 @@ mod tests {
         // Six days of bursty scores (a fixed pseudo-random walk), two rows needed to open, a
         // cooldown of two rows: with a hold, each row's adaptive state is the one it has without,
         // every alert opened without it opens with it or continues a held one, and some do.
-        let mut x: u64 = 7;
+        let mut uniform = crate::test_uniform(7);
         let rows: Vec<(i64, f64)> = (0..600)
             .map(|i| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+                let u = uniform();
                 let burst = (i / 7) % 5 == 0;
                 (i / 100, if burst { 0.6 + 2.0 * u } else { 1.4 * u })
             })

@@ -339,13 +339,8 @@ mod tests {
     use super::*;
 
     fn hourly(days: i64, f: impl Fn(i64, f64) -> f64) -> BTreeMap<i64, Vec<Option<f64>>> {
-        let mut state = 7u64;
-        let mut noise = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-        };
+        let mut uniform = crate::test_uniform(7);
+        let mut noise = move || uniform() - 0.5;
         (0..days * 24)
             .map(|h| {
                 let (a, b) = (noise(), noise());

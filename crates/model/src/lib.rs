@@ -36,6 +36,19 @@ pub mod train;
 #[cfg(test)]
 mod reference_tests;
 
+/// A fixed pseudo-random sequence for tests: uniform values in [0, 1) from a 64-bit linear
+/// congruential generator seeded with `seed` (the top 53 bits of each state).
+#[cfg(test)]
+pub(crate) fn test_uniform(seed: u64) -> impl FnMut() -> f64 {
+    let mut state = seed;
+    move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 pub use adapt::{AdaptState, Adaptive, push_adaptive};
 pub use alert::{AlertMachine, Cooldown, Event, Hold, Numbering, Step};
 pub use artifact::{

@@ -316,13 +316,8 @@ mod tests {
     /// Hourly medians of `days` days for two features: the first with `shape(hour)`, the second
     /// noise without a cycle.
     fn hourly(days: i64, shape: impl Fn(i64) -> f64) -> BTreeMap<i64, Vec<Option<f64>>> {
-        let mut state = 12345u64;
-        let mut noise = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-        };
+        let mut uniform = crate::test_uniform(12345);
+        let mut noise = move || uniform() - 0.5;
         (0..days * 24)
             .map(|h| (h, vec![Some(shape(h) + 0.2 * noise()), Some(noise())]))
             .collect()
