@@ -134,7 +134,16 @@ impl ModelScore {
                 "SELECT host_id, ts, anomaly_score('m', cpu_pct, mem_pct, latency_ms) AS score FROM telemetry",
             ),
         };
-        doc(&format!("{description}{null_rule}"), syntax, example)
+        // The scores are rounded where they are made (see `single_precision`).
+        let precision = match self {
+            Self::Contrib
+            | Self::TopMetric
+            | Self::TopDeviation
+            | Self::FusedTopMetric
+            | Self::FusedTopDeviation => "",
+            _ => " Scores are given to single precision (about 7 significant digits) as DOUBLE.",
+        };
+        doc(&format!("{description}{null_rule}{precision}"), syntax, example)
             .with_argument(
                 "model",
                 "The model's name: a string literal, or a column (per-row models).",

@@ -1,6 +1,7 @@
 //! The scalar functions that score rows against a named model: `pca_score`, `pca_t2`,
 //! `mad_zmax`, `pca_contrib`, `pca_top_metric` and `pca_top_deviation`. They share one implementation; each differs
-//! only in its kernel and return type.
+//! only in its kernel and return type. Every score they return is rounded to single precision
+//! ([`single_precision`]).
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -20,6 +21,22 @@ use super::common::{
     check_model_call, finite_rows, for_each_model_run, metric_arrays, micros_of, split_time,
 };
 use crate::registry::ModelRegistry;
+
+/// Rounds every score to single precision (24 significant bits, about 7 decimal digits), kept
+/// as `f64` so that the columns' type does not change. The digits beyond are far below what a
+/// fitted model can tell apart, and they cost bytes: written byte-stream-split, a score's low
+/// bytes are then all zero and compress to nothing, which halves the four score columns of a
+/// scored file. Rounding here, where the scores are made, keeps every consumer in agreement:
+/// the alerts `tads score` opens are those its written scores give. A value beyond `f32`'s
+/// range is kept as it is.
+pub(crate) fn single_precision(scores: &mut [f64]) {
+    for x in scores {
+        let r = *x as f32;
+        if r.is_finite() {
+            *x = f64::from(r);
+        }
+    }
+}
 
 /// Which score a [`ModelFunction`] computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -359,6 +376,7 @@ impl ScalarUDFImpl for ModelFunction {
                 for i in 0..n {
                     valid[i] = valid[i] && scored[i] && out[i].is_finite();
                 }
+                single_precision(&mut out);
                 Arc::new(Float64Array::new(out.into(), Some(NullBuffer::from(valid))))
             }
             ModelScore::All => {
@@ -379,10 +397,11 @@ impl ScalarUDFImpl for ModelFunction {
                     runs.push((rows, m.artifact.features.clone()));
                     Ok(())
                 })?;
-                let float = |v: Vec<f64>| -> ArrayRef {
+                let float = |mut v: Vec<f64>| -> ArrayRef {
                     let ok: Vec<bool> = (0..n)
                         .map(|i| valid[i] && scored[i] && v[i].is_finite())
                         .collect();
+                    single_precision(&mut v);
                     Arc::new(Float64Array::new(v.into(), Some(NullBuffer::from(ok))))
                 };
                 let names = top_names(&top, &valid, runs, n);
@@ -575,4 +594,22 @@ fn top_names(
     }
     (next..n).for_each(|_| builder.append_null());
     Arc::new(builder.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::single_precision;
+
+    #[test]
+    fn scores_are_rounded_to_single_precision_where_it_can_hold_them() {
+        let mut v = [0.1, 12_345.678_901_234, 1e300, -1e300, f64::INFINITY, 0.0];
+        single_precision(&mut v);
+        assert_eq!(v[0], f64::from(0.1f32));
+        assert_ne!(v[0], 0.1);
+        assert_eq!(v[1], f64::from(12_345.678_901_234f64 as f32));
+        assert_eq!(&v[2..], &[1e300, -1e300, f64::INFINITY, 0.0]);
+        let mut nan = [f64::NAN];
+        single_precision(&mut nan);
+        assert!(nan[0].is_nan());
+    }
 }
