@@ -118,16 +118,17 @@ async fn the_sql_job_equals_the_in_memory_reference() {
             assert!((a - b).abs() < 1e-9, "component {i}[{j}]: {a} vs {b}");
         }
     }
+    // The job's SPE quantiles are of the scores SQL gives, to single precision (2^-24 relative).
     close(
         model.thresholds.spe_empirical_99.unwrap(),
         reference.spe_quantiles.0.unwrap(),
-        1e-9,
+        1e-7,
         "SPE q99",
     );
     close(
         model.thresholds.spe_empirical_999.unwrap(),
         reference.spe_quantiles.1.unwrap(),
-        1e-9,
+        1e-7,
         "SPE q999",
     );
 }
