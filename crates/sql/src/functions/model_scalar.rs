@@ -76,6 +76,17 @@ pub enum ModelScore {
 /// The fields of `pca_scores`, named as `tads score` names its columns.
 pub const ALL_FIELDS: [&str; 5] = ["pca_spe", "pca_t2", "mad_zmax", "top_metric", "score"];
 
+/// One score column: rows whose metrics were not all finite, that no model
+/// scored, or whose score is not finite are null; the rest are rounded by
+/// [`single_precision`].
+fn score_column(mut scores: Vec<f64>, valid: &[bool], scored: &[bool]) -> ArrayRef {
+    let ok: Vec<bool> = (0..scores.len())
+        .map(|i| valid[i] && scored[i] && scores[i].is_finite())
+        .collect();
+    single_precision(&mut scores);
+    Arc::new(Float64Array::new(scores.into(), Some(NullBuffer::from(ok))))
+}
+
 fn all_fields() -> datafusion::arrow::datatypes::Fields {
     ALL_FIELDS
         .iter()
@@ -305,7 +316,7 @@ impl ScalarUDFImpl for ModelFunction {
         };
         let times = |rows: &std::ops::Range<usize>| micros.as_ref().map(|t| &t[rows.clone()]);
         let columns = metric_arrays(metrics, n)?;
-        let mut valid = finite_rows(&columns, n);
+        let valid = finite_rows(&columns, n);
         let mut scored = vec![false; n];
         let d = columns.len();
         let values: Vec<&[f64]> = columns.iter().map(|c| c.values().as_ref()).collect();
@@ -373,11 +384,7 @@ impl ScalarUDFImpl for ModelFunction {
                     scored[rows].fill(true);
                     Ok(())
                 })?;
-                for i in 0..n {
-                    valid[i] = valid[i] && scored[i] && out[i].is_finite();
-                }
-                single_precision(&mut out);
-                Arc::new(Float64Array::new(out.into(), Some(NullBuffer::from(valid))))
+                score_column(out, &valid, &scored)
             }
             ModelScore::All => {
                 let (mut spe, mut t2, mut zmax) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
@@ -397,13 +404,7 @@ impl ScalarUDFImpl for ModelFunction {
                     runs.push((rows, m.artifact.features.clone()));
                     Ok(())
                 })?;
-                let float = |mut v: Vec<f64>| -> ArrayRef {
-                    let ok: Vec<bool> = (0..n)
-                        .map(|i| valid[i] && scored[i] && v[i].is_finite())
-                        .collect();
-                    single_precision(&mut v);
-                    Arc::new(Float64Array::new(v.into(), Some(NullBuffer::from(ok))))
-                };
+                let float = |v: Vec<f64>| score_column(v, &valid, &scored);
                 let names = top_names(&top, &valid, runs, n);
                 Arc::new(StructArray::new(
                     all_fields(),
