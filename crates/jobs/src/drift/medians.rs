@@ -426,18 +426,41 @@ async fn group_partition(
 
 /// The exact median as DataFusion's `median` takes it: the middle value in total order, or the
 /// mean of the two middle values; `None` without values.
+///
+/// The values are selected as integers whose order is [`f64::total_cmp`]'s (each value's bits
+/// turned once, rather than both sides of every comparison), and turned back before it returns:
+/// `values` keeps the same values, in another order.
 pub(super) fn median(values: &mut [f64]) -> Option<f64> {
     let n = values.len();
     if n == 0 {
         return None;
     }
-    let (low, high, _) = values.select_nth_unstable_by(n / 2, f64::total_cmp);
-    let high = *high;
-    if n % 2 == 1 {
-        return Some(high);
+    let turn = |values: &mut [f64]| {
+        for v in values.iter_mut() {
+            *v = f64::from_bits(total_order(v.to_bits()));
+        }
+    };
+    turn(values);
+    let bits = |v: &f64| v.to_bits() as i64;
+    let (low, high, _) = values.select_nth_unstable_by_key(n / 2, bits);
+    let high = f64::from_bits(total_order(high.to_bits()));
+    let low = match n % 2 {
+        1 => None,
+        _ => low.iter().map(bits).max(),
+    };
+    turn(values);
+    match low {
+        None => Some(high),
+        Some(low) => Some((f64::from_bits(total_order(low as u64)) + high) / 2.0),
     }
-    let low = low.iter().copied().max_by(f64::total_cmp)?;
-    Some((low + high) / 2.0)
+}
+
+/// The bits of a value as an integer whose signed order is [`f64::total_cmp`]'s: the bits
+/// other than the sign's are flipped for a negative value (as `total_cmp` does at every
+/// comparison). Turning twice gives the value back.
+fn total_order(bits: u64) -> u64 {
+    let b = bits as i64;
+    (b ^ ((((b >> 63) as u64) >> 1) as i64)) as u64
 }
 
 #[cfg(test)]
@@ -553,5 +576,13 @@ mod tests {
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
         assert_eq!(median(&mut [f64::INFINITY, 1.0]), Some(f64::INFINITY));
+        let zero = median(&mut [-2.0, 0.0, -0.0, -5.0, 7.0]).map(f64::to_bits);
+        assert_eq!(zero, Some((-0.0f64).to_bits()));
+        assert_eq!(median(&mut [-3.0, -1.0]), Some(-2.0));
+        // The values stay, in some order.
+        let mut v = [-1.5, 3.0, f64::NEG_INFINITY, -0.0, 2.0, -7.25];
+        assert_eq!(median(&mut v), Some(-0.75));
+        v.sort_by(f64::total_cmp);
+        assert_eq!(v, [f64::NEG_INFINITY, -7.25, -1.5, -0.0, 2.0, 3.0]);
     }
 }

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, SchemaRef};
 use datafusion::catalog::streaming::StreamingTable;
@@ -180,14 +180,7 @@ impl ChainLevels {
                         });
                         hour.rows += n as i64;
                         for (values, m) in hour.values.iter_mut().zip(&metrics) {
-                            values.reserve(n);
-                            values.extend(
-                                m.values()[start..start + n]
-                                    .iter()
-                                    .enumerate()
-                                    .filter(|&(o, v)| m.is_valid(start + o) && !v.is_nan())
-                                    .map(|(_, v)| *v),
-                            );
+                            push_values(values, m, start..start + n);
                         }
                         held += n;
                     } else {
@@ -330,6 +323,27 @@ fn close_days(key: &mut Key, until: i64, d: usize) {
     }
 }
 
+/// Appends the values of `m` at `rows` that are neither NULL nor NaN to `values`: the run's
+/// slice whole when it has neither (the common case), else value by value.
+fn push_values(values: &mut Vec<f64>, m: &Float64Array, rows: std::ops::Range<usize>) {
+    let slice = &m.values()[rows.clone()];
+    let nulls = m
+        .nulls()
+        .is_some_and(|n| n.slice(rows.start, rows.len()).null_count() > 0);
+    if !nulls && !slice.iter().any(|v| v.is_nan()) {
+        values.extend_from_slice(slice);
+        return;
+    }
+    values.reserve(slice.len());
+    values.extend(
+        slice
+            .iter()
+            .zip(rows)
+            .filter(|&(v, i)| m.is_valid(i) && !v.is_nan())
+            .map(|(v, _)| *v),
+    );
+}
+
 /// The level of some hours together: their rows and each metric's exact median (as the
 /// medians read beforehand keep it: a median that is not finite is none).
 fn level_of(hours: &mut [Hour], d: usize) -> Level {
@@ -344,10 +358,10 @@ fn level_of_hours(hours: &mut [&mut Hour], d: usize) -> Level {
             let m = match hours {
                 [one] => median(&mut one.values[j]),
                 _ => {
-                    let mut all: Vec<f64> = hours
-                        .iter()
-                        .flat_map(|h| h.values[j].iter().copied())
-                        .collect();
+                    let mut all = Vec::with_capacity(hours.iter().map(|h| h.values[j].len()).sum());
+                    for h in hours.iter() {
+                        all.extend_from_slice(&h.values[j]);
+                    }
                     median(&mut all)
                 }
             };
