@@ -7,10 +7,16 @@
 //! order; the other bytes are copied. The output's row groups are the input's, so its readers
 //! keep the input's encodings, compression and column statistics. The output has no page indexes
 //! or bloom filters (the input's point into the input file, and a file has page indexes for
-//! every column or none). A file whose columns differ from the dataset's
+//! every column or none). When input and output are both on a local disk, the copied chunks
+//! never pass through this process: the output file is written in place under a staging name
+//! and the kernel copies each row group's chunks from the input file into it
+//! ([`tads_store::StagedFile::copy_from`]); elsewhere the file is built in memory and put whole.
+//! A file whose columns differ from the dataset's
 //! (a column missing or of another type), and a sharded run, which writes only some rows, take
 //! the re-encoding path instead.
 
+use std::fs::File;
+use std::io::{self, Write};
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
@@ -26,9 +32,10 @@ use parquet::file::metadata::{ParquetMetaData, RowGroupMetaData};
 use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::Type;
+use tads_store::StagedFile;
 
 use crate::alerts::Alerts;
-use crate::score::{ROWS_PER_FILE, ScoredFile, Shared, Unit, UnitResult};
+use crate::score::{ROWS_PER_FILE, ScoredFile, Shared, Unit, UnitResult, chunk_path};
 use crate::{Error, Result, parquet_out};
 
 /// Whether `unit`'s file can keep its column chunks: its columns are the dataset's, by name and
@@ -114,10 +121,73 @@ fn row_group_range(rg: &RowGroupMetaData) -> Option<std::ops::Range<u64>> {
     (start < end).then_some(start..end)
 }
 
+/// Where a scored file's bytes go.
+enum Sink {
+    /// Memory, put whole through the object store when the file is done.
+    Memory(Vec<u8>),
+    /// A file on the local disk, written in place under its staging name. `skip` counts the
+    /// bytes of copied chunks that the kernel has already put in the file and that the Parquet
+    /// writer, which counts every byte of its file, still has to pass on: they are dropped.
+    Local { file: StagedFile, skip: u64 },
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Memory(v) => v.write(buf),
+            Sink::Local { file, skip } => {
+                let dropped = (*skip).min(buf.len() as u64) as usize;
+                *skip -= dropped as u64;
+                if dropped == buf.len() {
+                    return Ok(dropped);
+                }
+                Ok(dropped + file.write(&buf[dropped..])?)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What the Parquet writer reads for a chunk the kernel has copied already: as many zeros as it
+/// asks for, which [`Sink::Local`] drops.
+struct Copied;
+
+impl Length for Copied {
+    fn len(&self) -> u64 {
+        u64::MAX
+    }
+}
+
+impl ChunkReader for Copied {
+    type T = io::Repeat;
+
+    fn get_read(&self, _start: u64) -> parquet::errors::Result<Self::T> {
+        Ok(io::repeat(0))
+    }
+
+    fn get_bytes(&self, _start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        Ok(Bytes::from(vec![0; length]))
+    }
+}
+
+/// The input file's bytes of a column chunk.
+fn chunk_range(column: &parquet::file::metadata::ColumnChunkMetaData) -> std::ops::Range<u64> {
+    let start = column
+        .dictionary_page_offset()
+        .unwrap_or_else(|| column.data_page_offset())
+        .max(0) as u64;
+    start..start + column.compressed_size().max(0) as u64
+}
+
 /// The output file being written and what encodes its added columns.
 struct Chunk {
-    writer: SerializedFileWriter<Vec<u8>>,
+    writer: SerializedFileWriter<Sink>,
     rows: usize,
+    /// Its path below the output.
+    path: String,
 }
 
 /// Scores `unit` and writes it, keeping the input's column chunks. `table` is the unit's file,
@@ -202,6 +272,15 @@ pub(crate) async fn write_scored(
     .map_err(bad)?;
     let factory = ArrowRowGroupWriterFactory::new(&added_only, Arc::clone(&added_schema));
 
+    // On a local disk, the output files are written in place and, when the input is local too,
+    // the kernel copies the input's chunks.
+    let local_out = shared.output.location().scheme() == tads_store::Scheme::Local;
+    let input = match shared.data.local_file(&unit.meta.location) {
+        Some(path) if local_out => {
+            Some(File::open(&path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?)
+        }
+        _ => None,
+    };
     let row_groups = unit.footer.row_groups();
     let mut files: Vec<ScoredFile> = Vec::new();
     let mut unscored = 0u64;
@@ -216,7 +295,7 @@ pub(crate) async fn write_scored(
     macro_rules! finish_row_group {
         () => {{
             let rg = &row_groups[next];
-            let span = match row_group_range(rg) {
+            let span = match row_group_range(rg).filter(|_| input.is_none()) {
                 Some(range) => Span {
                     start: range.start,
                     bytes: shared
@@ -233,29 +312,52 @@ pub(crate) async fn write_scored(
             };
             let c = match chunk.as_mut() {
                 Some(c) => c,
-                None => chunk.insert(Chunk {
-                    writer: SerializedFileWriter::new(
-                        Vec::with_capacity(unit.chunk_capacity()),
-                        Arc::clone(&root),
-                        Arc::clone(&props),
-                    )
-                    .map_err(bad)?,
-                    rows: 0,
-                }),
+                None => {
+                    let path = chunk_path(&unit.relative, files.len());
+                    let sink = if local_out {
+                        let target = shared.output.expect(&path);
+                        let target = shared
+                            .output
+                            .location()
+                            .local_file(&target)
+                            .ok_or_else(|| Error::Data(format!("{path}: not a local file")))?;
+                        Sink::Local {
+                            file: StagedFile::create(target.clone())
+                                .map_err(|e| Error::Data(format!("{}: {e}", target.display())))?,
+                            skip: 0,
+                        }
+                    } else {
+                        Sink::Memory(Vec::with_capacity(unit.chunk_capacity()))
+                    };
+                    chunk.insert(Chunk {
+                        writer: SerializedFileWriter::new(
+                            sink,
+                            Arc::clone(&root),
+                            Arc::clone(&props),
+                        )
+                        .map_err(bad)?,
+                        rows: 0,
+                        path,
+                    })
+                }
             };
+            if let Some(input) = &input {
+                copy_chunks(&mut c.writer, input, rg, unit)?;
+            }
             let mut out = c.writer.next_row_group().map_err(bad)?;
             for column in rg.columns() {
-                out.append_column(
-                    &span,
-                    ColumnCloseResult {
-                        bytes_written: column.compressed_size().max(0) as u64,
-                        rows_written: rg.num_rows().max(0) as u64,
-                        metadata: column.clone(),
-                        bloom_filter: None,
-                        column_index: None,
-                        offset_index: None,
-                    },
-                )
+                let close = ColumnCloseResult {
+                    bytes_written: column.compressed_size().max(0) as u64,
+                    rows_written: rg.num_rows().max(0) as u64,
+                    metadata: column.clone(),
+                    bloom_filter: None,
+                    column_index: None,
+                    offset_index: None,
+                };
+                match input {
+                    Some(_) => out.append_column(&Copied, close),
+                    None => out.append_column(&span, close),
+                }
                 .map_err(bad)?;
             }
             for w in std::mem::take(&mut writers) {
@@ -343,14 +445,60 @@ pub(crate) async fn write_scored(
     Ok(UnitResult { files, unscored })
 }
 
+/// Has the kernel append the input's chunks of row group `rg` to the output file of `writer`,
+/// after all the writer has written, leaving the writer to count them (it drops them as it
+/// passes them on: see [`Sink::Local`]).
+fn copy_chunks(
+    writer: &mut SerializedFileWriter<Sink>,
+    input: &File,
+    rg: &RowGroupMetaData,
+    unit: &Unit,
+) -> Result<()> {
+    let fail = |e: io::Error| Error::Data(format!("{}: {e}", unit.meta.location));
+    writer.flush().map_err(fail)?;
+    let Sink::Local { file, skip } = writer.inner_mut() else {
+        return Err(Error::Data(
+            "copying chunks into a file held in memory".into(),
+        ));
+    };
+    if *skip != 0 {
+        return Err(Error::Data(format!(
+            "{}: {skip} bytes of copied chunks were not passed on",
+            unit.meta.location
+        )));
+    }
+    for column in rg.columns() {
+        let range = chunk_range(column);
+        file.copy_from(input, range.clone()).map_err(fail)?;
+        *skip += range.end - range.start;
+    }
+    Ok(())
+}
+
 /// Finishes an output file and stores it as chunk `index` of the unit's output.
 async fn flush(shared: &Shared, unit: &Unit, chunk: Chunk, index: usize) -> Result<ScoredFile> {
-    let bytes = chunk
+    let sink = chunk
         .writer
         .into_inner()
         .map_err(|e| Error::Data(format!("encoding Parquet: {e}")))?;
-    unit.store_chunk(&shared.output, bytes, chunk.rows, index)
-        .await
+    match sink {
+        Sink::Memory(bytes) => {
+            unit.store_chunk(&shared.output, bytes, chunk.rows, index)
+                .await
+        }
+        Sink::Local { file, skip } => {
+            if skip != 0 {
+                return Err(Error::Data(format!(
+                    "{}: {skip} bytes of copied chunks were not passed on",
+                    chunk.path
+                )));
+            }
+            let bytes = file
+                .commit()
+                .map_err(|e| Error::Data(format!("{}: {e}", chunk.path)))?;
+            Ok(unit.scored_file(chunk.path, chunk.rows, bytes))
+        }
+    }
 }
 
 #[cfg(test)]

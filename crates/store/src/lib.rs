@@ -16,6 +16,7 @@ pub mod finished;
 pub mod lock;
 pub mod output;
 pub mod resolve;
+pub mod staged;
 
 use std::fmt;
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub use finished::check_finished;
 pub use lock::Lock;
 pub use output::Output;
 pub use resolve::Resolved;
+pub use staged::StagedFile;
 
 /// Name of the manifest every TADS writer puts last: its presence means the output is complete.
 pub const MANIFEST: &str = "_manifest.json";

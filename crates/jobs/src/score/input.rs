@@ -43,12 +43,18 @@ impl Unit {
         let path = chunk_path(&self.relative, index);
         let len = bytes.len() as u64;
         output.put(&path, bytes).await?;
-        Ok(ScoredFile {
+        Ok(self.scored_file(path, rows, len))
+    }
+
+    /// The record of an output file of this file, stored at `path` with `rows` rows in `bytes`
+    /// bytes.
+    pub(crate) fn scored_file(&self, path: String, rows: usize, bytes: u64) -> ScoredFile {
+        ScoredFile {
             path,
             source: self.relative.clone(),
             rows: rows as u64,
-            bytes: len,
-        })
+            bytes,
+        }
     }
 }
 

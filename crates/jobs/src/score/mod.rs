@@ -38,6 +38,7 @@ pub(crate) use input::Unit;
 use prepare::Prepared;
 pub(crate) use write::Shared;
 pub(crate) use write::UnitResult;
+pub(crate) use write::chunk_path;
 
 /// Output files roll over after this many rows.
 pub const ROWS_PER_FILE: usize = 1 << 20;

@@ -73,7 +73,7 @@ pub(crate) struct UnitResult {
 }
 
 /// `part-00003.parquet` → `part-00003.2.parquet` for the third output chunk.
-pub(super) fn chunk_path(relative: &str, chunk: usize) -> String {
+pub(crate) fn chunk_path(relative: &str, chunk: usize) -> String {
     let stem = relative.strip_suffix(".parquet").unwrap_or(relative);
     if chunk == 0 {
         format!("scored/{stem}.parquet")
