@@ -238,7 +238,9 @@ impl Scorer {
     /// clamped |z| into `index` and whether every value of the row is finite into `finite`.
     /// The running maximum serves as the best so far: it equals the first metric's clamped |z|
     /// after the first, and stays the largest one after, unless a value is NaN, and then the
-    /// row names nothing anyway.
+    /// row names nothing anyway. The metric's index and the finiteness travel in `f64` lanes
+    /// beside the maximum, chosen without a branch, so the loop vectorizes: a value that is not
+    /// finite turns `x · 0` (and so its row's sum of them) into NaN.
     fn zmax_top_rows(
         &self,
         columns: &[&[f64]],
@@ -247,21 +249,25 @@ impl Scorer {
         index: &mut [u32],
         finite: &mut [bool],
     ) {
+        let n = out.len();
+        let mut at = [0.0f64; BLOCK];
+        let mut bad = [0.0f64; BLOCK];
+        let (at, bad) = (&mut at[..n], &mut bad[..n]);
         out.fill(0.0);
-        index.fill(0);
-        finite.fill(true);
         for (j, col) in columns.iter().enumerate().take(self.d) {
-            let (m, a) = (self.median[j], self.a[j]);
-            let rows = out.iter_mut().zip(index.iter_mut()).zip(finite.iter_mut());
-            for (((o, at), ok), &x) in rows.zip(&col[start..]) {
+            let (m, a, jf) = (self.median[j], self.a[j], j as f64);
+            let rows = out.iter_mut().zip(at.iter_mut()).zip(bad.iter_mut());
+            for (((o, t), b), &x) in rows.zip(&col[start..start + n]) {
                 let z = ((x - m) * a).abs();
                 let z = if z > Z_LIMIT { Z_LIMIT } else { z };
-                if z > *o {
-                    *at = j as u32;
-                }
+                *t = if z > *o { jf } else { *t };
                 *o = o.max(z);
-                *ok &= x.is_finite();
+                *b += x * 0.0;
             }
+        }
+        for ((i, f), (t, b)) in index.iter_mut().zip(finite).zip(at.iter().zip(&*bad)) {
+            *i = *t as u32;
+            *f = *b == 0.0;
         }
     }
 
@@ -575,7 +581,9 @@ impl Block {
     fn top(&self, d: usize, k: usize, p: &[f64], out: &mut [Option<u32>]) {
         let len = self.len;
         let mut best = [0.0f64; BLOCK];
-        let mut index = [u32::MAX; BLOCK];
+        // The feature's index as an f64 beside its share (−1: none), chosen without a branch
+        // so the loop vectorizes.
+        let mut index = [-1.0f64; BLOCK];
         let mut r = [0.0f64; BLOCK];
         for j in 0..d {
             r[..len].copy_from_slice(self.y(j));
@@ -585,16 +593,16 @@ impl Block {
                     *rv -= pji * tv;
                 }
             }
+            let jf = j as f64;
             for ((b, x), rv) in best[..len].iter_mut().zip(&mut index[..len]).zip(&r[..len]) {
                 let share = rv * rv;
-                if share > *b {
-                    *b = share;
-                    *x = j as u32;
-                }
+                let larger = share > *b;
+                *x = if larger { jf } else { *x };
+                *b = if larger { share } else { *b };
             }
         }
         for (o, x) in out.iter_mut().zip(&index[..len]) {
-            *o = (*x != u32::MAX).then_some(*x);
+            *o = (*x >= 0.0).then_some(*x as u32);
         }
     }
 }
