@@ -212,8 +212,6 @@ impl Scorer {
         out: AllScores<'_>,
         mut top_z: Option<&mut [Option<u32>]>,
     ) {
-        let mut index = [0u32; BLOCK];
-        let mut finite = [true; BLOCK];
         self.for_blocks(columns, out.spe.len(), |s, b| {
             let rows = s..s + b.len;
             b.spe(self.d, self.k, &mut out.spe[rows.clone()]);
@@ -221,21 +219,14 @@ impl Scorer {
             let zmax = &mut out.zmax[rows.clone()];
             match top_z.as_deref_mut() {
                 None => self.zmax_rows(columns, s, zmax),
-                Some(top_z) => {
-                    let (index, finite) = (&mut index[..b.len], &mut finite[..b.len]);
-                    self.zmax_top_rows(columns, s, zmax, index, finite);
-                    for ((o, &j), &ok) in top_z[rows.clone()].iter_mut().zip(&*index).zip(&*finite)
-                    {
-                        *o = ok.then_some(j);
-                    }
-                }
+                Some(top_z) => self.zmax_top_rows(columns, s, zmax, &mut top_z[rows.clone()]),
             }
             b.top(self.d, self.k, &self.p, &mut out.top[rows]);
         });
     }
 
-    /// [`Scorer::zmax_rows`], also writing the index of the first metric with the largest
-    /// clamped |z| into `index` and whether every value of the row is finite into `finite`.
+    /// [`Scorer::zmax_rows`], also writing into `top` the index of the first metric with the
+    /// largest clamped |z|, or `None` where a value of the row is not finite.
     /// The running maximum serves as the best so far: it equals the first metric's clamped |z|
     /// after the first, and stays the largest one after, unless a value is NaN, and then the
     /// row names nothing anyway. The metric's index and the finiteness travel in `f64` lanes
@@ -246,8 +237,7 @@ impl Scorer {
         columns: &[&[f64]],
         start: usize,
         out: &mut [f64],
-        index: &mut [u32],
-        finite: &mut [bool],
+        top: &mut [Option<u32>],
     ) {
         let n = out.len();
         let mut at = [0.0f64; BLOCK];
@@ -265,9 +255,8 @@ impl Scorer {
                 *b += x * 0.0;
             }
         }
-        for ((i, f), (t, b)) in index.iter_mut().zip(finite).zip(at.iter().zip(&*bad)) {
-            *i = *t as u32;
-            *f = *b == 0.0;
+        for (o, (t, b)) in top.iter_mut().zip(at.iter().zip(&*bad)) {
+            *o = (*b == 0.0).then_some(*t as u32);
         }
     }
 
