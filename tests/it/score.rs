@@ -703,7 +703,7 @@ fn an_output_has_one_writer_and_a_stale_lock_is_broken_on_request() {
 }
 
 /// A file of three float metrics `a`, `b`, `c` over 400 rows, `c` at row `i` from `at(i)`.
-fn three_metrics(path: &Path, at: impl Fn(usize) -> Option<f64>) {
+pub(crate) fn three_metrics(path: &Path, at: impl Fn(usize) -> Option<f64>) {
     let n = 400;
     let schema = Arc::new(Schema::new(
         ["a", "b", "c"]

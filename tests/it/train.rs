@@ -215,6 +215,21 @@ fn bad_training_input_is_one_line_exit_2() {
     for (args, needle) in cases {
         assert_user_error(&f.train(&args), needle);
     }
+    // A feature with no finite value: the one line names the data and the feature.
+    let nan = f.tmp.path().join("nan.parquet");
+    crate::score::three_metrics(&nan, |_| Some(f64::NAN));
+    let refused = train(&[
+        "--data",
+        nan.to_str().unwrap(),
+        "--model",
+        "x",
+        "--models",
+        m,
+    ]);
+    assert_user_error(&refused, ": feature `c` has no finite value");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let folder = f.tmp.path().to_str().unwrap();
+    assert!(stderr.starts_with(&format!("error: {folder}")), "{stderr}");
     assert!(
         !models.join("x").exists(),
         "a refused training wrote a model"

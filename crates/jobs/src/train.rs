@@ -526,7 +526,10 @@ async fn train_one(job: &TrainJob, prepared: Prepared) -> Result<ModelArtifact> 
             f64_field(&batch, j + 1, "median"),
             f64_field(&batch, j + 1, "mad"),
         ) else {
-            return Err(Error::Data(format!("feature `{name}` has no finite value")));
+            return Err(Error::Data(format!(
+                "{}: feature `{name}` has no finite value",
+                job.data
+            )));
         };
         if let Some(e) = too_large(name, median, mad) {
             return Err(Error::Data(format!("{}: {e}", job.data)));
