@@ -289,6 +289,9 @@ pub(crate) async fn write_scored(
     let mut left = 0usize; // its rows not yet scored
     let mut writers: Vec<ArrowColumnWriter> = Vec::new();
     let mut scored_rows = 0u64;
+    // The added columns of the batches not encoded yet (each batch's, in order), and their rows.
+    let mut pending: Vec<Vec<ArrayRef>> = Vec::new();
+    let mut pending_rows = 0usize;
 
     // Appends row group `next` (its input chunks, then the added columns encoded by `writers`)
     // to the current output file, starting one if there is none and finishing it when full.
@@ -416,14 +419,15 @@ pub(crate) async fn write_scored(
                 None => new_null_array(&DataType::Utf8, take),
             });
             unscored += columns[spe].null_count() as u64;
-            for ((field, array), w) in added.iter().zip(&columns).zip(writers.iter_mut()) {
-                for leaf in compute_leaves(field, array).map_err(bad)? {
-                    w.write(&leaf).map_err(bad)?;
-                }
-            }
+            pending_rows += take;
+            pending.push(columns);
             offset += take;
             left -= take;
             scored_rows += take as u64;
+            if left == 0 || pending_rows >= ENCODE_ROWS {
+                encode(&added, &std::mem::take(&mut pending), &mut writers).map_err(bad)?;
+                pending_rows = 0;
+            }
             if left == 0 {
                 finish_row_group!();
                 start_row_group!();
@@ -443,6 +447,43 @@ pub(crate) async fn write_scored(
         files.push(flush(shared, unit, c, files.len()).await?);
     }
     Ok(UnitResult { files, unscored })
+}
+
+/// Rows of added columns encoded together (see [`encode`]).
+const ENCODE_ROWS: usize = 1 << 16;
+
+/// Encodes the added columns of some batches (`batches`, each batch's columns of the `added`
+/// fields) with their `writers`, the first half of the columns on a thread of its own and the
+/// rest on this one: encoding and compressing them is most of writing a file, and a core the
+/// other tasks leave idle then shares it.
+fn encode(
+    added: &[FieldRef],
+    batches: &[Vec<ArrayRef>],
+    writers: &mut [ArrowColumnWriter],
+) -> parquet::errors::Result<()> {
+    let write = |first: usize, writers: &mut [ArrowColumnWriter]| {
+        for (c, w) in writers.iter_mut().enumerate() {
+            let (field, c) = (&added[first + c], first + c);
+            for columns in batches {
+                for leaf in compute_leaves(field, &columns[c])? {
+                    w.write(&leaf)?;
+                }
+            }
+        }
+        Ok(())
+    };
+    let half = writers.len() / 2;
+    let (first, rest) = writers.split_at_mut(half);
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| write(0, first));
+        let here = write(half, rest);
+        other.join().unwrap_or_else(|_| {
+            Err(ParquetError::General(
+                "encoding the score columns failed".into(),
+            ))
+        })?;
+        here
+    })
 }
 
 /// Has the kernel append the input's chunks of row group `rg` to the output file of `writer`,

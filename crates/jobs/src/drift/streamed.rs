@@ -372,16 +372,18 @@ fn level_of_hours(hours: &mut [&mut Hour], d: usize) -> Level {
 }
 
 /// A file's rows as a table whose one scan adds each batch to the chain's levels before
-/// passing it on (see the module's doc).
+/// passing it on (see the module's doc); `fed` is told when every row has been added (and
+/// dropped unsent when the scan fails), so that the next file's scan may start.
 pub(crate) fn feeding_table(
     schema: SchemaRef,
     stream: SendableRecordBatchStream,
     levels: Arc<Mutex<ChainLevels>>,
     columns: Columns,
+    fed: tokio::sync::oneshot::Sender<()>,
 ) -> crate::Result<StreamingTable> {
     let feed = Feed {
         schema: Arc::clone(&schema),
-        stream: Mutex::new(Some(stream)),
+        stream: Mutex::new(Some((stream, fed))),
         levels,
         columns,
     };
@@ -393,7 +395,7 @@ const FED_AHEAD: usize = 2;
 
 struct Feed {
     schema: SchemaRef,
-    stream: Mutex<Option<SendableRecordBatchStream>>,
+    stream: Mutex<Option<(SendableRecordBatchStream, tokio::sync::oneshot::Sender<()>)>>,
     levels: Arc<Mutex<ChainLevels>>,
     columns: Columns,
 }
@@ -413,7 +415,7 @@ impl PartitionStream for Feed {
 
     fn execute(&self, _: Arc<TaskContext>) -> SendableRecordBatchStream {
         let schema = Arc::clone(&self.schema);
-        let Some(stream) = self.stream.lock().ok().and_then(|mut s| s.take()) else {
+        let Some((stream, done)) = self.stream.lock().ok().and_then(|mut s| s.take()) else {
             let failed = futures::stream::once(async {
                 Err(DataFusionError::Execution(
                     "a file fed to the drift baseline was read twice".into(),
@@ -436,10 +438,15 @@ impl PartitionStream for Feed {
         let mut ahead = RecordBatchReceiverStreamBuilder::new(schema, FED_AHEAD);
         let tx = ahead.tx();
         ahead.spawn(async move {
+            let mut complete = true;
             while let Some(batch) = fed.next().await {
+                complete &= batch.is_ok();
                 if tx.send(batch).await.is_err() {
-                    break;
+                    return Ok(());
                 }
+            }
+            if complete {
+                let _ = done.send(());
             }
             Ok(())
         });

@@ -180,6 +180,15 @@ fn stopped(levels: &Mutex<ChainLevels>) -> Option<Stop> {
     levels.lock().map_or(Some(Stop::Memory), |l| l.stopped())
 }
 
+/// A spawned task, aborted when dropped.
+struct Aborting<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Aborting<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A file being written in a task of its own.
 type Writing = tokio::task::JoinHandle<Result<UnitResult>>;
 
@@ -187,6 +196,9 @@ type Writing = tokio::task::JoinHandle<Result<UnitResult>>;
 /// scores, copying the input's column chunks, putting the file) then overlaps the walk and the
 /// scoring of the files after it, and memory holds at most this many files' scores more.
 const WRITES_IN_FLIGHT: usize = 2;
+
+/// Files of a chain scored ahead of its walk, besides the one being scored.
+const SCORED_AHEAD: usize = 1;
 
 /// What every chain's task shares.
 struct Run {
@@ -252,26 +264,49 @@ impl Run {
             .map(|s| Arc::new(Mutex::new(s.chain())));
         // Files walked but not written yet: (unit, fields, the batches to write, latest time).
         let mut waiting: VecDeque<(usize, Fields, Vec<RecordBatch>, i64)> = VecDeque::new();
-        let score = |unit: &Unit| {
-            let (run, unit, levels) = (Arc::clone(self), unit.clone(), levels.clone());
-            tokio::spawn(async move { run.score_file(&unit, levels).await })
-        };
-        let mut next = units.first().map(score);
+        // The files are scored in order by a task of their own, up to [`SCORED_AHEAD`] files
+        // ahead of the walk, so that scoring goes on while the walk waits for a write. A file's
+        // scan starts as soon as the scan before it has fed the drift baseline every row, while
+        // that file's last scores are computed: at most two files are scored at once. (The
+        // JoinSet aborts the task when this returns early, and the task the file it scores.)
+        let (tx, mut rx) = tokio::sync::mpsc::channel(SCORED_AHEAD);
+        let mut scoring = tokio::task::JoinSet::new();
+        let (run, chain, fed) = (Arc::clone(self), units.to_vec(), levels.clone());
+        scoring.spawn(async move {
+            let start = |unit: &Unit| {
+                let (scanned, is_scanned) = tokio::sync::oneshot::channel();
+                let (run, unit, fed) = (Arc::clone(&run), unit.clone(), fed.clone());
+                let task = tokio::spawn(async move { run.score_file(&unit, fed, scanned).await });
+                (Aborting(task), is_scanned)
+            };
+            let mut next = chain.first().map(start);
+            for u in 0..chain.len() {
+                let Some((mut current, is_scanned)) = next.take() else {
+                    break;
+                };
+                // Told, or dropped untold: the scan failed, or there is no baseline to feed.
+                let _ = is_scanned.await;
+                next = chain.get(u + 1).map(start);
+                let scored = task_result((&mut current.0).await);
+                let failed = scored.is_err();
+                if tx.send(scored).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
         for u in 0..units.len() {
-            let Some(current) = next.take() else { break };
-            let (fields, batches) = task_result(current.await)?;
+            let Some(scored) = rx.recv().await else {
+                return Err(Error::Data("a scoring task failed".into()));
+            };
+            let (fields, batches) = scored?;
             if let Some(stop) = levels.as_ref().and_then(|l| stopped(l)) {
                 return Ok(Err(stop));
             }
-            next = units.get(u + 1).map(score);
             let mut latest = i64::MIN;
             let mut parts = Vec::with_capacity(batches.len());
             for (part, cols) in batches {
                 latest = latest.max(cols.latest().unwrap_or(i64::MIN));
                 if !walk.feed(&cols) {
-                    if let Some(n) = next {
-                        n.abort();
-                    }
                     return Ok(Err(Stop::Unordered));
                 }
                 parts.push(part);
@@ -313,11 +348,13 @@ impl Run {
     }
 
     /// One file's scores and the columns the walk reads, in file order; with `levels`, its rows
-    /// are added to the chain's drift baseline as the scan reads them, before they are scored.
+    /// are added to the chain's drift baseline as the scan reads them, before they are scored,
+    /// and `scanned` is told once they all are.
     async fn score_file(
         &self,
         unit: &Unit,
         levels: Option<Arc<Mutex<ChainLevels>>>,
+        scanned: tokio::sync::oneshot::Sender<()>,
     ) -> Result<Scored> {
         let shared = &self.shared;
         let table = format!(
@@ -331,6 +368,8 @@ impl Run {
         let scored = async {
             match levels {
                 None => {
+                    // No baseline to feed: the next file need not wait.
+                    drop(scanned);
                     shared.ordered.register_table(&table, listing)?;
                 }
                 Some(levels) => {
@@ -345,7 +384,8 @@ impl Run {
                         time: 1,
                         features: self.layout.features.iter().map(|c| c - 1).collect(),
                     };
-                    let fed = feeding_table(schema, df.execute_stream().await?, levels, columns)?;
+                    let stream = df.execute_stream().await?;
+                    let fed = feeding_table(schema, stream, levels, columns, scanned)?;
                     shared.ordered.register_table(&table, Arc::new(fed))?;
                 }
             }
