@@ -8,9 +8,11 @@
 //! every row's alert is known. A row's alert is known once no key still holds it in a run of
 //! high scores that may yet open an alert, which is at the latest after the next file (or
 //! when such a run ends); until then the file's scores wait in memory, so memory is bounded by
-//! a few files' scores (the model's features, read for the walk, are not kept). The next file
-//! is scored while the current one is walked, and a walked file is written in a task of its
-//! own (at most two at once), so that scoring, walking and writing overlap.
+//! a few files' scores (the model's features, read for the walk, are not kept). A task of the
+//! chain's own scores its files in order, a file ahead of the walk, starting a file's scan as
+//! soon as the scan before it has fed the drift baseline; a walked file is written in a task of
+//! its own (at most two at once). So scoring, walking and writing overlap, and a chain left
+//! alone at the end of a run still keeps both cores busy.
 //!
 //! The walk needs a little more than the written scores at the rows that can be inside an
 //! alert: the top metric's value and its gap to what the model expected where the score
