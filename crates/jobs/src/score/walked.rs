@@ -270,11 +270,10 @@ impl Run {
         // ahead of the walk, so that scoring goes on while the walk waits for a write. A file's
         // scan starts as soon as the scan before it has fed the drift baseline every row, while
         // that file's last scores are computed: at most two files are scored at once. (The
-        // JoinSet aborts the task when this returns early, and the task the file it scores.)
+        // task is aborted when this returns early, and with it the file it scores.)
         let (tx, mut rx) = tokio::sync::mpsc::channel(SCORED_AHEAD);
-        let mut scoring = tokio::task::JoinSet::new();
         let (run, chain, fed) = (Arc::clone(self), units.to_vec(), levels.clone());
-        scoring.spawn(async move {
+        let _scoring = Aborting(tokio::spawn(async move {
             let start = |unit: &Unit| {
                 let (scanned, is_scanned) = tokio::sync::oneshot::channel();
                 let (run, unit, fed) = (Arc::clone(&run), unit.clone(), fed.clone());
@@ -295,7 +294,7 @@ impl Run {
                     break;
                 }
             }
-        });
+        }));
         for u in 0..units.len() {
             let Some(scored) = rx.recv().await else {
                 return Err(Error::Data("a scoring task failed".into()));
