@@ -102,36 +102,47 @@ impl Scorer {
     /// `n` rows), with the block's standardized values y and component scores t computed.
     #[inline(always)]
     fn for_blocks(&self, columns: &[&[f64]], n: usize, mut f: impl FnMut(usize, &Block)) {
-        let (d, k) = (self.d, self.k);
-        let mut block = Block {
-            y: vec![0.0; d * BLOCK],
-            t: vec![0.0; k * BLOCK],
-            len: 0,
-        };
+        let mut block = self.block();
         let mut start = 0;
         while start < n {
-            let len = BLOCK.min(n - start);
-            block.len = len;
-            for (j, col) in columns.iter().enumerate().take(d) {
-                let (a, b) = (self.a[j], self.b[j]);
-                let yj = &mut block.y[j * BLOCK..j * BLOCK + len];
-                for (yv, x) in yj.iter_mut().zip(&col[start..start + len]) {
-                    *yv = (x * a - b).clamp(-Z_LIMIT, Z_LIMIT);
-                }
-            }
-            block.t.fill(0.0);
-            for j in 0..d {
-                let yj = &block.y[j * BLOCK..j * BLOCK + len];
-                for i in 0..k {
-                    let pji = self.p[j * k + i];
-                    let ti = &mut block.t[i * BLOCK..i * BLOCK + len];
-                    for (tv, yv) in ti.iter_mut().zip(yj) {
-                        *tv += pji * yv;
-                    }
-                }
-            }
+            self.fill_block(columns, start, BLOCK.min(n - start), &mut block);
             f(start, &block);
-            start += len;
+            start += block.len;
+        }
+    }
+
+    /// An empty block for this scorer's d and k.
+    fn block(&self) -> Block {
+        Block {
+            y: vec![0.0; self.d * BLOCK],
+            t: vec![0.0; self.k * BLOCK],
+            len: 0,
+        }
+    }
+
+    /// Fills `block` with the standardized values y and component scores t of rows
+    /// `start..start + len` of `columns`.
+    #[inline(always)]
+    fn fill_block(&self, columns: &[&[f64]], start: usize, len: usize, block: &mut Block) {
+        let (d, k) = (self.d, self.k);
+        block.len = len;
+        for (j, col) in columns.iter().enumerate().take(d) {
+            let (a, b) = (self.a[j], self.b[j]);
+            let yj = &mut block.y[j * BLOCK..j * BLOCK + len];
+            for (yv, x) in yj.iter_mut().zip(&col[start..start + len]) {
+                *yv = (x * a - b).clamp(-Z_LIMIT, Z_LIMIT);
+            }
+        }
+        block.t.fill(0.0);
+        for j in 0..d {
+            let yj = &block.y[j * BLOCK..j * BLOCK + len];
+            for i in 0..k {
+                let pji = self.p[j * k + i];
+                let ti = &mut block.t[i * BLOCK..i * BLOCK + len];
+                for (tv, yv) in ti.iter_mut().zip(yj) {
+                    *tv += pji * yv;
+                }
+            }
         }
     }
 
@@ -244,7 +255,14 @@ impl Scorer {
         out: AllScores<'_>,
         mut top_z: Option<&mut [Option<u32>]>,
     ) {
-        self.for_blocks(columns, out.spe.len(), |s, b| {
+        // A loop of its own rather than [`Scorer::for_blocks`]' closure: a closure is compiled
+        // once, without the AVX2 of [`Scorer::all_blocks_avx2`], while this body is inlined
+        // into it.
+        let n = out.spe.len();
+        let mut b = self.block();
+        let mut s = 0;
+        while s < n {
+            self.fill_block(columns, s, BLOCK.min(n - s), &mut b);
             let rows = s..s + b.len;
             b.spe(self.d, self.k, &mut out.spe[rows.clone()]);
             b.t2(&self.inv_lambda, &mut out.t2[rows.clone()]);
@@ -254,7 +272,8 @@ impl Scorer {
                 Some(top_z) => self.zmax_top_rows(columns, s, zmax, &mut top_z[rows.clone()]),
             }
             b.top(self.d, self.k, &self.p, &mut out.top[rows]);
-        });
+            s += b.len;
+        }
     }
 
     /// [`Scorer::zmax_rows`], also writing into `top` the index of the first metric with the
